@@ -1,0 +1,100 @@
+# gridpoints -- one Makefile, in the style of Redis and hiredis (STYLE.md §42).
+#
+#   make              build build/gridpointsd (debug, -Werror)
+#   make run          install what is missing, start private PostgreSQL + Redis under var/,
+#                     migrate, load demo data once, serve on 127.0.0.1:8080
+#   make test         unit tests + black-box API tests, under ASan+UBSan
+#   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
+#   make format / format-check / clean
+#
+# Variables: SANITIZER=address,undefined  OPT=-O2  WERROR=0  BUILD=build-dir
+
+STD      = -std=c11 -D_GNU_SOURCE
+WARN     = -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wold-style-definition \
+           -Wpointer-arith -Wformat=2 -Wundef -Wwrite-strings -Wshadow \
+           -Werror=implicit-function-declaration -Wno-unused-parameter
+WERROR  ?= 1
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
+OPT     ?= -O1
+DEBUG   ?= -g3 -fno-omit-frame-pointer
+BUILD   ?= build
+SANITIZER ?=
+
+PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson openssl inih
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(DEBUG) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+FINAL_LDFLAGS = $(LDFLAGS)
+FINAL_LIBS    = $(PKG_LIBS) -lpthread -lm $(LIBS)
+ifneq ($(SANITIZER),)
+FINAL_CFLAGS  += -fsanitize=$(SANITIZER) -fno-sanitize-recover=undefined
+FINAL_LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+SRC  := $(sort $(wildcard server/*.c))
+OBJ  := $(SRC:server/%.c=$(BUILD)/%.o)
+DEP  := $(OBJ:.o=.d)
+LIB_OBJ := $(filter-out $(BUILD)/main.o,$(OBJ))
+
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+PY ?= /usr/bin/python3
+
+.PHONY: all run test unit api bench format format-check clean deps check-config-docs
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/gridpointsd
+
+# A change of flags rebuilds everything (Redis's .make-settings idea).
+SETTINGS := $(BUILD)/.settings
+$(shell mkdir -p $(BUILD) && echo '$(FINAL_CFLAGS) $(FINAL_LDFLAGS)' | cmp -s - $(SETTINGS) || echo '$(FINAL_CFLAGS) $(FINAL_LDFLAGS)' > $(SETTINGS))
+
+$(BUILD)/%.o: server/%.c $(SETTINGS)
+	@mkdir -p $(@D)
+	$(CC) $(FINAL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gridpointsd: $(OBJ)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $(OBJ) $(FINAL_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(SETTINGS)
+	@mkdir -p $(@D)
+	$(CC) $(FINAL_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS) -lcmocka
+
+-include $(DEP) $(UNIT_BIN:=.d)
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+# make test: sanitizers on, in their own build dir so a plain build is not clobbered.
+test: deps
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+api: $(BUILD)/gridpointsd
+	GRIDPOINTS_BIN=$(abspath $(BUILD)/gridpointsd) $(PY) -m pytest -q -p no:cacheprovider tests/api $(PYTEST_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory OPT=-O2 DEBUG=-g BUILD=build/bench all
+	@scripts/bench.sh
+
+check-config-docs:
+	@scripts/check-config-docs.sh
+
+format:
+	clang-format -i server/*.c include/*.h tests/unit/*.c
+
+format-check:
+	clang-format --dry-run --Werror server/*.c include/*.h tests/unit/*.c
+
+clean:
+	rm -rf build

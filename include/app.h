@@ -1,0 +1,28 @@
+/* app.h -- the long-lived objects of one server process, created in main() and destroyed in
+ * reverse order at shutdown (STYLE §26). Passed to domain functions explicitly; there are no
+ * other globals holding state. */
+#ifndef GP_APP_H
+#define GP_APP_H
+
+struct config;
+struct event_base;
+struct db_pool;
+struct kv;
+struct ratelimit;
+struct workpool;
+struct metrics;
+struct ledger_cache;
+
+struct app {
+    const struct config *cfg;
+    struct event_base *base;
+    struct db_pool *db;
+    struct kv *kv;
+    struct ratelimit *rl;
+    struct workpool *wp;        /* CPU-heavy work off the loop (password hashing) */
+    struct metrics *metrics;
+    struct ledger_cache *ledger; /* Redis balance/ranking scripts */
+    volatile int stopping;      /* set once shutdown began: background sweeps stop */
+};
+
+#endif

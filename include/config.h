@@ -1,0 +1,74 @@
+/* config.h -- the server's configuration: one typed table, an INI file, env overrides.
+ *
+ * Every key lives in the table in config.c (alphabetical within its section) with its type,
+ * default and bounds, and in config/gridpoints.conf with a comment. Any key can be overridden
+ * from the environment as GRIDPOINTS_<SECTION>_<KEY> (upper case): that is how addresses and
+ * secrets reach a deployment without being written in a file. Unknown keys are an error. */
+#ifndef GP_CONFIG_H
+#define GP_CONFIG_H
+
+#include "common.h"
+
+struct config {
+    /* [server] */
+    char *listen;              /* host:port of the plain HTTP listener */
+    char *tls_listen;          /* host:port of the TLS listener, "" = none */
+    char *tls_cert;            /* PEM certificate chain */
+    char *tls_key;             /* PEM private key */
+    int max_connections;
+    int max_header_size;       /* bytes */
+    int max_body_size;         /* bytes, default for routes that do not set their own */
+    int json_max_depth;
+    int json_max_items;        /* array elements / object members, all nesting levels */
+    int read_timeout_ms;
+    int write_timeout_ms;
+    int shutdown_timeout_ms;
+    int page_size_default;
+    int page_size_max;
+    int worker_threads;        /* CPU pool for password hashing */
+    bool trust_proxy;          /* take the client address from X-Forwarded-For */
+    /* [database] */
+    char *database_url;
+    char *database_admin_url;  /* migrations and CLI; "" = database_url */
+    int db_pool_size;
+    int db_queue_max;
+    int db_queue_timeout_ms;
+    int db_statement_timeout_ms;
+    int db_connect_timeout_ms;
+    int db_reconnect_max_ms;
+    int db_retries;
+    char *migrations_dir;
+    /* [redis] */
+    char *redis_url;
+    int redis_connect_timeout_ms;
+    int redis_command_timeout_ms;
+    int redis_reconnect_max_ms;
+    /* [auth] */
+    int session_ttl_s;
+    int pbkdf2_iterations;
+    int login_limit_per_phone;
+    int login_limit_per_addr;
+    int login_window_s;
+    /* [log] */
+    char *log_level;
+    /* [timers] */
+    int timer_sweep_interval_ms;
+    int timer_batch_size;
+    int reconcile_interval_s;
+    /* [tasks] */
+    int report_future_skew_s;
+    int claim_rate_limit;      /* claims per worker per minute */
+};
+
+/* Parses `path` (NULL = defaults only), then applies environment overrides.
+ * On error returns false and writes a message naming the file, line and key into err. */
+bool config_load(struct config *cfg, const char *path, char *err, size_t errlen) MUSTCHECK;
+void config_free(struct config *cfg);
+/* Writes every key with its current value as INI, for `gridpointsd print-config`. */
+void config_dump(const struct config *cfg, void (*emit)(const char *line, void *arg), void *arg);
+/* Parses "15s", "500ms", "2m", "1h", "30" (ms) into milliseconds; false on garbage/overflow. */
+bool config_parse_duration_ms(const char *s, long long *out) MUSTCHECK;
+/* Parses "64k", "1m", "16384" into bytes; false on garbage/overflow. */
+bool config_parse_size(const char *s, int *out) MUSTCHECK;
+
+#endif

@@ -1,0 +1,98 @@
+/* http.h -- the evhttp front: listeners with every limit set, the request context, dispatch
+ * through the route table, and the only functions that send replies.
+ *
+ * Every request gets one struct req_ctx, passed as the argument of every async callback it
+ * causes. Every path ends in exactly one http_reply_* call, which sends the reply (or frees
+ * the request if the client went away meanwhile: libevent detaches it), logs the access line,
+ * records metrics and frees the context. Never touch rc after replying, and never touch the
+ * evhttp connection after an await. */
+#ifndef GP_HTTP_H
+#define GP_HTTP_H
+
+#include "auth.h"
+#include "common.h"
+#include "jv.h"
+#include "router.h"
+#include "status.h"
+
+#include <event2/keyvalq_struct.h>
+
+struct app;
+struct arena;
+struct db_result;
+struct evhttp_request;
+struct http_server;
+
+struct req_ctx {
+    struct app *app;
+    struct http_server *server;
+    struct evhttp_request *req; /* owned by libevent; invalid after the reply */
+    struct arena *arena;        /* freed with the context */
+    const struct route *route;
+    struct router_params params;
+    const char *method;
+    char *path;                 /* arena */
+    struct evkeyvalq query;     /* parsed query string */
+    const char *body;           /* raw body (arena, NUL-terminated) */
+    size_t body_len;
+    json_t *json;               /* parsed body object ({} when empty), freed with the context */
+    const char *idem_key;       /* Idempotency-Key header or NULL (arena) */
+    char rid[40];               /* request id, echoed in X-Request-Id */
+    char addr[64];              /* client address */
+    struct principal principal;
+    int64_t start_ms;
+    void *state;                /* the handler's own state (arena) */
+};
+
+/* Binds the listeners of cfg (plain, and TLS when configured). NULL and a logged reason on
+ * failure. */
+struct http_server *http_server_new(struct app *app);
+/* Stops accepting; requests already running finish. */
+void http_server_stop_accepting(struct http_server *hs);
+int http_server_inflight(const struct http_server *hs);
+/* Called when in-flight drops to zero after stop_accepting. */
+void http_server_on_drained(struct http_server *hs, void (*cb)(void *arg), void *arg);
+void http_server_free(struct http_server *hs);
+
+/* --- replies: exactly one per request --- */
+/* Sends body (a new reference, stolen) as JSON. */
+void http_reply_json(struct req_ctx *rc, int code, json_t *body);
+/* Sends text that already is JSON (e.g. a jsonb column) without re-encoding it. */
+void http_reply_json_text(struct req_ctx *rc, int code, const char *json, size_t len);
+void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
+                    size_t len);
+/* The SPEC §5 error body; adds Retry-After to 429 and 503 (retry_after_s, or 1 when 0). */
+void http_reply_error(struct req_ctx *rc, enum status st, const char *code, const char *field,
+                      const char *fmt, ...) PRINTF_LIKE(5, 6);
+void http_reply_error_retry(struct req_ctx *rc, enum status st, const char *code,
+                            int retry_after_s, const char *message);
+void http_reply_jv(struct req_ctx *rc, const struct jv_err *e);
+/* A database result: on success replies `code` with the JSON text in row 0 column 0 (404 when
+ * there is no row or it is NULL); on failure the classified error. */
+void http_reply_db(struct req_ctx *rc, struct db_result *res, int code);
+
+/* --- request access helpers; the *_or_reply ones reply themselves and return false --- */
+const char *http_header(struct req_ctx *rc, const char *name);
+/* Adds a response header (before the reply). */
+void http_set_header(struct req_ctx *rc, const char *name, const char *value);
+const char *http_query(struct req_ctx *rc, const char *key);
+bool http_query_i64_or_reply(struct req_ctx *rc, const char *key, int64_t min, int64_t max,
+                             int64_t *out) MUSTCHECK;
+/* limit: server.page_size_default when absent, 400 above server.page_size_max. */
+bool http_page_limit_or_reply(struct req_ctx *rc, int *limit) MUSTCHECK;
+/* Path parameter idx as a positive id; 404 when it is not one. */
+bool http_param_id_or_reply(struct req_ctx *rc, int idx, int64_t *out) MUSTCHECK;
+/* Refuses unknown body fields (400) and replies; see jv_only. */
+bool http_body_only_or_reply(struct req_ctx *rc, const char *const *allowed) MUSTCHECK;
+/* Hex SHA-256 over method, path, query and body: what an idempotency key is bound to. */
+void http_request_hash(struct req_ctx *rc, char out[65]);
+/* "person:<id>" (arena): the scope of the caller's idempotency keys. */
+const char *http_idem_principal(struct req_ctx *rc);
+
+/* Request-scoped log lines: prefixed with rid, route and person. */
+void rlog(struct req_ctx *rc, int level, const char *fmt, ...) PRINTF_LIKE(3, 4);
+#define rlog_info(rc, ...) do { if (log_min_level <= LOG_LEVEL_INFO) rlog(rc, LOG_LEVEL_INFO, __VA_ARGS__); } while (0)
+#define rlog_warn(rc, ...) do { if (log_min_level <= LOG_LEVEL_WARN) rlog(rc, LOG_LEVEL_WARN, __VA_ARGS__); } while (0)
+#define rlog_error(rc, ...) rlog(rc, LOG_LEVEL_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,51 @@
+/* router.h -- matching a method and path against the route table.
+ *
+ * Patterns are literal segments and {name} parameters ("/api/v1/tasks/{id}/claim"). A
+ * parameter matches one non-empty segment of [A-Za-z0-9_.-], at most ROUTER_MAX_PARAM_LEN
+ * bytes, so no decoding or traversal games reach a handler. The table itself lives in
+ * routes.c: it is the one place that lists the API. */
+#ifndef GP_ROUTER_H
+#define GP_ROUTER_H
+
+#include "common.h"
+
+#define ROUTER_MAX_PARAMS 4
+#define ROUTER_MAX_PARAM_LEN 64
+
+struct req_ctx;
+typedef void (*route_handler)(struct req_ctx *rc);
+
+enum route_auth {
+    AUTH_NONE,     /* public */
+    AUTH_SESSION,  /* a valid session token (any person) */
+    AUTH_MERCHANT, /* a signed merchant request */
+};
+
+struct route {
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern;
+    route_handler handler;
+    enum route_auth auth;
+    int max_body;        /* bytes; 0 = no body allowed; -1 = server.max_body_size */
+    const char *summary; /* one line, also used by the OpenAPI check */
+};
+
+enum router_result { ROUTER_MATCH, ROUTER_NOT_FOUND, ROUTER_METHOD_NOT_ALLOWED };
+
+struct router_params {
+    int n;
+    char values[ROUTER_MAX_PARAMS][ROUTER_MAX_PARAM_LEN + 1];
+};
+
+/* Looks `path` (no query string) up in `routes`; fills *out and params on a match. When the
+ * path exists with other methods, returns ROUTER_METHOD_NOT_ALLOWED and writes them,
+ * comma-separated, into allow. */
+enum router_result router_match(const struct route *routes, size_t nroutes, const char *method,
+                                const char *path, const struct route **out,
+                                struct router_params *params, char *allow, size_t allowlen);
+
+/* The application's table (routes.c). */
+extern const struct route routes_table[];
+extern const size_t routes_count;
+
+#endif

@@ -1,0 +1,344 @@
+/* api_core.c -- health, readiness, metrics, login, logout and /me. */
+#include "api.h"
+#include "app.h"
+#include "arena.h"
+#include "config.h"
+#include "crypto.h"
+#include "db.h"
+#include "http.h"
+#include "kv.h"
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "workpool.h"
+
+#include <event2/buffer.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* Shared helpers                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+struct query_state {
+    int code;
+};
+
+static void api_query_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct query_state *qs = rc->state;
+    http_reply_db(rc, res, qs->code);
+}
+
+void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+               int success_code)
+{
+    struct query_state *qs = arena_alloc(rc->arena, sizeof *qs);
+    qs->code = success_code;
+    rc->state = qs;
+    db_query(rc->app->db, sql, nparams, params, api_query_cb, rc);
+}
+
+const char *api_i64(struct req_ctx *rc, int64_t v)
+{
+    return arena_printf(rc->arena, "%lld", (long long)v);
+}
+
+bool api_cursor_or_reply(struct req_ctx *rc, const char **after)
+{
+    *after = NULL;
+    const char *c = http_query(rc, "cursor");
+    if (!c)
+        return true;
+    int64_t v;
+    if (!jv_parse_i64(c, 1, INT64_MAX, &v)) {
+        http_reply_error(rc, ST_INVALID, "invalid_cursor", "cursor", "malformed cursor");
+        return false;
+    }
+    *after = c;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Health                                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+void api_healthz(struct req_ctx *rc)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+    http_reply_json_text(rc, 200, ok, sizeof ok - 1);
+}
+
+struct ready_state {
+    int pending;
+    bool db_ok, kv_ok;
+};
+
+static void ready_finish(struct req_ctx *rc)
+{
+    struct ready_state *rs = rc->state;
+    if (--rs->pending > 0)
+        return;
+    bool ok = rs->db_ok && rs->kv_ok;
+    json_t *body = json_pack("{s:s, s:{s:s, s:s}}", "status", ok ? "ok" : "unavailable", "checks",
+                             "postgres", rs->db_ok ? "ok" : "down", "redis",
+                             rs->kv_ok ? "ok" : "down");
+    if (!ok)
+        http_set_header(rc, "Retry-After", "1");
+    http_reply_json(rc, ok ? 200 : 503, body);
+}
+
+static void ready_db_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    ((struct ready_state *)rc->state)->db_ok = db_result_status(res) == ST_OK;
+    ready_finish(rc);
+}
+
+static void ready_kv_cb(struct redisReply *reply, enum status st, void *arg)
+{
+    struct req_ctx *rc = arg;
+    ((struct ready_state *)rc->state)->kv_ok = st == ST_OK;
+    ready_finish(rc);
+}
+
+void api_readyz(struct req_ctx *rc)
+{
+    struct ready_state *rs = arena_alloc(rc->arena, sizeof *rs);
+    rs->pending = 2;
+    rc->state = rs;
+    db_query(rc->app->db, "SELECT 1", 0, NULL, ready_db_cb, rc);
+    const char *argv[] = {"PING"};
+    kv_command(rc->app->kv, ready_kv_cb, rc, 1, argv, NULL);
+}
+
+void api_metrics(struct req_ctx *rc)
+{
+    struct app *app = rc->app;
+    struct evbuffer *b = evbuffer_new();
+    metrics_render(app->metrics, b);
+    struct db_pool_stats ds;
+    db_pool_get_stats(app->db, &ds);
+    struct kv_stats ks;
+    kv_get_stats(app->kv, &ks);
+    evbuffer_add_printf(b,
+                        "# TYPE gridpoints_db_pool_size gauge\ngridpoints_db_pool_size %d\n"
+                        "# TYPE gridpoints_db_pool_connected gauge\ngridpoints_db_pool_connected %d\n"
+                        "# TYPE gridpoints_db_pool_in_use gauge\ngridpoints_db_pool_in_use %d\n"
+                        "# TYPE gridpoints_db_pool_waiting gauge\ngridpoints_db_pool_waiting %d\n"
+                        "# TYPE gridpoints_db_queries_total counter\ngridpoints_db_queries_total %llu\n"
+                        "# TYPE gridpoints_db_errors_total counter\ngridpoints_db_errors_total %llu\n"
+                        "# TYPE gridpoints_db_retries_total counter\ngridpoints_db_retries_total %llu\n"
+                        "# TYPE gridpoints_db_timeouts_total counter\ngridpoints_db_timeouts_total %llu\n"
+                        "# TYPE gridpoints_db_rejected_total counter\ngridpoints_db_rejected_total %llu\n"
+                        "# TYPE gridpoints_redis_up gauge\ngridpoints_redis_up %d\n"
+                        "# TYPE gridpoints_redis_pending gauge\ngridpoints_redis_pending %d\n"
+                        "# TYPE gridpoints_redis_commands_total counter\ngridpoints_redis_commands_total %llu\n"
+                        "# TYPE gridpoints_redis_errors_total counter\ngridpoints_redis_errors_total %llu\n"
+                        "# TYPE gridpoints_redis_timeouts_total counter\ngridpoints_redis_timeouts_total %llu\n"
+                        "# TYPE gridpoints_redis_reconnects_total counter\ngridpoints_redis_reconnects_total %llu\n"
+                        "# TYPE gridpoints_workpool_pending gauge\ngridpoints_workpool_pending %d\n",
+                        ds.size, ds.connected, ds.in_use, ds.waiting,
+                        (unsigned long long)ds.queries, (unsigned long long)ds.errors,
+                        (unsigned long long)ds.retries, (unsigned long long)ds.timeouts,
+                        (unsigned long long)ds.rejected, ks.up ? 1 : 0, ks.pending,
+                        (unsigned long long)ks.commands, (unsigned long long)ks.errors,
+                        (unsigned long long)ks.timeouts, (unsigned long long)ks.reconnects,
+                        workpool_pending(app->wp));
+    size_t len = evbuffer_get_length(b);
+    char *text = arena_alloc(rc->arena, len + 1);
+    evbuffer_remove(b, text, len);
+    evbuffer_free(b);
+    http_reply_raw(rc, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Login: rate limits -> look up the phone -> verify the password off the loop -> session.    */
+/* ---------------------------------------------------------------------------------------- */
+
+enum login_step { LOGIN_LIMIT_PHONE, LOGIN_LIMIT_ADDR, LOGIN_LOOKUP, LOGIN_VERIFY, LOGIN_SESSION };
+
+struct login_state {
+    enum login_step step;
+    const char *phone;
+    char *password;         /* xstrdup'd: the worker thread reads it; wiped and freed after */
+    char *stored_hash;      /* likewise */
+    int64_t person_id;
+    bool verified;
+    char token[CRYPTO_TOKEN_LEN + 1];
+    char hash_param[70];
+};
+
+/* A hash of a password nobody knows, verified when the phone is unknown so that an unknown
+ * phone costs the same time as a wrong password. Its iteration count follows the config. */
+static const char *dummy_hash(struct req_ctx *rc)
+{
+    return arena_printf(rc->arena, "pbkdf2-sha256$%d$AAAAAAAAAAAAAAAAAAAAAA==$"
+                                   "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                        rc->app->cfg->pbkdf2_iterations);
+}
+
+static void login_step(struct req_ctx *rc);
+
+static void login_limit_cb(enum status st, int retry_after_s, int remaining, void *arg)
+{
+    struct req_ctx *rc = arg;
+    if (st == ST_RATE_LIMITED) {
+        http_reply_error_retry(rc, ST_RATE_LIMITED, "too_many_attempts", retry_after_s,
+                               "too many login attempts; try again later");
+        return;
+    }
+    /* ST_OK, or Redis down: logins fail open on the limiter (PostgreSQL still answers). */
+    struct login_state *ls = rc->state;
+    ls->step++;
+    login_step(rc);
+}
+
+static void login_lookup_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct login_state *ls = rc->state;
+    if (db_result_status(res) != ST_OK) {
+        http_reply_db(rc, res, 200);
+        return;
+    }
+    const char *stored = dummy_hash(rc);
+    if (db_result_ntuples(res) == 1 && !strcmp(db_result_value(res, 0, 2), "active")) {
+        jv_parse_i64(db_result_value(res, 0, 0), 1, INT64_MAX, &ls->person_id);
+        stored = db_result_value(res, 0, 1);
+    }
+    ls->stored_hash = xstrdup(stored);
+    ls->step = LOGIN_VERIFY;
+    login_step(rc);
+}
+
+static void verify_work(void *arg)
+{
+    struct login_state *ls = ((struct req_ctx *)arg)->state;
+    ls->verified = crypto_password_verify(ls->password, ls->stored_hash);
+}
+
+static void verify_done(void *arg, bool cancelled)
+{
+    struct req_ctx *rc = arg;
+    struct login_state *ls = rc->state;
+    explicit_bzero(ls->password, strlen(ls->password));
+    free(ls->password);
+    free(ls->stored_hash);
+    ls->password = ls->stored_hash = NULL;
+    if (cancelled) {
+        http_reply_error_retry(rc, ST_UNAVAILABLE, "shutting_down", 1, "server is shutting down");
+        return;
+    }
+    if (!ls->verified || ls->person_id == 0) {
+        rlog_info(rc, "login failed for a phone");
+        http_reply_error(rc, ST_UNAUTHORIZED, "invalid_credentials", NULL, "wrong phone or password");
+        return;
+    }
+    ls->step = LOGIN_SESSION;
+    login_step(rc);
+}
+
+static void login_session_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct login_state *ls = rc->state;
+    if (db_result_status(res) != ST_OK || !db_result_value(res, 0, 0)) {
+        http_reply_db(rc, res, 200);
+        return;
+    }
+    json_t *principal = json_loads(db_result_value(res, 0, 0), 0, NULL);
+    if (!principal) {
+        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer",
+                             "expires_at", json_object_get(principal, "expires_at"), "person",
+                             principal);
+    json_decref(principal);
+    rlog_info(rc, "login ok person=%lld", (long long)ls->person_id);
+    http_reply_json(rc, 200, body);
+}
+
+static void login_step(struct req_ctx *rc)
+{
+    struct login_state *ls = rc->state;
+    const struct config *cfg = rc->app->cfg;
+    switch (ls->step) {
+    case LOGIN_LIMIT_PHONE: {
+        const char *key = arena_printf(rc->arena, "rl:login:phone:%s", ls->phone);
+        ratelimit_hit(rc->app->rl, key, cfg->login_limit_per_phone, cfg->login_window_s,
+                      RATELIMIT_FAIL_OPEN, login_limit_cb, rc);
+        return;
+    }
+    case LOGIN_LIMIT_ADDR: {
+        const char *key = arena_printf(rc->arena, "rl:login:addr:%s", rc->addr);
+        ratelimit_hit(rc->app->rl, key, cfg->login_limit_per_addr, cfg->login_window_s,
+                      RATELIMIT_FAIL_OPEN, login_limit_cb, rc);
+        return;
+    }
+    case LOGIN_LOOKUP: {
+        const char *params[] = {ls->phone};
+        db_query(rc->app->db, "SELECT * FROM gp_login_lookup($1)", 1, params, login_lookup_cb, rc);
+        return;
+    }
+    case LOGIN_VERIFY:
+        workpool_submit(rc->app->wp, verify_work, verify_done, rc);
+        return;
+    case LOGIN_SESSION: {
+        unsigned char d[32];
+        char hex[65];
+        if (!crypto_token(ls->token)) {
+            http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot create a session token");
+            return;
+        }
+        crypto_sha256(ls->token, CRYPTO_TOKEN_LEN, d);
+        crypto_hex(d, 32, hex);
+        snprintf(ls->hash_param, sizeof ls->hash_param, "\\x%s", hex);
+        const char *params[] = {ls->hash_param, api_i64(rc, ls->person_id),
+                                api_i64(rc, cfg->session_ttl_s), rc->addr};
+        db_query(rc->app->db, "SELECT gp_session_create($1::bytea, $2, $3, $4)", 4, params,
+                 login_session_cb, rc);
+        return;
+    }
+    }
+}
+
+void api_login(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"phone", "password", NULL};
+    if (!http_body_only_or_reply(rc, fields))
+        return;
+    struct jv_err e = {0};
+    const char *phone = NULL, *password = NULL;
+    if (!jv_str(rc->json, "phone", true, 11, 11, &phone, &e) ||
+        !jv_str(rc->json, "password", true, 1, 128, &password, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    struct login_state *ls = arena_alloc(rc->arena, sizeof *ls);
+    ls->phone = phone;
+    ls->password = xstrdup(password);
+    rc->state = ls;
+    login_step(rc);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Logout and /me                                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+void api_logout(struct req_ctx *rc)
+{
+    auth_session_forget(rc);
+    const char *params[] = {arena_printf(rc->arena, "\\x%s", rc->principal.token_hash)};
+    api_query(rc, "SELECT gp_session_revoke($1::bytea)", 1, params, 200);
+}
+
+void api_me(struct req_ctx *rc)
+{
+    const char *params[] = {api_i64(rc, rc->principal.person_id)};
+    api_query(rc, "SELECT gp_me($1)", 1, params, 200);
+}

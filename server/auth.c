@@ -1,0 +1,167 @@
+/* auth.c -- resolving a session token into a principal.
+ *
+ * Redis holds "sess:<sha256 hex>" -> principal JSON for at most SESSION_CACHE_TTL seconds; on
+ * a miss, or when Redis is down (we fail open to PostgreSQL, which is the truth), the principal
+ * comes from gp_session_principal() and is cached again. The short TTL bounds how long a
+ * suspension or a role change takes to reach the route gates; the SQL functions re-check
+ * roles on every business operation anyway. */
+#include "auth.h"
+#include "app.h"
+#include "arena.h"
+#include "crypto.h"
+#include "db.h"
+#include "http.h"
+#include "kv.h"
+#include "log.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SESSION_CACHE_TTL 30
+
+struct auth_state {
+    void (*next)(struct req_ctx *rc);
+    char key[80];      /* sess:<hex> */
+    char hash_param[70]; /* \x<hex>, the bytea parameter */
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} role_names[] = {
+    {"worker", ROLE_WORKER},
+    {"volunteer", ROLE_VOLUNTEER},
+    {"grid_staff", ROLE_GRID_STAFF},
+    {"community_admin", ROLE_COMMUNITY_ADMIN},
+    {"street_admin", ROLE_STREET_ADMIN},
+    {"auditor", ROLE_AUDITOR},
+    {"merchant_staff", ROLE_MERCHANT_STAFF},
+};
+
+unsigned auth_role_parse(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(role_names); i++)
+        if (!strcmp(role_names[i].name, name))
+            return role_names[i].bit;
+    return 0;
+}
+
+bool auth_require_role_or_reply(struct req_ctx *rc, unsigned roles)
+{
+    if (rc->principal.roles & roles)
+        return true;
+    http_reply_error(rc, ST_FORBIDDEN, "forbidden", NULL, "your roles do not allow this");
+    return false;
+}
+
+/* Fills the principal from the JSON of gp_session_principal(); false when malformed. */
+static bool load_principal(struct req_ctx *rc, const char *text, size_t len)
+{
+    json_t *j = json_loadb(text, len, 0, NULL);
+    if (!j)
+        return false;
+    json_t *pid = json_object_get(j, "person_id");
+    json_t *unit = json_object_get(j, "unit_id");
+    json_t *roles = json_object_get(j, "roles");
+    bool ok = json_is_integer(pid) && json_is_integer(unit) && json_is_array(roles);
+    if (ok) {
+        rc->principal.person_id = json_integer_value(pid);
+        rc->principal.unit_id = json_integer_value(unit);
+        size_t i;
+        json_t *r;
+        json_array_foreach(roles, i, r)
+        {
+            const char *name = json_string_value(json_object_get(r, "role"));
+            if (name)
+                rc->principal.roles |= auth_role_parse(name);
+        }
+    }
+    json_decref(j);
+    return ok;
+}
+
+static void db_principal_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct auth_state *as = rc->state;
+    if (db_result_status(res) != ST_OK) {
+        http_reply_db(rc, res, 200);
+        return;
+    }
+    const char *v = db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
+    if (!v) {
+        http_reply_error(rc, ST_UNAUTHORIZED, "invalid_token", "Authorization",
+                         "session token is unknown, expired or revoked");
+        return;
+    }
+    if (!load_principal(rc, v, strlen(v))) {
+        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
+        return;
+    }
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", SESSION_CACHE_TTL);
+    const char *argv[] = {"SET", as->key, v, "EX", ttl};
+    kv_command(rc->app->kv, NULL, NULL, 5, argv, NULL);
+    rc->state = NULL;
+    as->next(rc);
+}
+
+static void kv_principal_cb(struct redisReply *reply, enum status st, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct auth_state *as = rc->state;
+    if (st == ST_OK && reply && reply->type == REDIS_REPLY_STRING &&
+        load_principal(rc, reply->str, reply->len)) {
+        rc->state = NULL;
+        as->next(rc);
+        return;
+    }
+    /* Miss, or Redis unavailable: PostgreSQL decides (fail open to the truth). */
+    const char *params[] = {as->hash_param};
+    db_query(rc->app->db, "SELECT gp_session_principal($1::bytea)", 1, params, db_principal_cb, rc);
+}
+
+static bool token_ok(const char *t)
+{
+    if (strlen(t) != CRYPTO_TOKEN_LEN)
+        return false;
+    for (const char *p = t; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_'))
+            return false;
+    return true;
+}
+
+void auth_session_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
+{
+    const char *h = http_header(rc, "Authorization");
+    if (!h) {
+        http_reply_error(rc, ST_UNAUTHORIZED, "missing_token", "Authorization",
+                         "this route needs Authorization: Bearer <session token>");
+        return;
+    }
+    if (strncmp(h, "Bearer ", 7) != 0 || !token_ok(h + 7)) {
+        http_reply_error(rc, ST_UNAUTHORIZED, "invalid_token", "Authorization",
+                         "malformed session token");
+        return;
+    }
+    struct auth_state *as = arena_alloc(rc->arena, sizeof *as);
+    as->next = next;
+    unsigned char d[32];
+    crypto_sha256(h + 7, CRYPTO_TOKEN_LEN, d);
+    crypto_hex(d, 32, rc->principal.token_hash);
+    snprintf(as->key, sizeof as->key, "sess:%s", rc->principal.token_hash);
+    snprintf(as->hash_param, sizeof as->hash_param, "\\x%s", rc->principal.token_hash);
+    rc->state = as;
+    const char *argv[] = {"GET", as->key};
+    kv_command(rc->app->kv, kv_principal_cb, rc, 2, argv, NULL);
+}
+
+void auth_session_forget(struct req_ctx *rc)
+{
+    char key[80];
+    snprintf(key, sizeof key, "sess:%s", rc->principal.token_hash);
+    const char *argv[] = {"DEL", key};
+    kv_command(rc->app->kv, NULL, NULL, 2, argv, NULL);
+}

@@ -1,0 +1,337 @@
+/* config.c -- the configuration table, INI parsing (libinih) and env overrides.
+ *
+ * The table is the one place that knows every key. scripts/check-config-docs.sh checks that
+ * config/gridpoints.conf and README.md mention each key of this table. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cfg_type { CFG_STRING, CFG_INT, CFG_BOOL, CFG_DURATION, CFG_SECONDS, CFG_SIZE };
+
+struct cfg_entry {
+    const char *section;
+    const char *name;
+    enum cfg_type type;
+    size_t offset;
+    const char *def;
+    long min, max; /* for numeric types, in the unit stored (ms, bytes, count) */
+};
+
+#define S(sec, key, field, def) {sec, key, CFG_STRING, offsetof(struct config, field), def, 0, 0}
+#define I(sec, key, field, def, lo, hi) {sec, key, CFG_INT, offsetof(struct config, field), def, lo, hi}
+#define B(sec, key, field, def) {sec, key, CFG_BOOL, offsetof(struct config, field), def, 0, 1}
+#define D(sec, key, field, def, lo, hi) {sec, key, CFG_DURATION, offsetof(struct config, field), def, lo, hi}
+#define T(sec, key, field, def, lo, hi) {sec, key, CFG_SECONDS, offsetof(struct config, field), def, lo, hi}
+#define Z(sec, key, field, def, lo, hi) {sec, key, CFG_SIZE, offsetof(struct config, field), def, lo, hi}
+
+static const struct cfg_entry table[] = {
+    I("auth", "login_limit_per_addr", login_limit_per_addr, "30", 1, 1000000),
+    I("auth", "login_limit_per_phone", login_limit_per_phone, "5", 1, 1000000),
+    T("auth", "login_window", login_window_s, "5m", 1, 86400),
+    I("auth", "pbkdf2_iterations", pbkdf2_iterations, "210000", 1000, 10000000),
+    T("auth", "session_ttl", session_ttl_s, "12h", 60, 2592000),
+
+    S("database", "admin_url", database_admin_url, ""),
+    D("database", "connect_timeout", db_connect_timeout_ms, "5s", 100, 600000),
+    S("database", "migrations_dir", migrations_dir, "sql"),
+    I("database", "pool_size", db_pool_size, "6", 1, 256),
+    I("database", "queue_max", db_queue_max, "2048", 1, 1000000),
+    D("database", "queue_timeout", db_queue_timeout_ms, "3s", 10, 600000),
+    D("database", "reconnect_max", db_reconnect_max_ms, "2s", 100, 600000),
+    I("database", "retries", db_retries, "3", 0, 20),
+    D("database", "statement_timeout", db_statement_timeout_ms, "5s", 10, 3600000),
+    S("database", "url", database_url, "postgresql://gp_app@127.0.0.1:5432/gridpoints"),
+
+    S("log", "level", log_level, "info"),
+
+    D("redis", "command_timeout", redis_command_timeout_ms, "1s", 10, 600000),
+    D("redis", "connect_timeout", redis_connect_timeout_ms, "1s", 10, 600000),
+    D("redis", "reconnect_max", redis_reconnect_max_ms, "2s", 100, 600000),
+    S("redis", "url", redis_url, "redis://127.0.0.1:6379/0"),
+
+    I("server", "json_max_depth", json_max_depth, "16", 1, 1000),
+    I("server", "json_max_items", json_max_items, "1000", 1, 10000000),
+    S("server", "listen", listen, "127.0.0.1:8080"),
+    I("server", "max_connections", max_connections, "10000", 1, 1000000),
+    Z("server", "max_body_size", max_body_size, "64k", 256, 1 << 30),
+    Z("server", "max_header_size", max_header_size, "16k", 1024, 1 << 20),
+    I("server", "page_size_default", page_size_default, "50", 1, 10000),
+    I("server", "page_size_max", page_size_max, "200", 1, 10000),
+    D("server", "read_timeout", read_timeout_ms, "15s", 100, 3600000),
+    D("server", "shutdown_timeout", shutdown_timeout_ms, "10s", 0, 3600000),
+    S("server", "tls_cert", tls_cert, ""),
+    S("server", "tls_key", tls_key, ""),
+    S("server", "tls_listen", tls_listen, ""),
+    B("server", "trust_proxy", trust_proxy, "false"),
+    I("server", "worker_threads", worker_threads, "2", 1, 64),
+    D("server", "write_timeout", write_timeout_ms, "15s", 100, 3600000),
+
+    I("tasks", "claim_rate_limit", claim_rate_limit, "30", 1, 1000000),
+    T("tasks", "report_future_skew", report_future_skew_s, "2m", 0, 86400),
+
+    I("timers", "batch_size", timer_batch_size, "200", 1, 100000),
+    T("timers", "reconcile_interval", reconcile_interval_s, "5m", 1, 86400),
+    D("timers", "sweep_interval", timer_sweep_interval_ms, "1s", 10, 3600000),
+};
+
+bool config_parse_duration_ms(const char *s, long long *out)
+{
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return false;
+    while (*end == ' ')
+        end++;
+    long long mult;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
+    else
+        return false;
+    if (v > LLONG_MAX / mult)
+        return false;
+    *out = v * mult;
+    return true;
+}
+
+bool config_parse_size(const char *s, int *out)
+{
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return false;
+    long long mult = 1;
+    if (*end == 'k' || *end == 'K')
+        mult = 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        mult = 1024 * 1024, end++;
+    if (*end != '\0' || v > INT_MAX / mult)
+        return false;
+    *out = (int)(v * mult);
+    return true;
+}
+
+static bool set_value(struct config *cfg, const struct cfg_entry *e, const char *value, char *err,
+                      size_t errlen)
+{
+    char *base = (char *)cfg;
+    void *field = base + e->offset;
+    long v;
+    switch (e->type) {
+    case CFG_STRING: {
+        char **sp = field;
+        free(*sp);
+        *sp = xstrdup(value);
+        return true;
+    }
+    case CFG_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on") ||
+            !strcmp(value, "1")) {
+            *(bool *)field = true;
+            return true;
+        }
+        if (!strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off") ||
+            !strcmp(value, "0")) {
+            *(bool *)field = false;
+            return true;
+        }
+        snprintf(err, errlen, "%s.%s: expected true or false, got \"%s\"", e->section, e->name,
+                 value);
+        return false;
+    case CFG_INT: {
+        errno = 0;
+        char *end;
+        v = strtol(value, &end, 10);
+        if (end == value || *end || errno) {
+            snprintf(err, errlen, "%s.%s: expected an integer, got \"%s\"", e->section, e->name,
+                     value);
+            return false;
+        }
+        break;
+    }
+    case CFG_DURATION:
+    case CFG_SECONDS: {
+        long long ms;
+        if (!config_parse_duration_ms(value, &ms)) {
+            snprintf(err, errlen, "%s.%s: expected a duration like 500ms, 15s, 5m, got \"%s\"",
+                     e->section, e->name, value);
+            return false;
+        }
+        long long q = e->type == CFG_SECONDS ? ms / 1000 : ms;
+        if (q < e->min || q > e->max)
+            goto range;
+        v = (long)q;
+        break;
+    }
+    case CFG_SIZE: {
+        int n;
+        if (!config_parse_size(value, &n)) {
+            snprintf(err, errlen, "%s.%s: expected a size like 16384, 64k, 1m, got \"%s\"",
+                     e->section, e->name, value);
+            return false;
+        }
+        v = n;
+        break;
+    }
+    default:
+        return false;
+    }
+    if (v < e->min || v > e->max)
+        goto range;
+    *(int *)field = (int)v;
+    return true;
+range:
+    snprintf(err, errlen, "%s.%s: \"%s\" is out of range [%ld, %ld]%s", e->section, e->name,
+             value, e->min, e->max,
+             e->type == CFG_DURATION ? " ms" : e->type == CFG_SECONDS ? " s" : "");
+    return false;
+}
+
+static const struct cfg_entry *find_entry(const char *section, const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++)
+        if (!strcmp(table[i].section, section) && !strcmp(table[i].name, name))
+            return &table[i];
+    return NULL;
+}
+
+struct parse_state {
+    struct config *cfg;
+    const char *path;
+    char *err;
+    size_t errlen;
+    bool failed;
+};
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_state *ps = user;
+    if (ps->failed)
+        return 0;
+    const struct cfg_entry *e = find_entry(section, name);
+    if (!e) {
+        snprintf(ps->err, ps->errlen, "%s: unknown key \"%s\" in section [%s]", ps->path, name,
+                 section);
+        ps->failed = true;
+        return 0;
+    }
+    char sub[256];
+    if (!set_value(ps->cfg, e, value, sub, sizeof sub)) {
+        snprintf(ps->err, ps->errlen, "%s: %s", ps->path, sub);
+        ps->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+        char sub[256];
+        if (!set_value(cfg, &table[i], table[i].def, sub, sizeof sub)) {
+            snprintf(err, errlen, "bad built-in default: %s", sub);
+            return false;
+        }
+    }
+    if (path) {
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+            return false;
+        }
+        struct parse_state ps = {cfg, path, err, errlen, false};
+        int rc = ini_parse_file(f, ini_cb, &ps);
+        fclose(f);
+        if (ps.failed)
+            return false;
+        if (rc != 0) {
+            snprintf(err, errlen, "%s:%d: syntax error", path, rc);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+        char var[128];
+        int n = snprintf(var, sizeof var, "GRIDPOINTS_%s_%s", table[i].section, table[i].name);
+        for (int j = 0; j < n; j++)
+            var[j] = (char)toupper((unsigned char)var[j]);
+        const char *v = getenv(var);
+        if (!v)
+            continue;
+        char sub[256];
+        if (!set_value(cfg, &table[i], v, sub, sizeof sub)) {
+            snprintf(err, errlen, "environment %s: %s", var, sub);
+            return false;
+        }
+    }
+    if (cfg->page_size_default > cfg->page_size_max) {
+        snprintf(err, errlen, "server.page_size_default exceeds server.page_size_max");
+        return false;
+    }
+    if (*cfg->tls_listen && (!*cfg->tls_cert || !*cfg->tls_key)) {
+        snprintf(err, errlen, "server.tls_listen needs server.tls_cert and server.tls_key");
+        return false;
+    }
+    return true;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+        if (table[i].type != CFG_STRING)
+            continue;
+        char **sp = (char **)((char *)cfg + table[i].offset);
+        free(*sp);
+        *sp = NULL;
+    }
+}
+
+void config_dump(const struct config *cfg, void (*emit)(const char *line, void *arg), void *arg)
+{
+    const char *section = "";
+    char line[512];
+    for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
+        const struct cfg_entry *e = &table[i];
+        if (strcmp(section, e->section)) {
+            section = e->section;
+            snprintf(line, sizeof line, "[%s]", section);
+            emit(line, arg);
+        }
+        const char *base = (const char *)cfg;
+        const void *field = base + e->offset;
+        bool secret = strstr(e->name, "url") || strstr(e->name, "key") || strstr(e->name, "secret");
+        switch (e->type) {
+        case CFG_STRING:
+            snprintf(line, sizeof line, "%s = %s", e->name,
+                     secret && **(char *const *)field ? "(set)" : *(char *const *)field);
+            break;
+        case CFG_BOOL:
+            snprintf(line, sizeof line, "%s = %s", e->name, *(const bool *)field ? "true" : "false");
+            break;
+        case CFG_DURATION:
+            snprintf(line, sizeof line, "%s = %dms", e->name, *(const int *)field);
+            break;
+        case CFG_SECONDS:
+            snprintf(line, sizeof line, "%s = %ds", e->name, *(const int *)field);
+            break;
+        default:
+            snprintf(line, sizeof line, "%s = %d", e->name, *(const int *)field);
+        }
+        emit(line, arg);
+    }
+}

@@ -1,0 +1,148 @@
+/* crypto.c -- thin wrappers over OpenSSL 3 (EVP, HMAC, RAND, PKCS5_PBKDF2_HMAC). */
+#include "crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool crypto_random(void *out, size_t n)
+{
+    return RAND_bytes(out, (int)n) == 1;
+}
+
+static void b64url(const unsigned char *in, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0, i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        out[o++] = tab[v >> 6 & 63];
+        out[o++] = tab[v & 63];
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)in[i] << 16;
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+    } else if (n - i == 2) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        out[o++] = tab[v >> 6 & 63];
+    }
+    out[o] = '\0';
+}
+
+bool crypto_token(char out[CRYPTO_TOKEN_LEN + 1])
+{
+    unsigned char raw[32];
+    if (!crypto_random(raw, sizeof raw))
+        return false;
+    b64url(raw, sizeof raw, out);
+    return true;
+}
+
+bool crypto_random_hex(char *out, size_t nbytes)
+{
+    unsigned char raw[64];
+    if (nbytes > sizeof raw || !crypto_random(raw, nbytes))
+        return false;
+    crypto_hex(raw, nbytes, out);
+    return true;
+}
+
+void crypto_sha256(const void *data, size_t len, unsigned char out[32])
+{
+    unsigned int n = 32;
+    EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                        unsigned char out[32])
+{
+    unsigned int n = 32;
+    HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &n);
+}
+
+void crypto_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool crypto_unhex(const char *in, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]);
+        if (hi < 0)
+            return false;
+        int lo = hexval(in[2 * i + 1]);
+        if (lo < 0)
+            return false;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return in[2 * n] == '\0';
+}
+
+bool crypto_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+#define PW_SALT 16
+#define PW_HASH 32
+
+bool crypto_password_hash(const char *password, int iterations, char *out, size_t outlen)
+{
+    unsigned char salt[PW_SALT], hash[PW_HASH];
+    if (!crypto_random(salt, sizeof salt))
+        return false;
+    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, sizeof salt, iterations,
+                          EVP_sha256(), sizeof hash, hash) != 1)
+        return false;
+    char s64[32], h64[48];
+    EVP_EncodeBlock((unsigned char *)s64, salt, sizeof salt);
+    EVP_EncodeBlock((unsigned char *)h64, hash, sizeof hash);
+    int n = snprintf(out, outlen, "pbkdf2-sha256$%d$%s$%s", iterations, s64, h64);
+    return n > 0 && (size_t)n < outlen;
+}
+
+bool crypto_password_verify(const char *password, const char *stored)
+{
+    int iterations;
+    char s64[64], h64[96];
+    if (sscanf(stored, "pbkdf2-sha256$%d$%63[^$]$%95s", &iterations, s64, h64) != 3)
+        return false;
+    if (iterations < 1 || iterations > 100000000)
+        return false;
+    unsigned char salt[64], want[72], got[PW_HASH];
+    int sn = EVP_DecodeBlock(salt, (unsigned char *)s64, (int)strlen(s64));
+    int hn = EVP_DecodeBlock(want, (unsigned char *)h64, (int)strlen(h64));
+    /* EVP_DecodeBlock counts padding bytes as output; our encodings have fixed sizes. */
+    if (sn < PW_SALT || hn < PW_HASH)
+        return false;
+    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, PW_SALT, iterations,
+                          EVP_sha256(), PW_HASH, got) != 1)
+        return false;
+    return crypto_equal(got, want, PW_HASH);
+}

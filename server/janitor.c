@@ -1,0 +1,183 @@
+/* janitor.c -- start-up schema check and periodic sweeps.
+ *
+ * Each sweep is a SQL function returning jsonb; a sweep that returned a full batch runs again
+ * on the next loop turn so a backlog (say, after every instance was down for an hour) drains
+ * at full speed, and otherwise waits for its interval. At most one call per sweep is in flight
+ * per instance. */
+#include "janitor.h"
+#include "app.h"
+#include "cli.h"
+#include "common.h"
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "metrics.h"
+#include "sweeps.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sweep {
+    struct janitor *j;
+    const struct sweep_def *def;
+    struct event *timer;
+    bool running;
+};
+
+struct janitor {
+    struct app *app;
+    int *exit_code;
+    struct event *schema_timer;
+    bool schema_checked, schema_running, stopped;
+    struct sweep sweeps[8];
+    int nsweeps;
+    void (*idle)(void *);
+    void *idle_arg;
+};
+
+static int pending(const struct janitor *j)
+{
+    int n = j->schema_running ? 1 : 0;
+    for (int i = 0; i < j->nsweeps; i++)
+        n += j->sweeps[i].running ? 1 : 0;
+    return n;
+}
+
+static void maybe_idle(struct janitor *j)
+{
+    if (j->stopped && j->idle && pending(j) == 0) {
+        void (*idle)(void *) = j->idle;
+        j->idle = NULL;
+        idle(j->idle_arg);
+    }
+}
+
+static void arm(struct sweep *s, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+static void sweep_cb(struct db_result *res, void *arg)
+{
+    struct sweep *s = arg;
+    struct janitor *j = s->j;
+    s->running = false;
+    bool full = false;
+    if (db_result_status(res) == ST_OK) {
+        const char *v = db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
+        if (v && !j->stopped)
+            full = s->def->on_result(j->app, v);
+    } else if (!j->stopped) {
+        log_warn("sweep %s failed: %s", s->def->name, db_result_log_detail(res));
+    }
+    if (j->stopped) {
+        maybe_idle(j);
+        return;
+    }
+    arm(s, full ? 0 : s->def->interval_ms(j->app->cfg));
+}
+
+static void sweep_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sweep *s = arg;
+    struct janitor *j = s->j;
+    if (j->stopped || s->running)
+        return;
+    s->running = true;
+    char batch[16];
+    snprintf(batch, sizeof batch, "%d", j->app->cfg->timer_batch_size);
+    const char *params[] = {batch};
+    db_query(j->app->db, s->def->sql, s->def->takes_batch ? 1 : 0, params, sweep_cb, s);
+}
+
+static void start_sweeps(struct janitor *j)
+{
+    for (size_t i = 0; i < sweep_defs_count && j->nsweeps < (int)ARRAY_SIZE(j->sweeps); i++) {
+        struct sweep *s = &j->sweeps[j->nsweeps++];
+        s->j = j;
+        s->def = &sweep_defs[i];
+        s->timer = evtimer_new(j->app->base, sweep_timer_cb, s);
+        arm(s, 0);
+    }
+}
+
+static void schema_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void schema_cb(struct db_result *res, void *arg)
+{
+    struct janitor *j = arg;
+    j->schema_running = false;
+    if (j->stopped) {
+        maybe_idle(j);
+        return;
+    }
+    if (db_result_status(res) != ST_OK) {
+        /* PostgreSQL not reachable yet: requests get 503 meanwhile; ask again shortly. */
+        struct timeval tv = {1, 0};
+        evtimer_add(j->schema_timer, &tv);
+        return;
+    }
+    int expected = cli_schema_expected(j->app->cfg);
+    const char *v = db_result_value(res, 0, 0);
+    int have = v ? atoi(v) : 0;
+    if (expected > 0 && have < expected) {
+        log_error("database schema is at version %d but this build needs %d: run "
+                  "`gridpointsd migrate` first",
+                  have, expected);
+        *j->exit_code = 1;
+        raise(SIGTERM);
+        return;
+    }
+    log_info("database schema at version %d", have);
+    j->schema_checked = true;
+    start_sweeps(j);
+}
+
+static void schema_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct janitor *j = arg;
+    if (j->stopped)
+        return;
+    j->schema_running = true;
+    /* to_regclass: a database that was never migrated answers NULL instead of an error. */
+    db_query(j->app->db,
+             "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE "
+             "(SELECT coalesce(max(version), 0) FROM schema_migrations) END",
+             0, NULL, schema_cb, j);
+}
+
+struct janitor *janitor_new(struct app *app, int *exit_code)
+{
+    struct janitor *j = xcalloc(1, sizeof *j);
+    j->app = app;
+    j->exit_code = exit_code;
+    j->schema_timer = evtimer_new(app->base, schema_timer_cb, j);
+    struct timeval tv = {0, 0};
+    evtimer_add(j->schema_timer, &tv);
+    return j;
+}
+
+void janitor_stop(struct janitor *j, void (*idle)(void *arg), void *arg)
+{
+    j->stopped = true;
+    j->idle = idle;
+    j->idle_arg = arg;
+    evtimer_del(j->schema_timer);
+    for (int i = 0; i < j->nsweeps; i++)
+        evtimer_del(j->sweeps[i].timer);
+    maybe_idle(j);
+}
+
+void janitor_free(struct janitor *j)
+{
+    if (!j)
+        return;
+    event_free(j->schema_timer);
+    for (int i = 0; i < j->nsweeps; i++)
+        event_free(j->sweeps[i].timer);
+    free(j);
+}

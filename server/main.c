@@ -1,0 +1,271 @@
+/* main.c -- gridpointsd: parses the command line, loads the config, and either runs an
+ * operator command (cli.c) or wires the long-lived objects together and serves.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish (every async
+ * operation under them has its own timeout, so they do), then free everything in reverse order
+ * of creation. A second signal, or server.shutdown_timeout, forces the database and Redis
+ * clients to fail what they still hold, which completes the remaining requests with 503. */
+#include "api.h"
+#include "app.h"
+#include "cli.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "janitor.h"
+#include "kv.h"
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "workpool.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GRIDPOINTS_VERSION "0.1.0"
+
+struct server {
+    struct app app;
+    struct http_server *http;
+    struct janitor *janitor;
+    struct event *sigterm, *sigint, *deadline;
+    int parts_running; /* the HTTP server and the janitor; the loop exits when both are idle */
+    int exit_code;
+};
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: gridpointsd [-c CONFIG] [COMMAND]\n"
+            "commands:\n"
+            "  serve                 run the server (default)\n"
+            "  migrate               apply pending sql/ migrations\n"
+            "  create-admin --phone P --name N --street S\n"
+            "                        create a street and its admin (password from\n"
+            "                        GRIDPOINTS_ADMIN_PASSWORD)\n"
+            "  demo-data [--credentials FILE]\n"
+            "                        load the demo street once; print its logins\n"
+            "  rebuild-cache         rebuild Redis balances and rankings from the ledger\n"
+            "  print-config          print the effective configuration\n"
+            "  version\n");
+}
+
+static bool parse_redis_url(const char *url, struct kv_config *kc, char *host, size_t hostlen,
+                            char *path, size_t pathlen)
+{
+    int db = 0;
+    if (!strncmp(url, "unix://", 7)) {
+        snprintf(path, pathlen, "%s", url + 7);
+        char *q = strchr(path, '?');
+        if (q) {
+            if (sscanf(q, "?db=%d", &db) != 1)
+                return false;
+            *q = '\0';
+        }
+        kc->unix_path = path;
+        kc->db = db;
+        return true;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return false;
+    const char *hp = url + 8;
+    const char *at = strchr(hp, '@');
+    if (at)
+        hp = at + 1; /* passwords come from the environment override of the whole URL */
+    int port = 6379;
+    const char *colon = strchr(hp, ':');
+    const char *slash = strchr(hp, '/');
+    size_t hl = colon ? (size_t)(colon - hp) : slash ? (size_t)(slash - hp) : strlen(hp);
+    if (hl == 0 || hl >= hostlen)
+        return false;
+    memcpy(host, hp, hl);
+    host[hl] = '\0';
+    if (colon && sscanf(colon + 1, "%d", &port) != 1)
+        return false;
+    if (slash && slash[1] && sscanf(slash + 1, "%d", &db) != 1)
+        return false;
+    kc->host = host;
+    kc->port = port;
+    kc->db = db;
+    return true;
+}
+
+static void part_idle_cb(void *arg)
+{
+    struct server *s = arg;
+    if (--s->parts_running == 0)
+        event_base_loopexit(s->app.base, NULL);
+}
+
+/* Forces completion: pending database and Redis work fails now, and with it the requests. */
+static void force_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    log_warn("shutdown deadline reached with %d requests in flight: failing pending work",
+             http_server_inflight(s->http));
+    db_pool_shutdown(s->app.db);
+    kv_shutdown(s->app.kv);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    if (s->app.stopping) {
+        force_cb(-1, 0, s);
+        return;
+    }
+    log_info("received %s: shutting down (%d requests in flight)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", http_server_inflight(s->http));
+    s->app.stopping = 1;
+    s->parts_running = 2;
+    janitor_stop(s->janitor, part_idle_cb, s);
+    struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
+                         (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
+    evtimer_add(s->deadline, &tv);
+    http_server_stop_accepting(s->http);
+}
+
+static int serve(const struct config *cfg)
+{
+    struct server s = {0};
+    struct app *app = &s.app;
+    app->cfg = cfg;
+    struct event_config *ecfg = event_config_new();
+    app->base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
+    if (!app->base) {
+        log_error("cannot create the event base");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    app->metrics = metrics_new();
+    struct db_pool_config dc = {
+        .conninfo = cfg->database_url,
+        .size = cfg->db_pool_size,
+        .queue_max = cfg->db_queue_max,
+        .queue_timeout_ms = cfg->db_queue_timeout_ms,
+        .statement_timeout_ms = cfg->db_statement_timeout_ms,
+        .connect_timeout_ms = cfg->db_connect_timeout_ms,
+        .reconnect_max_ms = cfg->db_reconnect_max_ms,
+        .retries = cfg->db_retries,
+    };
+    app->db = db_pool_new(app->base, &dc);
+
+    char host[256], path[512];
+    struct kv_config kc = {
+        .connect_timeout_ms = cfg->redis_connect_timeout_ms,
+        .command_timeout_ms = cfg->redis_command_timeout_ms,
+        .reconnect_max_ms = cfg->redis_reconnect_max_ms,
+    };
+    if (!parse_redis_url(cfg->redis_url, &kc, host, sizeof host, path, sizeof path)) {
+        log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
+                  cfg->redis_url);
+        db_pool_free(app->db);
+        metrics_free(app->metrics);
+        event_base_free(app->base);
+        return 1;
+    }
+    app->kv = kv_new(app->base, &kc);
+    app->rl = ratelimit_new(app->kv);
+    app->wp = workpool_new(app->base, cfg->worker_threads);
+
+    s.http = http_server_new(app);
+    if (!s.http) {
+        s.exit_code = 1;
+        goto teardown;
+    }
+    http_server_on_drained(s.http, part_idle_cb, &s);
+    s.janitor = janitor_new(app, &s.exit_code);
+    s.sigterm = evsignal_new(app->base, SIGTERM, signal_cb, &s);
+    s.sigint = evsignal_new(app->base, SIGINT, signal_cb, &s);
+    s.deadline = evtimer_new(app->base, force_cb, &s);
+    evsignal_add(s.sigterm, NULL);
+    evsignal_add(s.sigint, NULL);
+    log_info("gridpointsd %s started (pid %d)", GRIDPOINTS_VERSION, (int)getpid());
+
+    event_base_dispatch(app->base);
+    log_info("event loop stopped; releasing resources");
+
+teardown:
+    /* Reverse order of creation. Nothing is in flight any more: the loop only exits once the
+     * HTTP server drained, or on a start-up failure before anything was sent. */
+    janitor_free(s.janitor);
+    if (s.deadline)
+        event_free(s.deadline);
+    if (s.sigterm)
+        event_free(s.sigterm);
+    if (s.sigint)
+        event_free(s.sigint);
+    http_server_free(s.http);
+    workpool_free(app->wp);
+    ratelimit_free(app->rl);
+    kv_free(app->kv);
+    db_pool_free(app->db);
+    metrics_free(app->metrics);
+    event_base_free(app->base);
+    libevent_global_shutdown();
+    log_info("bye (exit %d)", s.exit_code);
+    return s.exit_code;
+}
+
+static void print_line(const char *line, void *arg)
+{
+    printf("%s\n", line);
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    int i = 1;
+    if (i + 1 < argc && !strcmp(argv[i], "-c")) {
+        config_path = argv[i + 1];
+        i += 2;
+    }
+    const char *cmd = i < argc ? argv[i] : "serve";
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage();
+        return 0;
+    }
+    if (!strcmp(cmd, "version")) {
+        printf("gridpointsd %s\n", GRIDPOINTS_VERSION);
+        return 0;
+    }
+    struct config cfg;
+    char err[512];
+    if (!config_load(&cfg, config_path, err, sizeof err)) {
+        fprintf(stderr, "gridpointsd: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    int lvl = log_level_parse(cfg.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "gridpointsd: log.level must be debug, info, warn or error\n");
+        config_free(&cfg);
+        return 2;
+    }
+    log_min_level = (enum log_level)lvl;
+    log_hook_libevent();
+
+    int rc;
+    if (!strcmp(cmd, "serve"))
+        rc = serve(&cfg);
+    else if (!strcmp(cmd, "migrate"))
+        rc = cli_migrate(&cfg);
+    else if (!strcmp(cmd, "create-admin"))
+        rc = cli_create_admin(&cfg, argc - i, argv + i);
+    else if (!strcmp(cmd, "demo-data"))
+        rc = cli_demo_data(&cfg, argc - i, argv + i);
+    else if (!strcmp(cmd, "print-config")) {
+        config_dump(&cfg, print_line, NULL);
+        rc = 0;
+    } else {
+        usage();
+        rc = 2;
+    }
+    config_free(&cfg);
+    return rc;
+}
