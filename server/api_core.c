@@ -164,8 +164,8 @@ enum login_step { LOGIN_LIMIT_PHONE, LOGIN_LIMIT_ADDR, LOGIN_LOOKUP, LOGIN_VERIF
 struct login_state {
     enum login_step step;
     const char *phone;
-    char *password;         /* xstrdup'd: the worker thread reads it; wiped and freed after */
-    char *stored_hash;      /* likewise */
+    char *password;         /* heap copy the worker thread reads; wiped and freed with the arena */
+    char *stored_hash;      /* heap copy for the worker thread; freed with the arena */
     int64_t person_id;
     bool verified;
     char token[CRYPTO_TOKEN_LEN + 1];
@@ -211,6 +211,7 @@ static void login_lookup_cb(struct db_result *res, void *arg)
         stored = db_result_value(res, 0, 1);
     }
     ls->stored_hash = xstrdup(stored);
+    arena_on_free(rc->arena, free, ls->stored_hash);
     ls->step = LOGIN_VERIFY;
     login_step(rc);
 }
@@ -221,14 +222,16 @@ static void verify_work(void *arg)
     ls->verified = crypto_password_verify(ls->password, ls->stored_hash);
 }
 
+static void wipe_free(void *p)
+{
+    explicit_bzero(p, strlen(p));
+    free(p);
+}
+
 static void verify_done(void *arg, bool cancelled)
 {
     struct req_ctx *rc = arg;
     struct login_state *ls = rc->state;
-    explicit_bzero(ls->password, strlen(ls->password));
-    free(ls->password);
-    free(ls->stored_hash);
-    ls->password = ls->stored_hash = NULL;
     if (cancelled) {
         http_reply_error_retry(rc, ST_UNAVAILABLE, "shutting_down", 1, "server is shutting down");
         return;
@@ -321,7 +324,10 @@ void api_login(struct req_ctx *rc)
     }
     struct login_state *ls = arena_alloc(rc->arena, sizeof *ls);
     ls->phone = phone;
+    /* The worker thread must not read the request's JSON (the loop owns it), so it gets a copy,
+     * which every path releases through the arena. */
     ls->password = xstrdup(password);
+    arena_on_free(rc->arena, wipe_free, ls->password);
     rc->state = ls;
     login_step(rc);
 }

@@ -1,0 +1,41 @@
+/* task_gate.h -- a counter in Redis that turns claim-storm losers away before they reach
+ * PostgreSQL.
+ *
+ * PostgreSQL decides every claim (a conditional UPDATE on the task row plus a unique index);
+ * this gate only filters. Key "gate:{<task>}" holds {free, v}: the task's free slots as of
+ * the task row version v. A claim takes one unit from `free` before going to PostgreSQL and is
+ * refused with task_full when none is left. Every answer from PostgreSQL about the task
+ * (success, or a refresh after a failure) writes the absolute value back, applied only when its
+ * version is not older than the stored one, so the gate converges on the truth:
+ *  - it may let through a claim PostgreSQL then refuses (PostgreSQL decides; harmless), and
+ *  - once the requests in flight settle, it never refuses one PostgreSQL would accept, because
+ *    the last write is PostgreSQL's own count at the newest version.
+ * When Redis is down, or the gate is unknown (evicted, flushed), claims go straight to
+ * PostgreSQL (fail open: exactness never depended on Redis). */
+#ifndef GP_TASK_GATE_H
+#define GP_TASK_GATE_H
+
+#include "common.h"
+
+struct kv;
+struct task_gate;
+
+enum task_gate_answer {
+    TASK_GATE_PASS,    /* a unit was taken: go to PostgreSQL */
+    TASK_GATE_FULL,    /* no free slot: refuse with task_full */
+    TASK_GATE_UNKNOWN, /* no gate, or Redis unavailable: go to PostgreSQL */
+};
+
+typedef void (*task_gate_cb)(enum task_gate_answer answer, void *arg);
+
+struct task_gate *task_gate_new(struct kv *kv);
+void task_gate_free(struct task_gate *g);
+/* Callback exactly once, never re-entrantly. */
+void task_gate_take(struct task_gate *g, int64_t task, task_gate_cb cb, void *arg);
+/* Fire-and-forget: sets {free, v} unless the stored v is newer. */
+void task_gate_set(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version);
+/* Reads {"task_id","free_slots","slots_version"} objects (one, or an array of them) and sets
+ * each; ignores anything else. */
+void task_gate_set_json(struct task_gate *g, const char *json_text);
+
+#endif
