@@ -8,11 +8,19 @@
 
 #include "common.h"
 
+#include <jansson.h>
+
 struct req_ctx;
 
 /* Runs one statement and replies with its row 0 column 0 JSON (success_code) or its error. */
 void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code);
+/* Like api_query for statements that changed something: on success the response's post-commit
+ * effects (claim gates, balances, rankings) are pushed to Redis before replying. */
+void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+               int success_code);
+/* Compact JSON text of j in the request arena. */
+const char *api_json_text(struct req_ctx *rc, json_t *j);
 /* Decimal text of v in the request arena (a SQL parameter). */
 const char *api_i64(struct req_ctx *rc, int64_t v);
 /* The "after" keyset cursor of list routes: absent, or a positive id; 400 otherwise. */
@@ -36,5 +44,22 @@ void api_person_get(struct req_ctx *rc);
 void api_person_update(struct req_ctx *rc);
 void api_person_role_grant(struct req_ctx *rc);
 void api_person_role_revoke(struct req_ctx *rc);
+
+/* api_tasks.c */
+void api_task_publish(struct req_ctx *rc);
+void api_task_list(struct req_ctx *rc);
+void api_task_get(struct req_ctx *rc);
+void api_task_update(struct req_ctx *rc);
+void api_task_cancel(struct req_ctx *rc);
+void api_task_claim(struct req_ctx *rc);
+void api_task_history(struct req_ctx *rc);
+void api_assignment_list(struct req_ctx *rc);
+void api_assignment_get(struct req_ctx *rc);
+void api_assignment_release(struct req_ctx *rc);
+void api_assignment_checkin(struct req_ctx *rc);
+void api_assignment_approve(struct req_ctx *rc);
+void api_assignment_reject(struct req_ctx *rc);
+void api_report_submit(struct req_ctx *rc);
+void api_review_queue(struct req_ctx *rc);
 
 #endif

@@ -12,6 +12,7 @@ struct ratelimit;
 struct workpool;
 struct metrics;
 struct ledger_cache;
+struct task_gate;
 
 struct app {
     const struct config *cfg;
@@ -22,6 +23,7 @@ struct app {
     struct workpool *wp;        /* CPU-heavy work off the loop (password hashing) */
     struct metrics *metrics;
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */
+    struct task_gate *gate;     /* Redis claim gate */
     volatile int stopping;      /* set once shutdown began: background sweeps stop */
 };
 

@@ -13,6 +13,9 @@ int cli_migrate(const struct config *cfg);
 int cli_create_admin(const struct config *cfg, int argc, char **argv);
 /* demo-data [--credentials FILE]: the demo street of seeds/002, loaded once. */
 int cli_demo_data(const struct config *cfg, int argc, char **argv);
+/* rebuild-cache [--dry-run]: compare Redis balances and rankings with the ledger, fix (or with
+ * --dry-run only report) every difference, one line each. */
+int cli_rebuild_cache(const struct config *cfg, int argc, char **argv);
 /* The highest migration number found in migrations_dir (what this build expects). */
 int cli_schema_expected(const struct config *cfg);
 

@@ -64,6 +64,11 @@ struct config {
  * On error returns false and writes a message naming the file, line and key into err. */
 bool config_load(struct config *cfg, const char *path, char *err, size_t errlen) MUSTCHECK;
 void config_free(struct config *cfg);
+/* Splits redis://host:port/db or unix:///path?db=n. host/path are written into the given
+ * buffers and *host_out / *path_out point at them (the other one is set to NULL). */
+bool config_parse_redis_url(const char *url, const char **host_out, int *port, const char **path_out,
+                            int *db, char *host, size_t hostlen, char *path,
+                            size_t pathlen) MUSTCHECK;
 /* Writes every key with its current value as INI, for `gridpointsd print-config`. */
 void config_dump(const struct config *cfg, void (*emit)(const char *line, void *arg), void *arg);
 /* Parses "15s", "500ms", "2m", "1h", "30" (ms) into milliseconds; false on garbage/overflow. */

@@ -4,11 +4,15 @@
 # dir).  Both listen on free loopback ports, never on the system's 5432/6379, and never touch
 # the system's own instances.
 #
-#   scripts/services.sh start  [DIR]   start both (idempotent), print the env lines
-#   scripts/services.sh stop   [DIR]   stop both cleanly
-#   scripts/services.sh status [DIR]   exit 0 when both run, 3 otherwise
-#   scripts/services.sh env    [DIR]   print the env lines (eval-able)
-#   scripts/services.sh purge  [DIR]   stop, then delete all data (PG data may live outside DIR)
+#   scripts/services.sh start      [DIR]         start both, or whichever is down (idempotent);
+#                                                prints the env lines
+#   scripts/services.sh stop       [DIR [MODE]]  stop both; MODE is pg_ctl's: fast (default) or
+#                                                immediate (a crash: PostgreSQL recovers at start)
+#   scripts/services.sh stop-pg    [DIR [MODE]]  stop PostgreSQL only (outage/restart tests)
+#   scripts/services.sh stop-redis [DIR]         stop Redis only (its data is gone: no persistence)
+#   scripts/services.sh status     [DIR]         exit 0 when both run, 3 otherwise
+#   scripts/services.sh env        [DIR]         print the env lines (eval-able)
+#   scripts/services.sh purge      [DIR]         stop, then delete all data (PG's may be outside DIR)
 #
 # DIR defaults to var/ in the repo.  What DIR holds:
 #   env       export lines for the server, the CLI and the tests (see write_env)
@@ -31,15 +35,26 @@ die() {
 say() { echo "services.sh: $*" >&2; }
 
 usage() {
-    echo "usage: $0 start|stop|status|env|purge [DIR]" >&2
+    echo "usage: $0 start|stop|stop-pg|stop-redis|status|env|purge [DIR]" \
+        "(stop and stop-pg take a MODE after DIR: fast or immediate)" >&2
     exit 2
 }
 
 CMD=${1:-}
-[[ $CMD =~ ^(start|stop|status|env|purge)$ ]] || usage
+[[ $CMD =~ ^(start|stop|stop-pg|stop-redis|status|env|purge)$ ]] || usage
+if [[ $CMD != start && ! -d ${2:-$REPO/var} ]]; then
+    # Nothing was ever started there: do not create the dir just to say so.
+    case $CMD in
+    status) echo "postgresql: stopped" && echo "redis: stopped" && exit 3 ;;
+    env) die "no ${2:-$REPO/var}/env: run '$0 start ${2:-$REPO/var}' first" ;;
+    *) exit 0 ;;
+    esac
+fi
 mkdir -p "${2:-$REPO/var}"
 DIR=$(cd "${2:-$REPO/var}" && pwd)
 REDIS_DIR=$DIR/redis
+STOP_MODE=${3:-fast}
+[[ $STOP_MODE =~ ^(fast|immediate|smart)$ ]] || usage
 
 [[ -x $PGBIN/pg_ctl ]] || die "PostgreSQL 15 not found in $PGBIN (run scripts/deps.sh)"
 command -v redis-server >/dev/null || die "redis-server not found (run scripts/deps.sh)"
@@ -48,12 +63,13 @@ is_root() { ((EUID == 0)); }
 
 # Runs a PostgreSQL server-side program (initdb, pg_ctl) as the cluster's owner.  From / so
 # that an unreadable cwd (e.g. /root/...) does not make it fail "could not identify current
-# directory".
+# directory".  Fd 9 (our lock) is closed so that the postmaster does not inherit it and hold
+# the lock forever.
 as_pg() {
     if is_root; then
-        (cd / && runuser -u "$PG_OS_USER" -- "$@")
+        (cd / && runuser -u "$PG_OS_USER" -- "$@") 9>&-
     else
-        (cd / && "$@")
+        (cd / && "$@") 9>&-
     fi
 }
 
@@ -82,6 +98,7 @@ for _ in range(500):
     if p in avoid:
         continue
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
     try:
         s.bind(("127.0.0.1", p))
     except OSError:
@@ -94,9 +111,15 @@ sys.exit("no free port found")
 EOF
 }
 
+# True when $1 can be bound on loopback.  SO_REUSEADDR like PostgreSQL and Redis, so the
+# TIME_WAIT leftovers of our own last run do not count as "taken".
 port_free() {
-    "$PY" -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' \
-        "$1" 2>/dev/null
+    "$PY" - "$1" 2>/dev/null <<'EOF'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+EOF
 }
 
 load_ports() {
@@ -123,7 +146,7 @@ choose_pgroot() {
         PGROOT=$DIR/pg
         if ((${#PGROOT} > 80)) || { is_root && ! as_pg test -x "$DIR"; }; then
             PGROOT=/tmp/gridpoints-$(printf '%s' "$DIR" | sha256sum | cut -c1-16)
-            say "PostgreSQL files go to $PGROOT ($DIR is not usable by $PG_OS_USER)"
+            say "PostgreSQL files go to $PGROOT ($DIR/pg is too long a path or not reachable by $PG_OS_USER)"
         fi
         echo "$PGROOT" >"$DIR/pgroot"
     fi
@@ -141,14 +164,49 @@ read_pgroot() {
     fi
 }
 
-pg_running() {
-    [[ -n $PGDATA && -f $PGDATA/PG_VERSION ]] || return 1
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1
+# True when process $1 exists, is not a zombie, and its command line contains $2.  Our
+# daemons are reparented to PID 1, which may reap a killed one late (kill -0 succeeds on a
+# zombie); and a pid file left by a crash may name a pid since reused by something else,
+# which we must never signal.
+alive() {
+    local state
+    [[ $1 =~ ^[0-9]+$ && -r /proc/$1/stat ]] || return 1
+    state=$(sed -E 's/^.*\) //; s/ .*//' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]] || return 1
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
+
+# Waits (up to 10 s) while $1 is a zombie: a postmaster killed with -9 that PID 1 has not
+# reaped yet still "exists" for the new postmaster's stale-lock check, which then refuses to
+# start.
+wait_reaped() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ $1 =~ ^[0-9]+$ && $(sed -E 's/^.*\) //; s/ .*//' "/proc/$1/stat" 2>/dev/null) == Z ]] ||
+            return 0
+        sleep 0.1
+    done
 }
 
 # The port of the running postmaster (line 4 of postmaster.pid).
 pg_running_port() {
     sed -n 4p "$PGDATA/postmaster.pid" 2>/dev/null
+}
+
+# True when the postmaster of PGDATA is alive (it may still be starting up).
+pg_alive() {
+    [[ -n $PGDATA && -f $PGDATA/postmaster.pid ]] || return 1
+    alive "$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)" "-D $PGDATA"
+}
+
+# True when it is alive and answers on its port (exit 1 of pg_isready = answering but not yet
+# accepting, e.g. during crash recovery: pg_ctl -w waits for that).
+pg_running() {
+    pg_alive || return 1
+    local rc=0
+    "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$(pg_running_port)" -U postgres -d postgres -t 2 ||
+        rc=$?
+    ((rc == 0 || rc == 1))
 }
 
 psql_admin() {
@@ -206,15 +264,27 @@ pg_start() {
         PGPORT=$(pg_running_port)
         return 0
     fi
+    if pg_alive; then
+        say "PostgreSQL (pid $(head -n 1 "$PGDATA/postmaster.pid")) does not answer; stopping it"
+        as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+        pg_alive && die "PostgreSQL of $PGDATA is alive but does not answer: stop it by hand"
+    fi
     if [[ -z $PGPORT ]] || ! port_free "$PGPORT"; then
         [[ -n $PGPORT ]] && say "PostgreSQL port $PGPORT is taken, choosing another"
         PGPORT=$(pick_port "$REDISPORT")
     fi
+    wait_reaped "$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)"
     say "starting PostgreSQL on 127.0.0.1:$PGPORT"
-    if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGLOG" -w -t 60 -o "-p $PGPORT" start >/dev/null; then
-        tail -n 30 "$PGLOG" >&2 || true
-        die "PostgreSQL did not start (log: $PGLOG)"
-    fi
+    # After a kill -9 of the postmaster its children may take a moment to notice and release
+    # the shared memory; the new postmaster refuses to start until they have.
+    local try
+    for try in 1 2 3; do
+        as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGLOG" -w -t 60 -o "-p $PGPORT" start \
+            >/dev/null && return 0
+        sleep "$try"
+    done
+    tail -n 30 "$PGLOG" >&2 || true
+    die "PostgreSQL did not start (log: $PGLOG)"
 }
 
 pg_create_db() {
@@ -224,16 +294,17 @@ pg_create_db() {
 }
 
 pg_stop() {
-    pg_running || return 0
-    say "stopping PostgreSQL"
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null
+    pg_alive || return 0
+    say "stopping PostgreSQL (${STOP_MODE})"
+    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m "$STOP_MODE" -w -t 60 stop >/dev/null
 }
 
 redis_pid() {
     local pid
     [[ -f $REDIS_DIR/redis.pid ]] || return 1
     pid=$(<"$REDIS_DIR/redis.pid")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Redis sets its process title to "redis-server 127.0.0.1:PORT".
+    alive "$pid" "redis-server 127.0.0.1:$REDISPORT" || return 1
     echo "$pid"
 }
 
@@ -260,7 +331,7 @@ redis_start() {
     # No persistence: the ledger in PostgreSQL is the truth and Redis is rebuilt from it.
     redis-server --port "$REDISPORT" --bind 127.0.0.1 --protected-mode yes \
         --save '' --appendonly no --dir "$REDIS_DIR" \
-        --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
+        --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" 9>&-
     for ((i = 0; i < 100; i++)); do
         redis_ping "$REDISPORT" && return 0
         sleep 0.1
@@ -277,7 +348,7 @@ redis_stop() {
         redis-cli -h 127.0.0.1 -p "$REDISPORT" shutdown nosave >/dev/null 2>&1 || true
     fi
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        alive "$pid" "redis-server" || return 0
         sleep 0.1
     done
     # Not answering on its port: stop our own daemon by the pid it wrote.
@@ -319,6 +390,13 @@ stop)
     read_pgroot
     redis_stop
     pg_stop
+    ;;
+stop-pg)
+    read_pgroot
+    pg_stop
+    ;;
+stop-redis)
+    redis_stop
     ;;
 status)
     read_pgroot

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
+#include "effects.h"
 #include "http.h"
 #include "kv.h"
 #include "log.h"
@@ -24,22 +25,48 @@
 
 struct query_state {
     int code;
+    bool effects;
 };
 
 static void api_query_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct query_state *qs = rc->state;
+    if (qs->effects && db_result_status(res) == ST_OK && db_result_ntuples(res) > 0 &&
+        db_result_value(res, 0, 0))
+        effects_apply_text(rc->app, db_result_value(res, 0, 0));
     http_reply_db(rc, res, qs->code);
+}
+
+static void query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+                  int success_code, bool effects)
+{
+    struct query_state *qs = arena_alloc(rc->arena, sizeof *qs);
+    qs->code = success_code;
+    qs->effects = effects;
+    rc->state = qs;
+    db_query(rc->app->db, sql, nparams, params, api_query_cb, rc);
 }
 
 void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code)
 {
-    struct query_state *qs = arena_alloc(rc->arena, sizeof *qs);
-    qs->code = success_code;
-    rc->state = qs;
-    db_query(rc->app->db, sql, nparams, params, api_query_cb, rc);
+    query(rc, sql, nparams, params, success_code, false);
+}
+
+void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+               int success_code)
+{
+    query(rc, sql, nparams, params, success_code, true);
+}
+
+const char *api_json_text(struct req_ctx *rc, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    ASSERT(s != NULL);
+    const char *out = arena_strdup(rc->arena, s);
+    free(s);
+    return out;
 }
 
 const char *api_i64(struct req_ctx *rc, int64_t v)

@@ -13,14 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *json_text(struct req_ctx *rc, json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    const char *out = arena_strdup(rc->arena, s);
-    free(s);
-    return out;
-}
-
 static bool phone_ok(const char *p)
 {
     if (strlen(p) != 11 || p[0] != '1')
@@ -172,7 +164,7 @@ void api_person_create(struct req_ctx *rc)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot generate a password");
         return;
     }
-    ps->args = json_text(rc, rc->json);
+    ps->args = api_json_text(rc, rc->json);
     rc->state = ps;
     workpool_submit(rc->app->wp, person_hash_work, person_hash_done, rc);
 }
@@ -235,7 +227,7 @@ void api_person_update(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_i64(rc, rc->principal.person_id), api_i64(rc, id),
-                            json_text(rc, rc->json)};
+                            api_json_text(rc, rc->json)};
     api_query(rc, "SELECT gp_person_update($1, $2, $3::jsonb)", 3, params, 200);
 }
 

@@ -3,6 +3,7 @@
  * Blocking libpq is fine here: these run before or instead of the server, never on the
  * event loop (STYLE anti-pattern 1 is about the loop). */
 #include "cli.h"
+#include "cli_rebuild.h"
 #include "common.h"
 #include "config.h"
 #include "crypto.h"
@@ -336,10 +337,11 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
         "           (ARRAY['王','李','张','刘','陈','杨','赵','黄','周','吴'])[i % 10 + 1] || "
         "           (ARRAY['秀英','建国','桂兰','志强','丽','军','芳','伟','敏','静','磊','洋'])[i % 12 + 1], "
         "           mg.id, "
-        "           (ARRAY[ARRAY['party_member'], ARRAY['mediator'], ARRAY['first_aid'], "
-        "                  ARRAY['building_head','party_member'], ARRAY[]::text[], ARRAY['volunteer_firefighter'], "
-        "                  ARRAY[]::text[], ARRAY['first_aid','mediator']])[i % 8 + 1], $4 "
-        "    FROM generate_series(1, 1200) i JOIN mg ON mg.k = (i - 1) % 624 + 1 RETURNING id, unit_id, phone) "
+        "           CASE i % 8 WHEN 0 THEN ARRAY['party_member'] WHEN 1 THEN ARRAY['mediator'] "
+        "             WHEN 2 THEN ARRAY['first_aid'] WHEN 3 THEN ARRAY['building_head','party_member'] "
+        "             WHEN 5 THEN ARRAY['volunteer_firefighter'] WHEN 7 THEN ARRAY['first_aid','mediator'] "
+        "             ELSE ARRAY[]::text[] END, $4 "
+"    FROM generate_series(1, 1200) i JOIN mg ON mg.k = (i - 1) % 624 + 1 RETURNING id, unit_id, phone) "
         "INSERT INTO role_grants (person_id, role, unit_id) "
         "SELECT id, CASE WHEN right(phone, 1)::int % 4 = 0 THEN 'volunteer' ELSE 'worker' END, unit_id FROM w";
     if (demo_exec(c, units_sql, 1, sp, NULL, 0) < 0 || demo_exec(c, people_sql, 4, sp, NULL, 0) < 0)
@@ -380,4 +382,30 @@ fail:
     exec_ok(c, "ROLLBACK", "ROLLBACK");
     PQfinish(c);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* rebuild-cache                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+int cli_rebuild_cache(const struct config *cfg, int argc, char **argv)
+{
+    struct ledger_rebuild_opts o = {0};
+    char host[256], path[512];
+    if (!config_parse_redis_url(cfg->redis_url, &o.redis_host, &o.redis_port, &o.redis_unix_path,
+                                &o.redis_db, host, sizeof host, path, sizeof path)) {
+        log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
+                  cfg->redis_url);
+        return 2;
+    }
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--dry-run"))
+            o.dry_run = true;
+    o.timeout_ms = cfg->redis_command_timeout_ms > 5000 ? cfg->redis_command_timeout_ms : 5000;
+    PGconn *c = connect_admin(cfg);
+    if (!c)
+        return 1;
+    int fixed = ledger_rebuild_cache_opts((struct pg_conn *)c, &o, stdout);
+    PQfinish(c);
+    return fixed < 0 ? 1 : 0;
 }

@@ -335,3 +335,41 @@ void config_dump(const struct config *cfg, void (*emit)(const char *line, void *
         emit(line, arg);
     }
 }
+
+bool config_parse_redis_url(const char *url, const char **host_out, int *port, const char **path_out,
+                            int *db, char *host, size_t hostlen, char *path, size_t pathlen)
+{
+    *host_out = *path_out = NULL;
+    *db = 0;
+    *port = 6379;
+    if (!strncmp(url, "unix://", 7)) {
+        snprintf(path, pathlen, "%s", url + 7);
+        char *q = strchr(path, '?');
+        if (q) {
+            if (sscanf(q, "?db=%d", db) != 1)
+                return false;
+            *q = '\0';
+        }
+        *path_out = path;
+        return *path != '\0';
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return false;
+    const char *hp = url + 8;
+    const char *at = strchr(hp, '@');
+    if (at)
+        hp = at + 1; /* credentials in the URL are not supported: AUTH comes from elsewhere */
+    const char *colon = strchr(hp, ':');
+    const char *slash = strchr(hp, '/');
+    size_t hl = colon ? (size_t)(colon - hp) : slash ? (size_t)(slash - hp) : strlen(hp);
+    if (hl == 0 || hl >= hostlen)
+        return false;
+    memcpy(host, hp, hl);
+    host[hl] = '\0';
+    if (colon && (sscanf(colon + 1, "%d", port) != 1 || *port < 1 || *port > 65535))
+        return false;
+    if (slash && slash[1] && (sscanf(slash + 1, "%d", db) != 1 || *db < 0))
+        return false;
+    *host_out = host;
+    return true;
+}

@@ -13,6 +13,8 @@
 #include "http.h"
 #include "janitor.h"
 #include "kv.h"
+#include "ledger.h"
+#include "task_gate.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -51,46 +53,6 @@ static void usage(void)
             "  rebuild-cache         rebuild Redis balances and rankings from the ledger\n"
             "  print-config          print the effective configuration\n"
             "  version\n");
-}
-
-static bool parse_redis_url(const char *url, struct kv_config *kc, char *host, size_t hostlen,
-                            char *path, size_t pathlen)
-{
-    int db = 0;
-    if (!strncmp(url, "unix://", 7)) {
-        snprintf(path, pathlen, "%s", url + 7);
-        char *q = strchr(path, '?');
-        if (q) {
-            if (sscanf(q, "?db=%d", &db) != 1)
-                return false;
-            *q = '\0';
-        }
-        kc->unix_path = path;
-        kc->db = db;
-        return true;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
-        return false;
-    const char *hp = url + 8;
-    const char *at = strchr(hp, '@');
-    if (at)
-        hp = at + 1; /* passwords come from the environment override of the whole URL */
-    int port = 6379;
-    const char *colon = strchr(hp, ':');
-    const char *slash = strchr(hp, '/');
-    size_t hl = colon ? (size_t)(colon - hp) : slash ? (size_t)(slash - hp) : strlen(hp);
-    if (hl == 0 || hl >= hostlen)
-        return false;
-    memcpy(host, hp, hl);
-    host[hl] = '\0';
-    if (colon && sscanf(colon + 1, "%d", &port) != 1)
-        return false;
-    if (slash && slash[1] && sscanf(slash + 1, "%d", &db) != 1)
-        return false;
-    kc->host = host;
-    kc->port = port;
-    kc->db = db;
-    return true;
 }
 
 static void part_idle_cb(void *arg)
@@ -161,7 +123,7 @@ static int serve(const struct config *cfg)
         .command_timeout_ms = cfg->redis_command_timeout_ms,
         .reconnect_max_ms = cfg->redis_reconnect_max_ms,
     };
-    if (!parse_redis_url(cfg->redis_url, &kc, host, sizeof host, path, sizeof path)) {
+    if (!config_parse_redis_url(cfg->redis_url, &kc.host, &kc.port, &kc.unix_path, &kc.db, host, sizeof host, path, sizeof path)) {
         log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
                   cfg->redis_url);
         db_pool_free(app->db);
@@ -171,6 +133,8 @@ static int serve(const struct config *cfg)
     }
     app->kv = kv_new(app->base, &kc);
     app->rl = ratelimit_new(app->kv);
+    app->ledger = ledger_cache_new(app->kv);
+    app->gate = task_gate_new(app->kv);
     app->wp = workpool_new(app->base, cfg->worker_threads);
 
     s.http = http_server_new(app);
@@ -202,9 +166,13 @@ teardown:
         event_free(s.sigint);
     http_server_free(s.http);
     workpool_free(app->wp);
+    task_gate_free(app->gate);
+    ledger_cache_free(app->ledger);
     ratelimit_free(app->rl);
-    kv_free(app->kv);
+    /* The pool first: a background query's callback may still push to Redis; nothing that
+     * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    kv_free(app->kv);
     metrics_free(app->metrics);
     event_base_free(app->base);
     libevent_global_shutdown();
@@ -259,6 +227,8 @@ int main(int argc, char **argv)
         rc = cli_create_admin(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "demo-data"))
         rc = cli_demo_data(&cfg, argc - i, argv + i);
+    else if (!strcmp(cmd, "rebuild-cache"))
+        rc = cli_rebuild_cache(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "print-config")) {
         config_dump(&cfg, print_line, NULL);
         rc = 0;

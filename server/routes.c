@@ -27,6 +27,22 @@ const struct route routes_table[] = {
     {"PATCH", "/api/v1/people/{id}", api_person_update, AUTH_SESSION, BODY_SMALL, "update name, tags, status"},
     {"POST", "/api/v1/people/{id}/roles", api_person_role_grant, AUTH_SESSION, BODY_SMALL, "grant a role"},
     {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", api_person_role_revoke, AUTH_SESSION, BODY_NONE, "revoke a role"},
+
+    {"POST", "/api/v1/tasks", api_task_publish, AUTH_SESSION, BODY_SMALL, "publish a task (staff)"},
+    {"GET", "/api/v1/tasks", api_task_list, AUTH_SESSION, BODY_NONE, "tasks open to the caller, or in a staff's scope"},
+    {"GET", "/api/v1/tasks/{id}", api_task_get, AUTH_SESSION, BODY_NONE, "one task with its free slots"},
+    {"PATCH", "/api/v1/tasks/{id}", api_task_update, AUTH_SESSION, BODY_SMALL, "edit a task nobody claimed yet"},
+    {"POST", "/api/v1/tasks/{id}/cancel", api_task_cancel, AUTH_SESSION, BODY_SMALL, "cancel a task"},
+    {"POST", "/api/v1/tasks/{id}/claim", api_task_claim, AUTH_SESSION, BODY_SMALL, "claim a slot"},
+    {"GET", "/api/v1/tasks/{id}/history", api_task_history, AUTH_SESSION, BODY_NONE, "every state change of a task"},
+    {"GET", "/api/v1/assignments", api_assignment_list, AUTH_SESSION, BODY_NONE, "the caller's assignments"},
+    {"GET", "/api/v1/assignments/{id}", api_assignment_get, AUTH_SESSION, BODY_NONE, "one assignment"},
+    {"POST", "/api/v1/assignments/{id}/release", api_assignment_release, AUTH_SESSION, BODY_SMALL, "give the slot back"},
+    {"POST", "/api/v1/assignments/{id}/checkins", api_assignment_checkin, AUTH_SESSION, BODY_SMALL, "check in at the place"},
+    {"POST", "/api/v1/assignments/{id}/approve", api_assignment_approve, AUTH_SESSION, BODY_SMALL, "approve a report (staff)"},
+    {"POST", "/api/v1/assignments/{id}/reject", api_assignment_reject, AUTH_SESSION, BODY_SMALL, "reject a report (staff)"},
+    {"POST", "/api/v1/reports", api_report_submit, AUTH_SESSION, BODY_DEFAULT, "submit a completion report (idempotent by client_report_id)"},
+    {"GET", "/api/v1/reviews", api_review_queue, AUTH_SESSION, BODY_NONE, "submitted reports awaiting review (staff)"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

@@ -2,10 +2,16 @@
 #include "sweeps.h"
 #include "app.h"
 #include "config.h"
+#include "effects.h"
 #include "log.h"
 #include "metrics.h"
 
 #include <jansson.h>
+
+static int every_sweep_interval(const struct config *cfg)
+{
+    return cfg->timer_sweep_interval_ms;
+}
 
 static int every_minute(const struct config *cfg)
 {
@@ -27,7 +33,43 @@ static bool idem_pruned(struct app *app, const char *text)
     return full;
 }
 
+static void count(struct app *app, json_t *j, const char *key, const char *metric)
+{
+    json_int_t n = json_integer_value(json_object_get(j, key));
+    if (n > 0)
+        metrics_count(app->metrics, metric, (uint64_t)n);
+}
+
+/* gp_timers_sweep: claim expiry, auto-approval, task close, reservation release. The awards
+ * and slot counts it returns go to Redis; per-task errors are logged (the sweep itself goes
+ * on: one bad task must not stall every other timer). */
+static bool timers_swept(struct app *app, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    if (!j)
+        return false;
+    effects_apply(app, j);
+    count(app, j, "expired", "timer_claims_expired");
+    count(app, j, "approved", "timer_reports_auto_approved");
+    count(app, j, "closed", "timer_tasks_closed");
+    count(app, j, "released", "timer_reservations_released");
+    json_t *errors = json_object_get(j, "errors");
+    size_t i;
+    json_t *e;
+    json_array_foreach(errors, i, e)
+    {
+        log_warn("timer sweep: task %lld failed: %s (%s)",
+                 (long long)json_integer_value(json_object_get(e, "task_id")),
+                 json_string_value(json_object_get(e, "message")),
+                 json_string_value(json_object_get(e, "sqlstate")));
+    }
+    bool more = json_is_true(json_object_get(j, "more"));
+    json_decref(j);
+    return more;
+}
+
 const struct sweep_def sweep_defs[] = {
+    {"timers", "SELECT gp_timers_sweep($1)", true, every_sweep_interval, timers_swept},
     {"idempotency_prune", "SELECT gp_idem_prune($1)", true, every_minute, idem_pruned},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

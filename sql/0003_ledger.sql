@@ -35,14 +35,14 @@
 ------------------------------------------------------------------------------------------
 -- Accounts
 ------------------------------------------------------------------------------------------
-CREATE FUNCTION gp_account_kinds() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT ARRAY['issuance', 'expiry', 'settlement', 'budget', 'reservation', 'worker',
-                 'worker_pending', 'merchant', 'hold']
-$$;
+-- Performance note: helpers on the award path are PL/pgSQL, not SQL, functions: PostgreSQL 15
+-- re-plans a non-inlined SQL function on every call, PL/pgSQL caches its plans per session.
+-- CHECK constraints list their values literally for the same reason.
 
 CREATE TABLE accounts (
     id          bigserial PRIMARY KEY,
-    kind        text NOT NULL CHECK (kind = ANY (gp_account_kinds())),
+    kind        text NOT NULL CHECK (kind IN ('issuance', 'expiry', 'settlement', 'budget',
+                    'reservation', 'worker', 'worker_pending', 'merchant', 'hold')),
     owner_id    bigint NOT NULL DEFAULT 0 CHECK (owner_id >= 0), -- unit, task, person, merchant,
                                                                   -- voucher id; 0 for system
     unit_id     bigint REFERENCES org_units (id), -- org node for scope and trial balance per unit
@@ -87,7 +87,9 @@ $$;
 
 CREATE TABLE ledger_txns (
     id              bigserial PRIMARY KEY,
-    kind            text NOT NULL CHECK (kind = ANY (gp_ledger_kinds())),
+    kind            text NOT NULL CHECK (kind IN ('issue', 'grant', 'reserve', 'award', 'release',
+                        'hold', 'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest',
+                        'void')), -- the same list as gp_ledger_kinds()
     actor_id        bigint,          -- person; NULL for timers. No FK on purpose (see header).
     refs            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(refs) = 'object'),
     memo            text CHECK (length(memo) <= 500),
@@ -222,18 +224,22 @@ CREATE FUNCTION gp_reader_roles() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Street (root unit id) of a unit.
-CREATE FUNCTION gp_street_of_unit(p_unit bigint) RETURNS bigint LANGUAGE sql STABLE AS $$
-    SELECT ltree2text(subpath(path, 0, 1))::bigint FROM org_units WHERE id = p_unit
+CREATE FUNCTION gp_street_of_unit(p_unit bigint) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT ltree2text(subpath(path, 0, 1))::bigint FROM org_units WHERE id = p_unit);
+END
 $$;
 
 -- The ancestors of a person's home unit at street, community and grid level, street first:
 -- the units whose rankings the person appears in.
-CREATE FUNCTION gp_rank_units(p_person bigint) RETURNS bigint[] LANGUAGE sql STABLE AS $$
-    SELECT coalesce(array_agg(a.id ORDER BY nlevel(a.path)), '{}')
-      FROM persons p
-      JOIN org_units u ON u.id = p.unit_id
-      JOIN org_units a ON a.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
-     WHERE p.id = p_person AND a.level IN ('street', 'community', 'grid')
+CREATE FUNCTION gp_rank_units(p_person bigint) RETURNS bigint[] LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(a.id ORDER BY nlevel(a.path)), '{}')
+              FROM persons p
+              JOIN org_units u ON u.id = p.unit_id
+              JOIN org_units a ON a.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+             WHERE p.id = p_person AND a.level IN ('street', 'community', 'grid'));
+END
 $$;
 
 CREATE FUNCTION gp_period_now() RETURNS text LANGUAGE sql STABLE AS $$
@@ -242,20 +248,29 @@ $$;
 
 -- When points earned at p_earned_at under policy p expire; NULL = never.
 CREATE FUNCTION gp_lot_expiry(p ledger_policies, p_earned_at timestamptz) RETURNS timestamptz
-LANGUAGE sql STABLE AS $$
-    SELECT CASE coalesce(p.expiry, 'none')
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN CASE coalesce(p.expiry, 'none')
         WHEN 'end_of_next_year' THEN
             (date_trunc('year', p_earned_at AT TIME ZONE 'Asia/Shanghai') + interval '2 years')
                 AT TIME ZONE 'Asia/Shanghai'
         WHEN 'interval' THEN p_earned_at + p.expiry_after
-        ELSE NULL END
+        ELSE NULL END;
+END
 $$;
 
+-- The policy of the person's street (all fields NULL when the street has none).
 CREATE FUNCTION gp_policy_of_person(p_person bigint) RETURNS ledger_policies
-LANGUAGE sql STABLE AS $$
-    SELECT pol FROM persons p
-      LEFT JOIN ledger_policies pol ON pol.street_unit_id = gp_street_of_unit(p.unit_id)
-     WHERE p.id = p_person
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pol ledger_policies;
+BEGIN
+    SELECT x.* INTO pol FROM persons p
+      JOIN org_units u ON u.id = p.unit_id
+      JOIN ledger_policies x ON x.street_unit_id = ltree2text(subpath(u.path, 0, 1))::bigint
+     WHERE p.id = p_person;
+    RETURN pol;
+END
 $$;
 
 CREATE FUNCTION gp_policy_json(p_street bigint, p ledger_policies) RETURNS jsonb
@@ -326,25 +341,31 @@ $$;
 -- Locks the given accounts, and the sibling of every worker account among them, in ascending id
 -- order (FOR NO KEY UPDATE, what the posting UPDATE takes anyway). Call it first in a
 -- transaction that will post several ledger transactions, with every account they touch.
+-- (count(*) makes the locking query run to its end, so every row is locked before return.)
 CREATE FUNCTION gp_accounts_lock(p_ids bigint[]) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT 1 FROM accounts
-     WHERE id IN (SELECT unnest(p_ids)
-                  UNION
-                  SELECT s.id FROM accounts a
-                    JOIN accounts s ON s.owner_id = a.owner_id
-                                   AND s.kind IN ('worker', 'worker_pending')
-                   WHERE a.id = ANY (p_ids) AND a.kind IN ('worker', 'worker_pending'))
-     ORDER BY id FOR NO KEY UPDATE
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM count(*) FROM (
+        SELECT id FROM accounts
+         WHERE id IN (SELECT unnest(p_ids)
+                      UNION
+                      SELECT s.id FROM accounts a
+                        JOIN accounts s ON s.owner_id = a.owner_id
+                                       AND s.kind IN ('worker', 'worker_pending')
+                       WHERE a.id = ANY (p_ids) AND a.kind IN ('worker', 'worker_pending'))
+         ORDER BY id FOR NO KEY UPDATE) x;
+END
 $$;
 
 -- Like gp_accounts_lock for one worker's pair, but skips instead of waiting: false when another
 -- transaction holds either account. For sweeps, which hold timer rows already.
 CREATE FUNCTION gp_worker_try_lock(p_worker bigint) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-    SELECT count(*) = 2 FROM (
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN (SELECT count(*) = 2 FROM (
         SELECT id FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker
-         ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) x
+         ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) x);
+END
 $$;
 
 -- Why a conditional balance update matched no row: the error for the caller.
@@ -385,29 +406,34 @@ CREATE FUNCTION gp_ledger_post_legs(p_kind text, p_actor bigint, p_refs jsonb, p
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     v_n int := coalesce(cardinality(p_accounts), 0);
+    v_bad_amount boolean;
+    v_distinct int;
+    v_sum numeric;
     v_txn bigint;
     r record;
-    a accounts;
+    v_a accounts;
     v_pacc bigint[] := '{}';
     v_pamt bigint[] := '{}';
     v_pver bigint[] := '{}';
     v_pbal bigint[] := '{}';
 BEGIN
-    IF p_kind IS NULL OR NOT (p_kind = ANY (gp_ledger_kinds())) THEN
+    IF p_kind IS NULL OR p_kind NOT IN ('issue', 'grant', 'reserve', 'award', 'release', 'hold',
+            'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest', 'void') THEN
         PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
     END IF;
     IF v_n < 2 OR v_n <> coalesce(cardinality(p_amounts), 0) THEN
         PERFORM gp_raise('400', 'invalid_legs', 'a transaction needs at least two legs', 'legs');
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(p_amounts) m WHERE m IS NULL OR m = 0) THEN
+    SELECT bool_or(m IS NULL OR m = 0), count(DISTINCT x), sum(m::numeric)
+      INTO v_bad_amount, v_distinct, v_sum FROM unnest(p_accounts, p_amounts) AS l (x, m);
+    IF v_bad_amount THEN
         PERFORM gp_raise('400', 'invalid_amount', 'amounts must be non-zero integers', 'amount');
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(p_accounts) x WHERE x IS NULL)
-       OR (SELECT count(DISTINCT x) FROM unnest(p_accounts) x) <> v_n THEN
+    IF v_distinct <> v_n THEN -- count(DISTINCT) also skips NULLs
         PERFORM gp_raise('400', 'accounts_must_be_different',
                          'each leg must name a different account', 'account');
     END IF;
-    IF (SELECT sum(m::numeric) FROM unnest(p_amounts) m) <> 0 THEN
+    IF v_sum <> 0 THEN
         PERFORM gp_raise('400', 'unbalanced_transaction', 'postings must sum to zero', 'legs');
     END IF;
     IF length(p_memo) > 500 THEN
@@ -442,14 +468,14 @@ BEGIN
          WHERE id = r.acc
            AND (kind = 'issuance' OR balance::numeric + r.amt >= 0)
            AND balance::numeric + r.amt BETWEEN -9223372036854775808 AND 9223372036854775807
-        RETURNING * INTO a;
+        RETURNING * INTO v_a;
         IF NOT FOUND THEN
             PERFORM gp_ledger_refuse(r.acc, r.amt);
         END IF;
-        v_pacc := v_pacc || a.id;
+        v_pacc := v_pacc || v_a.id;
         v_pamt := v_pamt || r.amt;
-        v_pver := v_pver || a.version;
-        v_pbal := v_pbal || a.balance;
+        v_pver := v_pver || v_a.version;
+        v_pbal := v_pbal || v_a.balance;
     END LOOP;
 
     INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
@@ -499,13 +525,15 @@ $$;
 -- A worker's combined state as the cache stores it. version = sum of the versions of the
 -- worker's two accounts: it grows by one with every posting to either, and both are locked
 -- together by every posting, so one version always means one (available, pending) pair.
-CREATE FUNCTION gp_worker_state(p_worker bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('worker_id', p_worker,
-        'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
-        'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
-        'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
-        'version', coalesce(sum(version), 0))
-      FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker
+CREATE FUNCTION gp_worker_state(p_worker bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object('worker_id', p_worker,
+                'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
+                'version', coalesce(sum(version), 0))
+              FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker);
+END
 $$;
 
 ------------------------------------------------------------------------------------------
@@ -588,6 +616,7 @@ $$;
 CREATE FUNCTION gp_task_reserve(p_task bigint, p_unit bigint, p_amount bigint, p_actor bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    v_budget bigint;
     v_res bigint;
     v_unit bigint;
 BEGIN
@@ -597,6 +626,7 @@ BEGIN
     IF p_task IS NULL OR p_task <= 0 THEN
         PERFORM gp_raise('400', 'invalid_task', 'a task id is required', 'task_id');
     END IF;
+    v_budget := gp_account_of('budget', p_unit); -- 404 unit_not_found first
     v_res := gp_account_of('reservation', p_task, p_unit);
     SELECT unit_id INTO v_unit FROM accounts WHERE id = v_res;
     IF v_unit IS DISTINCT FROM p_unit THEN
@@ -605,7 +635,7 @@ BEGIN
     END IF;
     RETURN gp_ledger_post_legs('reserve', p_actor,
         jsonb_build_object('task_id', p_task, 'unit_id', p_unit), NULL,
-        ARRAY[gp_account_of('budget', p_unit), v_res], ARRAY[-p_amount, p_amount]);
+        ARRAY[v_budget, v_res], ARRAY[-p_amount, p_amount]);
 END
 $$;
 
@@ -981,6 +1011,9 @@ BEGIN
     w := gp_require_person(p_actor, p_worker, gp_reader_roles());
     IF gp_admin_rank(p_actor, w.unit_id) < 3 THEN
         PERFORM gp_raise('403', 'forbidden', 'only a street admin can adjust points', 'worker_id');
+    END IF;
+    IF p_actor = p_worker THEN
+        PERFORM gp_raise('403', 'forbidden', 'you cannot adjust your own points', 'worker_id');
     END IF;
     IF p_reason IS NULL OR length(btrim(p_reason)) = 0 THEN
         PERFORM gp_raise('400', 'reason_required', 'an adjustment needs a reason', 'reason');

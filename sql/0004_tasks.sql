@@ -13,8 +13,9 @@
 --    conditional UPDATE deciding who gets a slot. CHECK (claimed + submitted + approved <= slots)
 --    is the backstop of invariant 3.
 --  * Every response that changes a task's free slots carries
---    "slots": {"task_id", "free_slots", "slots_version"}; slots_version is tasks.version, which
---    grows on every change of the task row, so the server can set its Redis gate "if newer".
+--    "gate": {"task_id", "free_slots", "slots_version"} (the sweep: a "slots" list of them);
+--    slots_version is tasks.version, which grows on every change of the task row, so the
+--    server can set its Redis claim gate "if newer".
 --  * All times that decide anything are the database's now(); client times (made_at, check-in
 --    at) are only compared with them, within a skew the server passes in.
 
@@ -128,11 +129,11 @@ BEGIN
     IF jsonb_typeof(v) <> 'number' THEN
         PERFORM gp_raise('400', 'invalid_type', format('%s must be a number', p_key), p_key);
     END IF;
-    n := v::numeric::double precision;
-    IF NOT (n >= p_min AND n <= p_max) THEN
+    IF v::numeric < p_min::numeric OR v::numeric > p_max::numeric THEN
         PERFORM gp_raise('400', 'out_of_range',
             format('%s must be between %s and %s', p_key, p_min, p_max), p_key);
     END IF;
+    n := round(v::numeric, 9)::double precision;  -- (9 decimals: a tenth of a millimetre)
     RETURN n;
 END
 $$;
@@ -715,6 +716,63 @@ BEGIN
 END
 $$;
 
+-- Moves many assignments of one task at once from p_from to p_to, for the transitions that
+-- free a slot or keep it (claimed -> expired, submitted -> approved): the same effects as
+-- gp_assignment_set_state on each, with one counter update of the task row. Assignments of
+-- p_ids no longer in p_from are left alone. p_award_txns: the award of each (approvals).
+-- Returns how many moved.
+CREATE FUNCTION gp_assignments_move(p_task bigint, p_ids bigint[], p_from text, p_to text,
+                                    p_actor bigint, p_timer text, p_reason text,
+                                    p_award_txns bigint[] DEFAULT NULL)
+RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    v_n int;
+BEGIN
+    IF (p_from, p_to) NOT IN (('claimed', 'expired'), ('submitted', 'approved')) THEN
+        PERFORM gp_raise('409', 'invalid_transition',
+            format('cannot move assignments from %s to %s in bulk', p_from, p_to), 'state');
+    END IF;
+    WITH moved AS (
+        UPDATE assignments a SET
+            state = p_to,
+            ended_at = CASE WHEN p_to = 'expired' THEN now() ELSE a.ended_at END,
+            decided_at = CASE WHEN p_to = 'approved' THEN now() ELSE a.decided_at END,
+            decided_by = CASE WHEN p_to = 'approved' THEN p_actor ELSE a.decided_by END,
+            reason = p_reason,
+            award_txn = CASE WHEN p_to = 'approved' THEN x.award ELSE a.award_txn END,
+            version = a.version + 1
+          FROM unnest(p_ids, coalesce(p_award_txns, array_fill(NULL::bigint,
+                                                               ARRAY[cardinality(p_ids)])))
+               AS x (id, award)
+         WHERE a.id = x.id AND a.task_id = p_task AND a.state = p_from
+        RETURNING a.id, a.worker_id, a.award_txn),
+    ev AS (
+        INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, timer,
+                                       from_state, to_state, reason)
+        SELECT m.id, p_task, m.worker_id, p_actor, CASE WHEN p_actor IS NULL THEN p_timer END,
+               p_from, p_to, p_reason
+          FROM moved m ORDER BY m.id),
+    ob AS (
+        INSERT INTO outbox (topic, person_id, payload)
+        SELECT 'assignment.' || p_to, m.worker_id,
+               jsonb_build_object('assignment_id', m.id, 'task_id', p_task, 'from', p_from,
+                                  'to', p_to, 'reason', p_reason, 'award_txn', m.award_txn,
+                                  'at', now())
+          FROM moved m ORDER BY m.id)
+    SELECT count(*) INTO v_n FROM moved;
+    IF v_n > 0 THEN
+        UPDATE tasks SET
+            claimed   = claimed   - CASE WHEN p_from = 'claimed' THEN v_n ELSE 0 END,
+            submitted = submitted - CASE WHEN p_from = 'submitted' THEN v_n ELSE 0 END,
+            expired   = expired   + CASE WHEN p_to = 'expired' THEN v_n ELSE 0 END,
+            approved  = approved  + CASE WHEN p_to = 'approved' THEN v_n ELSE 0 END,
+            version = version + 1, updated_at = now()
+         WHERE id = p_task;
+    END IF;
+    RETURN v_n;
+END
+$$;
+
 -- Moves a task to p_to (checked against task_transitions). Closing or cancelling expires the
 -- live claims and fixes release_after: the reservation is kept until no report made during
 -- an expired claim can still be synced (its claim end + sync_grace).
@@ -724,7 +782,6 @@ RETURNS tasks LANGUAGE plpgsql AS $$
 DECLARE
     t tasks;
     v_from text;
-    v_aid bigint;
 BEGIN
     SELECT * INTO t FROM tasks WHERE id = p_task FOR UPDATE;
     v_from := t.status;
@@ -732,11 +789,11 @@ BEGIN
     THEN
         PERFORM gp_raise('409', 'task_not_open', format('the task is %s', v_from), 'task_id');
     END IF;
-    FOR v_aid IN SELECT id FROM assignments WHERE task_id = p_task AND state = 'claimed'
-                  ORDER BY id LOOP
-        PERFORM gp_assignment_set_state(v_aid, 'expired', p_actor, p_timer,
-            CASE p_to WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_closed' END);
-    END LOOP;
+    PERFORM gp_assignments_move(p_task,
+        ARRAY(SELECT id FROM assignments WHERE task_id = p_task AND state = 'claimed'
+               ORDER BY id FOR UPDATE),
+        'claimed', 'expired', p_actor, p_timer,
+        CASE p_to WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_closed' END);
     UPDATE tasks SET
         status = p_to,
         closed_at = CASE WHEN p_to = 'closed' THEN now() END,
@@ -920,13 +977,14 @@ CREATE FUNCTION gp_task_publish(p_actor bigint, p_args jsonb, p_idem_principal t
                                 p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
+    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
     v_replay jsonb;
     v_args jsonb;
     t tasks;
     v_txn bigint;
     v_resp jsonb;
 BEGIN
-    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    v_replay := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
     IF v_replay IS NOT NULL THEN
         RETURN v_replay;
     END IF;
@@ -953,16 +1011,17 @@ BEGIN
                            'required_tags', to_jsonb(t.required_tags),
                            'starts_at', t.starts_at, 'ends_at', t.ends_at));
     PERFORM gp_audit(p_actor, 'task.publish', 'task', t.id::text, t.unit_id, NULL, gp_task_json(t));
-    v_resp := gp_task_json(t) || jsonb_build_object('slots', gp_task_slots_json(t),
+    v_resp := gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
                                                     'receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
 END
 $$;
 
 -- Edits an open task that nobody has ever claimed (409 task_claimed otherwise). p_args: any of
--- the publication fields, plus an optional "version" (409 version_conflict when the task has
--- changed since). A change of unit, reward or slots releases the reservation and reserves
--- the new slots x reward again, in the same transaction (402 insufficient_budget: no change).
+-- the publication fields but unit_id (a reservation stays bound to its unit: 400
+-- field_not_editable), plus an optional "version" (409 version_conflict when the task has
+-- changed since). A change of reward or slots reserves the difference, or releases it, in the
+-- same transaction (402 insufficient_budget: nothing changes).
 CREATE FUNCTION gp_task_update(p_actor bigint, p_task bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -977,6 +1036,10 @@ DECLARE
 BEGIN
     v_args := gp_targ_object(p_args, gp_task_fields() || ARRAY['version']);
     PERFORM gp_task_require(p_actor, p_task, 'staff');
+    IF v_args ? 'unit_id' THEN
+        PERFORM gp_raise('400', 'field_not_editable',
+            'a task cannot move to another unit; cancel it and publish a new one', 'unit_id');
+    END IF;
     SELECT * INTO t0 FROM tasks WHERE id = p_task FOR UPDATE;
     IF v_args ? 'version'
        AND gp_targ_int(v_args, 'version', 1, 9223372036854775807, true) <> t0.version THEN
@@ -990,17 +1053,18 @@ BEGIN
                          'task_id');
     END IF;
     t := gp_task_apply_args(v_args - 'version', t0, false);
-    IF t.unit_id <> t0.unit_id THEN
-        PERFORM gp_require_unit(p_actor, t.unit_id, gp_staff_roles());
-    END IF;
-    IF t.unit_id <> t0.unit_id OR t.slots::numeric * t.reward <> t0.slots::numeric * t0.reward THEN
-        v_release := gp_task_release(t0.id, t0.unit_id, p_actor);
-        v_reserve := gp_task_reserve(t0.id, t.unit_id, t.slots * t.reward, p_actor);
+    IF t.slots * t.reward > t0.slots * t0.reward THEN
+        v_reserve := gp_task_reserve(t0.id, t0.unit_id, t.slots * t.reward - t0.slots * t0.reward,
+                                     p_actor);
         t.reservation_txn := v_reserve;
-        v_receipt := jsonb_build_object('txn_id', v_reserve, 'release_txn', v_release);
+        v_receipt := jsonb_build_object('txn_id', v_reserve);
+    ELSIF t.slots * t.reward < t0.slots * t0.reward THEN
+        v_release := gp_task_release(t0.id, t0.unit_id, p_actor,
+                                     t0.slots * t0.reward - t.slots * t.reward);
+        v_receipt := jsonb_build_object('txn_id', v_release);
     END IF;
     UPDATE tasks SET
-        unit_id = t.unit_id, title = t.title, description = t.description,
+        title = t.title, description = t.description,
         category = t.category, reward = t.reward, slots = t.slots,
         required_tags = t.required_tags, lat = t.lat, lng = t.lng, geofence_m = t.geofence_m,
         geofence_enforced = t.geofence_enforced, starts_at = t.starts_at, ends_at = t.ends_at,
@@ -1021,7 +1085,7 @@ BEGIN
     PERFORM gp_outbox('task.updated', t.publisher_id,
         jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id, 'version', t.version));
     PERFORM gp_audit(p_actor, 'task.update', 'task', t.id::text, t.unit_id, v_before, v_after);
-    RETURN v_after || jsonb_build_object('slots', gp_task_slots_json(t), 'receipt', v_receipt);
+    RETURN v_after || jsonb_build_object('gate', gp_task_slots_json(t), 'receipt', v_receipt);
 END
 $$;
 
@@ -1048,7 +1112,7 @@ BEGIN
     t := gp_task_after_change(p_task, p_actor, NULL);
     PERFORM gp_audit(p_actor, 'task.cancel', 'task', t.id::text, t.unit_id, gp_task_json(t0),
                      gp_task_json(t), v_reason);
-    RETURN gp_task_json(t) || jsonb_build_object('slots', gp_task_slots_json(t),
+    RETURN gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
         'receipt', CASE WHEN t.released_at IS NOT NULL
                         THEN jsonb_build_object('release_txn', t.release_txn) END);
 END
@@ -1266,18 +1330,19 @@ $$;
 -- 409 task_full. The winner among concurrent claims is decided by the conditional UPDATE of
 -- the task row (READ COMMITTED re-checks the condition on the newest row version after
 -- waiting), and one-per-worker by the unique index. Idempotent on (p_idem_principal, key).
--- Returns the assignment + {"slots": {...}}.
+-- Returns the assignment + {"gate": {...}}.
 CREATE FUNCTION gp_task_claim(p_actor bigint, p_task bigint, p_idem_principal text DEFAULT NULL,
                               p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
+    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
     v_replay jsonb;
     t tasks;
     a assignments;
     v_missing text[];
     v_resp jsonb;
 BEGIN
-    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    v_replay := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
     IF v_replay IS NOT NULL THEN
         RETURN v_replay;
     END IF;
@@ -1312,6 +1377,11 @@ BEGIN
         PERFORM gp_raise('409', 'already_claimed', 'you already hold an assignment on this task',
                          'task_id');
     END IF;
+    -- Full as of the last commit: answer at once instead of queueing on the row lock. (Only a
+    -- shortcut: the UPDATE below decides.)
+    IF t.claimed + t.submitted + t.approved >= t.slots THEN
+        PERFORM gp_raise('409', 'task_full', 'every slot of this task is taken', 'task_id');
+    END IF;
     -- The race is decided here.
     UPDATE tasks SET claimed = claimed + 1, version = version + 1, updated_at = now()
      WHERE id = p_task AND status = 'open' AND starts_at <= now() AND ends_at > now()
@@ -1338,8 +1408,8 @@ BEGIN
     PERFORM gp_outbox('assignment.claimed', p_actor,
         jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', NULL,
                            'to', 'claimed', 'due_at', a.due_at, 'at', now()));
-    v_resp := gp_assignment_json(a) || jsonb_build_object('slots', gp_task_slots_json(t));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
+    v_resp := gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
+    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
 END
 $$;
 
@@ -1363,7 +1433,7 @@ $$;
 
 -- The worker gives up a live claim; the slot is free again. Releasing an assignment the
 -- worker already released returns it again with "idempotent_replay": true. Errors: 404
--- assignment_not_found, 409 assignment_not_live. Returns the assignment + {"slots": {...}}.
+-- assignment_not_found, 409 assignment_not_live. Returns the assignment + {"gate": {...}}.
 CREATE FUNCTION gp_assignment_release(p_actor bigint, p_assignment bigint) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1373,7 +1443,7 @@ BEGIN
     a := gp_assignment_lock_own(p_actor, p_assignment);
     SELECT * INTO t FROM tasks WHERE id = a.task_id;
     IF a.state = 'released' THEN
-        RETURN gp_assignment_json(a) || jsonb_build_object('slots', gp_task_slots_json(t),
+        RETURN gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t),
                                                            'idempotent_replay', true);
     END IF;
     IF a.state <> 'claimed' THEN
@@ -1382,7 +1452,7 @@ BEGIN
     END IF;
     a := gp_assignment_set_state(a.id, 'released', p_actor, NULL, 'released_by_worker');
     SELECT * INTO t FROM tasks WHERE id = a.task_id;
-    RETURN gp_assignment_json(a) || jsonb_build_object('slots', gp_task_slots_json(t));
+    RETURN gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
 END
 $$;
 
@@ -1528,7 +1598,7 @@ $$;
 -- client_report_id_reused. Accepted when made_at lies in the claim's live window (with
 -- p_skew), even if the claim expired or the task closed since (late sync, until live end +
 -- sync_grace); a report on an expired claim needs a free slot (409 slot_reassigned).
--- Returns {"report", "assignment", "slots"}; the assignment becomes 'submitted' and is
+-- Returns {"report", "assignment", "gate"}; the assignment becomes 'submitted' and is
 -- auto-approved at review_due_at unless staff decide first.
 CREATE FUNCTION gp_report_submit(p_actor bigint, p_args jsonb,
                                  p_skew interval DEFAULT interval '2 minutes')
@@ -1677,7 +1747,7 @@ BEGIN
     r.flags := v_flags;
     r.device_id := v_device;
     v_resp := jsonb_build_object('report', gp_report_json(r), 'assignment', gp_assignment_json(a),
-                                 'slots', gp_task_slots_json(t));
+                                 'gate', gp_task_slots_json(t));
     INSERT INTO reports (id, worker_id, client_report_id, assignment_id, task_id, made_at,
                          received_at, lat, lng, distance_m, notes, evidence, flags, device_id,
                          request_hash, response)
@@ -1691,7 +1761,8 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Review
 ------------------------------------------------------------------------------------------
--- Submitted reports on tasks in the actor's staff scope, oldest first.
+-- Submitted reports on tasks in the actor's staff scope, oldest first (403 not_staff for
+-- someone without a staff role).
 -- p_args: {unit_id?, task_id?, flagged?: bool (only reports with flags), cursor?, limit?}.
 -- Returns {items: [assignment + {task, worker, report, can_decide}], next_cursor}.
 CREATE FUNCTION gp_review_queue(p_actor bigint, p_args jsonb) RETURNS jsonb
@@ -1708,6 +1779,11 @@ DECLARE
     v_items jsonb;
 BEGIN
     v_args := gp_targ_object(p_args, ARRAY['unit_id', 'task_id', 'flagged', 'cursor', 'limit']);
+    IF NOT EXISTS (SELECT 1 FROM role_grants g JOIN persons p ON p.id = g.person_id
+                    WHERE g.person_id = p_actor AND p.status = 'active'
+                      AND g.role = ANY (gp_staff_roles())) THEN
+        PERFORM gp_raise('403', 'not_staff', 'only staff review reports');
+    END IF;
     IF v_args ? 'unit_id' THEN
         v_unit := gp_require_unit(p_actor, gp_targ_int(v_args, 'unit_id', 1, 9223372036854775807,
                                                        true), gp_staff_roles());
@@ -1761,7 +1837,7 @@ $$;
 -- report, before the auto-approval timer does. Staff over the task's unit only; nobody decides
 -- on their own assignment. Errors: 404 assignment_not_found, 403 self_approval, 400
 -- reason_required / invalid_length, 409 already_approved, already_rejected, not_submitted.
--- Returns the assignment + {"slots", "award" (gp_task_award's jsonb or null), "receipt":
+-- Returns the assignment + {"gate", "award" (gp_task_award's jsonb or null), "receipt":
 -- {"txn_id"} or null, "task": {id, status, released_at, release_txn}}.
 CREATE FUNCTION gp_report_decide(p_actor bigint, p_assignment bigint, p_approve boolean,
                                  p_reason text)
@@ -1812,7 +1888,7 @@ BEGIN
                      'assignment', a.id::text, t.unit_id,
                      jsonb_build_object('state', 'submitted'), gp_assignment_json(a), v_reason);
     RETURN gp_assignment_json(a) || jsonb_build_object(
-        'slots', gp_task_slots_json(t), 'award', v_award,
+        'gate', gp_task_slots_json(t), 'award', v_award,
         'receipt', CASE WHEN p_approve THEN jsonb_build_object('txn_id', a.award_txn) END,
         'task', jsonb_build_object('id', t.id, 'status', t.status, 'released_at', t.released_at,
                                    'release_txn', t.release_txn));
@@ -1944,8 +2020,9 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Runs every timer that is due by the database clock, in one transaction, and returns what
 -- the server must refresh in Redis:
---   {"expired", "approved", "closed", "released", "skipped", "awards": [gp_task_award's jsonb
---    + assignment_id, task_id], "slots": [{"task_id", "free_slots", "slots_version"}],
+--   {"expired", "approved", "closed", "released", "skipped", "awards": [gp_task_award's jsonb,
+--    which carries txn_id, task_id, assignment_id, worker_id, balance/available, pending,
+--    version, ...], "slots": [{"task_id", "free_slots", "slots_version"}],
 --    "errors": [{"task_id", "sqlstate", "message"}], "more": bool}
 -- (a) claims due (due_at <= now()) expire; (b) submitted reports whose review window ended are
 -- approved and paid; (c) open tasks past ends_at, or with every slot approved, close (their
@@ -1964,9 +2041,8 @@ DECLARE
     v_ncand int := 0;
     v_task bigint;
     t tasks;
-    a assignments;
-    v_aid bigint;
-    v_award jsonb;
+    v_ids bigint[];
+    v_workers bigint[];
     v_was_released boolean;
     l_exp int;
     l_app int;
@@ -2013,39 +2089,49 @@ BEGIN
             END IF;
             l_exp := 0; l_app := 0; l_closed := 0; l_rel := 0; l_awards := '[]';
             -- (a) claim expiry
-            FOR v_aid IN SELECT x.id FROM assignments x
-                          WHERE x.task_id = v_task AND x.state = 'claimed' AND x.due_at <= now()
-                          ORDER BY x.due_at, x.id LIMIT v_budget LOOP
-                PERFORM gp_assignment_set_state(v_aid, 'expired', NULL, 'claim_expiry',
-                                                'claim_expired');
-                l_exp := l_exp + 1;
-            END LOOP;
-            -- (b) auto-approval
-            FOR a IN SELECT * FROM assignments x
-                      WHERE x.task_id = v_task AND x.state = 'submitted'
-                        AND x.review_due_at <= now()
-                      ORDER BY x.review_due_at, x.id LIMIT greatest(v_budget - l_exp, 0) LOOP
-                v_award := gp_task_award(v_task, a.id, a.worker_id, t.reward, NULL);
-                PERFORM gp_assignment_set_state(a.id, 'approved', NULL, 'auto_approval',
-                                                'review_window_elapsed',
-                                                (v_award ->> 'txn_id')::bigint);
-                l_awards := l_awards || jsonb_build_array(v_award || jsonb_build_object(
-                                'assignment_id', a.id, 'task_id', v_task));
-                l_app := l_app + 1;
-            END LOOP;
-            -- (c) close
+            l_exp := gp_assignments_move(v_task,
+                ARRAY(SELECT x.id FROM assignments x
+                       WHERE x.task_id = v_task AND x.state = 'claimed' AND x.due_at <= now()
+                       ORDER BY x.due_at, x.id LIMIT v_budget FOR UPDATE),
+                'claimed', 'expired', NULL, 'claim_expiry', 'claim_expired');
+            -- (b) auto-approval: one gp_task_award_many per task (it locks every account
+            -- involved in id order first, the ledger's lock order).
+            SELECT coalesce(array_agg(x.id ORDER BY x.review_due_at, x.id), '{}'),
+                   coalesce(array_agg(x.worker_id ORDER BY x.review_due_at, x.id), '{}')
+              INTO v_ids, v_workers
+              FROM (SELECT y.id, y.worker_id, y.review_due_at FROM assignments y
+                     WHERE y.task_id = v_task AND y.state = 'submitted'
+                       AND y.review_due_at <= now()
+                     ORDER BY y.review_due_at, y.id
+                     LIMIT greatest(v_budget - l_exp, 0) FOR UPDATE) x;
+            IF cardinality(v_ids) > 0 THEN
+                l_awards := gp_task_award_many(v_task, v_ids, v_workers, t.reward, NULL);
+                l_app := gp_assignments_move(v_task, v_ids, 'submitted', 'approved', NULL,
+                    'auto_approval', 'review_window_elapsed',
+                    ARRAY(SELECT (w ->> 'txn_id')::bigint
+                            FROM jsonb_array_elements(l_awards) WITH ORDINALITY x (w, n)
+                           ORDER BY n));
+                IF l_app <> cardinality(v_ids) THEN
+                    RAISE EXCEPTION 'auto-approval moved % of % assignments', l_app,
+                                    cardinality(v_ids);
+                END IF;
+            END IF;
+            -- (c) close (left for the next call when the batch is used up)
             SELECT * INTO t FROM tasks WHERE id = v_task;
-            IF t.status = 'open' AND (t.ends_at <= now() OR t.approved >= t.slots) THEN
+            IF v_budget - l_exp - l_app > 0 AND t.status = 'open'
+               AND (t.ends_at <= now() OR t.approved >= t.slots) THEN
                 t := gp_task_set_state(v_task, 'closed', NULL, 'task_close',
                          CASE WHEN t.approved >= t.slots THEN 'all_slots_approved'
                               ELSE 'ends_at_reached' END);
                 l_closed := 1;
             END IF;
             -- (d) release the unused reservation
-            v_was_released := t.released_at IS NOT NULL;
-            t := gp_task_settle(v_task, NULL, 'reservation_release');
-            IF NOT v_was_released AND t.released_at IS NOT NULL THEN
-                l_rel := 1;
+            IF v_budget - l_exp - l_app - l_closed > 0 THEN
+                v_was_released := t.released_at IS NOT NULL;
+                t := gp_task_settle(v_task, NULL, 'reservation_release');
+                IF NOT v_was_released AND t.released_at IS NOT NULL THEN
+                    l_rel := 1;
+                END IF;
             END IF;
             v_expired := v_expired + l_exp;
             v_approved := v_approved + l_app;

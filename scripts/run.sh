@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# scripts/run.sh -- `make run`: private PostgreSQL + Redis under var/, migrations, the demo
+# street (once), then gridpointsd in the foreground on 127.0.0.1:8080 until Ctrl-C.  The
+# services are stopped when the server exits, however it exits.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=${GRIDPOINTS_BIN:-build/gridpointsd}
+CONF=config/gridpoints.conf
+LISTEN=${GRIDPOINTS_SERVER_LISTEN:-127.0.0.1:8080}
+
+[[ -x $BIN ]] || { echo "run.sh: $BIN not found: run 'make run' (it builds it first)" >&2; exit 1; }
+[[ -f $CONF ]] || { echo "run.sh: $CONF not found" >&2; exit 1; }
+
+scripts/services.sh start var >/dev/null
+trap 'scripts/services.sh stop var' EXIT
+# shellcheck disable=SC1091 # written by services.sh start
+. var/env
+
+"$BIN" -c "$CONF" migrate
+echo "== demo data (logins are generated once, on the first load)"
+"$BIN" -c "$CONF" demo-data
+
+cat <<EOF
+
+== gridpointsd on http://$LISTEN  (PostgreSQL 127.0.0.1:$GP_PG_PORT, Redis 127.0.0.1:$GP_REDIS_PORT)
+Log in with one of the logins above, then call the API with the token:
+
+  TOKEN=\$(curl -s http://$LISTEN/api/v1/auth/login \\
+      -H 'Content-Type: application/json' \\
+      -d '{"phone":"PHONE","password":"PASSWORD"}' \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  curl -s http://$LISTEN/api/v1/me -H "Authorization: Bearer \$TOKEN"
+
+psql: psql "\$GRIDPOINTS_DATABASE_ADMIN_URL" after '. var/env'.  Ctrl-C stops the server
+and the services.
+
+EOF
+
+# In the foreground, not exec: the EXIT trap must still run to stop the services.  Ctrl-C
+# reaches the server directly (same process group) and it shuts down gracefully.
+GRIDPOINTS_SERVER_LISTEN=$LISTEN "$BIN" -c "$CONF" serve

@@ -1,0 +1,336 @@
+/* api_tasks.c -- the work loop over HTTP: publish, discover, claim, check in, report, review.
+ *
+ * The SQL functions of sql/0004_tasks.sql validate the meaning of every argument (they know
+ * the task's state and the caller's scope); here we check shapes, pass the body through as
+ * jsonb, and push post-commit effects to Redis. A claim goes through two filters first: a
+ * per-worker rate limit and the Redis claim gate, which turns storm losers away without a
+ * database round trip (task_gate.h explains why that is safe). */
+#include "api.h"
+#include "app.h"
+#include "arena.h"
+#include "config.h"
+#include "db.h"
+#include "effects.h"
+#include "http.h"
+#include "ratelimit.h"
+#include "task_gate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *actor(struct req_ctx *rc)
+{
+    return api_i64(rc, rc->principal.person_id);
+}
+
+static const char *skew(struct req_ctx *rc)
+{
+    return arena_printf(rc->arena, "%d seconds", rc->app->cfg->report_future_skew_s);
+}
+
+/* The idempotency triple: principal, key (NULL when absent), request hash. */
+static void idem_params(struct req_ctx *rc, const char **principal, const char **key,
+                        const char **hash)
+{
+    char *h = arena_alloc(rc->arena, 65);
+    http_request_hash(rc, h);
+    *principal = http_idem_principal(rc);
+    *key = rc->idem_key;
+    *hash = h;
+}
+
+void api_task_publish(struct req_ctx *rc)
+{
+    const char *principal, *key, *hash;
+    idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {actor(rc), api_json_text(rc, rc->json), principal, key, hash};
+    api_write(rc, "SELECT gp_task_publish($1, $2::jsonb, $3, $4, $5)", 5, params, 201);
+}
+
+void api_task_update(struct req_ctx *rc)
+{
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
+    api_write(rc, "SELECT gp_task_update($1, $2, $3::jsonb)", 3, params, 200);
+}
+
+void api_task_cancel(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"reason", NULL};
+    struct jv_err e = {0};
+    int64_t id;
+    const char *reason;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_str(rc->json, "reason", true, 1, 500, &reason, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    const char *params[] = {actor(rc), api_i64(rc, id), reason};
+    api_write(rc, "SELECT gp_task_cancel($1, $2, $3)", 3, params, 200);
+}
+
+void api_task_get(struct req_ctx *rc)
+{
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id)};
+    api_query(rc, "SELECT gp_task_get($1, $2)", 2, params, 200);
+}
+
+void api_task_history(struct req_ctx *rc)
+{
+    int64_t id;
+    int limit;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_page_limit_or_reply(rc, &limit))
+        return;
+    json_t *args = json_pack("{s:i}", "limit", limit);
+    const char *cursor = http_query(rc, "cursor");
+    if (cursor)
+        json_object_set_new(args, "cursor", json_string(cursor));
+    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, args)};
+    json_decref(args);
+    api_query(rc, "SELECT gp_task_history($1, $2, $3::jsonb)", 3, params, 200);
+}
+
+/* Query-string filters -> the jsonb args of a list function. Each entry names the parameter
+ * and its type; values are checked here so that a bad one is a 400 naming the parameter. */
+enum qtype { Q_STR, Q_INT, Q_NUM, Q_BOOL };
+struct qspec {
+    const char *name;
+    enum qtype type;
+};
+
+static json_t *list_args_or_reply(struct req_ctx *rc, const struct qspec *specs, size_t n)
+{
+    int limit;
+    if (!http_page_limit_or_reply(rc, &limit))
+        return NULL;
+    json_t *args = json_pack("{s:i}", "limit", limit);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = http_query(rc, specs[i].name);
+        if (!v)
+            continue;
+        json_t *jv = NULL;
+        int64_t iv;
+        double dv;
+        char *end;
+        switch (specs[i].type) {
+        case Q_STR:
+            if (jv_utf8_len(v) <= 200)
+                jv = json_string(v);
+            break;
+        case Q_INT:
+            if (jv_parse_i64(v, 1, INT64_MAX, &iv))
+                jv = json_integer(iv);
+            break;
+        case Q_NUM:
+            dv = strtod(v, &end);
+            if (*v && !*end && dv == dv)
+                jv = json_real(dv);
+            break;
+        case Q_BOOL:
+            if (!strcmp(v, "true") || !strcmp(v, "false"))
+                jv = json_boolean(!strcmp(v, "true"));
+            break;
+        }
+        if (!jv) {
+            json_decref(args);
+            http_reply_error(rc, ST_INVALID, "invalid_query", specs[i].name,
+                             "query parameter %s has an invalid value", specs[i].name);
+            return NULL;
+        }
+        json_object_set_new(args, specs[i].name, jv);
+    }
+    return args;
+}
+
+static void list_call(struct req_ctx *rc, const char *sql, const struct qspec *specs, size_t n)
+{
+    json_t *args = list_args_or_reply(rc, specs, n);
+    if (!args)
+        return;
+    const char *params[] = {actor(rc), api_json_text(rc, args)};
+    json_decref(args);
+    api_query(rc, sql, 2, params, 200);
+}
+
+void api_task_list(struct req_ctx *rc)
+{
+    static const struct qspec specs[] = {
+        {"view", Q_STR},   {"status", Q_STR}, {"category", Q_STR}, {"unit_id", Q_INT},
+        {"mine", Q_BOOL},  {"lat", Q_NUM},    {"lng", Q_NUM},      {"radius_m", Q_NUM},
+        {"cursor", Q_STR},
+    };
+    list_call(rc, "SELECT gp_task_list($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
+}
+
+void api_assignment_list(struct req_ctx *rc)
+{
+    static const struct qspec specs[] = {{"state", Q_STR}, {"task_id", Q_INT}, {"cursor", Q_STR}};
+    list_call(rc, "SELECT gp_assignments_mine($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
+}
+
+void api_review_queue(struct req_ctx *rc)
+{
+    static const struct qspec specs[] = {
+        {"unit_id", Q_INT}, {"task_id", Q_INT}, {"flagged", Q_BOOL}, {"cursor", Q_STR}};
+    list_call(rc, "SELECT gp_review_queue($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
+}
+
+void api_assignment_get(struct req_ctx *rc)
+{
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id)};
+    api_query(rc, "SELECT gp_assignment_get($1, $2)", 2, params, 200);
+}
+
+void api_assignment_release(struct req_ctx *rc)
+{
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id)};
+    api_write(rc, "SELECT gp_assignment_release($1, $2)", 2, params, 200);
+}
+
+void api_assignment_checkin(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"lat", "lng", "at", NULL};
+    struct jv_err e = {0};
+    int64_t id;
+    double lat, lng;
+    const char *at;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_f64(rc->json, "lat", true, -90, 90, &lat, &e) ||
+        !jv_f64(rc->json, "lng", true, -180, 180, &lng, &e) ||
+        !jv_time(rc->json, "at", true, &at, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json), skew(rc)};
+    api_write(rc, "SELECT gp_checkin($1, $2, $3::jsonb, $4::interval)", 4, params, 201);
+}
+
+static void decide(struct req_ctx *rc, bool approve)
+{
+    static const char *const fields[] = {"reason", NULL};
+    struct jv_err e = {0};
+    int64_t id;
+    const char *reason = NULL;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_str(rc->json, "reason", !approve, 1, 500, &reason, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    const char *params[] = {actor(rc), api_i64(rc, id), approve ? "true" : "false", reason};
+    api_write(rc, "SELECT gp_report_decide($1, $2, $3::boolean, $4)", 4, params, 200);
+}
+
+void api_assignment_approve(struct req_ctx *rc)
+{
+    decide(rc, true);
+}
+
+void api_assignment_reject(struct req_ctx *rc)
+{
+    decide(rc, false);
+}
+
+void api_report_submit(struct req_ctx *rc)
+{
+    const char *params[] = {actor(rc), api_json_text(rc, rc->json), skew(rc)};
+    api_write(rc, "SELECT gp_report_submit($1, $2::jsonb, $3::interval)", 3, params, 201);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Claim: rate limit -> Redis gate -> PostgreSQL decides -> gate refreshed.                  */
+/* ---------------------------------------------------------------------------------------- */
+
+struct claim_state {
+    int64_t task;
+    /* the error PostgreSQL answered, replayed after the gate refresh */
+    enum status st;
+    char code[48], field[64], message[192];
+};
+
+static void claim_refreshed_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct claim_state *cs = rc->state;
+    if (db_result_status(res) == ST_OK && db_result_ntuples(res) == 1 && db_result_value(res, 0, 0))
+        task_gate_set_json(rc->app->gate, db_result_value(res, 0, 0));
+    http_reply_error(rc, cs->st, cs->code, cs->field, "%s", cs->message);
+}
+
+static void claim_db_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct claim_state *cs = rc->state;
+    enum status st = db_result_status(res);
+    if (st == ST_OK) {
+        effects_apply_text(rc->app, db_result_value(res, 0, 0));
+        http_reply_db(rc, res, 201);
+        return;
+    }
+    if (st == ST_UNAVAILABLE || st == ST_INTERNAL) {
+        http_reply_db(rc, res, 201);
+        return;
+    }
+    /* The gate let this claim through and PostgreSQL refused it: the gate may be off by the
+     * unit this request took, so write PostgreSQL's count back before answering. */
+    cs->st = st;
+    snprintf(cs->code, sizeof cs->code, "%s", db_result_error_code(res));
+    snprintf(cs->field, sizeof cs->field, "%s", db_result_error_field(res));
+    snprintf(cs->message, sizeof cs->message, "%s", db_result_error_message(res));
+    const char *params[] = {api_i64(rc, cs->task)};
+    db_query(rc->app->db, "SELECT gp_task_slots($1)", 1, params, claim_refreshed_cb, rc);
+}
+
+static void claim_gate_cb(enum task_gate_answer answer, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct claim_state *cs = rc->state;
+    if (answer == TASK_GATE_FULL) {
+        http_reply_error(rc, ST_CONFLICT, "task_full", NULL, "every slot of this task is taken");
+        return;
+    }
+    const char *principal, *key, *hash;
+    idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {actor(rc), api_i64(rc, cs->task), principal, key, hash};
+    db_query(rc->app->db, "SELECT gp_task_claim($1, $2, $3, $4, $5)", 5, params, claim_db_cb, rc);
+}
+
+static void claim_limit_cb(enum status st, int retry_after_s, int remaining, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct claim_state *cs = rc->state;
+    if (st == ST_RATE_LIMITED) {
+        http_reply_error_retry(rc, ST_RATE_LIMITED, "too_many_claims", retry_after_s,
+                               "too many claims; try again later");
+        return;
+    }
+    task_gate_take(rc->app->gate, cs->task, claim_gate_cb, rc);
+}
+
+void api_task_claim(struct req_ctx *rc)
+{
+    static const char *const fields[] = {NULL};
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
+        return;
+    struct claim_state *cs = arena_alloc(rc->arena, sizeof *cs);
+    cs->task = id;
+    rc->state = cs;
+    /* Fail open: without Redis the limit lapses, but PostgreSQL still decides every claim. */
+    const char *key = arena_printf(rc->arena, "rl:claim:%lld", (long long)rc->principal.person_id);
+    ratelimit_hit(rc->app->rl, key, rc->app->cfg->claim_rate_limit, 60, RATELIMIT_FAIL_OPEN,
+                  claim_limit_cb, rc);
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/sql/test_ledger_concurrency.sh -- the ledger under concurrent sessions (SPEC §4.2, §4.4,
+# §4.8): many psql sessions at once, each its own connection and transaction, as gp_app.
+#
+#   tests/sql/test_ledger_concurrency.sh DBNAME
+#
+# DBNAME must be a fresh database with sql/0001..0003 applied; PGHOST/PGPORT/PGUSER (a role that
+# can create the fixtures) come from the environment. Exits non-zero on the first failed check.
+set -euo pipefail
+
+DB=${1:?usage: $0 DBNAME}
+N=${LEDGER_CONC_N:-100}
+PSQL=(psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB")
+APP=(psql -X -q -At -v ON_ERROR_STOP=1 -U gp_app -d "$DB")
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+q() { "${PSQL[@]}" -c "$1"; }
+
+# Runs the SQL of each stdin line in its own gp_app session, all at once; prints how many
+# succeeded.
+parallel_ok() {
+    xargs -d "\n" -P "$N" -I{} sh -c "psql -X -q -At -v ON_ERROR_STOP=1 -U gp_app -d '$DB' -c \"{}\" >/dev/null 2>&1 && echo ok || true" |
+        grep -c ok || true
+}
+
+q "INSERT INTO org_units (id, parent_id, level, name) VALUES (5001, NULL, 'street', 'CS'), (5011, 5001, 'community', 'CC'), (5111, 5011, 'grid', 'CG')"
+q "INSERT INTO persons (id, phone, name, unit_id, password_hash) VALUES (501, '13900000501', 'admin', 5001, 'x')"
+q "INSERT INTO role_grants (person_id, role, unit_id) VALUES (501, 'street_admin', 5001)"
+q "INSERT INTO persons (id, phone, name, unit_id, password_hash)
+   SELECT 600 + i, '139000006' || lpad(i::text, 2, '0'), 'w' || i, 5111, 'x' FROM generate_series(0, 19) i"
+q "SELECT gp_issue(501, 5001, 5000, 'budget')" >/dev/null
+
+echo "== $N concurrent reserves of 10 against a budget of 400"
+q "SELECT gp_grant(501, 5001, 5111, 400, NULL)" >/dev/null
+got=$(seq 1 "$N" | sed 's/.*/SELECT gp_task_reserve(7000 + &, 5111, 10, 501)/' | parallel_ok)
+[[ $got == 40 ]] || fail "expected 40 reserves to succeed, got $got"
+[[ $(q "SELECT balance FROM accounts WHERE kind = 'budget' AND owner_id = 5111") == 0 ]] || fail "budget not 0"
+echo "ok: exactly 40 succeeded, budget 0"
+
+echo "== $N concurrent awards of 10 against a reservation of 400 (20 workers)"
+q "SELECT gp_grant(501, 5001, 5011, 400, NULL)" >/dev/null
+q "SELECT gp_task_reserve(8000, 5011, 400, 501)" >/dev/null
+got=$(seq 1 "$N" | awk '{printf "SELECT gp_task_award(8000, %d, %d, 10, 501)\n", 80000 + $1, 600 + $1 % 20}' | parallel_ok)
+[[ $got == 40 ]] || fail "expected 40 awards to succeed, got $got"
+[[ $(q "SELECT balance FROM accounts WHERE kind = 'reservation' AND owner_id = 8000") == 0 ]] || fail "reservation not 0"
+[[ $(q "SELECT sum(points) FROM worker_earnings WHERE period = 'all'") == 400 ]] || fail "earnings not 400"
+echo "ok: exactly 40 succeeded, reservation 0"
+
+echo "== $N concurrent duplicate awards of one assignment"
+q "SELECT gp_grant(501, 5001, 5011, 100, NULL)" >/dev/null
+q "SELECT gp_task_reserve(8001, 5011, 100, 501)" >/dev/null
+got=$(seq 1 "$N" | awk '{printf "SELECT gp_task_award(8001, 99999, %d, 10, 501)\n", 600 + $1 % 20}' | parallel_ok)
+[[ $got == 1 ]] || fail "expected exactly 1 award, got $got"
+echo "ok: paid once"
+
+echo "== $N concurrent charges of 10 against one worker holding 50 (RELIABILITY L2)"
+q "SELECT gp_adjust(501, 619, 50 - (SELECT balance FROM accounts WHERE kind = 'worker' AND owner_id = 619), 'test setup')" >/dev/null
+got=$(seq 1 "$N" | awk '{printf "SELECT gp_ledger_post(%s, 619, %s, NULL, jsonb_build_array(jsonb_build_object(%s, gp_account_of(%s, 619), %s, -10), jsonb_build_object(%s, gp_account_of(%s, %d, 5001), %s, 10)))\n", "'"'"'charge'"'"'", "'"'"'{}'"'"'", "'"'"'account'"'"'", "'"'"'worker'"'"'", "'"'"'amount'"'"'", "'"'"'account'"'"'", "'"'"'merchant'"'"'", 90 + $1 % 7, "'"'"'amount'"'"'"}' | parallel_ok)
+[[ $got == 5 ]] || fail "expected 5 charges to succeed, got $got"
+[[ $(q "SELECT balance FROM accounts WHERE kind = 'worker' AND owner_id = 619") == 0 ]] || fail "worker not 0"
+echo "ok: exactly 5 succeeded, balance 0"
+
+echo "== 8 concurrent sweeps share 200 due vestings, each fires once"
+q "INSERT INTO ledger_policies (street_unit_id, objection_period) VALUES (5001, '1 second')"
+q "SELECT gp_grant(501, 5001, 5011, 2000, NULL)" >/dev/null
+q "SELECT gp_task_reserve(8002, 5011, 2000, 501)" >/dev/null
+q "SELECT count(gp_task_award(8002, 82000 + i, 600 + i % 20, 10, 501)) FROM generate_series(1, 200) i" >/dev/null
+sleep 1.2
+# Rounds of 8 parallel sweeps until nothing is due (a sweep skips a row whose worker another
+# sweep holds, and the next round takes it).
+: >/tmp/ledger_conc_sweeps.$$
+for round in 1 2 3 4 5 6 7 8 9 10; do
+    seq 1 8 | xargs -P 8 -I{} "${APP[@]}" -c "SELECT gp_ledger_sweep(50) ->> 'vested'" >>/tmp/ledger_conc_sweeps.$$ 2>&1 || true
+    [[ $(q "SELECT count(*) FROM pending_points WHERE vest_txn_id IS NULL") == 0 ]] && break
+done
+vested=$(awk '{s += $1} END {print s}' /tmp/ledger_conc_sweeps.$$)
+rm -f /tmp/ledger_conc_sweeps.$$
+[[ $vested == 200 ]] || fail "expected 200 vestings, got $vested"
+[[ $(q "SELECT count(*) FROM ledger_txns WHERE kind = 'vest'") == 200 ]] || fail "vest txns"
+[[ $(q "SELECT count(*) FROM pending_points WHERE vest_txn_id IS NULL") == 0 ]] || fail "pending left"
+echo "ok: 200 vested exactly once (in $round rounds)"
+
+echo "== gp_accounts_lock holds every account (and worker siblings) until commit"
+ids=$(q "SELECT array_agg(id ORDER BY id)::text FROM accounts WHERE (kind = 'worker' AND owner_id IN (601, 602, 603)) OR (kind = 'reservation' AND owner_id = 8000)")
+"${APP[@]}" -c "BEGIN" -c "SELECT gp_accounts_lock('$ids')" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null &
+holder=$!
+sleep 0.7
+locked=0
+for id in $(q "SELECT id FROM accounts WHERE (kind IN ('worker', 'worker_pending') AND owner_id IN (601, 602, 603)) OR (kind = 'reservation' AND owner_id = 8000)"); do
+    if ! q "SELECT 1 FROM accounts WHERE id = $id FOR UPDATE NOWAIT" >/dev/null 2>&1; then
+        locked=$((locked + 1))
+    fi
+done
+wait $holder
+[[ $locked == 7 ]] || fail "expected 7 locked accounts, got $locked"
+echo "ok: all 7 accounts were locked"
+
+echo "== invariants"
+chk=$(q "SELECT gp_ledger_check()")
+[[ $chk == "[]" ]] || fail "gp_ledger_check: $chk"
+echo "ok: gp_ledger_check() = []"
+echo "test_ledger_concurrency.sh: all checks passed"
