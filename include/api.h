@@ -62,4 +62,17 @@ void api_assignment_reject(struct req_ctx *rc);
 void api_report_submit(struct req_ctx *rc);
 void api_review_queue(struct req_ctx *rc);
 
+/* api_ledger.c */
+void api_balance(struct req_ctx *rc);
+void api_points(struct req_ctx *rc);
+void api_statement(struct req_ctx *rc);
+void api_rank(struct req_ctx *rc);
+void api_budgets(struct req_ctx *rc);
+void api_budget_issue(struct req_ctx *rc);
+void api_budget_grant(struct req_ctx *rc);
+void api_adjust(struct req_ctx *rc);
+void api_task_reservation(struct req_ctx *rc);
+void api_policy_get(struct req_ctx *rc);
+void api_policy_set(struct req_ctx *rc);
+
 #endif

@@ -16,7 +16,8 @@ struct app;
  *   "slots": [gate, ...]                            -> claim gates
  *   "award": {worker_id, balance, version, ...}     -> balance cache and rankings
  *   "awards": [award, ...]                          -> likewise
- *   "balances": [{worker_id, available, pending, version}, ...] -> balance cache
+ *   {worker_id, available, pending, version} at the top level -> balance cache
+ *   "balances" or "touched": [{worker_id, available, pending, version}, ...] -> balance cache
  * Nested one level under "assignment"/"result" is not searched: functions put them on top. */
 void effects_apply(struct app *app, json_t *body);
 /* Same, from JSON text; ignores text that does not parse. */

@@ -1,6 +1,7 @@
 /* sweeps.h -- the table of periodic sweeps the janitor runs (sweeps.c). Each is one SQL
- * function returning jsonb; on_result pushes what changed into Redis and returns true when the
- * batch was full (run again at once). */
+ * function returning jsonb; on_result pushes what changed into Redis and returns the cursor to
+ * continue from at once (a full batch, or the next page of a paged sweep), or 0 to wait for the
+ * next interval. */
 #ifndef GP_SWEEPS_H
 #define GP_SWEEPS_H
 
@@ -11,10 +12,10 @@ struct config;
 
 struct sweep_def {
     const char *name;
-    const char *sql;  /* static; $1 = batch size when takes_batch */
-    bool takes_batch;
+    const char *sql;  /* static; $1 = batch size, $2 = cursor (NULL on a fresh round) */
+    int nparams;      /* 0, 1 or 2 */
     int (*interval_ms)(const struct config *cfg);
-    bool (*on_result)(struct app *app, const char *json);
+    int64_t (*on_result)(struct app *app, const char *json);
 };
 
 extern const struct sweep_def sweep_defs[];

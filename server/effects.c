@@ -39,12 +39,21 @@ void effects_apply(struct app *app, json_t *body)
     if ((v = json_object_get(body, "slots")) && json_is_array(v)) {
         json_array_foreach(v, i, e) apply_gate(app, e);
     }
+    /* A worker's state at the top level (an adjustment's receipt, a balance read). */
+    if (json_is_integer(json_object_get(body, "worker_id")) &&
+        json_is_integer(json_object_get(body, "version")) &&
+        json_is_integer(json_object_get(body, "available")))
+        ledger_cache_put(app->ledger, json_integer_value(json_object_get(body, "worker_id")),
+                         json_integer_value(json_object_get(body, "available")),
+                         json_integer_value(json_object_get(body, "pending")),
+                         json_integer_value(json_object_get(body, "version")));
     if ((v = json_object_get(body, "award")))
         apply_award(app, v);
     if ((v = json_object_get(body, "awards")) && json_is_array(v)) {
         json_array_foreach(v, i, e) apply_award(app, e);
     }
-    if ((v = json_object_get(body, "balances")) && json_is_array(v)) {
+    if (((v = json_object_get(body, "balances")) && json_is_array(v)) ||
+        ((v = json_object_get(body, "touched")) && json_is_array(v))) {
         json_array_foreach(v, i, e)
         {
             json_t *w = json_object_get(e, "worker_id"), *a = json_object_get(e, "available"),

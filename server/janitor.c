@@ -25,6 +25,7 @@ struct sweep {
     const struct sweep_def *def;
     struct event *timer;
     bool running;
+    int64_t cursor; /* where a paged sweep continues; 0 = from the start */
 };
 
 struct janitor {
@@ -66,11 +67,11 @@ static void sweep_cb(struct db_result *res, void *arg)
     struct sweep *s = arg;
     struct janitor *j = s->j;
     s->running = false;
-    bool full = false;
+    s->cursor = 0;
     if (db_result_status(res) == ST_OK) {
         const char *v = db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
         if (v && !j->stopped)
-            full = s->def->on_result(j->app, v);
+            s->cursor = s->def->on_result(j->app, v);
     } else if (!j->stopped) {
         log_warn("sweep %s failed: %s", s->def->name, db_result_log_detail(res));
     }
@@ -78,7 +79,7 @@ static void sweep_cb(struct db_result *res, void *arg)
         maybe_idle(j);
         return;
     }
-    arm(s, full ? 0 : s->def->interval_ms(j->app->cfg));
+    arm(s, s->cursor ? 0 : s->def->interval_ms(j->app->cfg));
 }
 
 static void sweep_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -88,10 +89,11 @@ static void sweep_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (j->stopped || s->running)
         return;
     s->running = true;
-    char batch[16];
+    char batch[16], cursor[24];
     snprintf(batch, sizeof batch, "%d", j->app->cfg->timer_batch_size);
-    const char *params[] = {batch};
-    db_query(j->app->db, s->def->sql, s->def->takes_batch ? 1 : 0, params, sweep_cb, s);
+    snprintf(cursor, sizeof cursor, "%lld", (long long)s->cursor);
+    const char *params[] = {batch, s->cursor ? cursor : NULL};
+    db_query(j->app->db, s->def->sql, s->def->nparams, params, sweep_cb, s);
 }
 
 static void start_sweeps(struct janitor *j)
@@ -116,7 +118,10 @@ static void schema_cb(struct db_result *res, void *arg)
         return;
     }
     if (db_result_status(res) != ST_OK) {
-        /* PostgreSQL not reachable yet: requests get 503 meanwhile; ask again shortly. */
+        /* PostgreSQL not reachable yet: requests get 503 meanwhile; ask again shortly. Any
+         * other failure (privileges, a broken schema) is worth a line each time. */
+        if (db_result_status(res) != ST_UNAVAILABLE)
+            log_warn("cannot read the schema version: %s", db_result_log_detail(res));
         struct timeval tv = {1, 0};
         evtimer_add(j->schema_timer, &tv);
         return;

@@ -43,6 +43,18 @@ const struct route routes_table[] = {
     {"POST", "/api/v1/assignments/{id}/reject", api_assignment_reject, AUTH_SESSION, BODY_SMALL, "reject a report (staff)"},
     {"POST", "/api/v1/reports", api_report_submit, AUTH_SESSION, BODY_DEFAULT, "submit a completion report (idempotent by client_report_id)"},
     {"GET", "/api/v1/reviews", api_review_queue, AUTH_SESSION, BODY_NONE, "submitted reports awaiting review (staff)"},
+
+    {"GET", "/api/v1/workers/{id}/balance", api_balance, AUTH_SESSION, BODY_NONE, "available and pending points (Redis first); id may be me"},
+    {"GET", "/api/v1/workers/{id}/points", api_points, AUTH_SESSION, BODY_NONE, "balance from the ledger with points expiring soon"},
+    {"GET", "/api/v1/workers/{id}/statement", api_statement, AUTH_SESSION, BODY_NONE, "postings, newest first, by kind and time"},
+    {"GET", "/api/v1/workers/{id}/rank", api_rank, AUTH_SESSION, BODY_NONE, "rank in grid, community or street, by month or all-time"},
+    {"GET", "/api/v1/budgets", api_budgets, AUTH_SESSION, BODY_NONE, "budgets of a unit's subtree (staff)"},
+    {"POST", "/api/v1/budgets/issue", api_budget_issue, AUTH_SESSION, BODY_SMALL, "issue points into a street's budget (street admin)"},
+    {"POST", "/api/v1/budgets/grants", api_budget_grant, AUTH_SESSION, BODY_SMALL, "grant budget to a child unit"},
+    {"POST", "/api/v1/adjustments", api_adjust, AUTH_SESSION, BODY_SMALL, "adjust a worker's points with a reason (street admin)"},
+    {"GET", "/api/v1/tasks/{id}/reservation", api_task_reservation, AUTH_SESSION, BODY_NONE, "a task's reservation and its postings"},
+    {"GET", "/api/v1/units/{id}/points-policy", api_policy_get, AUTH_SESSION, BODY_NONE, "a street's objection period and expiry policy"},
+    {"PUT", "/api/v1/units/{id}/points-policy", api_policy_set, AUTH_SESSION, BODY_SMALL, "set a street's objection period and expiry policy"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

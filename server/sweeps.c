@@ -7,6 +7,7 @@
 #include "metrics.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 
 static int every_sweep_interval(const struct config *cfg)
 {
@@ -18,11 +19,16 @@ static int every_minute(const struct config *cfg)
     return 60000;
 }
 
-static bool idem_pruned(struct app *app, const char *text)
+static int every_reconcile_interval(const struct config *cfg)
+{
+    return cfg->reconcile_interval_s * 1000;
+}
+
+static int64_t idem_pruned(struct app *app, const char *text)
 {
     json_t *j = json_loads(text, 0, NULL);
     if (!j)
-        return false;
+        return 0;
     bool full = json_is_true(json_object_get(j, "full"));
     json_int_t n = json_integer_value(json_object_get(j, "pruned"));
     if (n > 0) {
@@ -43,11 +49,11 @@ static void count(struct app *app, json_t *j, const char *key, const char *metri
 /* gp_timers_sweep: claim expiry, auto-approval, task close, reservation release. The awards
  * and slot counts it returns go to Redis; per-task errors are logged (the sweep itself goes
  * on: one bad task must not stall every other timer). */
-static bool timers_swept(struct app *app, const char *text)
+static int64_t timers_swept(struct app *app, const char *text)
 {
     json_t *j = json_loads(text, 0, NULL);
     if (!j)
-        return false;
+        return 0;
     effects_apply(app, j);
     count(app, j, "expired", "timer_claims_expired");
     count(app, j, "approved", "timer_reports_auto_approved");
@@ -68,8 +74,45 @@ static bool timers_swept(struct app *app, const char *text)
     return more;
 }
 
+/* gp_ledger_sweep: pending points vest after the objection period, lots expire. */
+static int64_t ledger_swept(struct app *app, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    if (!j)
+        return 0;
+    effects_apply(app, j);
+    count(app, j, "vested", "timer_points_vested");
+    count(app, j, "expired", "timer_points_expired");
+    json_int_t done = json_integer_value(json_object_get(j, "vested")) +
+                      json_integer_value(json_object_get(j, "expired"));
+    json_decref(j);
+    return done >= app->cfg->timer_batch_size ? 1 : 0;
+}
+
+/* One page of gp_ledger_snapshot: every worker balance, put into Redis under the version guard
+ * (so a page read before a newer commit cannot overwrite it). Repairs what a crash between a
+ * commit and its post-commit push left stale, and refills a flushed Redis. */
+static int64_t reconciled(struct app *app, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    if (!j)
+        return 0;
+    json_t *items = json_object_get(j, "items");
+    json_t *wrapped = json_pack("{s:O}", "balances", items ? items : json_null());
+    effects_apply(app, wrapped);
+    metrics_count(app->metrics, "reconciled_balances", json_array_size(items));
+    json_decref(wrapped);
+    const char *next = json_string_value(json_object_get(j, "next_cursor"));
+    int64_t cursor = next ? strtoll(next, NULL, 10) : 0;
+    json_decref(j);
+    return cursor > 0 ? cursor : 0;
+}
+
 const struct sweep_def sweep_defs[] = {
-    {"timers", "SELECT gp_timers_sweep($1)", true, every_sweep_interval, timers_swept},
-    {"idempotency_prune", "SELECT gp_idem_prune($1)", true, every_minute, idem_pruned},
+    {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept},
+    {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept},
+    {"reconcile", "SELECT gp_ledger_snapshot($2::bigint, $1)", 2, every_reconcile_interval,
+     reconciled},
+    {"idempotency_prune", "SELECT gp_idem_prune($1)", 1, every_minute, idem_pruned},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

@@ -19,6 +19,10 @@ BEGIN
 END
 $$;
 
+-- The server checks at start-up that the schema is as new as it needs (schema_migrations is
+-- created by `gridpointsd migrate` before the first file runs).
+GRANT SELECT ON schema_migrations TO gp_app;
+
 -- Raise one of our own errors (see the header comment).
 CREATE FUNCTION gp_raise(p_status text, p_code text, p_message text, p_field text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$

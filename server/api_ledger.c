@@ -1,0 +1,273 @@
+/* api_ledger.c -- points: balances (Redis first), statements, ranks, budgets, grants,
+ * adjustments, policies. The ledger's rules live in sql/0003_ledger.sql; see docs/LEDGER.md. */
+#include "api.h"
+#include "app.h"
+#include "arena.h"
+#include "db.h"
+#include "effects.h"
+#include "http.h"
+#include "ledger.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *actor(struct req_ctx *rc)
+{
+    return api_i64(rc, rc->principal.person_id);
+}
+
+/* {id} of /workers/{id}/...: a positive id, or "me". */
+static bool worker_param_or_reply(struct req_ctx *rc, int64_t *out)
+{
+    if (rc->params.n > 0 && !strcmp(rc->params.values[0], "me")) {
+        *out = rc->principal.person_id;
+        return true;
+    }
+    return http_param_id_or_reply(rc, 0, out);
+}
+
+static void idem_params(struct req_ctx *rc, const char **principal, const char **key,
+                        const char **hash)
+{
+    char *h = arena_alloc(rc->arena, 65);
+    http_request_hash(rc, h);
+    *principal = http_idem_principal(rc);
+    *key = rc->idem_key;
+    *hash = h;
+}
+
+/* ---- balance: Redis first, the ledger on a miss or when Redis is down ---- */
+
+struct balance_state {
+    int64_t worker;
+};
+
+static void balance_db_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    if (db_result_status(res) == ST_OK && db_result_ntuples(res) == 1 && db_result_value(res, 0, 0))
+        effects_apply_text(rc->app, db_result_value(res, 0, 0)); /* refill the cache */
+    http_reply_db(rc, res, 200);
+}
+
+static void balance_from_ledger(struct req_ctx *rc)
+{
+    struct balance_state *bs = rc->state;
+    const char *params[] = {actor(rc), api_i64(rc, bs->worker)};
+    db_query(rc->app->db, "SELECT gp_balance($1, $2)", 2, params, balance_db_cb, rc);
+}
+
+static void balance_cache_cb(enum status st, const struct ledger_balance *bal, void *arg)
+{
+    struct req_ctx *rc = arg;
+    if (st != ST_OK) {
+        balance_from_ledger(rc);
+        return;
+    }
+    http_reply_json(rc, 200,
+                    json_pack("{s:I, s:I, s:I, s:I, s:s}", "worker_id", (json_int_t)bal->worker_id,
+                              "available", (json_int_t)bal->available, "pending",
+                              (json_int_t)bal->pending, "version", (json_int_t)bal->version,
+                              "source", "cache"));
+}
+
+void api_balance(struct req_ctx *rc)
+{
+    int64_t worker;
+    if (!worker_param_or_reply(rc, &worker))
+        return;
+    struct balance_state *bs = arena_alloc(rc->arena, sizeof *bs);
+    bs->worker = worker;
+    rc->state = bs;
+    /* Only a worker's own balance comes from the cache; anyone else's read goes through the
+     * ledger, whose function checks the reader's scope. */
+    if (worker != rc->principal.person_id) {
+        balance_from_ledger(rc);
+        return;
+    }
+    ledger_cache_get(rc->app->ledger, worker, balance_cache_cb, rc);
+}
+
+void api_points(struct req_ctx *rc)
+{
+    int64_t worker;
+    if (!worker_param_or_reply(rc, &worker))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, worker)};
+    api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200);
+}
+
+static bool time_query_or_reply(struct req_ctx *rc, const char *key, const char **out)
+{
+    *out = http_query(rc, key);
+    if (!*out)
+        return true;
+    json_t *o = json_pack("{s:s}", key, *out);
+    struct jv_err e = {0};
+    bool ok = jv_time(o, key, true, out, &e);
+    json_decref(o);
+    if (!ok) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", key,
+                         "query parameter %s must be an RFC 3339 time with a zone", key);
+        return false;
+    }
+    *out = http_query(rc, key);
+    return true;
+}
+
+void api_statement(struct req_ctx *rc)
+{
+    int64_t worker;
+    int limit;
+    const char *after, *from, *to;
+    const char *kind = http_query(rc, "kind");
+    if (!worker_param_or_reply(rc, &worker) || !http_page_limit_or_reply(rc, &limit) ||
+        !api_cursor_or_reply(rc, &after) || !time_query_or_reply(rc, "from", &from) ||
+        !time_query_or_reply(rc, "to", &to))
+        return;
+    if (kind && (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
+        return;
+    }
+    const char *params[] = {actor(rc), api_i64(rc, worker), kind, from, to, after,
+                            api_i64(rc, limit)};
+    api_query(rc, "SELECT gp_statement($1, $2, $3, $4::timestamptz, $5::timestamptz, $6, $7)", 7,
+              params, 200);
+}
+
+void api_rank(struct req_ctx *rc)
+{
+    int64_t worker;
+    if (!worker_param_or_reply(rc, &worker))
+        return;
+    const char *scope = http_query(rc, "scope");
+    const char *period = http_query(rc, "period");
+    if (!scope)
+        scope = "grid";
+    if (strcmp(scope, "grid") && strcmp(scope, "community") && strcmp(scope, "street")) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "scope",
+                         "scope must be grid, community or street");
+        return;
+    }
+    if (period && !ledger_period_valid(period)) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "period", "period must be YYYY-MM or all");
+        return;
+    }
+    const char *params[] = {actor(rc), api_i64(rc, worker), scope, period ? period : "all"};
+    api_query(rc, "SELECT gp_rank($1, $2, $3, $4)", 4, params, 200);
+}
+
+/* ---- budgets ---- */
+
+void api_budgets(struct req_ctx *rc)
+{
+    int64_t unit = 0;
+    int limit;
+    const char *after;
+    if (!http_query_i64_or_reply(rc, "unit_id", 1, INT64_MAX, &unit) ||
+        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        return;
+    if (!unit)
+        unit = rc->principal.unit_id;
+    const char *params[] = {actor(rc), api_i64(rc, unit), after, api_i64(rc, limit)};
+    api_query(rc, "SELECT gp_budgets($1, $2, $3, $4)", 4, params, 200);
+}
+
+void api_budget_issue(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"unit_id", "amount", "memo", NULL};
+    struct jv_err e = {0};
+    int64_t unit, amount;
+    const char *memo = NULL;
+    if (!http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_i64(rc->json, "unit_id", true, 1, INT64_MAX, &unit, &e) ||
+        !jv_i64(rc->json, "amount", true, 1, INT64_MAX, &amount, &e) ||
+        !jv_str(rc->json, "memo", false, 0, 500, &memo, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    const char *principal, *key, *hash;
+    idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo,
+                            principal, key, hash};
+    api_write(rc, "SELECT gp_issue($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
+}
+
+void api_budget_grant(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"from_unit_id", "to_unit_id", "amount", "memo", NULL};
+    struct jv_err e = {0};
+    int64_t from, to, amount;
+    const char *memo = NULL;
+    if (!http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_i64(rc->json, "from_unit_id", true, 1, INT64_MAX, &from, &e) ||
+        !jv_i64(rc->json, "to_unit_id", true, 1, INT64_MAX, &to, &e) ||
+        !jv_i64(rc->json, "amount", true, 1, INT64_MAX, &amount, &e) ||
+        !jv_str(rc->json, "memo", false, 0, 500, &memo, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    const char *principal, *key, *hash;
+    idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {actor(rc), api_i64(rc, from), api_i64(rc, to), api_i64(rc, amount),
+                            memo, principal, key, hash};
+    api_write(rc, "SELECT gp_grant($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201);
+}
+
+void api_adjust(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"worker_id", "amount", "reason", NULL};
+    struct jv_err e = {0};
+    int64_t worker, amount;
+    const char *reason;
+    if (!http_body_only_or_reply(rc, fields))
+        return;
+    if (!jv_i64(rc->json, "worker_id", true, 1, INT64_MAX, &worker, &e) ||
+        !jv_i64(rc->json, "amount", true, -INT64_MAX, INT64_MAX, &amount, &e) ||
+        !jv_str(rc->json, "reason", true, 1, 500, &reason, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    if (amount == 0) {
+        http_reply_error(rc, ST_INVALID, "invalid_amount", "amount", "amount must not be zero");
+        return;
+    }
+    const char *principal, *key, *hash;
+    idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
+                            principal, key, hash};
+    api_write(rc, "SELECT gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
+}
+
+void api_task_reservation(struct req_ctx *rc)
+{
+    int64_t id;
+    int limit;
+    const char *after;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_page_limit_or_reply(rc, &limit) ||
+        !api_cursor_or_reply(rc, &after))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id), after, api_i64(rc, limit)};
+    api_query(rc, "SELECT gp_task_reservation($1, $2, $3, $4)", 4, params, 200);
+}
+
+void api_policy_get(struct req_ctx *rc)
+{
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id)};
+    api_query(rc, "SELECT gp_policy_get($1, $2)", 2, params, 200);
+}
+
+void api_policy_set(struct req_ctx *rc)
+{
+    static const char *const fields[] = {"objection_period", "expiry", NULL};
+    int64_t id;
+    if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
+        return;
+    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
+    api_write(rc, "SELECT gp_policy_set($1, $2, $3::jsonb)", 3, params, 200);
+}
