@@ -194,7 +194,9 @@ static void reply_error_body(struct req_ctx *rc, enum status st, const char *cod
         snprintf(ra, sizeof ra, "%d", retry_after_s > 0 ? retry_after_s : 1);
         evhttp_add_header(out, "Retry-After", ra);
     }
-    if (http >= 500)
+    if (http == 500)
+        rlog_error(rc, "replying 500 %s: %s", code ? code : status_code(st), message);
+    else if (http > 500)
         rlog_warn(rc, "replying %d %s: %s", http, code ? code : status_code(st), message);
     http_reply_json(rc, http, json_pack("{s:o}", "error", err));
 }
@@ -225,7 +227,9 @@ void http_reply_db(struct req_ctx *rc, struct db_result *res, int code)
 {
     enum status st = db_result_status(res);
     if (st != ST_OK) {
-        if (st == ST_INTERNAL || st == ST_UNAVAILABLE)
+        if (st == ST_INTERNAL)
+            rlog_error(rc, "database: %s", db_result_log_detail(res));
+        else if (st == ST_UNAVAILABLE)
             rlog_warn(rc, "database: %s", db_result_log_detail(res));
         reply_error_body(rc, st, db_result_error_code(res), db_result_error_field(res),
                          db_result_error_message(res), 1);

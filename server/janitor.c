@@ -73,7 +73,11 @@ static void sweep_cb(struct db_result *res, void *arg)
         if (v && !j->stopped)
             s->cursor = s->def->on_result(j->app, v);
     } else if (!j->stopped) {
-        log_warn("sweep %s failed: %s", s->def->name, db_result_log_detail(res));
+        /* An outage is expected now and then (warn); anything else is a bug (error). */
+        if (db_result_status(res) == ST_UNAVAILABLE)
+            log_warn("sweep %s failed: %s", s->def->name, db_result_log_detail(res));
+        else
+            log_error("sweep %s failed: %s", s->def->name, db_result_log_detail(res));
     }
     if (j->stopped) {
         maybe_idle(j);

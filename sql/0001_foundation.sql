@@ -293,14 +293,16 @@ LANGUAGE sql AS $$
 $$;
 
 -- Idempotency records are kept 48 hours (the published expiry policy; Stripe keeps 24 h at
--- least), then pruned by the janitor in batches. Returns {"pruned": n, "full": bool}.
+-- least), then pruned by the janitor in batches. Returns {"pruned": n, "full": bool}. Two
+-- instances pruning at once at worst wait briefly for each other: no row lock is needed (and
+-- gp_app has no UPDATE right on these records, which FOR UPDATE would require).
 CREATE FUNCTION gp_idem_prune(p_batch int) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     n int;
 BEGIN
     DELETE FROM idempotency_keys WHERE ctid IN (
         SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '48 hours'
-         LIMIT p_batch FOR UPDATE SKIP LOCKED);
+         LIMIT p_batch);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN jsonb_build_object('pruned', n, 'full', n >= p_batch);
 END

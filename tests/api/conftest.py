@@ -452,8 +452,9 @@ class Server:
     port. Usable as a context manager (stops on exit)."""
 
     def __init__(self, name, workdir, services, *, binary=None, conf=TEST_CONF, env=None,
-                 port=None, args=("serve",)):
+                 port=None, args=("serve",), allow_errors=False):
         self.name = name
+        self.allow_errors = allow_errors
         self.services = services
         self.binary = Path(binary) if binary else None
         self.conf = Path(conf)
@@ -589,7 +590,15 @@ class Server:
         return rc
 
     def check_log(self):
-        assert_no_sanitizer_report(self.log_text(), f"server {self.name}", self.log_path)
+        text = self.log_text()
+        assert_no_sanitizer_report(text, f"server {self.name}", self.log_path)
+        # level=error means a bug or a broken deployment (transient outages log at warn); a
+        # test that provokes one on purpose passes allow_errors=True to its server.
+        if not self.allow_errors:
+            errors = [ln for ln in text.splitlines() if " level=error " in ln]
+            if errors:
+                pytest.fail(f"server {self.name} logged errors ({self.log_path}):\n"
+                            + "\n".join(errors[:20]), pytrace=False)
 
     def log_text(self):
         try:
