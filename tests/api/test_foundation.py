@@ -312,3 +312,23 @@ def test_concurrent_logins_and_requests(api, admin):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_native_tls_listener(make_server, tmp_path):
+    import subprocess
+    from conftest import free_port
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = free_port()
+    srv = make_server(env={"GRIDPOINTS_SERVER_TLS_LISTEN": f"127.0.0.1:{port}",
+                           "GRIDPOINTS_SERVER_TLS_CERT": str(cert),
+                           "GRIDPOINTS_SERVER_TLS_KEY": str(key)})
+    r = requests.get(f"https://127.0.0.1:{port}/healthz", verify=str(cert), timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    # plain HTTP on the TLS port is not served
+    with pytest.raises(requests.RequestException):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).raise_for_status()
+    srv.stop()
