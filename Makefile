@@ -74,7 +74,7 @@ run: deps
 	@scripts/run.sh
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
-test: deps
+test: deps check-config-docs
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api
 
 unit: $(UNIT_BIN)
