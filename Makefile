@@ -6,6 +6,7 @@
 #   make test         unit tests + black-box API tests, under ASan+UBSan
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
 #   make format / format-check / clean
+#   make V=1 ...      show full compiler commands
 #
 # Variables: SANITIZER=address,undefined  OPT=-O2  WERROR=0  BUILD=build-dir
 
@@ -53,16 +54,28 @@ all: $(BUILD)/gridpointsd
 SETTINGS := $(BUILD)/.settings
 $(shell mkdir -p $(BUILD) && echo '$(FINAL_CFLAGS) $(FINAL_LDFLAGS)' | cmp -s - $(SETTINGS) || echo '$(FINAL_CFLAGS) $(FINAL_LDFLAGS)' > $(SETTINGS))
 
+# V=1 shows the full commands.
+ifeq ($(V),1)
+Q =
+say = @true
+else
+Q = @
+say = @printf '  %-6s %s\n'
+endif
+
 $(BUILD)/%.o: server/%.c $(SETTINGS)
 	@mkdir -p $(@D)
-	$(CC) $(FINAL_CFLAGS) -MMD -MP -c $< -o $@
+	$(say) CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/gridpointsd: $(OBJ)
-	$(CC) $(FINAL_LDFLAGS) -o $@ $(OBJ) $(FINAL_LIBS)
+	$(say) LINK $@
+	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $(OBJ) $(FINAL_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(SETTINGS)
 	@mkdir -p $(@D)
-	$(CC) $(FINAL_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS) -lcmocka
+	$(say) CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS) -lcmocka
 
 -include $(DEP) $(UNIT_BIN:=.d)
 

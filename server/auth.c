@@ -99,8 +99,13 @@ static void db_principal_cb(struct db_result *res, void *arg)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
         return;
     }
+    /* Never cache a session beyond its own expiry. */
+    json_t *pj = json_loads(v, 0, NULL);
+    json_int_t left = pj ? json_integer_value(json_object_get(pj, "ttl")) : 0;
+    json_decref(pj);
     char ttl[16];
-    snprintf(ttl, sizeof ttl, "%d", SESSION_CACHE_TTL);
+    snprintf(ttl, sizeof ttl, "%lld",
+             (long long)(left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL));
     const char *argv[] = {"SET", as->key, v, "EX", ttl};
     kv_command(rc->app->kv, NULL, NULL, 5, argv, NULL);
     rc->state = NULL;
