@@ -45,8 +45,9 @@ struct http_server {
     struct listener ls[MAX_LISTENERS];
     int nls;
     SSL_CTX *ssl_ctx;
-    int inflight;
-    bool stopping;
+    int inflight; /* requests between accept and reply */
+    int writing;  /* replies queued but not yet written out */
+    bool stopping, drained;
     void (*on_drained)(void *);
     void *drained_arg;
 };
@@ -118,6 +119,25 @@ static void rc_free(struct req_ctx *rc)
     free(rc);
 }
 
+/* A shutdown may finish once no request is running and every reply has left the socket:
+ * exiting the loop right after evhttp_send_reply would drop replies still in the buffer. */
+static void check_drained(struct http_server *hs)
+{
+    if (hs->stopping && !hs->drained && hs->inflight == 0 && hs->writing == 0 && hs->on_drained) {
+        hs->drained = true;
+        hs->on_drained(hs->drained_arg);
+    }
+}
+
+/* libevent calls this once the reply is written (not when the write fails: then the
+ * connection is freed silently, and the shutdown's last-resort timer in main.c covers it). */
+static void written_cb(struct evhttp_request *req, void *arg)
+{
+    struct http_server *hs = arg;
+    hs->writing--;
+    check_drained(hs);
+}
+
 /* Sends the buffer, logs, counts, frees the context; then checks whether a shutdown waits. */
 static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
 {
@@ -128,6 +148,13 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
     if (hs->stopping)
         evhttp_add_header(out, "Connection", "close");
+    /* A request whose client left was detached by libevent (no connection): its reply is
+     * dropped at once. Otherwise we learn when the bytes are out. Reading the connection
+     * pointer is safe here: the request itself is alive until we send. */
+    if (evhttp_request_get_connection(rc->req)) {
+        hs->writing++;
+        evhttp_request_set_on_complete_cb(rc->req, written_cb, hs);
+    }
     /* After this call the request belongs to libevent again (it frees it, also when the client
      * is gone and the request was detached). */
     evhttp_send_reply(rc->req, code, NULL, body);
@@ -151,8 +178,7 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     }
     rc_free(rc);
     hs->inflight--;
-    if (hs->stopping && hs->inflight == 0 && hs->on_drained)
-        hs->on_drained(hs->drained_arg);
+    check_drained(hs);
 }
 
 void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
@@ -650,8 +676,7 @@ void http_server_stop_accepting(struct http_server *hs)
             hs->ls[i].bound = NULL;
         }
     }
-    if (hs->inflight == 0 && hs->on_drained)
-        hs->on_drained(hs->drained_arg);
+    check_drained(hs);
 }
 
 int http_server_inflight(const struct http_server *hs)

@@ -70,6 +70,10 @@ static void force_cb(evutil_socket_t fd, short what, void *arg)
              http_server_inflight(s->http));
     db_pool_shutdown(s->app.db);
     kv_shutdown(s->app.kv);
+    /* The failures above complete every request on the next loop turns. A reply whose write
+     * failed (client gone mid-write) never reports back; do not wait for it forever. */
+    struct timeval last = {1, 0};
+    event_base_loopexit(s->app.base, &last);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
