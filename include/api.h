@@ -19,6 +19,12 @@ void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *con
  * effects (claim gates, balances, rankings) are pushed to Redis before replying. */
 void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code);
+/* The caller's person id as a SQL parameter. */
+const char *api_actor(struct req_ctx *rc);
+/* The idempotency triple of a write: the caller's key scope ("person:<id>"), the
+ * Idempotency-Key header (NULL when absent) and the hash of the request it is bound to. */
+void api_idem_params(struct req_ctx *rc, const char **principal, const char **key,
+                     const char **hash);
 /* Compact JSON text of j in the request arena. */
 const char *api_json_text(struct req_ctx *rc, json_t *j);
 /* Decimal text of v in the request arena (a SQL parameter). */

@@ -69,6 +69,21 @@ const char *api_json_text(struct req_ctx *rc, json_t *j)
     return out;
 }
 
+const char *api_actor(struct req_ctx *rc)
+{
+    return api_i64(rc, rc->principal.person_id);
+}
+
+void api_idem_params(struct req_ctx *rc, const char **principal, const char **key,
+                     const char **hash)
+{
+    char *h = arena_alloc(rc->arena, 65);
+    http_request_hash(rc, h);
+    *principal = http_idem_principal(rc);
+    *key = rc->idem_key;
+    *hash = h;
+}
+
 const char *api_i64(struct req_ctx *rc, int64_t v)
 {
     return arena_printf(rc->arena, "%lld", (long long)v);

@@ -11,11 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *actor(struct req_ctx *rc)
-{
-    return api_i64(rc, rc->principal.person_id);
-}
-
 /* {id} of /workers/{id}/...: a positive id, or "me". */
 static bool worker_param_or_reply(struct req_ctx *rc, int64_t *out)
 {
@@ -24,16 +19,6 @@ static bool worker_param_or_reply(struct req_ctx *rc, int64_t *out)
         return true;
     }
     return http_param_id_or_reply(rc, 0, out);
-}
-
-static void idem_params(struct req_ctx *rc, const char **principal, const char **key,
-                        const char **hash)
-{
-    char *h = arena_alloc(rc->arena, 65);
-    http_request_hash(rc, h);
-    *principal = http_idem_principal(rc);
-    *key = rc->idem_key;
-    *hash = h;
 }
 
 /* ---- balance: Redis first, the ledger on a miss or when Redis is down ---- */
@@ -53,7 +38,7 @@ static void balance_db_cb(struct db_result *res, void *arg)
 static void balance_from_ledger(struct req_ctx *rc)
 {
     struct balance_state *bs = rc->state;
-    const char *params[] = {actor(rc), api_i64(rc, bs->worker)};
+    const char *params[] = {api_actor(rc), api_i64(rc, bs->worker)};
     db_query(rc->app->db, "SELECT gp_balance($1, $2)", 2, params, balance_db_cb, rc);
 }
 
@@ -93,7 +78,7 @@ void api_points(struct req_ctx *rc)
     int64_t worker;
     if (!worker_param_or_reply(rc, &worker))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, worker)};
+    const char *params[] = {api_actor(rc), api_i64(rc, worker)};
     api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200);
 }
 
@@ -129,7 +114,7 @@ void api_statement(struct req_ctx *rc)
         http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
         return;
     }
-    const char *params[] = {actor(rc), api_i64(rc, worker), kind, from, to, after,
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), kind, from, to, after,
                             api_i64(rc, limit)};
     api_query(rc, "SELECT gp_statement($1, $2, $3, $4::timestamptz, $5::timestamptz, $6, $7)", 7,
               params, 200);
@@ -153,7 +138,7 @@ void api_rank(struct req_ctx *rc)
         http_reply_error(rc, ST_INVALID, "invalid_query", "period", "period must be YYYY-MM or all");
         return;
     }
-    const char *params[] = {actor(rc), api_i64(rc, worker), scope, period ? period : "all"};
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), scope, period ? period : "all"};
     api_query(rc, "SELECT gp_rank($1, $2, $3, $4)", 4, params, 200);
 }
 
@@ -169,7 +154,7 @@ void api_budgets(struct req_ctx *rc)
         return;
     if (!unit)
         unit = rc->principal.unit_id;
-    const char *params[] = {actor(rc), api_i64(rc, unit), after, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, unit), after, api_i64(rc, limit)};
     api_query(rc, "SELECT gp_budgets($1, $2, $3, $4)", 4, params, 200);
 }
 
@@ -188,8 +173,8 @@ void api_budget_issue(struct req_ctx *rc)
         return;
     }
     const char *principal, *key, *hash;
-    idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo,
+    api_idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {api_actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo,
                             principal, key, hash};
     api_write(rc, "SELECT gp_issue($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
 }
@@ -210,8 +195,8 @@ void api_budget_grant(struct req_ctx *rc)
         return;
     }
     const char *principal, *key, *hash;
-    idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {actor(rc), api_i64(rc, from), api_i64(rc, to), api_i64(rc, amount),
+    api_idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {api_actor(rc), api_i64(rc, from), api_i64(rc, to), api_i64(rc, amount),
                             memo, principal, key, hash};
     api_write(rc, "SELECT gp_grant($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201);
 }
@@ -235,8 +220,8 @@ void api_adjust(struct req_ctx *rc)
         return;
     }
     const char *principal, *key, *hash;
-    idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
+    api_idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
                             principal, key, hash};
     api_write(rc, "SELECT gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
 }
@@ -249,7 +234,7 @@ void api_task_reservation(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id) || !http_page_limit_or_reply(rc, &limit) ||
         !api_cursor_or_reply(rc, &after))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id), after, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), after, api_i64(rc, limit)};
     api_query(rc, "SELECT gp_task_reservation($1, $2, $3, $4)", 4, params, 200);
 }
 
@@ -258,7 +243,7 @@ void api_policy_get(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id)};
     api_query(rc, "SELECT gp_policy_get($1, $2)", 2, params, 200);
 }
 
@@ -268,6 +253,6 @@ void api_policy_set(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
     api_write(rc, "SELECT gp_policy_set($1, $2, $3::jsonb)", 3, params, 200);
 }

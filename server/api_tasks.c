@@ -18,32 +18,17 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *actor(struct req_ctx *rc)
-{
-    return api_i64(rc, rc->principal.person_id);
-}
-
 static const char *skew(struct req_ctx *rc)
 {
     return arena_printf(rc->arena, "%d seconds", rc->app->cfg->report_future_skew_s);
 }
 
 /* The idempotency triple: principal, key (NULL when absent), request hash. */
-static void idem_params(struct req_ctx *rc, const char **principal, const char **key,
-                        const char **hash)
-{
-    char *h = arena_alloc(rc->arena, 65);
-    http_request_hash(rc, h);
-    *principal = http_idem_principal(rc);
-    *key = rc->idem_key;
-    *hash = h;
-}
-
 void api_task_publish(struct req_ctx *rc)
 {
     const char *principal, *key, *hash;
-    idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {actor(rc), api_json_text(rc, rc->json), principal, key, hash};
+    api_idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {api_actor(rc), api_json_text(rc, rc->json), principal, key, hash};
     api_write(rc, "SELECT gp_task_publish($1, $2::jsonb, $3, $4, $5)", 5, params, 201);
 }
 
@@ -52,7 +37,7 @@ void api_task_update(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
     api_write(rc, "SELECT gp_task_update($1, $2, $3::jsonb)", 3, params, 200);
 }
 
@@ -68,7 +53,7 @@ void api_task_cancel(struct req_ctx *rc)
         http_reply_jv(rc, &e);
         return;
     }
-    const char *params[] = {actor(rc), api_i64(rc, id), reason};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), reason};
     api_write(rc, "SELECT gp_task_cancel($1, $2, $3)", 3, params, 200);
 }
 
@@ -77,7 +62,7 @@ void api_task_get(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id)};
     api_query(rc, "SELECT gp_task_get($1, $2)", 2, params, 200);
 }
 
@@ -91,7 +76,7 @@ void api_task_history(struct req_ctx *rc)
     const char *cursor = http_query(rc, "cursor");
     if (cursor)
         json_object_set_new(args, "cursor", json_string(cursor));
-    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, args)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, args)};
     json_decref(args);
     api_query(rc, "SELECT gp_task_history($1, $2, $3::jsonb)", 3, params, 200);
 }
@@ -153,7 +138,7 @@ static void list_call(struct req_ctx *rc, const char *sql, const struct qspec *s
     json_t *args = list_args_or_reply(rc, specs, n);
     if (!args)
         return;
-    const char *params[] = {actor(rc), api_json_text(rc, args)};
+    const char *params[] = {api_actor(rc), api_json_text(rc, args)};
     json_decref(args);
     api_query(rc, sql, 2, params, 200);
 }
@@ -186,7 +171,7 @@ void api_assignment_get(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id)};
     api_query(rc, "SELECT gp_assignment_get($1, $2)", 2, params, 200);
 }
 
@@ -195,7 +180,7 @@ void api_assignment_release(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {actor(rc), api_i64(rc, id)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id)};
     api_write(rc, "SELECT gp_assignment_release($1, $2)", 2, params, 200);
 }
 
@@ -214,7 +199,7 @@ void api_assignment_checkin(struct req_ctx *rc)
         http_reply_jv(rc, &e);
         return;
     }
-    const char *params[] = {actor(rc), api_i64(rc, id), api_json_text(rc, rc->json), skew(rc)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json), skew(rc)};
     api_write(rc, "SELECT gp_checkin($1, $2, $3::jsonb, $4::interval)", 4, params, 201);
 }
 
@@ -230,7 +215,7 @@ static void decide(struct req_ctx *rc, bool approve)
         http_reply_jv(rc, &e);
         return;
     }
-    const char *params[] = {actor(rc), api_i64(rc, id), approve ? "true" : "false", reason};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), approve ? "true" : "false", reason};
     api_write(rc, "SELECT gp_report_decide($1, $2, $3::boolean, $4)", 4, params, 200);
 }
 
@@ -246,7 +231,7 @@ void api_assignment_reject(struct req_ctx *rc)
 
 void api_report_submit(struct req_ctx *rc)
 {
-    const char *params[] = {actor(rc), api_json_text(rc, rc->json), skew(rc)};
+    const char *params[] = {api_actor(rc), api_json_text(rc, rc->json), skew(rc)};
     api_write(rc, "SELECT gp_report_submit($1, $2::jsonb, $3::interval)", 3, params, 201);
 }
 
@@ -303,8 +288,8 @@ static void claim_gate_cb(enum task_gate_answer answer, void *arg)
         return;
     }
     const char *principal, *key, *hash;
-    idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {actor(rc), api_i64(rc, cs->task), principal, key, hash};
+    api_idem_params(rc, &principal, &key, &hash);
+    const char *params[] = {api_actor(rc), api_i64(rc, cs->task), principal, key, hash};
     db_query(rc->app->db, "SELECT gp_task_claim($1, $2, $3, $4, $5)", 5, params, claim_db_cb, rc);
 }
 

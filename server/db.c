@@ -959,38 +959,34 @@ void db_pool_shutdown(struct db_pool *pool)
         return;
     pool->closing = true; /* dispatch() stops; db_query() defers from now on */
     event_del(&pool->kick);
+    int failed = 0;
     for (int i = 0; i < pool->cfg.size; i++) {
         struct db_conn *c = &pool->conns[i];
         if (c->query) {
             struct db_query *q = c->query;
             c->query = NULL;
             defer_fail(q, ST_UNAVAILABLE, "pool is shutting down (query was running)");
+            failed++;
         }
         conn_close(c);
         c->state = CONN_BROKEN;
     }
     struct db_query *q;
-    while ((q = TAILQ_FIRST(&pool->waiting)))
+    while ((q = TAILQ_FIRST(&pool->waiting))) {
         defer_fail(q, ST_UNAVAILABLE, "pool is shutting down");
-    log_info("postgres pool shut down: pending queries fail with 503");
+        failed++;
+    }
+    if (failed)
+        log_warn("postgres pool shut down with %d queries pending: they fail with 503", failed);
 }
 
 void db_pool_free(struct db_pool *pool)
 {
     if (!pool)
         return;
-    pool->closing = true; /* dispatch() stops; db_query() defers, and we drain below */
-    event_del(&pool->kick);
-    for (int i = 0; i < pool->cfg.size; i++) {
-        struct db_conn *c = &pool->conns[i];
-        if (c->query) {
-            struct db_query *q = c->query;
-            c->query = NULL;
-            defer_fail(q, ST_UNAVAILABLE, "pool is shutting down (query was running)");
-        }
-        conn_close(c);
-        c->state = CONN_BROKEN;
-    }
+    /* Everything running or waiting moves to the deferred list, failed below right away
+     * (the loop is not running any more to deliver it later). */
+    db_pool_shutdown(pool);
     /* Loop until both lists stay empty: a callback may submit again, which lands in deferred. */
     for (;;) {
         struct db_query *q = TAILQ_FIRST(&pool->waiting);
