@@ -45,7 +45,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PY ?= /usr/bin/python3
 
-.PHONY: all run test unit api bench format format-check clean deps check-config-docs
+.PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/gridpointsd
@@ -89,12 +89,29 @@ run: deps
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
 test: deps check-config-docs
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 api: $(BUILD)/gridpointsd
 	GRIDPOINTS_BIN=$(abspath $(BUILD)/gridpointsd) $(PY) -m pytest -q -p no:cacheprovider tests/api $(PYTEST_ARGS)
+
+# libFuzzer over the request body parser and the router (tests/fuzz). It links the real objects
+# (built with clang and the fuzzer's instrumentation) except main. FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD = build/fuzz
+fuzz:
+	@$(MAKE) --no-print-directory CC=clang BUILD=$(FUZZ_BUILD) \
+		CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" LDFLAGS="-fsanitize=address,undefined" \
+		$(FUZZ_BUILD)/fuzz_input
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BUILD)/fuzz_input -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		-print_final_stats=1 $(FUZZ_BUILD)/corpus tests/fuzz/seeds
+
+$(FUZZ_BUILD)/fuzz_input: tests/fuzz/fuzz_input.c $(LIB_OBJ)
+	$(say) FUZZ $@
+	$(Q)$(CC) $(FINAL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory OPT=-O2 DEBUG=-g BUILD=build/bench all
