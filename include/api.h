@@ -81,4 +81,20 @@ void api_task_reservation(struct req_ctx *rc);
 void api_policy_get(struct req_ctx *rc);
 void api_policy_set(struct req_ctx *rc);
 
+/* api_audit.c */
+void api_audit_status(struct req_ctx *rc);
+void api_audit_checkpoints(struct req_ctx *rc);
+void api_audit_consistency(struct req_ctx *rc);
+void api_audit_txn_search(struct req_ctx *rc);
+void api_audit_txn_proof(struct req_ctx *rc);
+void api_audit_statement(struct req_ctx *rc);
+void api_audit_trial_balance(struct req_ctx *rc);
+void api_audit_budget_use(struct req_ctx *rc);
+void api_audit_log(struct req_ctx *rc);
+void api_audit_anomalies(struct req_ctx *rc);
+void api_audit_export(struct req_ctx *rc);
+void api_audit_keys(struct req_ctx *rc);
+void api_audit_latest_checkpoint(struct req_ctx *rc);
+void api_points_board(struct req_ctx *rc);
+
 #endif

@@ -13,6 +13,7 @@ struct workpool;
 struct metrics;
 struct ledger_cache;
 struct task_gate;
+struct audit;
 
 struct app {
     const struct config *cfg;
@@ -24,6 +25,7 @@ struct app {
     struct metrics *metrics;
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */
     struct task_gate *gate;     /* Redis claim gate */
+    struct audit *audit;        /* checkpoint signing key and the sealer's state */
     volatile int stopping;      /* set once shutdown began: background sweeps stop */
 };
 

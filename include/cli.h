@@ -4,6 +4,8 @@
 #ifndef GP_CLI_H
 #define GP_CLI_H
 
+#include "common.h"
+
 struct config;
 
 /* Applies sql/NNNN_*.sql files not yet recorded in schema_migrations, each in its own
@@ -16,6 +18,24 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv);
 /* rebuild-cache [--dry-run]: compare Redis balances and rankings with the ledger, fix (or with
  * --dry-run only report) every difference, one line each. */
 int cli_rebuild_cache(const struct config *cfg, int argc, char **argv);
+/* audit-keygen [--if-missing] / audit-rotate-key (rotate = true): a new Ed25519 key in
+ * audit.key_file (0600), its public half registered in audit_keys with an audit_log row. A
+ * rotation closes the old key's validity (old checkpoints still verify with it) and keeps the
+ * old file as <key_file>.<key id>.retired; running servers sign with the key they loaded at
+ * start-up, so restart them. */
+int cli_audit_keygen(const struct config *cfg, int argc, char **argv, bool rotate);
+/* audit-pubkey: the checkpoint keys as JSON, the document GET
+ * /.well-known/gridpoints/checkpoint-keys serves and `verify --pubkey` reads. */
+int cli_audit_pubkey(const struct config *cfg);
+/* export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]: the sealed
+ * ledger in log order with its checkpoints, streamed with a server-side cursor (constant
+ * memory). Without --unit/--from/--to the export is complete (the verifier recomputes every
+ * root); with them each transaction carries its inclusion proof. */
+int cli_export(const struct config *cfg, int argc, char **argv);
+/* verify --export FILE --pubkey FILE, or --proofs FILE --pubkey FILE: the offline verifier
+ * (cli_verify.c); no configuration or database is used. 0 = verified, 1 = a bad entry (the
+ * first is reported with its line), 2 = usage or unreadable input. */
+int cli_verify(int argc, char **argv);
 /* The highest migration number found in migrations_dir (what this build expects). */
 int cli_schema_expected(const struct config *cfg);
 

@@ -43,6 +43,16 @@ struct config {
     int redis_connect_timeout_ms;
     int redis_command_timeout_ms;
     int redis_reconnect_max_ms;
+    /* [audit] */
+    int audit_anomaly_max_completions;  /* per worker per day before it is an anomaly */
+    int audit_anomaly_min_report_s;     /* a report sooner than this after the claim is one */
+    int audit_anomaly_shared_workers;   /* workers sharing a device or evidence hash */
+    int audit_checkpoint_interval_s;    /* verify and sign a checkpoint this often */
+    int audit_checkpoint_max_tx;        /* ... or once this many transactions were sealed */
+    char *audit_key_file;               /* Ed25519 private key (PEM); "" = no checkpoints */
+    char *audit_origin;                 /* log origin = key name of the checkpoints */
+    int audit_seal_batch;               /* transactions sealed per sealer round */
+    int audit_verify_batch;             /* leaves re-derived per round of a verification pass */
     /* [auth] */
     int session_ttl_s;
     int pbkdf2_iterations;

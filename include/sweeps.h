@@ -16,6 +16,8 @@ struct sweep_def {
     int nparams;      /* 0, 1 or 2 */
     int (*interval_ms)(const struct config *cfg);
     int64_t (*on_result)(struct app *app, const char *json);
+    /* Optional: when set, $2 is this text (settings the SQL needs) instead of the cursor. */
+    void (*args)(const struct config *cfg, char *buf, size_t len);
 };
 
 extern const struct sweep_def sweep_defs[];

@@ -18,6 +18,10 @@ trap 'scripts/services.sh stop var' EXIT
 . var/env
 
 "$BIN" -c "$CONF" migrate
+# The checkpoint signing key of this development setup (docs/AUDIT.md), made once, kept with
+# its data; `audit-keygen --if-missing` also registers it in a fresh database.
+export GRIDPOINTS_AUDIT_KEY_FILE=${GRIDPOINTS_AUDIT_KEY_FILE:-var/audit.key}
+"$BIN" -c "$CONF" audit-keygen --if-missing >/dev/null
 echo "== demo data (logins are generated once, on the first load)"
 "$BIN" -c "$CONF" demo-data
 

@@ -31,6 +31,16 @@ struct cfg_entry {
 #define Z(sec, key, field, def, lo, hi) {sec, key, CFG_SIZE, offsetof(struct config, field), def, lo, hi}
 
 static const struct cfg_entry table[] = {
+    I("audit", "anomaly_max_completions_per_day", audit_anomaly_max_completions, "20", 1, 100000),
+    T("audit", "anomaly_min_report_after_claim", audit_anomaly_min_report_s, "2m", 0, 86400),
+    I("audit", "anomaly_shared_device_workers", audit_anomaly_shared_workers, "2", 2, 1000),
+    T("audit", "checkpoint_interval", audit_checkpoint_interval_s, "60s", 1, 86400),
+    I("audit", "checkpoint_max_tx", audit_checkpoint_max_tx, "10000", 1, 100000000),
+    S("audit", "key_file", audit_key_file, ""),
+    S("audit", "origin", audit_origin, "gridpoints.local/ledger"),
+    I("audit", "seal_batch", audit_seal_batch, "1000", 1, 100000),
+    I("audit", "verify_batch", audit_verify_batch, "20000", 1, 10000000),
+
     I("auth", "login_limit_per_addr", login_limit_per_addr, "30", 1, 1000000),
     I("auth", "login_limit_per_phone", login_limit_per_phone, "5", 1, 1000000),
     T("auth", "login_window", login_window_s, "5m", 1, 86400),

@@ -33,7 +33,7 @@ struct janitor {
     int *exit_code;
     struct event *schema_timer;
     bool schema_checked, schema_running, stopped;
-    struct sweep sweeps[8];
+    struct sweep sweeps[16];
     int nsweeps;
     void (*idle)(void *);
     void *idle_arg;
@@ -97,11 +97,17 @@ static void sweep_timer_cb(evutil_socket_t fd, short what, void *arg)
     snprintf(batch, sizeof batch, "%d", j->app->cfg->timer_batch_size);
     snprintf(cursor, sizeof cursor, "%lld", (long long)s->cursor);
     const char *params[] = {batch, s->cursor ? cursor : NULL};
+    char args[256];
+    if (s->def->args) {
+        s->def->args(j->app->cfg, args, sizeof args);
+        params[1] = args;
+    }
     db_query(j->app->db, s->def->sql, s->def->nparams, params, sweep_cb, s);
 }
 
 static void start_sweeps(struct janitor *j)
 {
+    ASSERT(sweep_defs_count <= ARRAY_SIZE(j->sweeps)); /* never drop a sweep silently */
     for (size_t i = 0; i < sweep_defs_count && j->nsweeps < (int)ARRAY_SIZE(j->sweeps); i++) {
         struct sweep *s = &j->sweeps[j->nsweeps++];
         s->j = j;

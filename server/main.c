@@ -7,6 +7,7 @@
  * clients to fail what they still hold, which completes the remaining requests with 503. */
 #include "api.h"
 #include "app.h"
+#include "audit.h"
 #include "cli.h"
 #include "config.h"
 #include "db.h"
@@ -51,6 +52,14 @@ static void usage(void)
             "  demo-data [--credentials FILE]\n"
             "                        load the demo street once; print its logins\n"
             "  rebuild-cache         rebuild Redis balances and rankings from the ledger\n"
+            "  audit-keygen [--if-missing]\n"
+            "                        create the checkpoint signing key (audit.key_file)\n"
+            "  audit-rotate-key      replace the signing key; old checkpoints still verify\n"
+            "  audit-pubkey          print the checkpoint public keys (JSON)\n"
+            "  export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]\n"
+            "                        stream the sealed ledger with its checkpoints\n"
+            "  verify --export FILE --pubkey FILE | --proofs FILE --pubkey FILE\n"
+            "                        check an export or proofs offline (no database)\n"
             "  print-config          print the effective configuration\n"
             "  version\n");
 }
@@ -140,6 +149,11 @@ static int serve(const struct config *cfg)
     app->ledger = ledger_cache_new(app->kv);
     app->gate = task_gate_new(app->kv);
     app->wp = workpool_new(app->base, cfg->worker_threads);
+    app->audit = audit_new(app); /* reads the checkpoint key: start-up file I/O */
+    if (!app->audit) {
+        s.exit_code = 1;
+        goto teardown;
+    }
 
     s.http = http_server_new(app);
     if (!s.http) {
@@ -176,6 +190,7 @@ teardown:
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
     kv_free(app->kv);
     metrics_free(app->metrics);
     event_base_free(app->base);
@@ -233,6 +248,16 @@ int main(int argc, char **argv)
         rc = cli_demo_data(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "rebuild-cache"))
         rc = cli_rebuild_cache(&cfg, argc - i, argv + i);
+    else if (!strcmp(cmd, "audit-keygen"))
+        rc = cli_audit_keygen(&cfg, argc - i, argv + i, false);
+    else if (!strcmp(cmd, "audit-rotate-key"))
+        rc = cli_audit_keygen(&cfg, argc - i, argv + i, true);
+    else if (!strcmp(cmd, "audit-pubkey"))
+        rc = cli_audit_pubkey(&cfg);
+    else if (!strcmp(cmd, "export"))
+        rc = cli_export(&cfg, argc - i, argv + i);
+    else if (!strcmp(cmd, "verify"))
+        rc = cli_verify(argc - i, argv + i);
     else if (!strcmp(cmd, "print-config")) {
         config_dump(&cfg, print_line, NULL);
         rc = 0;

@@ -55,6 +55,23 @@ const struct route routes_table[] = {
     {"GET", "/api/v1/tasks/{id}/reservation", api_task_reservation, AUTH_SESSION, BODY_NONE, "a task's reservation and its postings"},
     {"GET", "/api/v1/units/{id}/points-policy", api_policy_get, AUTH_SESSION, BODY_NONE, "a street's objection period and expiry policy"},
     {"PUT", "/api/v1/units/{id}/points-policy", api_policy_set, AUTH_SESSION, BODY_SMALL, "set a street's objection period and expiry policy"},
+
+    /* audit (docs/AUDIT.md): auditors and street admins, scoped to their subtree; public keys,
+     * the latest checkpoint and the points board need no session */
+    {"GET", "/audit/v1/status", api_audit_status, AUTH_SESSION, BODY_NONE, "sealer state: log size, last checkpoint, verification, alarm"},
+    {"GET", "/audit/v1/checkpoints", api_audit_checkpoints, AUTH_SESSION, BODY_NONE, "signed checkpoints, newest first"},
+    {"GET", "/audit/v1/checkpoints/consistency", api_audit_consistency, AUTH_SESSION, BODY_NONE, "consistency proof between two checkpoints"},
+    {"GET", "/audit/v1/transactions", api_audit_txn_search, AUTH_SESSION, BODY_NONE, "search ledger transactions of a subtree"},
+    {"GET", "/audit/v1/transactions/{id}/proof", api_audit_txn_proof, AUTH_SESSION, BODY_NONE, "log position and inclusion proof of a transaction"},
+    {"GET", "/audit/v1/workers/{id}/statement", api_audit_statement, AUTH_SESSION, BODY_NONE, "a worker's statement with log positions and inclusion proofs"},
+    {"GET", "/audit/v1/trial-balance", api_audit_trial_balance, AUTH_SESSION, BODY_NONE, "trial balance of a subtree by account kind and unit"},
+    {"GET", "/audit/v1/budget-use", api_audit_budget_use, AUTH_SESSION, BODY_NONE, "budget use per community and per task"},
+    {"GET", "/audit/v1/log", api_audit_log, AUTH_SESSION, BODY_NONE, "the audit log of privileged actions"},
+    {"GET", "/audit/v1/anomalies", api_audit_anomalies, AUTH_SESSION, BODY_NONE, "anomalies of the work loop with their evidence"},
+    {"GET", "/audit/v1/export", api_audit_export, AUTH_SESSION, BODY_NONE, "one page of the ledger export (JSON Lines or CSV)"},
+    {"GET", "/.well-known/gridpoints/checkpoint-keys", api_audit_keys, AUTH_NONE, BODY_NONE, "public keys of the checkpoints with validity"},
+    {"GET", "/.well-known/gridpoints/checkpoint", api_audit_latest_checkpoint, AUTH_NONE, BODY_NONE, "the latest signed checkpoint (signed note)"},
+    {"GET", "/api/v1/public/grids/{id}/points-board", api_points_board, AUTH_NONE, BODY_NONE, "points board of a grid for a month, names masked"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

@@ -1,6 +1,7 @@
 /* sweeps.c -- the periodic sweeps and what each does with its result. */
 #include "sweeps.h"
 #include "app.h"
+#include "audit.h"
 #include "config.h"
 #include "effects.h"
 #include "log.h"
@@ -109,10 +110,13 @@ static int64_t reconciled(struct app *app, const char *text)
 }
 
 const struct sweep_def sweep_defs[] = {
-    {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept},
-    {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept},
+    {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
+    {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
     {"reconcile", "SELECT gp_ledger_snapshot($2::bigint, $1)", 2, every_reconcile_interval,
-     reconciled},
-    {"idempotency_prune", "SELECT gp_idem_prune($1)", 1, every_minute, idem_pruned},
+     reconciled, NULL},
+    {"idempotency_prune", "SELECT gp_idem_prune($1)", 1, every_minute, idem_pruned, NULL},
+    /* the audit sealer: seals, verifies, offers checkpoints to sign (audit.c) */
+    {"audit_seal", "SELECT gp_audit_seal_sweep($1, $2::jsonb)", 2, every_sweep_interval,
+     audit_sealed, audit_seal_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

@@ -1,0 +1,331 @@
+/* api_audit.c -- /audit/v1 (auditors and street admins, read-only, scoped to their subtree by
+ * the SQL functions of sql/0006_audit.sql), the public checkpoint key and latest checkpoint
+ * under /.well-known/gridpoints/, and the public points board. See docs/AUDIT.md. */
+#include "api.h"
+#include "app.h"
+#include "arena.h"
+#include "auth.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "ledger.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Every /audit/v1 route but the proof of one transaction (which a worker may ask about their
+ * own) is for auditors and street admins; the SQL re-checks the scope of each object. */
+static bool auditor_or_reply(struct req_ctx *rc)
+{
+    return auth_require_role_or_reply(rc, ROLE_AUDITOR | ROLE_STREET_ADMIN);
+}
+
+static bool time_or_reply(struct req_ctx *rc, const char *key, const char **out)
+{
+    *out = http_query(rc, key);
+    if (!*out)
+        return true;
+    json_t *o = json_pack("{s:s}", key, *out);
+    struct jv_err e = {0};
+    const char *v;
+    bool ok = jv_time(o, key, true, &v, &e);
+    json_decref(o);
+    if (!ok) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", key,
+                         "query parameter %s must be an RFC 3339 time with a zone", key);
+        return false;
+    }
+    return true;
+}
+
+/* The unit whose subtree is read: ?unit_id=, else the caller's home unit. */
+static bool unit_or_reply(struct req_ctx *rc, const char **out)
+{
+    int64_t unit = 0;
+    if (!http_query_i64_or_reply(rc, "unit_id", 1, INT64_MAX, &unit))
+        return false;
+    *out = api_i64(rc, unit ? unit : rc->principal.unit_id);
+    return true;
+}
+
+static bool id_query_or_reply(struct req_ctx *rc, const char *key, json_t *args)
+{
+    int64_t v = 0;
+    if (!http_query_i64_or_reply(rc, key, 1, INT64_MAX, &v))
+        return false;
+    if (v)
+        json_object_set_new(args, key, json_integer(v));
+    return true;
+}
+
+/* Adds the common list arguments (limit, after cursor, from, to) to args. */
+static bool list_args_or_reply(struct req_ctx *rc, json_t *args)
+{
+    int limit;
+    const char *after, *from, *to;
+    if (!http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after) ||
+        !time_or_reply(rc, "from", &from) || !time_or_reply(rc, "to", &to))
+        return false;
+    json_object_set_new(args, "limit", json_integer(limit));
+    if (after)
+        json_object_set_new(args, "after", json_string(after));
+    if (from)
+        json_object_set_new(args, "from", json_string(from));
+    if (to)
+        json_object_set_new(args, "to", json_string(to));
+    return true;
+}
+
+static const char *args_text(struct req_ctx *rc, json_t *args)
+{
+    const char *t = api_json_text(rc, args);
+    json_decref(args);
+    return t;
+}
+
+void api_audit_status(struct req_ctx *rc)
+{
+    if (!auditor_or_reply(rc))
+        return;
+    const char *params[] = {api_actor(rc)};
+    api_query(rc, "SELECT gp_audit_status($1)", 1, params, 200);
+}
+
+void api_audit_checkpoints(struct req_ctx *rc)
+{
+    int limit;
+    const char *before;
+    if (!auditor_or_reply(rc) || !http_page_limit_or_reply(rc, &limit) ||
+        !api_cursor_or_reply(rc, &before))
+        return;
+    const char *params[] = {api_actor(rc), before, api_i64(rc, limit)};
+    api_query(rc, "SELECT gp_audit_checkpoints($1, $2::bigint, $3)", 3, params, 200);
+}
+
+void api_audit_consistency(struct req_ctx *rc)
+{
+    int64_t from = 0, to = 0;
+    if (!auditor_or_reply(rc) || !http_query_i64_or_reply(rc, "from", 1, INT64_MAX, &from) ||
+        !http_query_i64_or_reply(rc, "to", 1, INT64_MAX, &to))
+        return;
+    if (!from) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "from",
+                         "from (a checkpoint size) is required");
+        return;
+    }
+    const char *params[] = {api_actor(rc), api_i64(rc, from), to ? api_i64(rc, to) : NULL};
+    api_query(rc, "SELECT gp_audit_consistency($1, $2::bigint, $3::bigint)", 3, params, 200);
+}
+
+void api_audit_txn_search(struct req_ctx *rc)
+{
+    const char *unit;
+    const char *kind = http_query(rc, "kind");
+    json_t *args = json_object();
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
+        !id_query_or_reply(rc, "account_id", args) || !list_args_or_reply(rc, args)) {
+        json_decref(args);
+        return;
+    }
+    if (kind) {
+        if (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind)) {
+            json_decref(args);
+            http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
+            return;
+        }
+        json_object_set_new(args, "kind", json_string(kind));
+    }
+    const char *params[] = {api_actor(rc), unit, args_text(rc, args)};
+    api_query(rc, "SELECT gp_audit_txn_search($1, $2, $3::jsonb)", 3, params, 200);
+}
+
+void api_audit_txn_proof(struct req_ctx *rc)
+{
+    int64_t id, size = 0;
+    if (!http_param_id_or_reply(rc, 0, &id) ||
+        !http_query_i64_or_reply(rc, "checkpoint", 1, INT64_MAX, &size))
+        return;
+    const char *params[] = {api_actor(rc), api_i64(rc, id), size ? api_i64(rc, size) : NULL};
+    api_query(rc, "SELECT gp_audit_txn_proof($1, $2, $3::bigint)", 3, params, 200);
+}
+
+void api_audit_statement(struct req_ctx *rc)
+{
+    int64_t worker;
+    json_t *args = json_object();
+    if (!auditor_or_reply(rc) || !http_param_id_or_reply(rc, 0, &worker) ||
+        !list_args_or_reply(rc, args)) {
+        json_decref(args);
+        return;
+    }
+    const char *proofs = http_query(rc, "proofs");
+    if (proofs && strcmp(proofs, "true") && strcmp(proofs, "false")) {
+        json_decref(args);
+        http_reply_error(rc, ST_INVALID, "invalid_query", "proofs", "proofs must be true or false");
+        return;
+    }
+    json_object_set_new(args, "proofs", json_boolean(proofs && !strcmp(proofs, "true")));
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), args_text(rc, args)};
+    api_query(rc, "SELECT gp_audit_statement($1, $2, $3::jsonb)", 3, params, 200);
+}
+
+void api_audit_trial_balance(struct req_ctx *rc)
+{
+    const char *unit;
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit))
+        return;
+    const char *params[] = {api_actor(rc), unit};
+    api_query(rc, "SELECT gp_audit_trial_balance($1, $2)", 2, params, 200);
+}
+
+void api_audit_budget_use(struct req_ctx *rc)
+{
+    const char *unit, *after;
+    int limit;
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
+        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        return;
+    const char *params[] = {api_actor(rc), unit, after, api_i64(rc, limit)};
+    api_query(rc, "SELECT gp_audit_budget_use($1, $2, $3::bigint, $4)", 4, params, 200);
+}
+
+void api_audit_log(struct req_ctx *rc)
+{
+    const char *unit;
+    json_t *args = json_object();
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
+        !id_query_or_reply(rc, "actor_id", args) || !list_args_or_reply(rc, args)) {
+        json_decref(args);
+        return;
+    }
+    static const char *const texts[] = {"action", "object_type", "object_id"};
+    for (size_t i = 0; i < ARRAY_SIZE(texts); i++) {
+        const char *v = http_query(rc, texts[i]);
+        if (!v)
+            continue;
+        if (strlen(v) > 64) {
+            json_decref(args);
+            http_reply_error(rc, ST_INVALID, "invalid_query", texts[i], "%s is too long", texts[i]);
+            return;
+        }
+        json_object_set_new(args, texts[i], json_string(v));
+    }
+    const char *params[] = {api_actor(rc), unit, args_text(rc, args)};
+    api_query(rc, "SELECT gp_audit_log_search($1, $2, $3::jsonb)", 3, params, 200);
+}
+
+void api_audit_anomalies(struct req_ctx *rc)
+{
+    const char *unit, *from, *to;
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) || !time_or_reply(rc, "from", &from) ||
+        !time_or_reply(rc, "to", &to))
+        return;
+    const char *rule = http_query(rc, "rule");
+    if (rule &&
+        (strlen(rule) > 32 || strspn(rule, "abcdefghijklmnopqrstuvwxyz_") != strlen(rule))) {
+        http_reply_error(rc, ST_INVALID, "invalid_rule", "rule", "unknown anomaly rule");
+        return;
+    }
+    const struct config *cfg = rc->app->cfg;
+    json_t *args = json_object();
+    if (from)
+        json_object_set_new(args, "from", json_string(from));
+    if (to)
+        json_object_set_new(args, "to", json_string(to));
+    if (rule)
+        json_object_set_new(args, "rule", json_string(rule));
+    json_t *thresholds =
+        json_pack("{s:i, s:i, s:i}", "max_completions_per_day", cfg->audit_anomaly_max_completions,
+                  "min_report_after_claim_s", cfg->audit_anomaly_min_report_s,
+                  "shared_device_workers", cfg->audit_anomaly_shared_workers);
+    const char *params[] = {api_actor(rc), unit, args_text(rc, args), args_text(rc, thresholds)};
+    api_query(rc, "SELECT gp_audit_anomalies($1, $2, $3::jsonb, $4::jsonb)", 4, params, 200);
+}
+
+/* ---- exports: text bodies (JSON Lines or CSV) ---- */
+
+struct text_state {
+    const char *content_type;
+};
+
+static void text_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct text_state *ts = rc->state;
+    const char *v = db_result_status(res) == ST_OK && db_result_ntuples(res) > 0
+                        ? db_result_value(res, 0, 0)
+                        : NULL;
+    if (!v) {
+        if (db_result_status(res) == ST_OK)
+            http_reply_error(rc, ST_NOT_FOUND, "not_found", NULL, "nothing to show yet");
+        else
+            http_reply_db(rc, res, 200);
+        return;
+    }
+    http_reply_raw(rc, 200, ts->content_type, v, strlen(v));
+}
+
+static void text_query(struct req_ctx *rc, const char *content_type, const char *sql, int n,
+                       const char *const *params)
+{
+    struct text_state *ts = arena_alloc(rc->arena, sizeof *ts);
+    ts->content_type = content_type;
+    rc->state = ts;
+    db_query(rc->app->db, sql, n, params, text_cb, rc);
+}
+
+void api_audit_export(struct req_ctx *rc)
+{
+    const char *unit, *from, *to, *after;
+    int64_t anchor = 0, limit = 500;
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) || !time_or_reply(rc, "from", &from) ||
+        !time_or_reply(rc, "to", &to) || !api_cursor_or_reply(rc, &after) ||
+        !http_query_i64_or_reply(rc, "limit", 1, 5000, &limit) ||
+        !http_query_i64_or_reply(rc, "checkpoint", 1, INT64_MAX, &anchor))
+        return;
+    if (!limit)
+        limit = 500;
+    const char *format = http_query(rc, "format");
+    if (!format)
+        format = "jsonl";
+    if (strcmp(format, "jsonl") && strcmp(format, "csv")) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "format", "format must be jsonl or csv");
+        return;
+    }
+    const char *params[] = {api_actor(rc), unit,
+                            from,          to,
+                            after,         api_i64(rc, limit),
+                            format,        anchor ? api_i64(rc, anchor) : NULL};
+    text_query(rc,
+               strcmp(format, "csv") ? "application/x-ndjson; charset=utf-8"
+                                     : "text/csv; charset=utf-8",
+               "SELECT gp_audit_export_page($1, $2, $3::timestamptz, $4::timestamptz, $5::bigint, "
+               "$6, $7, $8::bigint)",
+               8, params);
+}
+
+/* ---- public ---- */
+
+void api_audit_keys(struct req_ctx *rc)
+{
+    api_query(rc, "SELECT gp_audit_keys_json()", 0, NULL, 200);
+}
+
+void api_audit_latest_checkpoint(struct req_ctx *rc)
+{
+    text_query(rc, "text/plain; charset=utf-8", "SELECT gp_audit_latest_note()", 0, NULL);
+}
+
+void api_points_board(struct req_ctx *rc)
+{
+    int64_t grid;
+    if (!http_param_id_or_reply(rc, 0, &grid))
+        return;
+    const char *month = http_query(rc, "month");
+    if (!month || !ledger_period_valid(month) || !strcmp(month, "all")) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "month", "month must be YYYY-MM");
+        return;
+    }
+    const char *params[] = {api_i64(rc, grid), month};
+    api_query(rc, "SELECT gp_points_board($1, $2)", 2, params, 200);
+}
