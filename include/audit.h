@@ -15,8 +15,9 @@ struct app;
 struct audit;
 struct config;
 
-/* Reads audit.key_file (PEM, Ed25519) when it is set; without one the server seals but signs
- * no checkpoint (logged once). NULL, with the reason logged, when the key cannot be used. */
+/* Reads audit.key_file (PEM, Ed25519) when it is set; without one the server seals but runs
+ * no verification pass and signs no checkpoint (logged once). NULL, with the reason logged,
+ * when the key cannot be used. */
 struct audit *audit_new(struct app *app);
 /* NULL allowed. Call after db_pool_free: a store in flight calls back into the audit state. */
 void audit_free(struct audit *a);

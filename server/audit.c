@@ -38,7 +38,8 @@ struct audit *audit_new(struct app *app)
     snprintf(a->origin, sizeof a->origin, "%s", cfg->audit_origin);
     if (!*cfg->audit_key_file) {
         log_warn("audit.key_file is not set: ledger transactions are sealed but this instance "
-                 "signs no checkpoint (create a key with `gridpointsd audit-keygen`)");
+                 "neither verifies nor signs checkpoints (create a key with `gridpointsd "
+                 "audit-keygen`)");
         return a;
     }
     /* Start-up file I/O, before the loop runs. */
@@ -72,11 +73,13 @@ void audit_free(struct audit *a)
     free(a);
 }
 
+/* An instance without a key seals but verifies nothing (verify_batch 0): a pass is work done
+ * for a checkpoint, and it could not sign one. */
 void audit_seal_args(const struct config *cfg, char *buf, size_t len)
 {
     snprintf(buf, len, "{\"batch\":%d,\"verify_batch\":%d,\"interval_s\":%d,\"max_tx\":%d}",
-             cfg->audit_seal_batch, cfg->audit_verify_batch, cfg->audit_checkpoint_interval_s,
-             cfg->audit_checkpoint_max_tx);
+             cfg->audit_seal_batch, *cfg->audit_key_file ? cfg->audit_verify_batch : 0,
+             cfg->audit_checkpoint_interval_s, cfg->audit_checkpoint_max_tx);
 }
 
 static void store_cb(struct db_result *res, void *arg)

@@ -648,6 +648,22 @@ def test_concurrent_writers_sealed_exactly_once_trial_balance_zero(aenv):
 # Scope, audit log, anomalies, board, rotation
 
 
+def test_instance_without_key_seals_but_does_not_verify(aenv):
+    srv = aenv.server(audit_key_file="")
+    api = Api(srv)
+    admin = make_street_admin(aenv, srv)
+    tree = street_tree(api, admin, aenv)
+    activity(api, tree, tree.workers(1), n=3)
+    s = wait_for(lambda: (lambda x: x if x["unsealed"] == 0 else None)(status(api, admin["token"])))
+    assert s and s["size"] == aenv.sql.scalar("SELECT count(*) FROM ledger_txns")
+    time.sleep(1.5)  # past checkpoint_interval: still no pass, no candidate, no checkpoint
+    s = status(api, admin["token"])
+    assert s["verified_at"] is None and s["pass"] is None and s["candidate_size"] is None
+    assert s["last_checkpoint"] is None
+    assert "neither verifies nor signs" in srv.log_text()
+    check_log_structure(aenv.sql)
+
+
 def test_auditor_of_street_a_cannot_read_street_b(aenv):
     srv = aenv.server()
     api = Api(srv)
@@ -729,11 +745,8 @@ def test_audit_log_of_privileged_actions(aenv):
     r = api.get("/audit/v1/log", params={"actor_id": tree.staff["id"], "object_type": "task",
                                          "object_id": str(t2["id"])}, token=admin["token"])
     assert {i["action"] for i in r.json()["items"]} == {"task.publish", "task.cancel"}
-    # key rotation is audited too (a system action, visible to every auditor)
-    aenv.run("audit-rotate-key")
-    r = api.get("/audit/v1/log", params={"action": "audit."}, token=admin["token"])
-    assert [i["action"] for i in r.json()["items"]] == ["audit.key_rotate", "audit.key_create"]
     # append-only: no UPDATE privilege for the application, and a trigger for everyone else
+    wait_checkpointed(api, admin["token"])  # so that there are leaves and checkpoints to refuse
     app = Sql(aenv.app_url)
     with pytest.raises(Exception):
         app.execute("UPDATE audit_log SET reason = 'x'")
@@ -744,6 +757,10 @@ def test_audit_log_of_privileged_actions(aenv):
         aenv.sql.execute("DELETE FROM audit_leaves")
     with pytest.raises(Exception):
         aenv.sql.execute("UPDATE audit_checkpoints SET note = ''")
+    # key rotation is audited too (a system action, visible to every auditor)
+    aenv.run("audit-rotate-key")
+    r = api.get("/audit/v1/log", params={"action": "audit."}, token=admin["token"])
+    assert [i["action"] for i in r.json()["items"]] == ["audit.key_rotate", "audit.key_create"]
 
 
 def test_anomalies_with_evidence(aenv):
