@@ -97,4 +97,53 @@ void api_audit_keys(struct req_ctx *rc);
 void api_audit_latest_checkpoint(struct req_ctx *rc);
 void api_points_board(struct req_ctx *rc);
 
+/* api_merchant.c: street admins ... */
+void api_merchant_create(struct req_ctx *rc);
+void api_merchant_list(struct req_ctx *rc);
+void api_merchant_get(struct req_ctx *rc);
+void api_merchant_update(struct req_ctx *rc);
+void api_merchant_suspend(struct req_ctx *rc);
+void api_merchant_reinstate(struct req_ctx *rc);
+void api_merchant_key_create(struct req_ctx *rc);
+void api_merchant_key_revoke(struct req_ctx *rc);
+void api_merchant_staff_add(struct req_ctx *rc);
+void api_merchant_staff_remove(struct req_ctx *rc);
+void api_merchant_statement(struct req_ctx *rc);
+void api_merchant_settlements(struct req_ctx *rc);
+void api_merchant_settle(struct req_ctx *rc);
+void api_merchant_settlement_get(struct req_ctx *rc);
+/* ... merchant staff (console) ... */
+void api_console_merchants(struct req_ctx *rc);
+void api_console_offers(struct req_ctx *rc);
+void api_console_statement(struct req_ctx *rc);
+void api_console_settlements(struct req_ctx *rc);
+void api_console_settlement_get(struct req_ctx *rc);
+/* ... workers ... */
+void api_mall_offers(struct req_ctx *rc);
+void api_mall_offer_get(struct req_ctx *rc);
+void api_mall_order(struct req_ctx *rc);
+void api_voucher_list(struct req_ctx *rc);
+void api_voucher_get(struct req_ctx *rc);
+void api_voucher_cancel(struct req_ctx *rc);
+void api_paycode_create(struct req_ctx *rc);
+void api_charge_list(struct req_ctx *rc);
+/* ... and signed merchant requests (/merchant/v1) */
+void api_mrc_me(struct req_ctx *rc);
+void api_mrc_offer_create(struct req_ctx *rc);
+void api_mrc_offer_list(struct req_ctx *rc);
+void api_mrc_offer_get(struct req_ctx *rc);
+void api_mrc_offer_update(struct req_ctx *rc);
+void api_mrc_voucher_get(struct req_ctx *rc);
+void api_mrc_voucher_capture(struct req_ctx *rc);
+void api_mrc_voucher_refund(struct req_ctx *rc);
+void api_mrc_charge(struct req_ctx *rc);
+void api_mrc_charge_get(struct req_ctx *rc);
+void api_mrc_charge_refund(struct req_ctx *rc);
+void api_mrc_statement(struct req_ctx *rc);
+void api_mrc_settlements(struct req_ctx *rc);
+void api_mrc_settlement_get(struct req_ctx *rc);
+void api_mrc_webhook_set(struct req_ctx *rc);
+void api_mrc_webhook_delete(struct req_ctx *rc);
+void api_mrc_webhook_events(struct req_ctx *rc);
+
 #endif

@@ -14,6 +14,7 @@ struct metrics;
 struct ledger_cache;
 struct task_gate;
 struct audit;
+struct webhooks;
 
 struct app {
     const struct config *cfg;
@@ -26,6 +27,7 @@ struct app {
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */
     struct task_gate *gate;     /* Redis claim gate */
     struct audit *audit;        /* checkpoint signing key and the sealer's state */
+    struct webhooks *webhooks;  /* merchant webhook deliveries in flight */
     volatile int stopping;      /* set once shutdown began: background sweeps stop */
 };
 

@@ -1,4 +1,4 @@
-/* auth.h -- who is calling: session tokens for people (and, later, signatures for merchants).
+/* auth.h -- who is calling: session tokens for people (signed merchant requests: merchant_auth.h).
  *
  * A session token is 32 random bytes (base64url) handed out at login; only its SHA-256 is
  * stored (PostgreSQL is the truth, Redis caches the principal for a short while so that most
@@ -27,6 +27,8 @@ struct principal {
     int64_t unit_id;       /* home unit */
     unsigned roles;        /* union of enum auth_role over all the person's grants */
     char token_hash[65];   /* hex SHA-256 of the session token */
+    int64_t merchant_id;   /* a verified merchant request (AUTH_MERCHANT): its merchant */
+    char key_id[24];       /* ... and the key it was signed with (merchant_auth.h) */
 };
 
 /* Parses a role name; 0 when unknown. */

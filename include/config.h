@@ -61,6 +61,22 @@ struct config {
     int login_window_s;
     /* [log] */
     char *log_level;
+    /* [merchant] */
+    int merchant_key_cache_ttl_s;          /* Redis cache of a key's sealed secret */
+    char *merchant_key_encryption_key;     /* 64 hex: AES-256-GCM key of stored secrets */
+    int merchant_nonce_ttl_s;              /* replay memory, >= 2 x signature_window */
+    char *merchant_paycode_secret;         /* HMAC key of pay codes, shared by instances */
+    int merchant_paycode_ttl_s;
+    int merchant_rate_limit;               /* requests per merchant per rate_window */
+    int merchant_rate_window_s;
+    int merchant_refund_window_s;
+    int merchant_signature_window_s;       /* allowed |server clock - request ts| */
+    int merchant_voucher_ttl_s;            /* default validity of a voucher */
+    bool merchant_webhook_allow_private;   /* deliver to loopback/private addresses (tests) */
+    int merchant_webhook_backoff_s;        /* first retry delay, doubled per attempt */
+    char *merchant_webhook_ca_file;        /* CA bundle for webhook TLS; "" = system default */
+    int merchant_webhook_retry_for_s;      /* give an event up after this */
+    int merchant_webhook_timeout_s;        /* per delivery attempt */
     /* [timers] */
     int timer_sweep_interval_ms;
     int timer_batch_size;

@@ -42,6 +42,10 @@ struct req_ctx {
     struct principal principal;
     int64_t start_ms;
     void *state;                /* the handler's own state (arena) */
+    /* Called with the final status and body just before the reply is sent, to add headers
+     * (merchant_auth signs replies to verified merchant requests with it). */
+    void (*reply_hook)(struct req_ctx *rc, int code, const char *body, size_t len);
+    void *reply_hook_arg;
 };
 
 /* Binds the listeners of cfg (plain, and TLS when configured). NULL and a logged reason on
@@ -86,7 +90,8 @@ bool http_param_id_or_reply(struct req_ctx *rc, int idx, int64_t *out) MUSTCHECK
 bool http_body_only_or_reply(struct req_ctx *rc, const char *const *allowed) MUSTCHECK;
 /* Hex SHA-256 over method, path, query and body: what an idempotency key is bound to. */
 void http_request_hash(struct req_ctx *rc, char out[65]);
-/* "person:<id>" (arena): the scope of the caller's idempotency keys. */
+/* "person:<id>", or "merchant:<id>" for a signed merchant request (arena): the scope of the
+ * caller's idempotency keys. */
 const char *http_idem_principal(struct req_ctx *rc);
 
 /* Request-scoped log lines: prefixed with rid, route and person. */

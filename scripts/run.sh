@@ -16,6 +16,18 @@ scripts/services.sh start var >/dev/null
 trap 'scripts/services.sh stop var' EXIT
 # shellcheck disable=SC1091 # written by services.sh start
 . var/env
+# The merchant module's two secrets (docs/MERCHANTS.md), made once for this development setup
+# and kept with its data: the server refuses to start without them.
+if [[ ! -f var/merchant.env ]]; then
+    (
+        umask 077
+        printf 'export GRIDPOINTS_MERCHANT_KEY_ENCRYPTION_KEY=%s\nexport GRIDPOINTS_MERCHANT_PAYCODE_SECRET=%s\n' \
+            "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" \
+            >var/merchant.env
+    )
+fi
+# shellcheck disable=SC1091 # written just above
+. var/merchant.env
 
 "$BIN" -c "$CONF" migrate
 # The checkpoint signing key of this development setup (docs/AUDIT.md), made once, kept with

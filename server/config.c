@@ -60,6 +60,22 @@ static const struct cfg_entry table[] = {
 
     S("log", "level", log_level, "info"),
 
+    T("merchant", "key_cache_ttl", merchant_key_cache_ttl_s, "60s", 0, 3600),
+    S("merchant", "key_encryption_key", merchant_key_encryption_key, ""),
+    T("merchant", "nonce_ttl", merchant_nonce_ttl_s, "10m", 2, 86400),
+    S("merchant", "paycode_secret", merchant_paycode_secret, ""),
+    T("merchant", "paycode_ttl", merchant_paycode_ttl_s, "60s", 10, 3600),
+    I("merchant", "rate_limit", merchant_rate_limit, "100", 1, 1000000),
+    T("merchant", "rate_window", merchant_rate_window_s, "1s", 1, 3600),
+    T("merchant", "refund_window", merchant_refund_window_s, "7d", 0, 31536000),
+    T("merchant", "signature_window", merchant_signature_window_s, "5m", 1, 3600),
+    T("merchant", "voucher_ttl", merchant_voucher_ttl_s, "7d", 1, 7776000),
+    B("merchant", "webhook_allow_private", merchant_webhook_allow_private, "false"),
+    T("merchant", "webhook_backoff", merchant_webhook_backoff_s, "10s", 1, 3600),
+    S("merchant", "webhook_ca_file", merchant_webhook_ca_file, ""),
+    T("merchant", "webhook_retry_for", merchant_webhook_retry_for_s, "1d", 1, 604800),
+    T("merchant", "webhook_timeout", merchant_webhook_timeout_s, "10s", 1, 60),
+
     D("redis", "command_timeout", redis_command_timeout_ms, "1s", 10, 600000),
     D("redis", "connect_timeout", redis_connect_timeout_ms, "1s", 10, 600000),
     D("redis", "reconnect_max", redis_reconnect_max_ms, "2s", 100, 600000),
@@ -291,6 +307,10 @@ bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
     }
     if (cfg->page_size_default > cfg->page_size_max) {
         snprintf(err, errlen, "server.page_size_default exceeds server.page_size_max");
+        return false;
+    }
+    if (cfg->merchant_nonce_ttl_s < 2 * cfg->merchant_signature_window_s) {
+        snprintf(err, errlen, "merchant.nonce_ttl must be at least twice merchant.signature_window");
         return false;
     }
     if (*cfg->tls_listen && (!*cfg->tls_cert || !*cfg->tls_key)) {

@@ -11,6 +11,7 @@
 #include "crypto.h"
 #include "db.h"
 #include "log.h"
+#include "merchant_auth.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -92,6 +93,11 @@ static void log_ctx(struct req_ctx *rc, char *buf, size_t cap)
         snprintf(id, sizeof id, "%lld", (long long)rc->principal.person_id);
         log_kv(buf, cap, "person", id);
     }
+    if (rc->principal.merchant_id) {
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)rc->principal.merchant_id);
+        log_kv(buf, cap, "merchant", id);
+    }
     log_kv(buf, cap, "route", rc->route ? rc->route->pattern : "unmatched");
 }
 
@@ -148,6 +154,10 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
     if (hs->stopping)
         evhttp_add_header(out, "Connection", "close");
+    if (rc->reply_hook) {
+        size_t len = evbuffer_get_length(body);
+        rc->reply_hook(rc, code, (const char *)evbuffer_pullup(body, -1), len);
+    }
     /* A request whose client left was detached by libevent (no connection): its reply is
      * dropped at once. Otherwise we learn when the bytes are out. Reading the connection
      * pointer is safe here: the request itself is alive until we send. */
@@ -347,6 +357,8 @@ void http_request_hash(struct req_ctx *rc, char out[65])
 
 const char *http_idem_principal(struct req_ctx *rc)
 {
+    if (rc->principal.merchant_id)
+        return arena_printf(rc->arena, "merchant:%lld", (long long)rc->principal.merchant_id);
     return arena_printf(rc->arena, "person:%lld", (long long)rc->principal.person_id);
 }
 
@@ -517,6 +529,10 @@ static void request_cb(struct evhttp_request *req, void *arg)
     }
     if (route->auth == AUTH_SESSION) {
         auth_session_resolve(rc, dispatch);
+        return;
+    }
+    if (route->auth == AUTH_MERCHANT) {
+        merchant_auth_resolve(rc, dispatch);
         return;
     }
     dispatch(rc);

@@ -17,8 +17,10 @@
 #include "ledger.h"
 #include "task_gate.h"
 #include "log.h"
+#include "merchant_crypto.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "webhook.h"
 #include "workpool.h"
 
 #include <event2/event.h>
@@ -95,8 +97,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     log_info("received %s: shutting down (%d requests in flight)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", http_server_inflight(s->http));
     s->app.stopping = 1;
-    s->parts_running = 2;
+    s->parts_running = 3;
     janitor_stop(s->janitor, part_idle_cb, s);
+    webhooks_stop(s->app.webhooks, part_idle_cb, s);
     struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
                          (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
     evtimer_add(s->deadline, &tv);
@@ -154,6 +157,17 @@ static int serve(const struct config *cfg)
         s.exit_code = 1;
         goto teardown;
     }
+    char why[200];
+    if (!mcrypto_config_check(cfg, why, sizeof why)) {
+        log_error("%s", why);
+        s.exit_code = 1;
+        goto teardown;
+    }
+    app->webhooks = webhooks_new(app); /* loads CA certificates and resolv.conf: start-up I/O */
+    if (!app->webhooks) {
+        s.exit_code = 1;
+        goto teardown;
+    }
 
     s.http = http_server_new(app);
     if (!s.http) {
@@ -190,6 +204,7 @@ teardown:
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
     audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
     kv_free(app->kv);
     metrics_free(app->metrics);

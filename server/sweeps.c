@@ -6,6 +6,7 @@
 #include "effects.h"
 #include "log.h"
 #include "metrics.h"
+#include "webhook.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -109,6 +110,42 @@ static int64_t reconciled(struct app *app, const char *text)
     return cursor > 0 ? cursor : 0;
 }
 
+/* gp_merchant_sweep: vouchers past their expiry give their points back (and pay codes a day
+ * past theirs are pruned); the workers' new balances go to Redis. */
+static int64_t merchant_swept(struct app *app, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    if (!j)
+        return 0;
+    effects_apply(app, j);
+    count(app, j, "expired", "timer_vouchers_expired");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(j, "errors"), i, e)
+    {
+        log_warn("voucher sweep: voucher %lld failed: %s (%s)",
+                 (long long)json_integer_value(json_object_get(e, "voucher_id")),
+                 json_string_value(json_object_get(e, "message")),
+                 json_string_value(json_object_get(e, "sqlstate")));
+    }
+    bool more = json_is_true(json_object_get(j, "more"));
+    json_decref(j);
+    return more;
+}
+
+/* gp_webhook_claim: leased webhook events, delivered by webhook.c. A full batch is claimed
+ * again at once unless many deliveries are still in flight. */
+static int64_t webhooks_claimed(struct app *app, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    if (!j)
+        return 0;
+    webhooks_deliver(app->webhooks, j);
+    bool more = json_is_true(json_object_get(j, "more"));
+    json_decref(j);
+    return more && webhooks_inflight(app->webhooks) < 64;
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -118,5 +155,7 @@ const struct sweep_def sweep_defs[] = {
     /* the audit sealer: seals, verifies, offers checkpoints to sign (audit.c) */
     {"audit_seal", "SELECT gp_audit_seal_sweep($1, $2::jsonb)", 2, every_sweep_interval,
      audit_sealed, audit_seal_args},
+    {"vouchers", "SELECT gp_merchant_sweep($1)", 1, every_sweep_interval, merchant_swept, NULL},
+    {"webhooks", "SELECT gp_webhook_claim($1)", 1, every_sweep_interval, webhooks_claimed, NULL},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];
