@@ -22,13 +22,13 @@ struct app {
     struct db_pool *db;
     struct kv *kv;
     struct ratelimit *rl;
-    struct workpool *wp;        /* CPU-heavy work off the loop (password hashing) */
+    struct workpool *wp; /* CPU-heavy work off the loop (password hashing) */
     struct metrics *metrics;
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */
-    struct task_gate *gate;     /* Redis claim gate */
-    struct audit *audit;        /* checkpoint signing key and the sealer's state */
-    struct webhooks *webhooks;  /* merchant webhook deliveries in flight */
-    volatile int stopping;      /* set once shutdown began: background sweeps stop */
+    struct task_gate *gate;      /* Redis claim gate */
+    struct audit *audit;         /* checkpoint signing key and the sealer's state */
+    struct webhooks *webhooks;   /* merchant webhook deliveries in flight */
+    volatile int stopping;       /* set once shutdown began: background sweeps stop */
 };
 
 #endif

@@ -23,12 +23,12 @@ enum auth_role {
 #define ROLE_STAFF (ROLE_GRID_STAFF | ROLE_COMMUNITY_ADMIN | ROLE_STREET_ADMIN)
 
 struct principal {
-    int64_t person_id;     /* 0 = anonymous */
-    int64_t unit_id;       /* home unit */
-    unsigned roles;        /* union of enum auth_role over all the person's grants */
-    char token_hash[65];   /* hex SHA-256 of the session token */
-    int64_t merchant_id;   /* a verified merchant request (AUTH_MERCHANT): its merchant */
-    char key_id[24];       /* ... and the key it was signed with (merchant_auth.h) */
+    int64_t person_id;   /* 0 = anonymous */
+    int64_t unit_id;     /* home unit */
+    unsigned roles;      /* union of enum auth_role over all the person's grants */
+    char token_hash[65]; /* hex SHA-256 of the session token */
+    int64_t merchant_id; /* a verified merchant request (AUTH_MERCHANT): its merchant */
+    char key_id[24];     /* ... and the key it was signed with (merchant_auth.h) */
 };
 
 /* Parses a role name; 0 when unknown. */

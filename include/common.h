@@ -9,18 +9,18 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#define UNUSED(x) ((void)(x))
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define MUSTCHECK __attribute__((warn_unused_result))
-#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
-#define NORETURN __attribute__((noreturn))
+#define UNUSED(x)                       ((void)(x))
+#define ARRAY_SIZE(a)                   (sizeof(a) / sizeof((a)[0]))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define MUSTCHECK                       __attribute__((warn_unused_result))
+#define PRINTF_LIKE(fmt, args)          __attribute__((format(printf, fmt, args)))
+#define NORETURN                        __attribute__((noreturn))
 
 /* Logs file and line, then aborts. For invariants only, never for client input. */
-#define ASSERT(cond)                                                                   \
-    do {                                                                               \
-        if (!(cond))                                                                   \
-            common_assert_fail(#cond, __FILE__, __LINE__);                             \
+#define ASSERT(cond)                                                                               \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            common_assert_fail(#cond, __FILE__, __LINE__);                                         \
     } while (0)
 
 NORETURN void common_assert_fail(const char *expr, const char *file, int line);

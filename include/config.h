@@ -11,25 +11,25 @@
 
 struct config {
     /* [server] */
-    char *listen;              /* host:port of the plain HTTP listener */
-    char *tls_listen;          /* host:port of the TLS listener, "" = none */
-    char *tls_cert;            /* PEM certificate chain */
-    char *tls_key;             /* PEM private key */
+    char *listen;     /* host:port of the plain HTTP listener */
+    char *tls_listen; /* host:port of the TLS listener, "" = none */
+    char *tls_cert;   /* PEM certificate chain */
+    char *tls_key;    /* PEM private key */
     int max_connections;
-    int max_header_size;       /* bytes */
-    int max_body_size;         /* bytes, default for routes that do not set their own */
+    int max_header_size; /* bytes */
+    int max_body_size;   /* bytes, default for routes that do not set their own */
     int json_max_depth;
-    int json_max_items;        /* array elements / object members, all nesting levels */
+    int json_max_items; /* array elements / object members, all nesting levels */
     int read_timeout_ms;
     int write_timeout_ms;
     int shutdown_timeout_ms;
     int page_size_default;
     int page_size_max;
-    int worker_threads;        /* CPU pool for password hashing */
-    bool trust_proxy;          /* take the client address from X-Forwarded-For */
+    int worker_threads; /* CPU pool for password hashing */
+    bool trust_proxy;   /* take the client address from X-Forwarded-For */
     /* [database] */
     char *database_url;
-    char *database_admin_url;  /* migrations and CLI; "" = database_url */
+    char *database_admin_url; /* migrations and CLI; "" = database_url */
     int db_pool_size;
     int db_queue_max;
     int db_queue_timeout_ms;
@@ -44,15 +44,15 @@ struct config {
     int redis_command_timeout_ms;
     int redis_reconnect_max_ms;
     /* [audit] */
-    int audit_anomaly_max_completions;  /* per worker per day before it is an anomaly */
-    int audit_anomaly_min_report_s;     /* a report sooner than this after the claim is one */
-    int audit_anomaly_shared_workers;   /* workers sharing a device or evidence hash */
-    int audit_checkpoint_interval_s;    /* verify and sign a checkpoint this often */
-    int audit_checkpoint_max_tx;        /* ... or once this many transactions were sealed */
-    char *audit_key_file;               /* Ed25519 private key (PEM); "" = no checkpoints */
-    char *audit_origin;                 /* log origin = key name of the checkpoints */
-    int audit_seal_batch;               /* transactions sealed per sealer round */
-    int audit_verify_batch;             /* leaves re-derived per round of a verification pass */
+    int audit_anomaly_max_completions; /* per worker per day before it is an anomaly */
+    int audit_anomaly_min_report_s;    /* a report sooner than this after the claim is one */
+    int audit_anomaly_shared_workers;  /* workers sharing a device or evidence hash */
+    int audit_checkpoint_interval_s;   /* verify and sign a checkpoint this often */
+    int audit_checkpoint_max_tx;       /* ... or once this many transactions were sealed */
+    char *audit_key_file;              /* Ed25519 private key (PEM); "" = no checkpoints */
+    char *audit_origin;                /* log origin = key name of the checkpoints */
+    int audit_seal_batch;              /* transactions sealed per sealer round */
+    int audit_verify_batch;            /* leaves re-derived per round of a verification pass */
     /* [auth] */
     int session_ttl_s;
     int pbkdf2_iterations;
@@ -62,28 +62,28 @@ struct config {
     /* [log] */
     char *log_level;
     /* [merchant] */
-    int merchant_key_cache_ttl_s;          /* Redis cache of a key's sealed secret */
-    char *merchant_key_encryption_key;     /* 64 hex: AES-256-GCM key of stored secrets */
-    int merchant_nonce_ttl_s;              /* replay memory, >= 2 x signature_window */
-    char *merchant_paycode_secret;         /* HMAC key of pay codes, shared by instances */
+    int merchant_key_cache_ttl_s;      /* Redis cache of a key's sealed secret */
+    char *merchant_key_encryption_key; /* 64 hex: AES-256-GCM key of stored secrets */
+    int merchant_nonce_ttl_s;          /* replay memory, >= 2 x signature_window */
+    char *merchant_paycode_secret;     /* HMAC key of pay codes, shared by instances */
     int merchant_paycode_ttl_s;
-    int merchant_rate_limit;               /* requests per merchant per rate_window */
+    int merchant_rate_limit; /* requests per merchant per rate_window */
     int merchant_rate_window_s;
     int merchant_refund_window_s;
-    int merchant_signature_window_s;       /* allowed |server clock - request ts| */
-    int merchant_voucher_ttl_s;            /* default validity of a voucher */
-    bool merchant_webhook_allow_private;   /* deliver to loopback/private addresses (tests) */
-    int merchant_webhook_backoff_s;        /* first retry delay, doubled per attempt */
-    char *merchant_webhook_ca_file;        /* CA bundle for webhook TLS; "" = system default */
-    int merchant_webhook_retry_for_s;      /* give an event up after this */
-    int merchant_webhook_timeout_s;        /* per delivery attempt */
+    int merchant_signature_window_s;     /* allowed |server clock - request ts| */
+    int merchant_voucher_ttl_s;          /* default validity of a voucher */
+    bool merchant_webhook_allow_private; /* deliver to loopback/private addresses (tests) */
+    int merchant_webhook_backoff_s;      /* first retry delay, doubled per attempt */
+    char *merchant_webhook_ca_file;      /* CA bundle for webhook TLS; "" = system default */
+    int merchant_webhook_retry_for_s;    /* give an event up after this */
+    int merchant_webhook_timeout_s;      /* per delivery attempt */
     /* [timers] */
     int timer_sweep_interval_ms;
     int timer_batch_size;
     int reconcile_interval_s;
     /* [tasks] */
     int report_future_skew_s;
-    int claim_rate_limit;      /* claims per worker per minute */
+    int claim_rate_limit; /* claims per worker per minute */
 };
 
 /* Parses `path` (NULL = defaults only), then applies environment overrides.
@@ -92,8 +92,8 @@ bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 void config_free(struct config *cfg);
 /* Splits redis://host:port/db or unix:///path?db=n. host/path are written into the given
  * buffers and *host_out / *path_out point at them (the other one is set to NULL). */
-bool config_parse_redis_url(const char *url, const char **host_out, int *port, const char **path_out,
-                            int *db, char *host, size_t hostlen, char *path,
+bool config_parse_redis_url(const char *url, const char **host_out, int *port,
+                            const char **path_out, int *db, char *host, size_t hostlen, char *path,
                             size_t pathlen) MUSTCHECK;
 /* Writes every key with its current value as INI, for `gridpointsd print-config`. */
 void config_dump(const struct config *cfg, void (*emit)(const char *line, void *arg), void *arg);

@@ -6,7 +6,7 @@
 
 #include "common.h"
 
-#define CRYPTO_TOKEN_LEN 43       /* base64url of 32 random bytes, no padding */
+#define CRYPTO_TOKEN_LEN    43 /* base64url of 32 random bytes, no padding */
 #define CRYPTO_HASH_HEX_LEN 64
 
 /* Fills out with `n` bytes from the CSPRNG; false only if OpenSSL's RNG failed. */

@@ -23,21 +23,21 @@ struct pg_result; /* libpq's PGresult */
 typedef void (*db_cb)(struct db_result *res, void *arg);
 
 struct db_pool_config {
-    const char *conninfo;      /* libpq connection string or URI */
-    int size;                  /* connections kept open */
-    int queue_max;             /* waiting queries beyond which we answer ST_UNAVAILABLE at once */
-    int queue_timeout_ms;      /* how long a query may wait for a connection */
-    int statement_timeout_ms;  /* SET statement_timeout on every connection */
-    int connect_timeout_ms;    /* per connection attempt */
-    int reconnect_max_ms;      /* ceiling of the exponential reconnect back-off */
-    int retries;               /* re-runs on 40001/40P01 before giving up with ST_UNAVAILABLE */
+    const char *conninfo;     /* libpq connection string or URI */
+    int size;                 /* connections kept open */
+    int queue_max;            /* waiting queries beyond which we answer ST_UNAVAILABLE at once */
+    int queue_timeout_ms;     /* how long a query may wait for a connection */
+    int statement_timeout_ms; /* SET statement_timeout on every connection */
+    int connect_timeout_ms;   /* per connection attempt */
+    int reconnect_max_ms;     /* ceiling of the exponential reconnect back-off */
+    int retries;              /* re-runs on 40001/40P01 before giving up with ST_UNAVAILABLE */
 };
 
 struct db_pool_stats {
-    int size;        /* configured */
-    int connected;   /* connections that are idle or active */
-    int in_use;      /* active */
-    int waiting;     /* queued queries */
+    int size;      /* configured */
+    int connected; /* connections that are idle or active */
+    int in_use;    /* active */
+    int waiting;   /* queued queries */
     uint64_t queries, errors, retries, timeouts, rejected;
 };
 

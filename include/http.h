@@ -31,17 +31,17 @@ struct req_ctx {
     const struct route *route;
     struct router_params params;
     const char *method;
-    char *path;                 /* arena */
-    struct evkeyvalq query;     /* parsed query string */
-    const char *body;           /* raw body (arena, NUL-terminated) */
+    char *path;             /* arena */
+    struct evkeyvalq query; /* parsed query string */
+    const char *body;       /* raw body (arena, NUL-terminated) */
     size_t body_len;
-    json_t *json;               /* parsed body object ({} when empty), freed with the context */
-    const char *idem_key;       /* Idempotency-Key header or NULL (arena) */
-    char rid[40];               /* request id, echoed in X-Request-Id */
-    char addr[64];              /* client address */
+    json_t *json;         /* parsed body object ({} when empty), freed with the context */
+    const char *idem_key; /* Idempotency-Key header or NULL (arena) */
+    char rid[40];         /* request id, echoed in X-Request-Id */
+    char addr[64];        /* client address */
     struct principal principal;
     int64_t start_ms;
-    void *state;                /* the handler's own state (arena) */
+    void *state; /* the handler's own state (arena) */
     /* Called with the final status and body just before the reply is sent, to add headers
      * (merchant_auth signs replies to verified merchant requests with it). */
     void (*reply_hook)(struct req_ctx *rc, int code, const char *body, size_t len);
@@ -68,8 +68,8 @@ void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, cons
 /* The SPEC §5 error body; adds Retry-After to 429 and 503 (retry_after_s, or 1 when 0). */
 void http_reply_error(struct req_ctx *rc, enum status st, const char *code, const char *field,
                       const char *fmt, ...) PRINTF_LIKE(5, 6);
-void http_reply_error_retry(struct req_ctx *rc, enum status st, const char *code,
-                            int retry_after_s, const char *message);
+void http_reply_error_retry(struct req_ctx *rc, enum status st, const char *code, int retry_after_s,
+                            const char *message);
 void http_reply_jv(struct req_ctx *rc, const struct jv_err *e);
 /* A database result: on success replies `code` with the JSON text in row 0 column 0 (404 when
  * there is no row or it is NULL); on failure the classified error. */
@@ -96,8 +96,16 @@ const char *http_idem_principal(struct req_ctx *rc);
 
 /* Request-scoped log lines: prefixed with rid, route and person. */
 void rlog(struct req_ctx *rc, int level, const char *fmt, ...) PRINTF_LIKE(3, 4);
-#define rlog_info(rc, ...) do { if (log_min_level <= LOG_LEVEL_INFO) rlog(rc, LOG_LEVEL_INFO, __VA_ARGS__); } while (0)
-#define rlog_warn(rc, ...) do { if (log_min_level <= LOG_LEVEL_WARN) rlog(rc, LOG_LEVEL_WARN, __VA_ARGS__); } while (0)
+#define rlog_info(rc, ...)                                                                         \
+    do {                                                                                           \
+        if (log_min_level <= LOG_LEVEL_INFO)                                                       \
+            rlog(rc, LOG_LEVEL_INFO, __VA_ARGS__);                                                 \
+    } while (0)
+#define rlog_warn(rc, ...)                                                                         \
+    do {                                                                                           \
+        if (log_min_level <= LOG_LEVEL_WARN)                                                       \
+            rlog(rc, LOG_LEVEL_WARN, __VA_ARGS__);                                                 \
+    } while (0)
 #define rlog_error(rc, ...) rlog(rc, LOG_LEVEL_ERROR, __VA_ARGS__)
 
 #endif

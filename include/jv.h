@@ -14,8 +14,8 @@
 #include <jansson.h>
 
 struct jv_err {
-    enum status st;      /* ST_OK until the first failure */
-    char code[48];       /* machine code, e.g. "missing_field" */
+    enum status st; /* ST_OK until the first failure */
+    char code[48];  /* machine code, e.g. "missing_field" */
     char field[64];
     char message[192];
 };
@@ -25,8 +25,8 @@ bool jv_parse(const char *buf, size_t len, int max_depth, int max_items, json_t 
               struct jv_err *e) MUSTCHECK;
 
 /* Records a failure unless one is already recorded; returns false for `return jv_fail(...)`. */
-bool jv_fail(struct jv_err *e, enum status st, const char *code, const char *field,
-             const char *fmt, ...) PRINTF_LIKE(5, 6);
+bool jv_fail(struct jv_err *e, enum status st, const char *code, const char *field, const char *fmt,
+             ...) PRINTF_LIKE(5, 6);
 
 /* Refuses members of obj not listed in allowed (NULL-terminated): 400 unknown_field. */
 bool jv_only(json_t *obj, const char *const *allowed, struct jv_err *e) MUSTCHECK;

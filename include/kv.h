@@ -25,14 +25,14 @@ struct kv_script;
 typedef void (*kv_cb)(struct redisReply *reply, enum status st, void *arg);
 
 struct kv_config {
-    const char *host;         /* host, or NULL with unix_path set */
+    const char *host; /* host, or NULL with unix_path set */
     int port;
-    const char *unix_path;    /* unix socket path or NULL */
-    const char *password;     /* AUTH password or NULL */
-    int db;                   /* SELECT n after connecting */
+    const char *unix_path; /* unix socket path or NULL */
+    const char *password;  /* AUTH password or NULL */
+    int db;                /* SELECT n after connecting */
     int connect_timeout_ms;
     int command_timeout_ms;
-    int reconnect_max_ms;     /* ceiling of the exponential reconnect back-off */
+    int reconnect_max_ms; /* ceiling of the exponential reconnect back-off */
 };
 
 struct kv_stats {

@@ -25,9 +25,21 @@ void log_kv(char *buf, size_t cap, const char *key, const char *value);
 /* Routes libevent's internal messages into our log. */
 void log_hook_libevent(void);
 
-#define log_debug(...) do { if (log_min_level <= LOG_LEVEL_DEBUG) log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); } while (0)
-#define log_info(...)  do { if (log_min_level <= LOG_LEVEL_INFO)  log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__); } while (0)
-#define log_warn(...)  do { if (log_min_level <= LOG_LEVEL_WARN)  log_write(LOG_LEVEL_WARN, NULL, __VA_ARGS__); } while (0)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_min_level <= LOG_LEVEL_DEBUG)                                                      \
+            log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__);                                         \
+    } while (0)
+#define log_info(...)                                                                              \
+    do {                                                                                           \
+        if (log_min_level <= LOG_LEVEL_INFO)                                                       \
+            log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__);                                          \
+    } while (0)
+#define log_warn(...)                                                                              \
+    do {                                                                                           \
+        if (log_min_level <= LOG_LEVEL_WARN)                                                       \
+            log_write(LOG_LEVEL_WARN, NULL, __VA_ARGS__);                                          \
+    } while (0)
 #define log_error(...) log_write(LOG_LEVEL_ERROR, NULL, __VA_ARGS__)
 
 #endif

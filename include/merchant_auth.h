@@ -35,12 +35,12 @@
 struct req_ctx;
 struct app;
 
-#define MAUTH_SCHEME "GP1-HMAC-SHA256"
+#define MAUTH_SCHEME          "GP1-HMAC-SHA256"
 #define MAUTH_RESPONSE_SCHEME "GP1-HMAC-SHA256-RESPONSE"
-#define MAUTH_KEY_ID_LEN 19 /* "mk_" + 16 hex */
-#define MAUTH_NONCE_MIN 16
-#define MAUTH_NONCE_MAX 64
-#define MAUTH_SECRET_MAX 128
+#define MAUTH_KEY_ID_LEN      19 /* "mk_" + 16 hex */
+#define MAUTH_NONCE_MIN       16
+#define MAUTH_NONCE_MAX       64
+#define MAUTH_SECRET_MAX      128
 
 /* --- pure helpers (no I/O; unit-tested) --- */
 

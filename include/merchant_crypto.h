@@ -21,8 +21,8 @@
 
 #include "common.h"
 
-#define MCRYPTO_KEK_HEX_LEN 64
-#define MCRYPTO_PAYCODE_MAX 96
+#define MCRYPTO_KEK_HEX_LEN   64
+#define MCRYPTO_PAYCODE_MAX   96
 #define MCRYPTO_NONCE_HEX_LEN 32
 
 /* Parses merchant.key_encryption_key (exactly 64 hex digits). */
@@ -44,8 +44,8 @@ bool mcrypto_paycode_check(const char *secret, const char *code,
                            int64_t *exp) MUSTCHECK;
 
 /* The value of the Gridpoints-Signature header for a webhook body sent at time t. */
-void mcrypto_webhook_signature(const char *secret, size_t secret_len, int64_t t,
-                               const void *body, size_t len, char *out, size_t cap);
+void mcrypto_webhook_signature(const char *secret, size_t secret_len, int64_t t, const void *body,
+                               size_t len, char *out, size_t cap);
 
 struct config;
 /* Checks what serving merchants needs: merchant.key_encryption_key (64 hex digits) and

@@ -9,7 +9,7 @@
 
 #include "common.h"
 
-#define ROUTER_MAX_PARAMS 4
+#define ROUTER_MAX_PARAMS    4
 #define ROUTER_MAX_PARAM_LEN 64
 
 struct req_ctx;
@@ -22,7 +22,7 @@ enum route_auth {
 };
 
 struct route {
-    const char *method;  /* "GET", "POST", ... */
+    const char *method; /* "GET", "POST", ... */
     const char *pattern;
     route_handler handler;
     enum route_auth auth;

@@ -12,8 +12,8 @@ struct config;
 
 struct sweep_def {
     const char *name;
-    const char *sql;  /* static; $1 = batch size, $2 = cursor (NULL on a fresh round) */
-    int nparams;      /* 0, 1 or 2 */
+    const char *sql; /* static; $1 = batch size, $2 = cursor (NULL on a fresh round) */
+    int nparams;     /* 0, 1 or 2 */
     int (*interval_ms)(const struct config *cfg);
     int64_t (*on_result)(struct app *app, const char *json);
     /* Optional: when set, $2 is this text (settings the SQL needs) instead of the cursor. */

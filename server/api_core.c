@@ -125,9 +125,9 @@ static void ready_finish(struct req_ctx *rc)
     if (--rs->pending > 0)
         return;
     bool ok = rs->db_ok && rs->kv_ok;
-    json_t *body = json_pack("{s:s, s:{s:s, s:s}}", "status", ok ? "ok" : "unavailable", "checks",
-                             "postgres", rs->db_ok ? "ok" : "down", "redis",
-                             rs->kv_ok ? "ok" : "down");
+    json_t *body =
+        json_pack("{s:s, s:{s:s, s:s}}", "status", ok ? "ok" : "unavailable", "checks", "postgres",
+                  rs->db_ok ? "ok" : "down", "redis", rs->kv_ok ? "ok" : "down");
     if (!ok)
         http_set_header(rc, "Retry-After", "1");
     http_reply_json(rc, ok ? 200 : 503, body);
@@ -166,30 +166,30 @@ void api_metrics(struct req_ctx *rc)
     db_pool_get_stats(app->db, &ds);
     struct kv_stats ks;
     kv_get_stats(app->kv, &ks);
-    evbuffer_add_printf(b,
-                        "# TYPE gridpoints_db_pool_size gauge\ngridpoints_db_pool_size %d\n"
-                        "# TYPE gridpoints_db_pool_connected gauge\ngridpoints_db_pool_connected %d\n"
-                        "# TYPE gridpoints_db_pool_in_use gauge\ngridpoints_db_pool_in_use %d\n"
-                        "# TYPE gridpoints_db_pool_waiting gauge\ngridpoints_db_pool_waiting %d\n"
-                        "# TYPE gridpoints_db_queries_total counter\ngridpoints_db_queries_total %llu\n"
-                        "# TYPE gridpoints_db_errors_total counter\ngridpoints_db_errors_total %llu\n"
-                        "# TYPE gridpoints_db_retries_total counter\ngridpoints_db_retries_total %llu\n"
-                        "# TYPE gridpoints_db_timeouts_total counter\ngridpoints_db_timeouts_total %llu\n"
-                        "# TYPE gridpoints_db_rejected_total counter\ngridpoints_db_rejected_total %llu\n"
-                        "# TYPE gridpoints_redis_up gauge\ngridpoints_redis_up %d\n"
-                        "# TYPE gridpoints_redis_pending gauge\ngridpoints_redis_pending %d\n"
-                        "# TYPE gridpoints_redis_commands_total counter\ngridpoints_redis_commands_total %llu\n"
-                        "# TYPE gridpoints_redis_errors_total counter\ngridpoints_redis_errors_total %llu\n"
-                        "# TYPE gridpoints_redis_timeouts_total counter\ngridpoints_redis_timeouts_total %llu\n"
-                        "# TYPE gridpoints_redis_reconnects_total counter\ngridpoints_redis_reconnects_total %llu\n"
-                        "# TYPE gridpoints_workpool_pending gauge\ngridpoints_workpool_pending %d\n",
-                        ds.size, ds.connected, ds.in_use, ds.waiting,
-                        (unsigned long long)ds.queries, (unsigned long long)ds.errors,
-                        (unsigned long long)ds.retries, (unsigned long long)ds.timeouts,
-                        (unsigned long long)ds.rejected, ks.up ? 1 : 0, ks.pending,
-                        (unsigned long long)ks.commands, (unsigned long long)ks.errors,
-                        (unsigned long long)ks.timeouts, (unsigned long long)ks.reconnects,
-                        workpool_pending(app->wp));
+    evbuffer_add_printf(
+        b,
+        "# TYPE gridpoints_db_pool_size gauge\ngridpoints_db_pool_size %d\n"
+        "# TYPE gridpoints_db_pool_connected gauge\ngridpoints_db_pool_connected %d\n"
+        "# TYPE gridpoints_db_pool_in_use gauge\ngridpoints_db_pool_in_use %d\n"
+        "# TYPE gridpoints_db_pool_waiting gauge\ngridpoints_db_pool_waiting %d\n"
+        "# TYPE gridpoints_db_queries_total counter\ngridpoints_db_queries_total %llu\n"
+        "# TYPE gridpoints_db_errors_total counter\ngridpoints_db_errors_total %llu\n"
+        "# TYPE gridpoints_db_retries_total counter\ngridpoints_db_retries_total %llu\n"
+        "# TYPE gridpoints_db_timeouts_total counter\ngridpoints_db_timeouts_total %llu\n"
+        "# TYPE gridpoints_db_rejected_total counter\ngridpoints_db_rejected_total %llu\n"
+        "# TYPE gridpoints_redis_up gauge\ngridpoints_redis_up %d\n"
+        "# TYPE gridpoints_redis_pending gauge\ngridpoints_redis_pending %d\n"
+        "# TYPE gridpoints_redis_commands_total counter\ngridpoints_redis_commands_total %llu\n"
+        "# TYPE gridpoints_redis_errors_total counter\ngridpoints_redis_errors_total %llu\n"
+        "# TYPE gridpoints_redis_timeouts_total counter\ngridpoints_redis_timeouts_total %llu\n"
+        "# TYPE gridpoints_redis_reconnects_total counter\ngridpoints_redis_reconnects_total %llu\n"
+        "# TYPE gridpoints_workpool_pending gauge\ngridpoints_workpool_pending %d\n",
+        ds.size, ds.connected, ds.in_use, ds.waiting, (unsigned long long)ds.queries,
+        (unsigned long long)ds.errors, (unsigned long long)ds.retries,
+        (unsigned long long)ds.timeouts, (unsigned long long)ds.rejected, ks.up ? 1 : 0, ks.pending,
+        (unsigned long long)ks.commands, (unsigned long long)ks.errors,
+        (unsigned long long)ks.timeouts, (unsigned long long)ks.reconnects,
+        workpool_pending(app->wp));
     size_t len = evbuffer_get_length(b);
     char *text = arena_alloc(rc->arena, len + 1);
     evbuffer_remove(b, text, len);
@@ -206,8 +206,8 @@ enum login_step { LOGIN_LIMIT_PHONE, LOGIN_LIMIT_ADDR, LOGIN_LOOKUP, LOGIN_VERIF
 struct login_state {
     enum login_step step;
     const char *phone;
-    char *password;         /* heap copy the worker thread reads; wiped and freed with the arena */
-    char *stored_hash;      /* heap copy for the worker thread; freed with the arena */
+    char *password;    /* heap copy the worker thread reads; wiped and freed with the arena */
+    char *stored_hash; /* heap copy for the worker thread; freed with the arena */
     int64_t person_id;
     bool verified;
     char token[CRYPTO_TOKEN_LEN + 1];
@@ -218,8 +218,9 @@ struct login_state {
  * phone costs the same time as a wrong password. Its iteration count follows the config. */
 static const char *dummy_hash(struct req_ctx *rc)
 {
-    return arena_printf(rc->arena, "pbkdf2-sha256$%d$AAAAAAAAAAAAAAAAAAAAAA==$"
-                                   "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    return arena_printf(rc->arena,
+                        "pbkdf2-sha256$%d$AAAAAAAAAAAAAAAAAAAAAA==$"
+                        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
                         rc->app->cfg->pbkdf2_iterations);
 }
 
@@ -280,7 +281,8 @@ static void verify_done(void *arg, bool cancelled)
     }
     if (!ls->verified || ls->person_id == 0) {
         rlog_info(rc, "login failed for a phone");
-        http_reply_error(rc, ST_UNAUTHORIZED, "invalid_credentials", NULL, "wrong phone or password");
+        http_reply_error(rc, ST_UNAUTHORIZED, "invalid_credentials", NULL,
+                         "wrong phone or password");
         return;
     }
     ls->step = LOGIN_SESSION;
@@ -300,9 +302,9 @@ static void login_session_cb(struct db_result *res, void *arg)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
         return;
     }
-    json_t *body = json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer",
-                             "expires_at", json_object_get(principal, "expires_at"), "person",
-                             principal);
+    json_t *body =
+        json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer", "expires_at",
+                  json_object_get(principal, "expires_at"), "person", principal);
     json_decref(principal);
     rlog_info(rc, "login ok person=%lld", (long long)ls->person_id);
     http_reply_json(rc, 200, body);

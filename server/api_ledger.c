@@ -110,12 +110,13 @@ void api_statement(struct req_ctx *rc)
         !api_cursor_or_reply(rc, &after) || !time_query_or_reply(rc, "from", &from) ||
         !time_query_or_reply(rc, "to", &to))
         return;
-    if (kind && (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {
+    if (kind &&
+        (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {
         http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
         return;
     }
-    const char *params[] = {api_actor(rc), api_i64(rc, worker), kind, from, to, after,
-                            api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), kind, from, to,
+                            after,         api_i64(rc, limit)};
     api_query(rc, "SELECT gp_statement($1, $2, $3, $4::timestamptz, $5::timestamptz, $6, $7)", 7,
               params, 200);
 }
@@ -135,7 +136,8 @@ void api_rank(struct req_ctx *rc)
         return;
     }
     if (period && !ledger_period_valid(period)) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", "period", "period must be YYYY-MM or all");
+        http_reply_error(rc, ST_INVALID, "invalid_query", "period",
+                         "period must be YYYY-MM or all");
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, worker), scope, period ? period : "all"};
@@ -174,8 +176,8 @@ void api_budget_issue(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {api_actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo,
-                            principal, key, hash};
+    const char *params[] = {
+        api_actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo, principal, key, hash};
     api_write(rc, "SELECT gp_issue($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
 }
 
@@ -196,8 +198,14 @@ void api_budget_grant(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {api_actor(rc), api_i64(rc, from), api_i64(rc, to), api_i64(rc, amount),
-                            memo, principal, key, hash};
+    const char *params[] = {api_actor(rc),
+                            api_i64(rc, from),
+                            api_i64(rc, to),
+                            api_i64(rc, amount),
+                            memo,
+                            principal,
+                            key,
+                            hash};
     api_write(rc, "SELECT gp_grant($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201);
 }
 
@@ -221,8 +229,8 @@ void api_adjust(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
-                            principal, key, hash};
+    const char *params[] = {
+        api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason, principal, key, hash};
     api_write(rc, "SELECT gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
 }
 

@@ -42,8 +42,8 @@ enum mflag {
 struct mquery_state {
     int code;
     unsigned flags;
-    const char *extra_name;  /* a field added to a successful reply (a secret shown once) */
-    char *extra_value;       /* malloc'd; wiped and freed with the arena */
+    const char *extra_name; /* a field added to a successful reply (a secret shown once) */
+    char *extra_value;      /* malloc'd; wiped and freed with the arena */
 };
 
 static void wipe_extra(void *p)
@@ -99,8 +99,8 @@ static struct mquery_state *mstate(struct req_ctx *rc, int code, unsigned flags)
     return qs;
 }
 
-static void mquery(struct req_ctx *rc, const char *sql, int n, const char *const *params,
-                   int code, unsigned flags)
+static void mquery(struct req_ctx *rc, const char *sql, int n, const char *const *params, int code,
+                   unsigned flags)
 {
     mstate(rc, code, flags);
     db_query(rc->app->db, sql, n, params, mquery_cb, rc);
@@ -237,8 +237,9 @@ static const char *const sql_statement[] = {
                   "$3::timestamptz, $4::timestamptz, $5::bigint, $6::int)",
 };
 static const char *const sql_statement_csv[] = {
-    [W_ADMIN] = "SELECT gp_m_statement_csv((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
-                "$3::timestamptz, $4::timestamptz)",
+    [W_ADMIN] =
+        "SELECT gp_m_statement_csv((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
+        "$3::timestamptz, $4::timestamptz)",
     [W_MERCHANT] = "SELECT gp_m_statement_csv((gp_mrc_principal($1)).id, $2::timestamptz, "
                    "$3::timestamptz)",
     [W_CONSOLE] = "SELECT gp_m_statement_csv((gp_merchant_for_staff($1::bigint, $2::bigint)).id, "
@@ -252,16 +253,18 @@ static const char *const sql_settlements[] = {
                   "$3::jsonb)",
 };
 static const char *const sql_settlement_get[] = {
-    [W_ADMIN] = "SELECT gp_m_settlement_get((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
-                "$3::bigint, $4::bigint, $5::int)",
+    [W_ADMIN] =
+        "SELECT gp_m_settlement_get((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
+        "$3::bigint, $4::bigint, $5::int)",
     [W_MERCHANT] = "SELECT gp_m_settlement_get((gp_mrc_principal($1)).id, $2::bigint, $3::bigint, "
                    "$4::int)",
     [W_CONSOLE] = "SELECT gp_m_settlement_get((gp_merchant_for_staff($1::bigint, $2::bigint)).id, "
                   "$3::bigint, $4::bigint, $5::int)",
 };
 static const char *const sql_settlement_csv[] = {
-    [W_ADMIN] = "SELECT gp_m_settlement_csv((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
-                "$3::bigint)",
+    [W_ADMIN] =
+        "SELECT gp_m_settlement_csv((gp_merchant_require($1::bigint, $2::bigint, 'read')).id, "
+        "$3::bigint)",
     [W_MERCHANT] = "SELECT gp_m_settlement_csv((gp_mrc_principal($1)).id, $2::bigint)",
     [W_CONSOLE] = "SELECT gp_m_settlement_csv((gp_merchant_for_staff($1::bigint, $2::bigint)).id, "
                   "$3::bigint)",
@@ -443,8 +446,11 @@ void api_merchant_key_create(struct req_ctx *rc)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot make a key");
         return;
     }
-    const char *params[] = {api_actor(rc), api_i64(rc, id), arena_strdup(rc->arena, kid),
-                            arena_strdup(rc->arena, sealed), rotate ? "true" : "false",
+    const char *params[] = {api_actor(rc),
+                            api_i64(rc, id),
+                            arena_strdup(rc->arena, kid),
+                            arena_strdup(rc->arena, sealed),
+                            rotate ? "true" : "false",
                             api_i64(rc, overlap)};
     free(sealed);
     db_query(rc->app->db, "SELECT gp_merchant_key_create($1, $2, $3, $4, $5::boolean, $6)", 6,
@@ -518,7 +524,8 @@ void api_merchant_settle(struct req_ctx *rc)
         return;
     }
     if (until && month) {
-        http_reply_error(rc, ST_INVALID, "invalid_request", "month", "give until or month, not both");
+        http_reply_error(rc, ST_INVALID, "invalid_request", "month",
+                         "give until or month, not both");
         return;
     }
     const char *principal, *key, *hash;
@@ -542,8 +549,11 @@ void api_mrc_offer_create(struct req_ctx *rc)
 {
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
-    const char *params[] = {key_param(rc), api_json_text(rc, rc->json),
-                            api_i64(rc, rc->app->cfg->merchant_voucher_ttl_s), principal, key,
+    const char *params[] = {key_param(rc),
+                            api_json_text(rc, rc->json),
+                            api_i64(rc, rc->app->cfg->merchant_voucher_ttl_s),
+                            principal,
+                            key,
                             hash};
     mquery(rc, "SELECT gp_mrc_offer_create($1, $2::jsonb, $3, $4, $5, $6)", 6, params, 201, 0);
 }
@@ -574,8 +584,8 @@ void api_mrc_offer_update(struct req_ctx *rc)
         return;
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
-    const char *params[] = {key_param(rc), api_i64(rc, id), api_json_text(rc, rc->json),
-                            principal, key, hash};
+    const char *params[] = {
+        key_param(rc), api_i64(rc, id), api_json_text(rc, rc->json), principal, key, hash};
     mquery(rc, "SELECT gp_mrc_offer_update($1, $2, $3::jsonb, $4, $5, $6)", 6, params, 200, 0);
 }
 
@@ -604,9 +614,13 @@ static void refund(struct req_ctx *rc, const char *kind)
         return;
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
-    const char *params[] = {key_param(rc), kind, rc->params.values[0],
+    const char *params[] = {key_param(rc),
+                            kind,
+                            rc->params.values[0],
                             api_json_text(rc, rc->json),
-                            api_i64(rc, rc->app->cfg->merchant_refund_window_s), principal, key,
+                            api_i64(rc, rc->app->cfg->merchant_refund_window_s),
+                            principal,
+                            key,
                             hash};
     mquery(rc, "SELECT gp_mrc_refund($1, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, params, 201,
            M_EFFECTS | M_STRIP);
@@ -650,8 +664,14 @@ void api_mrc_charge(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
-    const char *params[] = {key_param(rc), arena_strdup(rc->arena, nonce), api_i64(rc, worker),
-                            api_i64(rc, amount), memo, principal, key, hash};
+    const char *params[] = {key_param(rc),
+                            arena_strdup(rc->arena, nonce),
+                            api_i64(rc, worker),
+                            api_i64(rc, amount),
+                            memo,
+                            principal,
+                            key,
+                            hash};
     mquery(rc, "SELECT gp_mrc_charge($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201,
            M_EFFECTS | M_STRIP);
 }
@@ -694,16 +714,18 @@ void api_mrc_webhook_set(struct req_ctx *rc)
         return;
     }
     if (!webhook_url_check(url, rc->app->cfg->merchant_webhook_allow_private, &code)) {
-        http_reply_error(rc, ST_INVALID, code, "url",
-                         !strcmp(code, "webhook_url_not_allowed")
-                             ? "webhooks may not point at loopback, private or link-local addresses"
-                             : "the webhook URL must be https://host[:port]/path, without credentials");
+        http_reply_error(
+            rc, ST_INVALID, code, "url",
+            !strcmp(code, "webhook_url_not_allowed")
+                ? "webhooks may not point at loopback, private or link-local addresses"
+                : "the webhook URL must be https://host[:port]/path, without credentials");
         return;
     }
     char token[CRYPTO_TOKEN_LEN + 1], aad[48];
     unsigned char kek[32];
     char *sealed = NULL;
-    if (!crypto_token(token) || !mcrypto_parse_kek(rc->app->cfg->merchant_key_encryption_key, kek)) {
+    if (!crypto_token(token) ||
+        !mcrypto_parse_kek(rc->app->cfg->merchant_key_encryption_key, kek)) {
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot make a webhook secret");
         return;
     }
@@ -722,11 +744,11 @@ void api_mrc_webhook_set(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
-    const char *params[] = {key_param(rc), url, arena_strdup(rc->arena, sealed), principal, key,
-                            hash};
+    const char *params[] = {key_param(rc), url, arena_strdup(rc->arena, sealed),
+                            principal,     key, hash};
     free(sealed);
-    db_query(rc->app->db, "SELECT gp_mrc_webhook_set($1, $2, $3, $4, $5, $6)", 6, params,
-             mquery_cb, rc);
+    db_query(rc->app->db, "SELECT gp_mrc_webhook_set($1, $2, $3, $4, $5, $6)", 6, params, mquery_cb,
+             rc);
 }
 
 void api_mrc_webhook_delete(struct req_ctx *rc)
@@ -766,8 +788,8 @@ void api_console_offers(struct req_ctx *rc)
     if (!args)
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), args};
-    mquery(rc, "SELECT gp_m_offers((gp_merchant_for_staff($1, $2)).id, $3::jsonb)", 3, params,
-           200, 0);
+    mquery(rc, "SELECT gp_m_offers((gp_merchant_for_staff($1, $2)).id, $3::jsonb)", 3, params, 200,
+           0);
 }
 
 void api_console_statement(struct req_ctx *rc)
@@ -872,9 +894,9 @@ static void paycode_cb(struct db_result *res, void *arg)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot sign the pay code");
         return;
     }
-    json_t *out = json_pack("{s:s, s:s, s:O, s:i}", "paycode", code, "qr_payload", code,
-                            "expires_at", json_object_get(j, "expires_at"), "ttl_s",
-                            rc->app->cfg->merchant_paycode_ttl_s);
+    json_t *out =
+        json_pack("{s:s, s:s, s:O, s:i}", "paycode", code, "qr_payload", code, "expires_at",
+                  json_object_get(j, "expires_at"), "ttl_s", rc->app->cfg->merchant_paycode_ttl_s);
     json_decref(j);
     http_reply_json(rc, 201, out);
 }

@@ -188,8 +188,12 @@ void api_person_list(struct req_ctx *rc)
                          "q must be 1 to 64 characters without %%, _ or \\");
         return;
     }
-    const char *params[] = {api_i64(rc, rc->principal.person_id), unit ? api_i64(rc, unit) : NULL,
-                            role, q, after, api_i64(rc, limit)};
+    const char *params[] = {api_i64(rc, rc->principal.person_id),
+                            unit ? api_i64(rc, unit) : NULL,
+                            role,
+                            q,
+                            after,
+                            api_i64(rc, limit)};
     api_query(rc, "SELECT gp_person_list($1, $2, $3, $4, $5, $6)", 6, params, 200);
 }
 

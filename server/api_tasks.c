@@ -146,9 +146,9 @@ static void list_call(struct req_ctx *rc, const char *sql, const struct qspec *s
 void api_task_list(struct req_ctx *rc)
 {
     static const struct qspec specs[] = {
-        {"view", Q_STR},   {"status", Q_STR}, {"category", Q_STR}, {"unit_id", Q_INT},
-        {"mine", Q_BOOL},  {"lat", Q_NUM},    {"lng", Q_NUM},      {"radius_m", Q_NUM},
-        {"cursor", Q_STR},
+        {"view", Q_STR},    {"status", Q_STR},   {"category", Q_STR},
+        {"unit_id", Q_INT}, {"mine", Q_BOOL},    {"lat", Q_NUM},
+        {"lng", Q_NUM},     {"radius_m", Q_NUM}, {"cursor", Q_STR},
     };
     list_call(rc, "SELECT gp_task_list($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }

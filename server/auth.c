@@ -22,7 +22,7 @@
 
 struct auth_state {
     void (*next)(struct req_ctx *rc);
-    char key[80];      /* sess:<hex> */
+    char key[80];        /* sess:<hex> */
     char hash_param[70]; /* \x<hex>, the bytea parameter */
 };
 

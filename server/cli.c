@@ -132,8 +132,8 @@ int cli_migrate(const struct config *cfg)
         char v[16];
         snprintf(v, sizeof v, "%d", m[i].version);
         const char *p[] = {v};
-        PGresult *r = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1,
-                                   NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL,
+                                   p, NULL, NULL, 0);
         bool done = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
         PQclear(r);
         if (done)
@@ -194,7 +194,8 @@ int cli_create_admin(const struct config *cfg, int argc, char **argv)
         return 2;
     }
     if (!password || strlen(password) < 8) {
-        fprintf(stderr, "GRIDPOINTS_ADMIN_PASSWORD must hold a password of at least 8 characters\n");
+        fprintf(stderr,
+                "GRIDPOINTS_ADMIN_PASSWORD must hold a password of at least 8 characters\n");
         return 2;
     }
     char hash[160];
@@ -208,7 +209,8 @@ int cli_create_admin(const struct config *cfg, int argc, char **argv)
     /* One statement: the street (reused when it exists), the person and the grant. */
     static const char sql[] =
         "WITH s AS (INSERT INTO org_units (level, name) VALUES ('street', $3) "
-        "           ON CONFLICT ((coalesce(parent_id, 0)), name) DO UPDATE SET name = EXCLUDED.name "
+        "           ON CONFLICT ((coalesce(parent_id, 0)), name) DO UPDATE SET name = "
+        "EXCLUDED.name "
         "           RETURNING id), "
         "p AS (INSERT INTO persons (phone, name, unit_id, password_hash) "
         "      SELECT $1, $2, s.id, $4 FROM s RETURNING id, unit_id), "
@@ -238,10 +240,12 @@ int cli_create_admin(const struct config *cfg, int argc, char **argv)
  * so that it loads in about a second. Every demo account of one kind shares one generated
  * password (hashing 1,200 distinct passwords would take minutes and teaches nothing). */
 static const char demo_sql[] =
-    "WITH street AS (INSERT INTO org_units (level, name) VALUES ('street', '锦江区示范街道') RETURNING id), "
+    "WITH street AS (INSERT INTO org_units (level, name) VALUES ('street', '锦江区示范街道') "
+    "RETURNING id), "
     "comms AS (INSERT INTO org_units (parent_id, level, name) "
     "          SELECT street.id, 'community', c.n FROM street, unnest(ARRAY['东风社区','锦华社区',"
-    "          '莲花社区','书院社区','水井坊社区','合江亭社区','望平社区','春熙社区']) AS c(n) RETURNING id, name) "
+    "          '莲花社区','书院社区','水井坊社区','合江亭社区','望平社区','春熙社区']) AS c(n) "
+    "RETURNING id, name) "
     "SELECT (SELECT id FROM street)";
 
 /* The street admin issues 10,000,000 points, grants 1,000,000 to each community and 50,000
@@ -262,8 +266,10 @@ static const char demo_activity_sql[] =
     "t AS (SELECT gp_task_publish(staff.staff, jsonb_build_object("
     "          'unit_id', staff.grid, 'title', x.title, 'category', x.category, "
     "          'description', x.title || '（示范任务）', 'reward', x.reward, 'slots', x.slots, "
-    "          'required_tags', x.tags, 'lat', 30.65 + staff.k * 0.002, 'lng', 104.08 + x.n * 0.001, "
-    "          'geofence_m', 300, 'ends_at', to_char(now() + interval '7 days', 'YYYY-MM-DD\"T\"HH24:MI:SSOF') || ':00', "
+    "          'required_tags', x.tags, 'lat', 30.65 + staff.k * 0.002, 'lng', 104.08 + x.n * "
+    "0.001, "
+    "          'geofence_m', 300, 'ends_at', to_char(now() + interval '7 days', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SSOF') || ':00', "
     "          'claim_ttl_s', 7200, 'review_window_s', 600)) AS r "
     "      FROM (SELECT count(*) FROM g) gg, staff, "
     "      (VALUES (1, '检查7号楼消防通道', 'fire_safety', 20, 3, '{}'::text[]), "
@@ -274,7 +280,8 @@ static const char demo_activity_sql[] =
     "      WHERE staff.k <= 12) "
     "SELECT count(*) FROM t";
 
-static int demo_exec(PGconn *c, const char *sql, int n, const char *const *p, char *out, size_t outlen)
+static int demo_exec(PGconn *c, const char *sql, int n, const char *const *p, char *out,
+                     size_t outlen)
 {
     PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -296,8 +303,8 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     if (!c)
         return 1;
     char existing[32] = "";
-    if (demo_exec(c, "SELECT id FROM org_units WHERE level = 'street' AND name = '锦江区示范街道'", 0,
-                  NULL, existing, sizeof existing) < 0) {
+    if (demo_exec(c, "SELECT id FROM org_units WHERE level = 'street' AND name = '锦江区示范街道'",
+                  0, NULL, existing, sizeof existing) < 0) {
         PQfinish(c);
         return 1;
     }
@@ -327,14 +334,14 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     }
     char street[32] = "";
     int rc = 1;
-    if (!exec_ok(c, "BEGIN", "BEGIN") ||
-        demo_exec(c, demo_sql, 0, NULL, street, sizeof street) < 0)
+    if (!exec_ok(c, "BEGIN", "BEGIN") || demo_exec(c, demo_sql, 0, NULL, street, sizeof street) < 0)
         goto fail;
     const char *sp[] = {street, h_admin, h_staff, h_worker};
     /* 100 grids spread over the 8 communities (13 or 12 each), 624 micro-grids spread over the
      * grids (6 or 7 each); then people. Phones: 139 + unit-kind digit + sequence. */
     static const char units_sql[] =
-        "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM org_units WHERE parent_id = $1::bigint), "
+        "WITH c AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM org_units WHERE parent_id "
+        "= $1::bigint), "
         "g AS (INSERT INTO org_units (parent_id, level, name) "
         "      SELECT c.id, 'grid', format('第%s网格', i) FROM generate_series(1, 100) i "
         "      JOIN c ON c.k = (i - 1) % 8 + 1 RETURNING id), "
@@ -350,30 +357,42 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
         "    SELECT id, 'auditor', unit_id FROM admin RETURNING 1), "
         "aud AS (INSERT INTO persons (phone, name, unit_id, password_hash) "
         "    VALUES ('13900000002', '审计员', $1::bigint, $3) RETURNING id, unit_id), "
-        "audg AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'auditor', unit_id FROM aud RETURNING 1), "
+        "audg AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'auditor', unit_id "
+        "FROM aud RETURNING 1), "
         "ca AS (INSERT INTO persons (phone, name, unit_id, password_hash) "
-        "    SELECT '1391' || lpad((row_number() OVER (ORDER BY u.id))::text, 7, '0'), u.name || '管理员', u.id, $3 "
-        "    FROM org_units u WHERE u.level = 'community' AND u.parent_id = $1::bigint RETURNING id, unit_id), "
-        "cag AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'community_admin', unit_id FROM ca RETURNING 1), "
+        "    SELECT '1391' || lpad((row_number() OVER (ORDER BY u.id))::text, 7, '0'), u.name || "
+        "'管理员', u.id, $3 "
+        "    FROM org_units u WHERE u.level = 'community' AND u.parent_id = $1::bigint RETURNING "
+        "id, unit_id), "
+        "cag AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'community_admin', "
+        "unit_id FROM ca RETURNING 1), "
         "gs AS (INSERT INTO persons (phone, name, unit_id, password_hash) "
-        "    SELECT '1392' || lpad((row_number() OVER (ORDER BY u.id))::text, 7, '0'), u.name || '网格员', u.id, $3 "
+        "    SELECT '1392' || lpad((row_number() OVER (ORDER BY u.id))::text, 7, '0'), u.name || "
+        "'网格员', u.id, $3 "
         "    FROM org_units u JOIN org_units c ON c.id = u.parent_id "
         "    WHERE u.level = 'grid' AND c.parent_id = $1::bigint RETURNING id, unit_id), "
-        "gsg AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'grid_staff', unit_id FROM gs RETURNING 1), "
+        "gsg AS (INSERT INTO role_grants (person_id, role, unit_id) SELECT id, 'grid_staff', "
+        "unit_id FROM gs RETURNING 1), "
         "mg AS (SELECT u.id, row_number() OVER (ORDER BY u.id) AS k FROM org_units u "
-        "    WHERE u.level = 'micro_grid' AND u.path <@ (SELECT path FROM org_units WHERE id = $1::bigint)), "
+        "    WHERE u.level = 'micro_grid' AND u.path <@ (SELECT path FROM org_units WHERE id = "
+        "$1::bigint)), "
         "w AS (INSERT INTO persons (phone, name, unit_id, tags, password_hash) "
         "    SELECT '1393' || lpad(i::text, 7, '0'), "
         "           (ARRAY['王','李','张','刘','陈','杨','赵','黄','周','吴'])[i % 10 + 1] || "
-        "           (ARRAY['秀英','建国','桂兰','志强','丽','军','芳','伟','敏','静','磊','洋'])[i % 12 + 1], "
+        "           (ARRAY['秀英','建国','桂兰','志强','丽','军','芳','伟','敏','静','磊','洋'])[i "
+        "% 12 + 1], "
         "           mg.id, "
         "           CASE i % 8 WHEN 0 THEN ARRAY['party_member'] WHEN 1 THEN ARRAY['mediator'] "
-        "             WHEN 2 THEN ARRAY['first_aid'] WHEN 3 THEN ARRAY['building_head','party_member'] "
-        "             WHEN 5 THEN ARRAY['volunteer_firefighter'] WHEN 7 THEN ARRAY['first_aid','mediator'] "
+        "             WHEN 2 THEN ARRAY['first_aid'] WHEN 3 THEN "
+        "ARRAY['building_head','party_member'] "
+        "             WHEN 5 THEN ARRAY['volunteer_firefighter'] WHEN 7 THEN "
+        "ARRAY['first_aid','mediator'] "
         "             ELSE ARRAY[]::text[] END, $4 "
-"    FROM generate_series(1, 1200) i JOIN mg ON mg.k = (i - 1) % 624 + 1 RETURNING id, unit_id, phone) "
+        "    FROM generate_series(1, 1200) i JOIN mg ON mg.k = (i - 1) % 624 + 1 RETURNING id, "
+        "unit_id, phone) "
         "INSERT INTO role_grants (person_id, role, unit_id) "
-        "SELECT id, CASE WHEN right(phone, 1)::int % 4 = 0 THEN 'volunteer' ELSE 'worker' END, unit_id FROM w";
+        "SELECT id, CASE WHEN right(phone, 1)::int % 4 = 0 THEN 'volunteer' ELSE 'worker' END, "
+        "unit_id FROM w";
     if (demo_exec(c, units_sql, 1, sp, NULL, 0) < 0 || demo_exec(c, people_sql, 4, sp, NULL, 0) < 0)
         goto fail;
     /* Budgets down the tree and a few open tasks, through the same SQL functions the API

@@ -23,12 +23,30 @@ struct cfg_entry {
     long min, max; /* for numeric types, in the unit stored (ms, bytes, count) */
 };
 
-#define S(sec, key, field, def) {sec, key, CFG_STRING, offsetof(struct config, field), def, 0, 0}
-#define I(sec, key, field, def, lo, hi) {sec, key, CFG_INT, offsetof(struct config, field), def, lo, hi}
-#define B(sec, key, field, def) {sec, key, CFG_BOOL, offsetof(struct config, field), def, 0, 1}
-#define D(sec, key, field, def, lo, hi) {sec, key, CFG_DURATION, offsetof(struct config, field), def, lo, hi}
-#define T(sec, key, field, def, lo, hi) {sec, key, CFG_SECONDS, offsetof(struct config, field), def, lo, hi}
-#define Z(sec, key, field, def, lo, hi) {sec, key, CFG_SIZE, offsetof(struct config, field), def, lo, hi}
+#define S(sec, key, field, def)                                                                    \
+    {                                                                                              \
+        sec, key, CFG_STRING, offsetof(struct config, field), def, 0, 0                            \
+    }
+#define I(sec, key, field, def, lo, hi)                                                            \
+    {                                                                                              \
+        sec, key, CFG_INT, offsetof(struct config, field), def, lo, hi                             \
+    }
+#define B(sec, key, field, def)                                                                    \
+    {                                                                                              \
+        sec, key, CFG_BOOL, offsetof(struct config, field), def, 0, 1                              \
+    }
+#define D(sec, key, field, def, lo, hi)                                                            \
+    {                                                                                              \
+        sec, key, CFG_DURATION, offsetof(struct config, field), def, lo, hi                        \
+    }
+#define T(sec, key, field, def, lo, hi)                                                            \
+    {                                                                                              \
+        sec, key, CFG_SECONDS, offsetof(struct config, field), def, lo, hi                         \
+    }
+#define Z(sec, key, field, def, lo, hi)                                                            \
+    {                                                                                              \
+        sec, key, CFG_SIZE, offsetof(struct config, field), def, lo, hi                            \
+    }
 
 static const struct cfg_entry table[] = {
     I("audit", "anomaly_max_completions_per_day", audit_anomaly_max_completions, "20", 1, 100000),
@@ -222,9 +240,11 @@ static bool set_value(struct config *cfg, const struct cfg_entry *e, const char 
     *(int *)field = (int)v;
     return true;
 range:
-    snprintf(err, errlen, "%s.%s: \"%s\" is out of range [%ld, %ld]%s", e->section, e->name,
-             value, e->min, e->max,
-             e->type == CFG_DURATION ? " ms" : e->type == CFG_SECONDS ? " s" : "");
+    snprintf(err, errlen, "%s.%s: \"%s\" is out of range [%ld, %ld]%s", e->section, e->name, value,
+             e->min, e->max,
+             e->type == CFG_DURATION  ? " ms"
+             : e->type == CFG_SECONDS ? " s"
+                                      : "");
     return false;
 }
 
@@ -310,7 +330,8 @@ bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
         return false;
     }
     if (cfg->merchant_nonce_ttl_s < 2 * cfg->merchant_signature_window_s) {
-        snprintf(err, errlen, "merchant.nonce_ttl must be at least twice merchant.signature_window");
+        snprintf(err, errlen,
+                 "merchant.nonce_ttl must be at least twice merchant.signature_window");
         return false;
     }
     if (*cfg->tls_listen && (!*cfg->tls_cert || !*cfg->tls_key)) {
@@ -351,7 +372,8 @@ void config_dump(const struct config *cfg, void (*emit)(const char *line, void *
                      secret && **(char *const *)field ? "(set)" : *(char *const *)field);
             break;
         case CFG_BOOL:
-            snprintf(line, sizeof line, "%s = %s", e->name, *(const bool *)field ? "true" : "false");
+            snprintf(line, sizeof line, "%s = %s", e->name,
+                     *(const bool *)field ? "true" : "false");
             break;
         case CFG_DURATION:
             snprintf(line, sizeof line, "%s = %dms", e->name, *(const int *)field);
@@ -366,8 +388,9 @@ void config_dump(const struct config *cfg, void (*emit)(const char *line, void *
     }
 }
 
-bool config_parse_redis_url(const char *url, const char **host_out, int *port, const char **path_out,
-                            int *db, char *host, size_t hostlen, char *path, size_t pathlen)
+bool config_parse_redis_url(const char *url, const char **host_out, int *port,
+                            const char **path_out, int *db, char *host, size_t hostlen, char *path,
+                            size_t pathlen)
 {
     *host_out = *path_out = NULL;
     *db = 0;

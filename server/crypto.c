@@ -141,8 +141,8 @@ bool crypto_password_verify(const char *password, const char *stored)
     /* EVP_DecodeBlock counts padding bytes as output; our encodings have fixed sizes. */
     if (sn < PW_SALT || hn < PW_HASH)
         return false;
-    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, PW_SALT, iterations,
-                          EVP_sha256(), PW_HASH, got) != 1)
+    if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, PW_SALT, iterations, EVP_sha256(),
+                          PW_HASH, got) != 1)
         return false;
     return crypto_equal(got, want, PW_HASH);
 }

@@ -219,8 +219,8 @@ static void reply_error_body(struct req_ctx *rc, enum status st, const char *cod
                              const char *field, const char *message, int retry_after_s)
 {
     int http = status_http(st);
-    json_t *err = json_pack("{s:s, s:s}", "code", code && *code ? code : status_code(st),
-                            "message", message);
+    json_t *err =
+        json_pack("{s:s, s:s}", "code", code && *code ? code : status_code(st), "message", message);
     if (field && *field)
         json_object_set_new(err, "field", json_string(field));
     json_object_set_new(err, "request_id", json_string(rc->rid));
@@ -248,8 +248,8 @@ void http_reply_error(struct req_ctx *rc, enum status st, const char *code, cons
     reply_error_body(rc, st, code, field, msg, 0);
 }
 
-void http_reply_error_retry(struct req_ctx *rc, enum status st, const char *code,
-                            int retry_after_s, const char *message)
+void http_reply_error_retry(struct req_ctx *rc, enum status st, const char *code, int retry_after_s,
+                            const char *message)
 {
     reply_error_body(rc, st, code, NULL, message, retry_after_s);
 }
@@ -368,8 +368,8 @@ const char *http_idem_principal(struct req_ctx *rc)
 
 static bool token_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
 }
 
 static void set_request_id(struct req_ctx *rc)
@@ -430,7 +430,8 @@ static bool content_type_json(const char *ct)
     while (*ct == ' ')
         ct++;
     size_t n = strlen("application/json");
-    return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+    return strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
 static void request_cb(struct evhttp_request *req, void *arg)
@@ -507,8 +508,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
                 return;
             }
             struct jv_err e = {0};
-            if (!jv_parse(body, len, app->cfg->json_max_depth, app->cfg->json_max_items,
-                          &rc->json, &e)) {
+            if (!jv_parse(body, len, app->cfg->json_max_depth, app->cfg->json_max_items, &rc->json,
+                          &e)) {
                 http_reply_jv(rc, &e);
                 return;
             }
@@ -559,7 +560,8 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
     struct listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    log_warn("accept failed (%s): pausing new connections for 100 ms", evutil_socket_error_to_string(err));
+    log_warn("accept failed (%s): pausing new connections for 100 ms",
+             evutil_socket_error_to_string(err));
     evconnlistener_disable(lev);
     struct timeval tv = {0, 100000};
     event_add(l->resume, &tv);
@@ -603,11 +605,12 @@ static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
     /* Route limits are checked in request_cb with a JSON 413; this outer bound keeps a client
      * from making us buffer more than that (libevent answers it with its own 413). */
     evhttp_set_max_body_size(l->http, (ev_ssize_t)cfg->max_body_size * 4);
-    int timeout_ms = cfg->read_timeout_ms > cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms;
+    int timeout_ms =
+        cfg->read_timeout_ms > cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms;
     evhttp_set_timeout(l->http, (timeout_ms + 999) / 1000);
     evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH |
-                                            EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_OPTIONS);
     evhttp_set_default_content_type(l->http, "application/json; charset=utf-8");
     evhttp_set_gencb(l->http, request_cb, l);
     if (tls)

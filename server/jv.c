@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool jv_fail(struct jv_err *e, enum status st, const char *code, const char *field,
-             const char *fmt, ...)
+bool jv_fail(struct jv_err *e, enum status st, const char *code, const char *field, const char *fmt,
+             ...)
 {
     if (e->st != ST_OK)
         return false;
@@ -63,8 +63,8 @@ static bool prescan(const char *buf, size_t len, int max_depth, int max_items, s
             break;
         }
         if (items > max_items)
-            return jv_fail(e, ST_INVALID, "json_too_large", NULL,
-                           "JSON has more than %d elements", max_items);
+            return jv_fail(e, ST_INVALID, "json_too_large", NULL, "JSON has more than %d elements",
+                           max_items);
     }
     return true;
 }
@@ -143,8 +143,8 @@ bool jv_i64(json_t *obj, const char *key, bool required, int64_t min, int64_t ma
         return jv_fail(e, ST_INVALID, "invalid_type", key, "%s must be an integer", key);
     json_int_t n = json_integer_value(v);
     if (n < min || n > max)
-        return jv_fail(e, ST_INVALID, "out_of_range", key, "%s must be between %lld and %lld",
-                       key, (long long)min, (long long)max);
+        return jv_fail(e, ST_INVALID, "out_of_range", key, "%s must be between %lld and %lld", key,
+                       (long long)min, (long long)max);
     *out = (int64_t)n;
     return true;
 }
@@ -160,8 +160,8 @@ bool jv_f64(json_t *obj, const char *key, bool required, double min, double max,
         return jv_fail(e, ST_INVALID, "invalid_type", key, "%s must be a number", key);
     double d = json_number_value(v);
     if (!isfinite(d) || d < min || d > max)
-        return jv_fail(e, ST_INVALID, "out_of_range", key, "%s must be between %g and %g", key,
-                       min, max);
+        return jv_fail(e, ST_INVALID, "out_of_range", key, "%s must be between %g and %g", key, min,
+                       max);
     *out = d;
     return true;
 }
@@ -207,8 +207,7 @@ bool jv_str(json_t *obj, const char *key, bool required, size_t minlen, size_t m
     const char *s = json_string_value(v);
     /* jansson allows \u0000 inside strings; PostgreSQL text does not. */
     if (strlen(s) != json_string_length(v) || has_control(s))
-        return jv_fail(e, ST_INVALID, "invalid_value", key, "%s contains control characters",
-                       key);
+        return jv_fail(e, ST_INVALID, "invalid_value", key, "%s contains control characters", key);
     size_t n = jv_utf8_len(s);
     if (n < minlen || n > maxlen)
         return jv_fail(e, ST_INVALID, "invalid_length", key,

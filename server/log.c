@@ -109,8 +109,8 @@ void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
 
 static void libevent_log_cb(int severity, const char *msg)
 {
-    enum log_level lvl = severity == EVENT_LOG_DEBUG ? LOG_LEVEL_DEBUG
-                         : severity == EVENT_LOG_MSG ? LOG_LEVEL_INFO
+    enum log_level lvl = severity == EVENT_LOG_DEBUG  ? LOG_LEVEL_DEBUG
+                         : severity == EVENT_LOG_MSG  ? LOG_LEVEL_INFO
                          : severity == EVENT_LOG_WARN ? LOG_LEVEL_WARN
                                                       : LOG_LEVEL_ERROR;
     if (lvl < log_min_level)

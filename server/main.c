@@ -139,7 +139,8 @@ static int serve(const struct config *cfg)
         .command_timeout_ms = cfg->redis_command_timeout_ms,
         .reconnect_max_ms = cfg->redis_reconnect_max_ms,
     };
-    if (!config_parse_redis_url(cfg->redis_url, &kc.host, &kc.port, &kc.unix_path, &kc.db, host, sizeof host, path, sizeof path)) {
+    if (!config_parse_redis_url(cfg->redis_url, &kc.host, &kc.port, &kc.unix_path, &kc.db, host,
+                                sizeof host, path, sizeof path)) {
         log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
                   cfg->redis_url);
         db_pool_free(app->db);

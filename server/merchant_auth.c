@@ -30,8 +30,8 @@
 
 static bool nonce_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 bool mauth_key_id_ok(const char *key_id)
@@ -137,8 +137,8 @@ char *mauth_response_string(const char *key_id, const char *request_nonce, int s
 {
     char bh[65];
     hex_sha256(body ? body : "", body ? body_len : 0, bh);
-    size_t cap = strlen(MAUTH_RESPONSE_SCHEME) + strlen(key_id) + strlen(request_nonce) + 24 +
-                 24 + 64 + 8;
+    size_t cap =
+        strlen(MAUTH_RESPONSE_SCHEME) + strlen(key_id) + strlen(request_nonce) + 24 + 24 + 64 + 8;
     char *s = xmalloc(cap);
     int n = snprintf(s, cap, "%s\n%s\n%s\n%d\n%lld\n%s\n", MAUTH_RESPONSE_SCHEME, key_id,
                      request_nonce, status, (long long)ts, bh);
@@ -165,10 +165,10 @@ bool mauth_sig_equal(const unsigned char a[32], const unsigned char b[32])
 struct mauth_state {
     void (*next)(struct req_ctx *rc);
     struct mauth_header h;
-    char cache_key[40];             /* mkey:{<key id>} */
-    char secret[MAUTH_SECRET_MAX];  /* the opened secret; wiped with the arena */
+    char cache_key[40];            /* mkey:{<key id>} */
+    char secret[MAUTH_SECRET_MAX]; /* the opened secret; wiped with the arena */
     size_t secret_len;
-    bool write;                     /* not GET/HEAD: fail closed without the nonce store */
+    bool write; /* not GET/HEAD: fail closed without the nonce store */
 };
 
 static void wipe_state(void *p)
@@ -332,8 +332,8 @@ static void key_db_cb(struct db_result *res, void *arg)
     if (json_is_integer(jt) && json_integer_value(jt) < ttl)
         ttl = (int)json_integer_value(jt);
     if (ttl > 0) {
-        json_t *c = json_pack("{s:I, s:s}", "merchant_id", json_integer_value(mid), "secret_ct",
-                              sealed);
+        json_t *c =
+            json_pack("{s:I, s:s}", "merchant_id", json_integer_value(mid), "secret_ct", sealed);
         char *text = json_dumps(c, JSON_COMPACT);
         char ttls[16];
         snprintf(ttls, sizeof ttls, "%d", ttl);
@@ -386,7 +386,8 @@ void merchant_auth_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
     if (!mauth_parse_header(http_header(rc, "Authorization"), &ms->h, &code)) {
         reply_401(rc, code,
                   !strcmp(code, "missing_signature")
-                      ? "this route needs Authorization: " MAUTH_SCHEME " key=...,ts=...,nonce=...,sig=..."
+                      ? "this route needs Authorization: " MAUTH_SCHEME
+                        " key=...,ts=...,nonce=...,sig=..."
                       : "malformed " MAUTH_SCHEME " authorization header");
         return;
     }

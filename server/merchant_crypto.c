@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IV_LEN 12
-#define TAG_LEN 16
+#define IV_LEN      12
+#define TAG_LEN     16
 #define SEAL_PREFIX "v1."
 
 bool mcrypto_config_check(const struct config *cfg, char *why, size_t len)
@@ -20,13 +20,15 @@ bool mcrypto_config_check(const struct config *cfg, char *why, size_t len)
     bool ok = mcrypto_parse_kek(cfg->merchant_key_encryption_key, kek);
     OPENSSL_cleanse(kek, sizeof kek);
     if (!ok) {
-        snprintf(why, len, "merchant.key_encryption_key must be 64 hex digits (set "
-                           "GRIDPOINTS_MERCHANT_KEY_ENCRYPTION_KEY, e.g. from `openssl rand -hex 32`)");
+        snprintf(why, len,
+                 "merchant.key_encryption_key must be 64 hex digits (set "
+                 "GRIDPOINTS_MERCHANT_KEY_ENCRYPTION_KEY, e.g. from `openssl rand -hex 32`)");
         return false;
     }
     if (strlen(cfg->merchant_paycode_secret) < 32) {
-        snprintf(why, len, "merchant.paycode_secret must be at least 32 characters, the same on "
-                           "every instance (set GRIDPOINTS_MERCHANT_PAYCODE_SECRET)");
+        snprintf(why, len,
+                 "merchant.paycode_secret must be at least 32 characters, the same on "
+                 "every instance (set GRIDPOINTS_MERCHANT_PAYCODE_SECRET)");
         return false;
     }
     return true;
@@ -134,8 +136,8 @@ bool mcrypto_paycode_make(const char *secret, const char *nonce, int64_t worker,
         worker <= 0 || exp <= 0)
         return false;
     char part[MCRYPTO_PAYCODE_MAX], mac[33];
-    int n = snprintf(part, sizeof part, "gpc1.%s.%lld.%lld", nonce, (long long)worker,
-                     (long long)exp);
+    int n =
+        snprintf(part, sizeof part, "gpc1.%s.%lld.%lld", nonce, (long long)worker, (long long)exp);
     if (n < 0 || (size_t)n >= sizeof part)
         return false;
     paycode_mac(secret, part, (size_t)n, mac);
@@ -173,7 +175,8 @@ bool mcrypto_paycode_check(const char *secret, const char *code,
     if (!d2 || !d3 || strchr(d3 + 1, '.'))
         return false;
     int64_t w, e;
-    if (!parse_pos(d1 + 1, (size_t)(d2 - d1 - 1), &w) || !parse_pos(d2 + 1, (size_t)(d3 - d2 - 1), &e))
+    if (!parse_pos(d1 + 1, (size_t)(d2 - d1 - 1), &w) ||
+        !parse_pos(d2 + 1, (size_t)(d3 - d2 - 1), &e))
         return false;
     for (const char *c = p; c < d1; c++)
         if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
@@ -195,8 +198,8 @@ bool mcrypto_paycode_check(const char *secret, const char *code,
     return true;
 }
 
-void mcrypto_webhook_signature(const char *secret, size_t secret_len, int64_t t,
-                               const void *body, size_t len, char *out, size_t cap)
+void mcrypto_webhook_signature(const char *secret, size_t secret_len, int64_t t, const void *body,
+                               size_t len, char *out, size_t cap)
 {
     char ts[24];
     int tn = snprintf(ts, sizeof ts, "%lld.", (long long)t);

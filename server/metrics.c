@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
-#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+static const double buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                 0.1,   0.25,   0.5,   1,    2.5,   5};
+#define NBUCKETS   (sizeof buckets / sizeof buckets[0])
 #define MAX_SERIES 512
 #define MAX_EVENTS 64
 
@@ -108,27 +109,31 @@ void metrics_count(struct metrics *m, const char *name, uint64_t n)
 
 void metrics_render(const struct metrics *m, struct evbuffer *out)
 {
-    evbuffer_add_printf(out, "# HELP gridpoints_http_requests_total HTTP requests by route and status.\n"
-                             "# TYPE gridpoints_http_requests_total counter\n");
+    evbuffer_add_printf(out,
+                        "# HELP gridpoints_http_requests_total HTTP requests by route and status.\n"
+                        "# TYPE gridpoints_http_requests_total counter\n");
     for (int i = 0; i < m->nseries; i++)
-        evbuffer_add_printf(out,
-                            "gridpoints_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
-                            m->series[i].method, m->series[i].route, m->series[i].status,
-                            (unsigned long long)m->series[i].count);
+        evbuffer_add_printf(
+            out, "gridpoints_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
+            m->series[i].method, m->series[i].route, m->series[i].status,
+            (unsigned long long)m->series[i].count);
     evbuffer_add_printf(out, "# HELP gridpoints_http_request_duration_seconds Request latency.\n"
                              "# TYPE gridpoints_http_request_duration_seconds histogram\n");
     for (int i = 0; i < m->nhists; i++) {
         const struct hist *h = &m->hists[i];
         for (size_t b = 0; b < NBUCKETS; b++)
             evbuffer_add_printf(out,
-                                "gridpoints_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
+                                "gridpoints_http_request_duration_seconds_bucket{method=\"%s\","
+                                "route=\"%s\",le=\"%g\"} %llu\n",
                                 h->method, h->route, buckets[b], (unsigned long long)h->b[b]);
-        evbuffer_add_printf(out,
-                            "gridpoints_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n"
-                            "gridpoints_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
-                            "gridpoints_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
-                            h->method, h->route, (unsigned long long)h->count, h->method, h->route,
-                            h->sum, h->method, h->route, (unsigned long long)h->count);
+        evbuffer_add_printf(
+            out,
+            "gridpoints_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+"
+            "Inf\"} %llu\n"
+            "gridpoints_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
+            "gridpoints_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
+            h->method, h->route, (unsigned long long)h->count, h->method, h->route, h->sum,
+            h->method, h->route, (unsigned long long)h->count);
     }
     evbuffer_add_printf(out, "# HELP gridpoints_events_total Background and domain events.\n"
                              "# TYPE gridpoints_events_total counter\n");

@@ -13,22 +13,20 @@
 #define GATE_TTL_S "3600"
 
 /* KEYS[1] gate. Returns 1 (taken), 0 (full), -1 (unknown). */
-static const char take_lua[] =
-    "local f = redis.call('HGET', KEYS[1], 'f')\n"
-    "if not f then return -1 end\n"
-    "if tonumber(f) <= 0 then return 0 end\n"
-    "redis.call('HINCRBY', KEYS[1], 'f', -1)\n"
-    "return 1\n";
+static const char take_lua[] = "local f = redis.call('HGET', KEYS[1], 'f')\n"
+                               "if not f then return -1 end\n"
+                               "if tonumber(f) <= 0 then return 0 end\n"
+                               "redis.call('HINCRBY', KEYS[1], 'f', -1)\n"
+                               "return 1\n";
 
 /* KEYS[1] gate, ARGV free, version, ttl. An equal version is PostgreSQL's count for that very
  * row state, so it may overwrite decrements taken by requests since: they will each write
  * their own answer back. */
-static const char set_lua[] =
-    "local v = redis.call('HGET', KEYS[1], 'v')\n"
-    "if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end\n"
-    "redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "return 1\n";
+static const char set_lua[] = "local v = redis.call('HGET', KEYS[1], 'v')\n"
+                              "if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end\n"
+                              "redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])\n"
+                              "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                              "return 1\n";
 
 struct task_gate {
     struct kv *kv;
@@ -59,8 +57,9 @@ static void take_cb(struct redisReply *reply, enum status st, void *arg)
     struct take_req *t = arg;
     enum task_gate_answer a = TASK_GATE_UNKNOWN;
     if (st == ST_OK && reply && reply->type == REDIS_REPLY_INTEGER)
-        a = reply->integer == 1 ? TASK_GATE_PASS : reply->integer == 0 ? TASK_GATE_FULL
-                                                                       : TASK_GATE_UNKNOWN;
+        a = reply->integer == 1   ? TASK_GATE_PASS
+            : reply->integer == 0 ? TASK_GATE_FULL
+                                  : TASK_GATE_UNKNOWN;
     task_gate_cb cb = t->cb;
     void *carg = t->arg;
     free(t);

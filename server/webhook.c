@@ -116,8 +116,7 @@ static bool literal_addr(const char *host, struct sockaddr_storage *ss)
 static bool localhost_name(const char *host)
 {
     size_t n = strlen(host);
-    return !strcasecmp(host, "localhost") ||
-           (n > 10 && !strcasecmp(host + n - 10, ".localhost"));
+    return !strcasecmp(host, "localhost") || (n > 10 && !strcasecmp(host + n - 10, ".localhost"));
 }
 
 bool webhook_url_check(const char *url, bool allow_private, const char **code)
@@ -164,16 +163,16 @@ struct delivery {
     char event_id[80];
     char host[256];
     int port;
-    char *path;   /* path and query, as in the URL */
+    char *path; /* path and query, as in the URL */
     char *body;
     size_t body_len;
     char secret[160];
     size_t secret_len;
     struct sockaddr_storage addr;
     struct evdns_getaddrinfo_request *dns;
-    bool dns_done;          /* the resolver's callback ran (perhaps inside evdns_getaddrinfo) */
+    bool dns_done; /* the resolver's callback ran (perhaps inside evdns_getaddrinfo) */
     struct evhttp_connection *conn;
-    bool sent;              /* the request's callback ran */
+    bool sent; /* the request's callback ran */
     struct event *after_send;
     bool ok;
     int status;
@@ -236,19 +235,23 @@ static void report(struct delivery *d)
     d->step = D_REPORT;
     metrics_count(d->w->app->metrics, d->ok ? "webhook_delivered" : "webhook_attempt_failed", 1);
     if (!d->ok)
-        log_info("webhook %s attempt %d failed: %s (status %d)", d->event_id, d->attempt,
-                 d->error, d->status);
+        log_info("webhook %s attempt %d failed: %s (status %d)", d->event_id, d->attempt, d->error,
+                 d->status);
     char id[24], attempt[16], status[16], backoff[16], retry_for[16];
     snprintf(id, sizeof id, "%lld", (long long)d->id);
     snprintf(attempt, sizeof attempt, "%d", d->attempt);
     snprintf(status, sizeof status, "%d", d->status);
     snprintf(backoff, sizeof backoff, "%d", cfg->merchant_webhook_backoff_s);
     snprintf(retry_for, sizeof retry_for, "%d", cfg->merchant_webhook_retry_for_s);
-    const char *params[] = {id, attempt, d->ok ? "true" : "false", d->status ? status : NULL,
-                            d->ok ? NULL : d->error, backoff, retry_for};
-    db_query(d->w->app->db,
-             "SELECT gp_webhook_result($1, $2, $3::boolean, $4, $5, $6, $7)", 7, params,
-             report_cb, d);
+    const char *params[] = {id,
+                            attempt,
+                            d->ok ? "true" : "false",
+                            d->status ? status : NULL,
+                            d->ok ? NULL : d->error,
+                            backoff,
+                            retry_for};
+    db_query(d->w->app->db, "SELECT gp_webhook_result($1, $2, $3::boolean, $4, $5, $6, $7)", 7,
+             params, report_cb, d);
 }
 
 static void fail(struct delivery *d, const char *what, const char *detail)
@@ -553,8 +556,8 @@ struct webhooks *webhooks_new(struct app *app)
         return NULL;
     }
     /* Reads /etc/resolv.conf and /etc/hosts once, at start-up (before the loop runs). */
-    w->dns = evdns_base_new(app->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                           EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    w->dns = evdns_base_new(app->base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!w->dns)
         w->dns = evdns_base_new(app->base, 0); /* no resolv.conf: IP literals only */
     return w;

@@ -32,25 +32,44 @@ static void test_parse_header(void **state)
         bool ok;
         const char *code;
     } cases[] = {
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, true, NULL},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1,nonce=abcdefghijklmnop_-AZ,sig=" SIG64, true, NULL},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         true, NULL},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1,nonce=abcdefghijklmnop_-AZ,sig=" SIG64, true,
+         NULL},
         {NULL, false, "missing_signature"},
         {"", false, "missing_signature"},
         {"Bearer abc", false, "missing_signature"},
         {"GP1-HMAC-SHA256key=mk_0123456789abcdef", false, "missing_signature"},
-        {MAUTH_SCHEME " ts=1795000000,key=mk_0123456789abcdef,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789ABCDEF,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcde,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=01795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=-5,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=short,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c!,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64 "0", false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=C3fffbc9cb5f753d6429c530434943b285fece7c51991eb49a726d6138bf2064", false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64 ",x=1", false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef, ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c", false, "malformed_signature"},
-        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false, "malformed_signature"},
+        {MAUTH_SCHEME " ts=1795000000,key=mk_0123456789abcdef,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789ABCDEF,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcde,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=01795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=-5,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64, false,
+         "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=short,sig=" SIG64, false,
+         "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c!,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64
+                      "0",
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig="
+                      "C3fffbc9cb5f753d6429c530434943b285fece7c51991eb49a726d6138bf2064",
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64
+                      ",x=1",
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef, ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
+        {MAUTH_SCHEME " key=mk_0123456789abcdef,ts=1795000000,nonce=6f1d3c0a9b8e7d2c", false,
+         "malformed_signature"},
+        {MAUTH_SCHEME
+         " key=mk_0123456789abcdef,ts=1795000000,ts=1795000000,nonce=6f1d3c0a9b8e7d2c,sig=" SIG64,
+         false, "malformed_signature"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct mauth_header h;
@@ -80,12 +99,11 @@ static void test_timestamp_window(void **state)
         int window;
         bool ok;
     } cases[] = {
-        {10000, 10000, 300, true},   {10000, 9701, 300, true},  /* 299 s old */
-        {10000, 9700, 300, true},    {10000, 9699, 300, false}, /* 300 ok, 301 not */
-        {10000, 10299, 300, true},   {10000, 10300, 300, true}, /* ahead */
-        {10000, 10301, 300, false},  {10000, 0, 300, false},
-        {INT64_MAX, 0, 300, false},  {0, INT64_MAX, 300, false},
-        {10000, 10000, -1, false},
+        {10000, 10000, 300, true},  {10000, 9701, 300, true},  /* 299 s old */
+        {10000, 9700, 300, true},   {10000, 9699, 300, false}, /* 300 ok, 301 not */
+        {10000, 10299, 300, true},  {10000, 10300, 300, true}, /* ahead */
+        {10000, 10301, 300, false}, {10000, 0, 300, false},    {INT64_MAX, 0, 300, false},
+        {0, INT64_MAX, 300, false}, {10000, 10000, -1, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (mauth_ts_ok(cases[i].now, cases[i].ts, cases[i].window) != cases[i].ok)
@@ -141,7 +159,8 @@ static void test_signature_covers_everything(void **state)
     char *a = mauth_string_to_sign("mk_0123456789abcdef", "GET", "/x", 5, "n", NULL, 0, &n);
     char *b = mauth_string_to_sign("mk_0123456789abcdef", "GET", "/x", 5, "n", "", 0, &n);
     assert_string_equal(a, b);
-    assert_non_null(strstr(a, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"));
+    assert_non_null(
+        strstr(a, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"));
     free(a);
     free(b);
 }
@@ -264,9 +283,11 @@ static void test_doc_example(void **state)
 static void test_seal_open(void **state)
 {
     unsigned char kek[32], other[32];
-    assert_true(mcrypto_parse_kek("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0", kek));
+    assert_true(
+        mcrypto_parse_kek("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0", kek));
     assert_false(mcrypto_parse_kek("0f1e", other));
-    assert_false(mcrypto_parse_kek("zz1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0", other));
+    assert_false(mcrypto_parse_kek(
+        "zz1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0", other));
     assert_false(mcrypto_parse_kek(NULL, other));
     memcpy(other, kek, 32);
     other[5] ^= 0x40;
@@ -282,9 +303,10 @@ static void test_seal_open(void **state)
     assert_string_equal(out, secret);
     assert_int_equal(n, strlen(secret));
     assert_false(mcrypto_open(kek, "mk_fedcba9876543210", a, out, sizeof out, &n)); /* other row */
-    assert_false(mcrypto_open(other, "mk_0123456789abcdef", a, out, sizeof out, &n)); /* other key */
-    assert_false(mcrypto_open(kek, "mk_0123456789abcdef", a, out, 10, &n));           /* too long */
-    for (size_t i = 3; i < strlen(a); i += 7) {                                        /* tampering */
+    assert_false(
+        mcrypto_open(other, "mk_0123456789abcdef", a, out, sizeof out, &n)); /* other key */
+    assert_false(mcrypto_open(kek, "mk_0123456789abcdef", a, out, 10, &n));  /* too long */
+    for (size_t i = 3; i < strlen(a); i += 7) {                              /* tampering */
         char saved = a[i];
         a[i] = a[i] == '0' ? '1' : '0';
         if (mcrypto_open(kek, "mk_0123456789abcdef", a, out, sizeof out, &n))
@@ -307,11 +329,13 @@ static void test_paycodes(void **state)
     int64_t worker, exp;
     assert_true(mcrypto_paycode_make(secret, "c4ebbe480d6980cd2cdbd6d6ade27015", 1201, 1795000050,
                                      code, sizeof code));
-    assert_int_equal(strncmp(code, "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.1201.1795000050.", 54), 0);
+    assert_int_equal(strncmp(code, "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.1201.1795000050.", 54),
+                     0);
     assert_true(mcrypto_paycode_check(secret, code, nonce, &worker, &exp));
     assert_string_equal(nonce, "c4ebbe480d6980cd2cdbd6d6ade27015");
     assert_true(worker == 1201 && exp == 1795000050);
-    assert_false(mcrypto_paycode_check("another-secret-0123456789abcdefxx", code, nonce, &worker, &exp));
+    assert_false(
+        mcrypto_paycode_check("another-secret-0123456789abcdefxx", code, nonce, &worker, &exp));
     /* Every single-character change is refused (the worker id, the expiry, the nonce, the MAC). */
     size_t len = strlen(code);
     for (size_t i = 0; i < len; i++) {
@@ -321,13 +345,15 @@ static void test_paycodes(void **state)
             fail_msg("changed byte %zu accepted", i);
         code[i] = saved;
     }
-    static const char *bad[] = {"", "gpc1.", "gpc2.c4ebbe480d6980cd2cdbd6d6ade27015.1.1.00000000000000000000000000000000",
-                                "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.01.1.00000000000000000000000000000000",
-                                "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.1.1.0.00000000000000000000000000000000"};
+    static const char *bad[] = {
+        "", "gpc1.", "gpc2.c4ebbe480d6980cd2cdbd6d6ade27015.1.1.00000000000000000000000000000000",
+        "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.01.1.00000000000000000000000000000000",
+        "gpc1.c4ebbe480d6980cd2cdbd6d6ade27015.1.1.0.00000000000000000000000000000000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_false(mcrypto_paycode_check(secret, bad[i], nonce, &worker, &exp));
     assert_false(mcrypto_paycode_make(secret, "short", 1, 1, code, sizeof code));
-    assert_false(mcrypto_paycode_make(secret, "c4ebbe480d6980cd2cdbd6d6ade27015", 0, 1, code, sizeof code));
+    assert_false(
+        mcrypto_paycode_make(secret, "c4ebbe480d6980cd2cdbd6d6ade27015", 0, 1, code, sizeof code));
 }
 
 static void test_webhook_signature(void **state)
@@ -336,7 +362,8 @@ static void test_webhook_signature(void **state)
     const char body[] = "{\"id\":\"evt_1\"}";
     mcrypto_webhook_signature("whsec_test", 10, 1795000000, body, strlen(body), out, sizeof out);
     /* hmac.new(b"whsec_test", b'1795000000.{"id":"evt_1"}', hashlib.sha256).hexdigest() */
-    assert_string_equal(out, "t=1795000000,v1=9768205fbb644a6a645cdd13f225c6791ed91580e4d16c14b9a8e73cd4ba4393");
+    assert_string_equal(
+        out, "t=1795000000,v1=9768205fbb644a6a645cdd13f225c6791ed91580e4d16c14b9a8e73cd4ba4393");
 }
 
 /* ---- webhook address policy ---- */

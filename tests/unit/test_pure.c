@@ -49,13 +49,13 @@ static void test_config_defaults_and_file(void **state)
 static void test_config_errors(void **state)
 {
     static const char *bad[] = {
-        "[server]\nno_such_key = 1\n",          /* unknown key */
-        "[nosection]\nlisten = x\n",            /* unknown section */
-        "[database]\npool_size = 0\n",          /* below min */
-        "[database]\npool_size = 12abc\n",      /* garbage */
+        "[server]\nno_such_key = 1\n",     /* unknown key */
+        "[nosection]\nlisten = x\n",       /* unknown section */
+        "[database]\npool_size = 0\n",     /* below min */
+        "[database]\npool_size = 12abc\n", /* garbage */
         "[server]\nread_timeout = 5 fortnights\n",
         "[server]\ntrust_proxy = maybe\n",
-        "[server]\npage_size_default = 500\n",  /* > page_size_max */
+        "[server]\npage_size_default = 500\n",     /* > page_size_max */
         "[server]\ntls_listen = 127.0.0.1:8443\n", /* without cert */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -140,16 +140,17 @@ static void test_router_table(void **state)
         {"GET", "/api/v1/tasksX", ROUTER_NOT_FOUND, -1, NULL, NULL},
         {"GET", "/", ROUTER_NOT_FOUND, -1, NULL, NULL},
         {"DELETE", "/api/v1/people/7/roles/worker/3", ROUTER_MATCH, 5, "7", "worker"},
-        {"GET", "/api/v1/tasks/0123456789012345678901234567890123456789012345678901234567890123456789",
+        {"GET",
+         "/api/v1/tasks/0123456789012345678901234567890123456789012345678901234567890123456789",
          ROUTER_NOT_FOUND, -1, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct route *r = NULL;
         struct router_params p;
         char allow[64];
-        enum router_result got = router_match(table, sizeof table / sizeof table[0],
-                                              cases[i].method, cases[i].path, &r, &p, allow,
-                                              sizeof allow);
+        enum router_result got =
+            router_match(table, sizeof table / sizeof table[0], cases[i].method, cases[i].path, &r,
+                         &p, allow, sizeof allow);
         if (got != cases[i].want)
             fail_msg("case %zu (%s %s): got %d want %d", i, cases[i].method, cases[i].path, got,
                      cases[i].want);
