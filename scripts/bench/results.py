@@ -1,0 +1,175 @@
+#!/usr/bin/python3
+"""scripts/bench/results.py -- the arithmetic of scripts/bench.sh, kept out of bash.
+
+  results.py pgbench-pct LOG...          latency percentiles of pgbench -l logs (3rd field, us):
+                                         prints "n=... p50_ms=... p99_ms=... p999_ms=... max_ms=..."
+  results.py award-rate POLL N T0        awards/s sustained from the approval poll (lines
+                                         "epoch submitted approved"): the slope between 10 % and
+                                         90 % of N approved, and the end-to-end rate from T0
+  results.py sign-charges KEYS PAYCODES PAYCODE_SECRET AMOUNT OUT
+                                         signed POST /merchant/v1/charges requests for gpload
+                                         (docs/MERCHANTS.md §2 and §5): KEYS lines "merchant_id
+                                         key_id secret", PAYCODES lines "nonce worker_id exp
+                                         merchant_index"
+  results.py table RESULTS.tsv           the results table (markdown) on stdout
+  results.py publish RESULTS.tsv MACHINE.md DOC   writes the table and the machine description
+                                         between the BEGIN/END RESULTS markers of DOC
+
+RESULTS.tsv: one row per line, tab-separated:
+  id  scenario  metric  server  baseline_name  baseline  p50_ms  p99_ms  p999_ms  errors  goal  verdict
+(empty fields are "-"; the ratio is server / baseline when both are numbers).
+"""
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import secrets
+import sys
+import time
+
+BEGIN = "<!-- BEGIN RESULTS (written by scripts/bench.sh; do not edit by hand) -->"
+END = "<!-- END RESULTS -->"
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    i = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100.0 * len(sorted_vals)) - 1))
+    return sorted_vals[i]
+
+
+def pgbench_pct(paths):
+    lat = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    lat.append(int(parts[2]) / 1000.0)
+    lat.sort()
+    print("n=%d p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f max_ms=%.2f" % (
+        len(lat), pct(lat, 50), pct(lat, 99), pct(lat, 99.9), lat[-1] if lat else float("nan")))
+
+
+def award_rate(poll, n, t0):
+    n, t0 = int(n), float(t0)
+    rows = []
+    with open(poll) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((float(parts[0]), int(parts[2])))
+
+    def first_at(count):
+        for t, a in rows:
+            if a >= count:
+                return t
+        return None
+
+    t10, t90, t100 = first_at(math.ceil(0.1 * n)), first_at(math.ceil(0.9 * n)), first_at(n)
+    sustained = (0.8 * n) / (t90 - t10) if t10 is not None and t90 is not None and t90 > t10 else 0
+    end_to_end = n / (t100 - t0) if t100 is not None and t100 > t0 else 0
+    print("sustained=%.0f end_to_end=%.0f all_s=%.1f" % (
+        sustained, end_to_end, (t100 - t0) if t100 is not None else -1))
+
+
+def sign_charges(keys_path, paycodes_path, paycode_secret, amount, out_path):
+    """One signed charge per pay code, each with its own request nonce and Idempotency-Key,
+    signed now (the server accepts +-300 s)."""
+    with open(keys_path) as f:
+        keys = [line.split() for line in f if line.strip()]
+    path = "/merchant/v1/charges"
+    ts = str(int(time.time()))
+    n = 0
+    with open(paycodes_path) as f, open(out_path, "w") as out:
+        for line in f:
+            if not line.strip():
+                continue
+            nonce, worker, exp, midx = line.split()
+            part = f"gpc1.{nonce}.{worker}.{exp}"
+            mac = hmac.new(paycode_secret.encode(), part.encode(), hashlib.sha256).hexdigest()[:32]
+            body = json.dumps({"paycode": f"{part}.{mac}", "amount": int(amount), "memo": "bench"},
+                              separators=(",", ":"))
+            _, key_id, secret = keys[int(midx) % len(keys)]
+            rnonce = secrets.token_hex(16)
+            to_sign = "\n".join(["GP1-HMAC-SHA256", key_id, "POST", path, ts, rnonce,
+                                 hashlib.sha256(body.encode()).hexdigest()]) + "\n"
+            sig = hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+            headers = [f"Authorization: GP1-HMAC-SHA256 key={key_id},ts={ts},nonce={rnonce},sig={sig}",
+                       f"Idempotency-Key: bench-{nonce}"]
+            out.write("\t".join(["POST", path, "-", body, "\x1f".join(headers)]) + "\n")
+            n += 1
+    print(f"signed={n}")
+
+
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def fmt(v):
+    x = num(v)
+    if x is None:
+        return v
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def table(path):
+    out = ["| # | scenario | metric | gridpointsd | baseline | baseline value | ratio | p50 ms | "
+           "p99 ms | p99.9 ms | errors | goal | met |",
+           "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    # In scenario order (6 runs last, as it restarts the server); stable within a scenario.
+    rows.sort(key=lambda c: int(re.match(r"\d*", c[0]).group() or 0))
+    for c in rows:
+        c += ["-"] * (12 - len(c))
+        sid, scen, metric, server, bname, bval, p50, p99, p999, errors, goal, verdict = c[:12]
+        s, b = num(server), num(bval)
+        ratio = f"{s / b:.2f}" if s is not None and b not in (None, 0) else "-"
+        out.append("| " + " | ".join([sid, scen, metric, fmt(server), bname, fmt(bval), ratio,
+                                      fmt(p50), fmt(p99), fmt(p999), errors, goal, verdict])
+                   + " |")
+    return "\n".join(out)
+
+
+def publish(results, machine, doc):
+    with open(machine) as f:
+        mach = f.read().strip()
+    block = BEGIN + "\n\n" + mach + "\n\n" + table(results) + "\n\n" + END
+    with open(doc) as f:
+        text = f.read()
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(doc, "w") as f:
+        f.write(text)
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[1] == "pgbench-pct":
+        pgbench_pct(argv[2:])
+    elif len(argv) == 5 and argv[1] == "award-rate":
+        award_rate(argv[2], argv[3], argv[4])
+    elif len(argv) == 7 and argv[1] == "sign-charges":
+        sign_charges(*argv[2:7])
+    elif len(argv) == 3 and argv[1] == "table":
+        print(table(argv[2]))
+    elif len(argv) == 5 and argv[1] == "publish":
+        publish(argv[2], argv[3], argv[4])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
