@@ -5,8 +5,9 @@
  * this gate only filters. Key "gate:{<task>}" holds {free, v}: the task's free slots as of
  * the task row version v. A claim takes one unit from `free` before going to PostgreSQL and is
  * refused with task_full when none is left. Every answer from PostgreSQL about the task
- * (success, or a refresh after a failure) writes the absolute value back, applied only when its
- * version is not older than the stored one, so the gate converges on the truth:
+ * (a refresh after a failed claim, a release, an expiry, a rejection) writes the absolute value
+ * back, applied only when its version is not older than the stored one, so the gate converges
+ * on the truth:
  *  - it may let through a claim PostgreSQL then refuses (PostgreSQL decides; harmless), and
  *  - once the requests in flight settle, it never refuses one PostgreSQL would accept, because
  *    the last write is PostgreSQL's own count at the newest version.
@@ -32,6 +33,10 @@ struct task_gate *task_gate_new(struct kv *kv);
 void task_gate_free(struct task_gate *g);
 /* Callback exactly once, never re-entrantly. */
 void task_gate_take(struct task_gate *g, int64_t task, task_gate_cb cb, void *arg);
+/* Fire-and-forget: creates the gate with {free, v} when there is none. A successful claim
+ * uses this rather than task_gate_set: writing its count back over an existing gate would
+ * hand out again the units that claims still in flight have taken. */
+void task_gate_seed(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version);
 /* Fire-and-forget: sets {free, v} unless the stored v is newer. */
 void task_gate_set(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version);
 /* Reads {"task_id","free_slots","slots_version"} objects (one, or an array of them) and sets

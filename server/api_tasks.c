@@ -10,8 +10,8 @@
 #include "arena.h"
 #include "config.h"
 #include "db.h"
-#include "effects.h"
 #include "http.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "task_gate.h"
 
@@ -261,7 +261,12 @@ static void claim_db_cb(struct db_result *res, void *arg)
     struct claim_state *cs = rc->state;
     enum status st = db_result_status(res);
     if (st == ST_OK) {
-        effects_apply_text(rc->app, db_result_value(res, 0, 0));
+        json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
+        json_t *gate = json_object_get(body, "gate");
+        json_t *f = json_object_get(gate, "free_slots"), *v = json_object_get(gate, "slots_version");
+        if (json_is_integer(f) && json_is_integer(v))
+            task_gate_seed(rc->app->gate, cs->task, json_integer_value(f), json_integer_value(v));
+        json_decref(body);
         http_reply_db(rc, res, 201);
         return;
     }
@@ -284,6 +289,7 @@ static void claim_gate_cb(enum task_gate_answer answer, void *arg)
     struct req_ctx *rc = arg;
     struct claim_state *cs = rc->state;
     if (answer == TASK_GATE_FULL) {
+        metrics_count(rc->app->metrics, "claim_gate_refused", 1);
         http_reply_error(rc, ST_CONFLICT, "task_full", NULL, "every slot of this task is taken");
         return;
     }

@@ -135,13 +135,34 @@ static void check_drained(struct http_server *hs)
     }
 }
 
-/* libevent calls this once the reply is written (not when the write fails: then the
- * connection is freed silently, and the shutdown's last-resort timer in main.c covers it). */
-static void written_cb(struct evhttp_request *req, void *arg)
+/* One reply on its way out. Exactly one of two callbacks ends it: libevent's on-complete
+ * (the bytes are out), or the connection's close callback (the write failed or the client
+ * went away first; libevent then frees the request without calling on-complete). */
+struct pending_write {
+    struct http_server *hs;
+};
+
+static void write_done(struct pending_write *pw)
 {
-    struct http_server *hs = arg;
+    struct http_server *hs = pw->hs;
+    free(pw);
     hs->writing--;
     check_drained(hs);
+}
+
+static void conn_closed_cb(struct evhttp_connection *conn, void *arg)
+{
+    write_done(arg);
+}
+
+static void written_cb(struct evhttp_request *req, void *arg)
+{
+    /* The connection may live on (keep-alive) or close right after: either way this reply is
+     * done, so its close callback must not count it again. */
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn)
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+    write_done(arg);
 }
 
 /* Sends the buffer, logs, counts, frees the context; then checks whether a shutdown waits. */
@@ -161,9 +182,13 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     /* A request whose client left was detached by libevent (no connection): its reply is
      * dropped at once. Otherwise we learn when the bytes are out. Reading the connection
      * pointer is safe here: the request itself is alive until we send. */
-    if (evhttp_request_get_connection(rc->req)) {
+    struct evhttp_connection *conn = evhttp_request_get_connection(rc->req);
+    if (conn) {
+        struct pending_write *pw = xmalloc(sizeof *pw);
+        pw->hs = hs;
         hs->writing++;
-        evhttp_request_set_on_complete_cb(rc->req, written_cb, hs);
+        evhttp_request_set_on_complete_cb(rc->req, written_cb, pw);
+        evhttp_connection_set_closecb(conn, conn_closed_cb, pw);
     }
     /* After this call the request belongs to libevent again (it frees it, also when the client
      * is gone and the request was detached). */

@@ -28,9 +28,16 @@ static const char set_lua[] = "local v = redis.call('HGET', KEYS[1], 'v')\n"
                               "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
                               "return 1\n";
 
+/* KEYS[1] gate, ARGV free, version, ttl: only when the gate does not exist. */
+static const char seed_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "return 1\n";
+
 struct task_gate {
     struct kv *kv;
-    struct kv_script *take, *set;
+    struct kv_script *take, *set, *seed;
 };
 
 struct take_req {
@@ -44,6 +51,7 @@ struct task_gate *task_gate_new(struct kv *kv)
     g->kv = kv;
     g->take = kv_script_new(kv, take_lua);
     g->set = kv_script_new(kv, set_lua);
+    g->seed = kv_script_new(kv, seed_lua);
     return g;
 }
 
@@ -77,14 +85,25 @@ void task_gate_take(struct task_gate *g, int64_t task, task_gate_cb cb, void *ar
     kv_eval(g->kv, g->take, 1, 1, argv, take_cb, t);
 }
 
-void task_gate_set(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version)
+static void put(struct task_gate *g, const struct kv_script *script, int64_t task,
+                int64_t free_slots, int64_t version)
 {
     char key[48], f[24], v[24];
     snprintf(key, sizeof key, "gate:{%lld}", (long long)task);
     snprintf(f, sizeof f, "%lld", (long long)(free_slots < 0 ? 0 : free_slots));
     snprintf(v, sizeof v, "%lld", (long long)version);
     const char *argv[] = {key, f, v, GATE_TTL_S};
-    kv_eval(g->kv, g->set, 1, 4, argv, NULL, NULL);
+    kv_eval(g->kv, script, 1, 4, argv, NULL, NULL);
+}
+
+void task_gate_set(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version)
+{
+    put(g, g->set, task, free_slots, version);
+}
+
+void task_gate_seed(struct task_gate *g, int64_t task, int64_t free_slots, int64_t version)
+{
+    put(g, g->seed, task, free_slots, version);
 }
 
 static void set_one(struct task_gate *g, json_t *o)

@@ -67,9 +67,17 @@ def test_whole_loop(api, tree, sql):
     tree.ledger_ok()
 
 
+def gate_refusals(api):
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith('gridpoints_events_total{event="claim_gate_refused"}'):
+            return int(line.split()[-1])
+    return 0
+
+
 def test_claim_race_200_on_10_slots(api, tree, sql):
     task = tree.publish(slots=10)
     workers = tree.workers(200)
+    refused_before = gate_refusals(api)
 
     def claim(w):
         return api.post(f"/api/v1/tasks/{task['id']}/claim", token=w["token"])
@@ -82,6 +90,8 @@ def test_claim_race_200_on_10_slots(api, tree, sql):
     assert all(error_code(r) == "task_full" for r in results if r.status_code == 409)
     live = sql.scalar("SELECT count(*) FROM assignments WHERE task_id = %s", (task["id"],))
     assert live == 10
+    # the gate, seeded at publication, turned every loser away before PostgreSQL
+    assert gate_refusals(api) - refused_before == 190
     # the gate converged on PostgreSQL's count: a release reopens exactly one slot
     winner = next(r.json() for r in results if r.status_code == 201)
     w = next(x for x in workers if x["id"] == winner["worker_id"])
