@@ -25,6 +25,16 @@ const char *api_actor(struct req_ctx *rc);
  * Idempotency-Key header (NULL when absent) and the hash of the request it is bound to. */
 void api_idem_params(struct req_ctx *rc, const char **principal, const char **key,
                      const char **hash);
+/* Query-string filters of a list route, each with its type. */
+enum api_qtype { API_Q_STR, API_Q_INT, API_Q_NUM, API_Q_BOOL };
+struct api_qspec {
+    const char *name;
+    enum api_qtype type;
+};
+/* The filters present in the query string, plus "limit" (server.page_size_*), as the jsonb
+ * text (arena) that the list functions take. A bad value is a 400 naming the parameter;
+ * NULL after replying. */
+const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *specs, size_t n);
 /* Compact JSON text of j in the request arena. */
 const char *api_json_text(struct req_ctx *rc, json_t *j);
 /* Decimal text of v in the request arena (a SQL parameter). */

@@ -82,6 +82,8 @@ void http_set_header(struct req_ctx *rc, const char *name, const char *value);
 const char *http_query(struct req_ctx *rc, const char *key);
 bool http_query_i64_or_reply(struct req_ctx *rc, const char *key, int64_t min, int64_t max,
                              int64_t *out) MUSTCHECK;
+/* An RFC 3339 query parameter: *out = its text, or NULL when absent; 400 when malformed. */
+bool http_query_time_or_reply(struct req_ctx *rc, const char *key, const char **out) MUSTCHECK;
 /* limit: server.page_size_default when absent, 400 above server.page_size_max. */
 bool http_page_limit_or_reply(struct req_ctx *rc, int *limit) MUSTCHECK;
 /* Path parameter idx as a positive id; 404 when it is not one. */

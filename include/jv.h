@@ -50,6 +50,8 @@ bool jv_time(json_t *obj, const char *key, bool required, const char **out,
 bool jv_str_array(json_t *obj, const char *key, bool required, size_t maxn, size_t maxlen,
                   json_t **out, struct jv_err *e) MUSTCHECK;
 
+/* True when s has the shape of an RFC 3339 time with a zone (see jv_time). */
+bool jv_is_time(const char *s);
 /* Validates a query-string or path integer (decimal, no sign unless min < 0). */
 bool jv_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 /* Number of code points in a UTF-8 string (jansson guarantees valid UTF-8 for parsed input). */

@@ -20,24 +20,6 @@ static bool auditor_or_reply(struct req_ctx *rc)
     return auth_require_role_or_reply(rc, ROLE_AUDITOR | ROLE_STREET_ADMIN);
 }
 
-static bool time_or_reply(struct req_ctx *rc, const char *key, const char **out)
-{
-    *out = http_query(rc, key);
-    if (!*out)
-        return true;
-    json_t *o = json_pack("{s:s}", key, *out);
-    struct jv_err e = {0};
-    const char *v;
-    bool ok = jv_time(o, key, true, &v, &e);
-    json_decref(o);
-    if (!ok) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", key,
-                         "query parameter %s must be an RFC 3339 time with a zone", key);
-        return false;
-    }
-    return true;
-}
-
 /* The unit whose subtree is read: ?unit_id=, else the caller's home unit. */
 static bool unit_or_reply(struct req_ctx *rc, const char **out)
 {
@@ -64,7 +46,7 @@ static bool list_args_or_reply(struct req_ctx *rc, json_t *args)
     int limit;
     const char *after, *from, *to;
     if (!http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after) ||
-        !time_or_reply(rc, "from", &from) || !time_or_reply(rc, "to", &to))
+        !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to))
         return false;
     json_object_set_new(args, "limit", json_integer(limit));
     if (after)
@@ -217,8 +199,8 @@ void api_audit_log(struct req_ctx *rc)
 void api_audit_anomalies(struct req_ctx *rc)
 {
     const char *unit, *from, *to;
-    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) || !time_or_reply(rc, "from", &from) ||
-        !time_or_reply(rc, "to", &to))
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
+        !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to))
         return;
     const char *rule = http_query(rc, "rule");
     if (rule &&
@@ -278,8 +260,9 @@ void api_audit_export(struct req_ctx *rc)
 {
     const char *unit, *from, *to, *after;
     int64_t anchor = 0, limit = 500;
-    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) || !time_or_reply(rc, "from", &from) ||
-        !time_or_reply(rc, "to", &to) || !api_cursor_or_reply(rc, &after) ||
+    if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
+        !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to) ||
+        !api_cursor_or_reply(rc, &after) ||
         !http_query_i64_or_reply(rc, "limit", 1, 5000, &limit) ||
         !http_query_i64_or_reply(rc, "checkpoint", 1, INT64_MAX, &anchor))
         return;

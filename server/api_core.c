@@ -89,6 +89,49 @@ const char *api_i64(struct req_ctx *rc, int64_t v)
     return arena_printf(rc->arena, "%lld", (long long)v);
 }
 
+static json_t *query_value(const char *v, enum api_qtype type)
+{
+    int64_t iv;
+    double dv;
+    char *end;
+    switch (type) {
+    case API_Q_STR:
+        return jv_utf8_len(v) <= 200 ? json_string(v) : NULL;
+    case API_Q_INT:
+        return jv_parse_i64(v, 1, INT64_MAX, &iv) ? json_integer(iv) : NULL;
+    case API_Q_NUM:
+        dv = strtod(v, &end);
+        return *v && !*end && dv == dv ? json_real(dv) : NULL;
+    case API_Q_BOOL:
+        return !strcmp(v, "true") || !strcmp(v, "false") ? json_boolean(!strcmp(v, "true")) : NULL;
+    }
+    return NULL;
+}
+
+const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *specs, size_t n)
+{
+    int limit;
+    if (!http_page_limit_or_reply(rc, &limit))
+        return NULL;
+    json_t *args = json_pack("{s:i}", "limit", limit);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = http_query(rc, specs[i].name);
+        if (!v)
+            continue;
+        json_t *jv = query_value(v, specs[i].type);
+        if (!jv) {
+            json_decref(args);
+            http_reply_error(rc, ST_INVALID, "invalid_query", specs[i].name,
+                             "query parameter %s has an invalid value", specs[i].name);
+            return NULL;
+        }
+        json_object_set_new(args, specs[i].name, jv);
+    }
+    const char *text = api_json_text(rc, args);
+    json_decref(args);
+    return text;
+}
+
 bool api_cursor_or_reply(struct req_ctx *rc, const char **after)
 {
     *after = NULL;

@@ -82,24 +82,6 @@ void api_points(struct req_ctx *rc)
     api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200);
 }
 
-static bool time_query_or_reply(struct req_ctx *rc, const char *key, const char **out)
-{
-    *out = http_query(rc, key);
-    if (!*out)
-        return true;
-    json_t *o = json_pack("{s:s}", key, *out);
-    struct jv_err e = {0};
-    bool ok = jv_time(o, key, true, out, &e);
-    json_decref(o);
-    if (!ok) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", key,
-                         "query parameter %s must be an RFC 3339 time with a zone", key);
-        return false;
-    }
-    *out = http_query(rc, key);
-    return true;
-}
-
 void api_statement(struct req_ctx *rc)
 {
     int64_t worker;
@@ -107,8 +89,8 @@ void api_statement(struct req_ctx *rc)
     const char *after, *from, *to;
     const char *kind = http_query(rc, "kind");
     if (!worker_param_or_reply(rc, &worker) || !http_page_limit_or_reply(rc, &limit) ||
-        !api_cursor_or_reply(rc, &after) || !time_query_or_reply(rc, "from", &from) ||
-        !time_query_or_reply(rc, "to", &to))
+        !api_cursor_or_reply(rc, &after) || !http_query_time_or_reply(rc, "from", &from) ||
+        !http_query_time_or_reply(rc, "to", &to))
         return;
     if (kind &&
         (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {

@@ -121,81 +121,7 @@ static void csv_cb(struct db_result *res, void *arg)
     http_reply_raw(rc, 200, "text/csv; charset=utf-8", v, strlen(v));
 }
 
-enum qtype { Q_STR, Q_INT, Q_BOOL };
-struct qspec {
-    const char *name;
-    enum qtype type;
-};
-
-/* Query-string filters -> the jsonb args of a list function, with "limit"; a bad value is a
- * 400 naming the parameter. NULL after replying. */
-static json_t *qargs_or_reply(struct req_ctx *rc, const struct qspec *specs, size_t n)
-{
-    int limit;
-    if (!http_page_limit_or_reply(rc, &limit))
-        return NULL;
-    json_t *args = json_pack("{s:i}", "limit", limit);
-    for (size_t i = 0; i < n; i++) {
-        const char *v = http_query(rc, specs[i].name);
-        if (!v)
-            continue;
-        json_t *jv = NULL;
-        int64_t iv;
-        switch (specs[i].type) {
-        case Q_STR:
-            if (jv_utf8_len(v) <= 64)
-                jv = json_string(v);
-            break;
-        case Q_INT:
-            if (jv_parse_i64(v, 1, INT64_MAX, &iv))
-                jv = json_integer(iv);
-            break;
-        case Q_BOOL:
-            if (!strcmp(v, "true") || !strcmp(v, "false"))
-                jv = json_boolean(!strcmp(v, "true"));
-            break;
-        }
-        if (!jv) {
-            json_decref(args);
-            http_reply_error(rc, ST_INVALID, "invalid_query", specs[i].name,
-                             "query parameter %s has an invalid value", specs[i].name);
-            return NULL;
-        }
-        json_object_set_new(args, specs[i].name, jv);
-    }
-    return args;
-}
-
-static const char *qargs_text_or_reply(struct req_ctx *rc, const struct qspec *specs, size_t n)
-{
-    json_t *a = qargs_or_reply(rc, specs, n);
-    if (!a)
-        return NULL;
-    const char *t = api_json_text(rc, a);
-    json_decref(a);
-    return t;
-}
-
-static const struct qspec page_specs[] = {{"cursor", Q_STR}};
-
-/* An RFC 3339 query parameter, or NULL when absent; false after replying 400. */
-static bool time_query_or_reply(struct req_ctx *rc, const char *key, const char **out)
-{
-    *out = http_query(rc, key);
-    if (!*out)
-        return true;
-    json_t *o = json_pack("{s:s}", key, *out);
-    struct jv_err e = {0};
-    const char *tmp;
-    bool ok = jv_time(o, key, true, &tmp, &e);
-    json_decref(o);
-    if (!ok) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", key,
-                         "query parameter %s must be an RFC 3339 time with a zone", key);
-        return false;
-    }
-    return true;
-}
+static const struct api_qspec page_specs[] = {{"cursor", API_Q_STR}};
 
 /* ?format=json (default) or csv. */
 static bool format_csv_or_reply(struct req_ctx *rc, bool *csv)
@@ -293,8 +219,8 @@ static void statement(struct req_ctx *rc, enum who who)
     int limit;
     bool csv;
     int n = who_params(rc, who, params);
-    if (n < 0 || !time_query_or_reply(rc, "from", &from) || !time_query_or_reply(rc, "to", &to) ||
-        !format_csv_or_reply(rc, &csv))
+    if (n < 0 || !http_query_time_or_reply(rc, "from", &from) ||
+        !http_query_time_or_reply(rc, "to", &to) || !format_csv_or_reply(rc, &csv))
         return;
     params[n++] = from;
     params[n++] = to;
@@ -315,7 +241,7 @@ static void settlements(struct req_ctx *rc, enum who who)
     int n = who_params(rc, who, params);
     if (n < 0)
         return;
-    const char *args = qargs_text_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
+    const char *args = api_query_args_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
     if (!args)
         return;
     params[n++] = args;
@@ -358,8 +284,9 @@ void api_merchant_create(struct req_ctx *rc)
 
 void api_merchant_list(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {{"status", Q_STR}, {"unit_id", Q_INT}, {"cursor", Q_STR}};
-    const char *args = qargs_text_or_reply(rc, specs, ARRAY_SIZE(specs));
+    static const struct api_qspec specs[] = {
+        {"status", API_Q_STR}, {"unit_id", API_Q_INT}, {"cursor", API_Q_STR}};
+    const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
@@ -560,8 +487,8 @@ void api_mrc_offer_create(struct req_ctx *rc)
 
 void api_mrc_offer_list(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {{"status", Q_STR}, {"cursor", Q_STR}};
-    const char *args = qargs_text_or_reply(rc, specs, ARRAY_SIZE(specs));
+    static const struct api_qspec specs[] = {{"status", API_Q_STR}, {"cursor", API_Q_STR}};
+    const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {key_param(rc), args};
@@ -761,7 +688,7 @@ void api_mrc_webhook_delete(struct req_ctx *rc)
 
 void api_mrc_webhook_events(struct req_ctx *rc)
 {
-    const char *args = qargs_text_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
+    const char *args = api_query_args_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
     if (!args)
         return;
     const char *params[] = {key_param(rc), args};
@@ -780,11 +707,11 @@ void api_console_merchants(struct req_ctx *rc)
 
 void api_console_offers(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {{"status", Q_STR}, {"cursor", Q_STR}};
+    static const struct api_qspec specs[] = {{"status", API_Q_STR}, {"cursor", API_Q_STR}};
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *args = qargs_text_or_reply(rc, specs, ARRAY_SIZE(specs));
+    const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), args};
@@ -813,9 +740,9 @@ void api_console_settlement_get(struct req_ctx *rc)
 
 void api_mall_offers(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {
-        {"merchant_id", Q_INT}, {"in_stock", Q_BOOL}, {"cursor", Q_STR}};
-    const char *args = qargs_text_or_reply(rc, specs, ARRAY_SIZE(specs));
+    static const struct api_qspec specs[] = {
+        {"merchant_id", API_Q_INT}, {"in_stock", API_Q_BOOL}, {"cursor", API_Q_STR}};
+    const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
@@ -845,8 +772,8 @@ void api_mall_order(struct req_ctx *rc)
 
 void api_voucher_list(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {{"state", Q_STR}, {"cursor", Q_STR}};
-    const char *args = qargs_text_or_reply(rc, specs, ARRAY_SIZE(specs));
+    static const struct api_qspec specs[] = {{"state", API_Q_STR}, {"cursor", API_Q_STR}};
+    const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
@@ -918,7 +845,7 @@ void api_paycode_create(struct req_ctx *rc)
 
 void api_charge_list(struct req_ctx *rc)
 {
-    const char *args = qargs_text_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
+    const char *args = api_query_args_or_reply(rc, page_specs, ARRAY_SIZE(page_specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};

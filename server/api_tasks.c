@@ -81,88 +81,38 @@ void api_task_history(struct req_ctx *rc)
     api_query(rc, "SELECT gp_task_history($1, $2, $3::jsonb)", 3, params, 200);
 }
 
-/* Query-string filters -> the jsonb args of a list function. Each entry names the parameter
- * and its type; values are checked here so that a bad one is a 400 naming the parameter. */
-enum qtype { Q_STR, Q_INT, Q_NUM, Q_BOOL };
-struct qspec {
-    const char *name;
-    enum qtype type;
-};
-
-static json_t *list_args_or_reply(struct req_ctx *rc, const struct qspec *specs, size_t n)
+static void list_call(struct req_ctx *rc, const char *sql, const struct api_qspec *specs, size_t n)
 {
-    int limit;
-    if (!http_page_limit_or_reply(rc, &limit))
-        return NULL;
-    json_t *args = json_pack("{s:i}", "limit", limit);
-    for (size_t i = 0; i < n; i++) {
-        const char *v = http_query(rc, specs[i].name);
-        if (!v)
-            continue;
-        json_t *jv = NULL;
-        int64_t iv;
-        double dv;
-        char *end;
-        switch (specs[i].type) {
-        case Q_STR:
-            if (jv_utf8_len(v) <= 200)
-                jv = json_string(v);
-            break;
-        case Q_INT:
-            if (jv_parse_i64(v, 1, INT64_MAX, &iv))
-                jv = json_integer(iv);
-            break;
-        case Q_NUM:
-            dv = strtod(v, &end);
-            if (*v && !*end && dv == dv)
-                jv = json_real(dv);
-            break;
-        case Q_BOOL:
-            if (!strcmp(v, "true") || !strcmp(v, "false"))
-                jv = json_boolean(!strcmp(v, "true"));
-            break;
-        }
-        if (!jv) {
-            json_decref(args);
-            http_reply_error(rc, ST_INVALID, "invalid_query", specs[i].name,
-                             "query parameter %s has an invalid value", specs[i].name);
-            return NULL;
-        }
-        json_object_set_new(args, specs[i].name, jv);
-    }
-    return args;
-}
-
-static void list_call(struct req_ctx *rc, const char *sql, const struct qspec *specs, size_t n)
-{
-    json_t *args = list_args_or_reply(rc, specs, n);
+    const char *args = api_query_args_or_reply(rc, specs, n);
     if (!args)
         return;
-    const char *params[] = {api_actor(rc), api_json_text(rc, args)};
-    json_decref(args);
+    const char *params[] = {api_actor(rc), args};
     api_query(rc, sql, 2, params, 200);
 }
 
 void api_task_list(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {
-        {"view", Q_STR},    {"status", Q_STR},   {"category", Q_STR},
-        {"unit_id", Q_INT}, {"mine", Q_BOOL},    {"lat", Q_NUM},
-        {"lng", Q_NUM},     {"radius_m", Q_NUM}, {"cursor", Q_STR},
+    static const struct api_qspec specs[] = {
+        {"view", API_Q_STR},    {"status", API_Q_STR},   {"category", API_Q_STR},
+        {"unit_id", API_Q_INT}, {"mine", API_Q_BOOL},    {"lat", API_Q_NUM},
+        {"lng", API_Q_NUM},     {"radius_m", API_Q_NUM}, {"cursor", API_Q_STR},
     };
     list_call(rc, "SELECT gp_task_list($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
 void api_assignment_list(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {{"state", Q_STR}, {"task_id", Q_INT}, {"cursor", Q_STR}};
+    static const struct api_qspec specs[] = {
+        {"state", API_Q_STR}, {"task_id", API_Q_INT}, {"cursor", API_Q_STR}};
     list_call(rc, "SELECT gp_assignments_mine($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
 void api_review_queue(struct req_ctx *rc)
 {
-    static const struct qspec specs[] = {
-        {"unit_id", Q_INT}, {"task_id", Q_INT}, {"flagged", Q_BOOL}, {"cursor", Q_STR}};
+    static const struct api_qspec specs[] = {{"unit_id", API_Q_INT},
+                                             {"task_id", API_Q_INT},
+                                             {"flagged", API_Q_BOOL},
+                                             {"cursor", API_Q_STR}};
     list_call(rc, "SELECT gp_review_queue($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
@@ -263,7 +213,8 @@ static void claim_db_cb(struct db_result *res, void *arg)
     if (st == ST_OK) {
         json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
         json_t *gate = json_object_get(body, "gate");
-        json_t *f = json_object_get(gate, "free_slots"), *v = json_object_get(gate, "slots_version");
+        json_t *f = json_object_get(gate, "free_slots"),
+               *v = json_object_get(gate, "slots_version");
         if (json_is_integer(f) && json_is_integer(v))
             task_gate_seed(rc->app->gate, cs->task, json_integer_value(f), json_integer_value(v));
         json_decref(body);

@@ -338,6 +338,16 @@ bool http_query_i64_or_reply(struct req_ctx *rc, const char *key, int64_t min, i
     return true;
 }
 
+bool http_query_time_or_reply(struct req_ctx *rc, const char *key, const char **out)
+{
+    *out = http_query(rc, key);
+    if (!*out || (strlen(*out) <= 40 && jv_is_time(*out)))
+        return true;
+    http_reply_error(rc, ST_INVALID, "invalid_query", key,
+                     "query parameter %s must be an RFC 3339 time with a zone", key);
+    return false;
+}
+
 bool http_page_limit_or_reply(struct req_ctx *rc, int *limit)
 {
     int64_t v = rc->app->cfg->page_size_default;

@@ -218,6 +218,27 @@ bool jv_str(json_t *obj, const char *key, bool required, size_t minlen, size_t m
 
 /* Shape check only (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM)); PostgreSQL parses the value and a
  * date like Feb 30 comes back as 22007/22008, which the db layer maps to 400. */
+bool jv_is_time(const char *s)
+{
+    const char *p = s;
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (const char *q = shape; *q; q++, p++) {
+        if (*q == 'd' ? (*p < '0' || *p > '9') : (*p != *q && !(*q == 'T' && *p == ' ')))
+            return false;
+    }
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return false;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'Z' && p[1] == '\0')
+        return true;
+    return (*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' &&
+           p[3] == ':' && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9' && p[6] == '\0';
+}
+
 bool jv_time(json_t *obj, const char *key, bool required, const char **out, struct jv_err *e)
 {
     const char *s = NULL;
@@ -225,29 +246,10 @@ bool jv_time(json_t *obj, const char *key, bool required, const char **out, stru
         return false;
     if (!s)
         return true;
-    const char *p = s;
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-    for (const char *q = shape; *q; q++, p++) {
-        if (*q == 'd' ? (*p < '0' || *p > '9') : (*p != *q && !(*q == 'T' && *p == ' ')))
-            goto bad;
-    }
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            goto bad;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    if (*p == 'Z' && p[1] == '\0') {
+    if (jv_is_time(s)) {
         *out = s;
         return true;
     }
-    if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' &&
-        p[3] == ':' && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9' && p[6] == '\0') {
-        *out = s;
-        return true;
-    }
-bad:
     return jv_fail(e, ST_INVALID, "invalid_time", key,
                    "%s must be an RFC 3339 time with a zone, like 2026-11-21T08:00:00+08:00", key);
 }
