@@ -29,11 +29,10 @@ static const char set_lua[] = "local v = redis.call('HGET', KEYS[1], 'v')\n"
                               "return 1\n";
 
 /* KEYS[1] gate, ARGV free, version, ttl: only when the gate does not exist. */
-static const char seed_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-    "redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "return 1\n";
+static const char seed_lua[] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+                               "redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])\n"
+                               "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                               "return 1\n";
 
 struct task_gate {
     struct kv *kv;
