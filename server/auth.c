@@ -16,6 +16,7 @@
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SESSION_CACHE_TTL 30
@@ -55,10 +56,11 @@ bool auth_require_role_or_reply(struct req_ctx *rc, unsigned roles)
     return false;
 }
 
-/* Fills the principal from the JSON of gp_session_principal(); false when malformed. */
-static bool load_principal(struct req_ctx *rc, const char *text, size_t len)
+/* Fills the principal from the JSON of gp_session_principal() (the database path, once per
+ * cache fill); *ttl gets the seconds the session has left. False when malformed. */
+static bool principal_from_json(struct req_ctx *rc, const char *text, long long *ttl)
 {
-    json_t *j = json_loadb(text, len, 0, NULL);
+    json_t *j = json_loads(text, 0, NULL);
     if (!j)
         return false;
     json_t *pid = json_object_get(j, "person_id");
@@ -76,9 +78,36 @@ static bool load_principal(struct req_ctx *rc, const char *text, size_t len)
             if (name)
                 rc->principal.roles |= auth_role_parse(name);
         }
+        *ttl = json_integer_value(json_object_get(j, "ttl"));
     }
     json_decref(j);
     return ok;
+}
+
+/* The cached form is "p1:<person>:<unit>:<role bits>": every authenticated request reads it,
+ * so it is parsed with strtoll rather than as JSON. Anything else (an older format, a
+ * corrupted value) counts as a miss. */
+static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
+{
+    char buf[96];
+    if (len < 3 || len >= sizeof buf || memcmp(s, "p1:", 3) != 0)
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *p = buf + 3, *end;
+    long long pid = strtoll(p, &end, 10);
+    if (*end != ':' || pid <= 0)
+        return false;
+    long long unit = strtoll(end + 1, &end, 10);
+    if (*end != ':' || unit <= 0)
+        return false;
+    long long roles = strtoll(end + 1, &end, 10);
+    if (*end != '\0' || roles < 0)
+        return false;
+    rc->principal.person_id = pid;
+    rc->principal.unit_id = unit;
+    rc->principal.roles = (unsigned)roles;
+    return true;
 }
 
 static void db_principal_cb(struct db_result *res, void *arg)
@@ -95,18 +124,17 @@ static void db_principal_cb(struct db_result *res, void *arg)
                          "session token is unknown, expired or revoked");
         return;
     }
-    if (!load_principal(rc, v, strlen(v))) {
+    long long left = 0;
+    if (!principal_from_json(rc, v, &left)) {
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
         return;
     }
     /* Never cache a session beyond its own expiry. */
-    json_t *pj = json_loads(v, 0, NULL);
-    json_int_t left = pj ? json_integer_value(json_object_get(pj, "ttl")) : 0;
-    json_decref(pj);
-    char ttl[16];
-    snprintf(ttl, sizeof ttl, "%lld",
-             (long long)(left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL));
-    const char *argv[] = {"SET", as->key, v, "EX", ttl};
+    char ttl[24], cached[96];
+    snprintf(ttl, sizeof ttl, "%lld", left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL);
+    snprintf(cached, sizeof cached, "p1:%lld:%lld:%u", (long long)rc->principal.person_id,
+             (long long)rc->principal.unit_id, rc->principal.roles);
+    const char *argv[] = {"SET", as->key, cached, "EX", ttl};
     kv_command(rc->app->kv, NULL, NULL, 5, argv, NULL);
     rc->state = NULL;
     as->next(rc);
@@ -117,7 +145,7 @@ static void kv_principal_cb(struct redisReply *reply, enum status st, void *arg)
     struct req_ctx *rc = arg;
     struct auth_state *as = rc->state;
     if (st == ST_OK && reply && reply->type == REDIS_REPLY_STRING &&
-        load_principal(rc, reply->str, reply->len)) {
+        principal_from_cache(rc, reply->str, reply->len)) {
         rc->state = NULL;
         as->next(rc);
         return;

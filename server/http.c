@@ -31,6 +31,7 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define MAX_LISTENERS 4
 
@@ -48,6 +49,8 @@ struct http_server {
     SSL_CTX *ssl_ctx;
     int inflight; /* requests between accept and reply */
     int writing;  /* replies queued but not yet written out */
+    char rid_prefix[9];    /* random per process, for request ids */
+    uint64_t rid_counter;
     bool stopping, drained;
     void (*on_drained)(void *);
     void *drained_arg;
@@ -420,8 +423,14 @@ static void set_request_id(struct req_ctx *rc)
             return;
         }
     }
-    if (!crypto_random_hex(rc->rid, 8))
-        snprintf(rc->rid, sizeof rc->rid, "r%lld", (long long)common_mono_ms());
+    /* A random per-process prefix and a counter: unique across instances and restarts for
+     * all practical purposes, without a CSPRNG call on every request. Request ids are labels
+     * for logs, not secrets. */
+    struct http_server *hs = rc->server;
+    if (!hs->rid_prefix[0] && !crypto_random_hex(hs->rid_prefix, 4))
+        snprintf(hs->rid_prefix, sizeof hs->rid_prefix, "%08x", (unsigned)getpid());
+    snprintf(rc->rid, sizeof rc->rid, "%s%08llx", hs->rid_prefix,
+             (unsigned long long)++hs->rid_counter);
 }
 
 static void set_client_addr(struct req_ctx *rc)
