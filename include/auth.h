@@ -9,6 +9,7 @@
 
 #include "common.h"
 
+struct app;
 struct req_ctx;
 
 enum auth_role {
@@ -39,8 +40,10 @@ unsigned auth_role_parse(const char *name);
  * next; when neither Redis nor PostgreSQL can answer it replies 503. */
 void auth_session_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc));
 
-/* Drops the cached principal of a token (logout); fire-and-forget. */
+/* Drops the cached principal of the request's token (logout); fire-and-forget. */
 void auth_session_forget(struct req_ctx *rc);
+/* Drops the cached principal of a session by its hex SHA-256 (a suspension revoked it). */
+void auth_session_forget_hash(struct app *app, const char *token_hash_hex);
 
 /* Replies 403 and returns false unless the principal holds one of `roles`. */
 bool auth_require_role_or_reply(struct req_ctx *rc, unsigned roles) MUSTCHECK;

@@ -206,6 +206,32 @@ void api_person_get(struct req_ctx *rc)
     api_query(rc, "SELECT gp_person_get($1, $2)", 2, params, 200);
 }
 
+/* Drops the cached sessions that the update revoked (a suspension), strips their hashes
+ * from the body, and replies. */
+static void person_updated_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    if (db_result_status(res) != ST_OK || !db_result_ntuples(res)) {
+        http_reply_db(rc, res, 200);
+        return;
+    }
+    json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
+    if (!body) {
+        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read the updated person");
+        return;
+    }
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(body, "_revoked_sessions"), i, h)
+    {
+        const char *hex = json_string_value(h);
+        if (hex)
+            auth_session_forget_hash(rc->app, hex);
+    }
+    json_object_del(body, "_revoked_sessions");
+    http_reply_json(rc, 200, body);
+}
+
 void api_person_update(struct req_ctx *rc)
 {
     static const char *const fields[] = {"name", "tags", "status", NULL};
@@ -230,9 +256,9 @@ void api_person_update(struct req_ctx *rc)
         http_reply_error(rc, ST_INVALID, "empty_update", NULL, "nothing to update");
         return;
     }
-    const char *params[] = {api_i64(rc, rc->principal.person_id), api_i64(rc, id),
-                            api_json_text(rc, rc->json)};
-    api_query(rc, "SELECT gp_person_update($1, $2, $3::jsonb)", 3, params, 200);
+    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
+    db_query(rc->app->db, "SELECT gp_person_update($1, $2, $3::jsonb)", 3, params,
+             person_updated_cb, rc);
 }
 
 void api_person_role_grant(struct req_ctx *rc)

@@ -131,7 +131,8 @@ static void db_principal_cb(struct db_result *res, void *arg)
     }
     /* Never cache a session beyond its own expiry. */
     char ttl[24], cached[96];
-    snprintf(ttl, sizeof ttl, "%lld", left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL);
+    snprintf(ttl, sizeof ttl, "%lld",
+             left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL);
     snprintf(cached, sizeof cached, "p1:%lld:%lld:%u", (long long)rc->principal.person_id,
              (long long)rc->principal.unit_id, rc->principal.roles);
     const char *argv[] = {"SET", as->key, cached, "EX", ttl};
@@ -191,10 +192,15 @@ void auth_session_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
     kv_command(rc->app->kv, kv_principal_cb, rc, 2, argv, NULL);
 }
 
-void auth_session_forget(struct req_ctx *rc)
+void auth_session_forget_hash(struct app *app, const char *token_hash_hex)
 {
     char key[80];
-    snprintf(key, sizeof key, "sess:%s", rc->principal.token_hash);
+    snprintf(key, sizeof key, "sess:%s", token_hash_hex);
     const char *argv[] = {"DEL", key};
-    kv_command(rc->app->kv, NULL, NULL, 2, argv, NULL);
+    kv_command(app->kv, NULL, NULL, 2, argv, NULL);
+}
+
+void auth_session_forget(struct req_ctx *rc)
+{
+    auth_session_forget_hash(rc->app, rc->principal.token_hash);
 }

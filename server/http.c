@@ -47,9 +47,9 @@ struct http_server {
     struct listener ls[MAX_LISTENERS];
     int nls;
     SSL_CTX *ssl_ctx;
-    int inflight; /* requests between accept and reply */
-    int writing;  /* replies queued but not yet written out */
-    char rid_prefix[9];    /* random per process, for request ids */
+    int inflight;       /* requests between accept and reply */
+    int writing;        /* replies queued but not yet written out */
+    char rid_prefix[9]; /* random per process, for request ids */
     uint64_t rid_counter;
     bool stopping, drained;
     void (*on_drained)(void *);

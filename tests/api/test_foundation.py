@@ -240,8 +240,13 @@ def test_people_lifecycle(api, admin, sql):
     # update and suspend: the suspended person's session stops working
     r = api.patch(f"/api/v1/people/{worker['id']}", {"tags": ["mediator"]}, token=staff["token"])
     assert r.status_code == 200 and r.json()["tags"] == ["mediator"]
+    # the worker's session is cached in Redis by now; suspension must end it at once
+    assert api.get("/api/v1/me", token=worker["token"]).status_code == 200
     r = api.patch(f"/api/v1/people/{worker['id']}", {"status": "suspended"}, token=tok)
     assert r.status_code == 200
+    assert "_revoked_sessions" not in r.json()
+    r = api.get("/api/v1/me", token=worker["token"])
+    assert r.status_code == 401 and error_code(r) == "invalid_token"
     before = sql.scalar("SELECT count(*) FROM audit_log WHERE object_id = %s", (str(worker["id"]),))
     assert before >= 3  # create, update, suspend
     # duplicate phone
