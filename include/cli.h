@@ -6,7 +6,10 @@
 
 #include "common.h"
 
+#include <stdbool.h>
+
 struct config;
+struct pg_conn; /* libpq's PGconn */
 
 /* Applies sql/NNNN_*.sql files not yet recorded in schema_migrations, each in its own
  * transaction, under an advisory lock so that two migrators never interleave. */
@@ -38,5 +41,12 @@ int cli_export(const struct config *cfg, int argc, char **argv);
 int cli_verify(int argc, char **argv);
 /* The highest migration number found in migrations_dir (what this build expects). */
 int cli_schema_expected(const struct config *cfg);
+
+/* Shared by the commands: the value after `name` in argv, or NULL; whether `name` is present;
+ * a blocking connection over database.admin_url (falling back to database.url), or NULL
+ * after logging why. */
+const char *cli_opt(int argc, char **argv, const char *name);
+bool cli_flag(int argc, char **argv, const char *name);
+struct pg_conn *cli_connect_admin(const struct config *cfg);
 
 #endif

@@ -21,7 +21,7 @@ static const char *admin_url(const struct config *cfg)
     return *cfg->database_admin_url ? cfg->database_admin_url : cfg->database_url;
 }
 
-static PGconn *connect_admin(const struct config *cfg)
+PGconn *cli_connect_admin(const struct config *cfg)
 {
     PGconn *c = PQconnectdb(admin_url(cfg));
     if (PQstatus(c) != CONNECTION_OK) {
@@ -117,7 +117,7 @@ int cli_migrate(const struct config *cfg)
     int n = list_migrations(cfg->migrations_dir, m, 512);
     if (n < 0)
         return 1;
-    PGconn *c = connect_admin(cfg);
+    PGconn *c = cli_connect_admin(cfg);
     if (!c)
         return 1;
     int rc = 1;
@@ -174,7 +174,7 @@ out:
 /* create-admin                                                                              */
 /* ---------------------------------------------------------------------------------------- */
 
-static const char *opt(int argc, char **argv, const char *name)
+const char *cli_opt(int argc, char **argv, const char *name)
 {
     for (int i = 0; i + 1 < argc; i++)
         if (!strcmp(argv[i], name))
@@ -182,11 +182,19 @@ static const char *opt(int argc, char **argv, const char *name)
     return NULL;
 }
 
+bool cli_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], name))
+            return true;
+    return false;
+}
+
 int cli_create_admin(const struct config *cfg, int argc, char **argv)
 {
-    const char *phone = opt(argc, argv, "--phone");
-    const char *name = opt(argc, argv, "--name");
-    const char *street = opt(argc, argv, "--street");
+    const char *phone = cli_opt(argc, argv, "--phone");
+    const char *name = cli_opt(argc, argv, "--name");
+    const char *street = cli_opt(argc, argv, "--street");
     const char *password = getenv("GRIDPOINTS_ADMIN_PASSWORD");
     if (!phone || !name || !street) {
         fprintf(stderr, "usage: gridpointsd create-admin --phone P --name N --street S\n"
@@ -203,7 +211,7 @@ int cli_create_admin(const struct config *cfg, int argc, char **argv)
         log_error("cannot hash the password");
         return 1;
     }
-    PGconn *c = connect_admin(cfg);
+    PGconn *c = cli_connect_admin(cfg);
     if (!c)
         return 1;
     /* One statement: the street (reused when it exists), the person and the grant. */
@@ -298,8 +306,8 @@ static int demo_exec(PGconn *c, const char *sql, int n, const char *const *p, ch
 
 int cli_demo_data(const struct config *cfg, int argc, char **argv)
 {
-    const char *cred_path = opt(argc, argv, "--credentials");
-    PGconn *c = connect_admin(cfg);
+    const char *cred_path = cli_opt(argc, argv, "--credentials");
+    PGconn *c = cli_connect_admin(cfg);
     if (!c)
         return 1;
     char existing[32] = "";
@@ -443,11 +451,9 @@ int cli_rebuild_cache(const struct config *cfg, int argc, char **argv)
                   cfg->redis_url);
         return 2;
     }
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--dry-run"))
-            o.dry_run = true;
+    o.dry_run = cli_flag(argc, argv, "--dry-run");
     o.timeout_ms = cfg->redis_command_timeout_ms > 5000 ? cfg->redis_command_timeout_ms : 5000;
-    PGconn *c = connect_admin(cfg);
+    PGconn *c = cli_connect_admin(cfg);
     if (!c)
         return 1;
     int fixed = ledger_rebuild_cache_opts((struct pg_conn *)c, &o, stdout);

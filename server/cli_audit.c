@@ -19,34 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static PGconn *connect_admin(const struct config *cfg)
-{
-    PGconn *c = PQconnectdb(*cfg->database_admin_url ? cfg->database_admin_url : cfg->database_url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        log_error("cannot connect to PostgreSQL: %s", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    PQsetNoticeProcessor(c, NULL, NULL);
-    return c;
-}
-
-static const char *opt(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
-    return NULL;
-}
-
-static bool flag(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], name))
-            return true;
-    return false;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* keys                                                                                      */
 /* ---------------------------------------------------------------------------------------- */
@@ -141,12 +113,12 @@ int cli_audit_keygen(const struct config *cfg, int argc, char **argv, bool rotat
     EVP_PKEY *k = NULL, *old = NULL;
     int rc = 1;
     if (!rotate) {
-        if (exists && !flag(argc, argv, "--if-missing")) {
+        if (exists && !cli_flag(argc, argv, "--if-missing")) {
             fprintf(stderr, "%s exists: rotate it with audit-rotate-key (or pass --if-missing)\n",
                     path);
             return 2;
         }
-        if (!(c = connect_admin(cfg)))
+        if (!(c = cli_connect_admin(cfg)))
             return 1;
         if (exists) {
             /* --if-missing: make sure the key in place is the registered one */
@@ -172,7 +144,7 @@ int cli_audit_keygen(const struct config *cfg, int argc, char **argv, bool rotat
                 path);
         return 2;
     }
-    if (!(c = connect_admin(cfg)))
+    if (!(c = cli_connect_admin(cfg)))
         goto out;
     char next[1024], retired[1100], old_id[9] = "";
     snprintf(next, sizeof next, "%s.new", path);
@@ -208,7 +180,7 @@ out:
 
 int cli_audit_pubkey(const struct config *cfg)
 {
-    PGconn *c = connect_admin(cfg);
+    PGconn *c = cli_connect_admin(cfg);
     if (!c)
         return 1;
     PGresult *r = PQexec(c, "SELECT gp_audit_keys_json()");
@@ -306,9 +278,9 @@ static void put_checkpoint(FILE *out, const char *size, const char *note)
 
 int cli_export(const struct config *cfg, int argc, char **argv)
 {
-    const char *unit = opt(argc, argv, "--unit"), *from = opt(argc, argv, "--from");
-    const char *to = opt(argc, argv, "--to"), *format = opt(argc, argv, "--format");
-    const char *out_path = opt(argc, argv, "--out");
+    const char *unit = cli_opt(argc, argv, "--unit"), *from = cli_opt(argc, argv, "--from");
+    const char *to = cli_opt(argc, argv, "--to"), *format = cli_opt(argc, argv, "--format");
+    const char *out_path = cli_opt(argc, argv, "--out");
     if (!format)
         format = "jsonl";
     if (strcmp(format, "jsonl") && strcmp(format, "csv")) {
@@ -322,7 +294,7 @@ int cli_export(const struct config *cfg, int argc, char **argv)
         log_error("cannot create %s: %s", out_path, strerror(errno));
         return 1;
     }
-    PGconn *c = connect_admin(cfg);
+    PGconn *c = cli_connect_admin(cfg);
     int rc = 1;
     long long ntx = 0, ncp = 0;
     if (!c)

@@ -763,18 +763,10 @@ static int verify_proofs(const char *path, const struct keyring *keys)
     return rc;
 }
 
-static const char *arg(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
-    return NULL;
-}
-
 int cli_verify(int argc, char **argv)
 {
-    const char *exp = arg(argc, argv, "--export"), *proofs = arg(argc, argv, "--proofs");
-    const char *pub = arg(argc, argv, "--pubkey");
+    const char *exp = cli_opt(argc, argv, "--export"), *proofs = cli_opt(argc, argv, "--proofs");
+    const char *pub = cli_opt(argc, argv, "--pubkey");
     if (!pub || (!exp == !proofs)) {
         fprintf(stderr, "usage: gridpointsd verify --export FILE --pubkey KEYS\n"
                         "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
