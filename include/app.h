@@ -9,6 +9,7 @@ struct event_base;
 struct db_pool;
 struct kv;
 struct ratelimit;
+struct login_throttle;
 struct workpool;
 struct metrics;
 struct ledger_cache;
@@ -22,6 +23,7 @@ struct app {
     struct db_pool *db;
     struct kv *kv;
     struct ratelimit *rl;
+    struct login_throttle *login; /* login throttling and known devices */
     struct workpool *wp; /* CPU-heavy work off the loop (password hashing) */
     struct metrics *metrics;
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */

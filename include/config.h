@@ -56,9 +56,14 @@ struct config {
     /* [auth] */
     int session_ttl_s;
     int pbkdf2_iterations;
-    int login_limit_per_phone;
-    int login_limit_per_addr;
-    int login_window_s;
+    int login_limit_per_pair;     /* failures per (phone, address or known device) per window */
+    int login_limit_per_addr;     /* attempts per client address over all phones per window */
+    int login_window_s;           /* the window of both */
+    int login_phone_free;         /* failures per phone before its slow-down starts */
+    int login_phone_window_s;     /* a phone's failures are forgotten this long after the last */
+    int login_phone_delay_ms;     /* first slow-down delay, doubled per further failure */
+    int login_phone_delay_max_ms; /* ... up to this */
+    int login_device_ttl_s;       /* a known device is forgotten this long after its last login */
     /* [log] */
     char *log_level;
     /* [merchant] */

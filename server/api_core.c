@@ -9,6 +9,7 @@
 #include "http.h"
 #include "kv.h"
 #include "log.h"
+#include "login_throttle.h"
 #include "metrics.h"
 #include "ratelimit.h"
 #include "workpool.h"
@@ -241,19 +242,25 @@ void api_metrics(struct req_ctx *rc)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Login: rate limits -> look up the phone -> verify the password off the loop -> session.    */
+/* Login: throttle -> look up the phone -> verify the password off the loop -> session.       */
 /* ---------------------------------------------------------------------------------------- */
 
-enum login_step { LOGIN_LIMIT_PHONE, LOGIN_LIMIT_ADDR, LOGIN_LOOKUP, LOGIN_VERIFY, LOGIN_SESSION };
+/* The throttle (include/login_throttle.h) runs before the lookup and answers alike for phones
+ * that exist and phones that do not, so its 429s tell nobody which numbers are registered. */
+enum login_step { LOGIN_THROTTLE, LOGIN_LOOKUP, LOGIN_VERIFY, LOGIN_SESSION };
 
 struct login_state {
     enum login_step step;
     const char *phone;
+    const char *device_token; /* as presented (points into the request's JSON), or NULL */
+    char device_hash[65];     /* hex SHA-256 of device_token */
+    bool known_device;        /* the throttle recognised device_token for this phone */
     char *password;    /* heap copy the worker thread reads; wiped and freed with the arena */
     char *stored_hash; /* heap copy for the worker thread; freed with the arena */
     int64_t person_id;
     bool verified;
     char token[CRYPTO_TOKEN_LEN + 1];
+    char new_device[CRYPTO_TOKEN_LEN + 1]; /* a device token issued by this login, or "" */
     char hash_param[70];
 };
 
@@ -269,18 +276,40 @@ static const char *dummy_hash(struct req_ctx *rc)
 
 static void login_step(struct req_ctx *rc);
 
-static void login_limit_cb(enum status st, int retry_after_s, int remaining, void *arg)
+static void login_throttle_req_of(struct req_ctx *rc, struct login_throttle_req *r)
+{
+    struct login_state *ls = rc->state;
+    r->phone = ls->phone;
+    r->addr = rc->addr;
+    r->device_hash = ls->device_token ? ls->device_hash : NULL;
+}
+
+static void login_throttle_done(enum login_throttle_verdict v, int retry_after_s, bool known_device,
+                                void *arg)
 {
     struct req_ctx *rc = arg;
-    if (st == ST_RATE_LIMITED) {
+    struct login_state *ls = rc->state;
+    switch (v) {
+    case LOGIN_THROTTLE_ALLOW:
+        /* Also when Redis is down: login throttling fails open (see login_throttle.h). */
+        ls->known_device = known_device;
+        ls->step = LOGIN_LOOKUP;
+        login_step(rc);
+        return;
+    case LOGIN_THROTTLE_SLOW:
+        rlog_info(rc, "login slowed down for a phone");
+        http_reply_error_retry(rc, ST_RATE_LIMITED, "login_delayed", retry_after_s,
+                               "too many failed logins for this phone; try again after "
+                               "Retry-After seconds");
+        return;
+    case LOGIN_THROTTLE_PAIR:
+    case LOGIN_THROTTLE_ADDR:
+        rlog_info(rc, "login refused: too many failures (%s)",
+                  v == LOGIN_THROTTLE_PAIR ? "phone and client" : "client address");
         http_reply_error_retry(rc, ST_RATE_LIMITED, "too_many_attempts", retry_after_s,
                                "too many login attempts; try again later");
         return;
     }
-    /* ST_OK, or Redis down: logins fail open on the limiter (PostgreSQL still answers). */
-    struct login_state *ls = rc->state;
-    ls->step++;
-    login_step(rc);
 }
 
 static void login_lookup_cb(struct db_result *res, void *arg)
@@ -314,6 +343,28 @@ static void wipe_free(void *p)
     free(p);
 }
 
+/* A correct password: take the attempt back from the throttle and remember the device -- the
+ * one presented when the throttle knew it (its expiry starts again), else a new one. */
+static void login_succeeded(struct req_ctx *rc)
+{
+    struct login_state *ls = rc->state;
+    struct login_throttle_req r;
+    login_throttle_req_of(rc, &r);
+    const char *remember = NULL;
+    char new_hash[65];
+    if (ls->known_device) {
+        remember = ls->device_hash;
+    } else if (crypto_token(ls->new_device)) {
+        unsigned char d[32];
+        crypto_sha256(ls->new_device, CRYPTO_TOKEN_LEN, d);
+        crypto_hex(d, 32, new_hash);
+        remember = new_hash;
+    } else {
+        ls->new_device[0] = '\0'; /* no randomness: log in without a device token */
+    }
+    login_throttle_success(rc->app->login, &r, ls->known_device, remember, ls->person_id);
+}
+
 static void verify_done(void *arg, bool cancelled)
 {
     struct req_ctx *rc = arg;
@@ -328,6 +379,7 @@ static void verify_done(void *arg, bool cancelled)
                          "wrong phone or password");
         return;
     }
+    login_succeeded(rc);
     ls->step = LOGIN_SESSION;
     login_step(rc);
 }
@@ -349,7 +401,12 @@ static void login_session_cb(struct db_result *res, void *arg)
         json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer", "expires_at",
                   json_object_get(principal, "expires_at"), "person", principal);
     json_decref(principal);
-    rlog_info(rc, "login ok person=%lld", (long long)ls->person_id);
+    /* The presented token when it is known (it passed jv_str, so it is valid UTF-8). */
+    const char *device = ls->known_device ? ls->device_token : ls->new_device;
+    if (device && *device)
+        json_object_set_new(body, "device_token", json_string(device));
+    rlog_info(rc, "login ok person=%lld known_device=%d", (long long)ls->person_id,
+              ls->known_device ? 1 : 0);
     http_reply_json(rc, 200, body);
 }
 
@@ -358,16 +415,10 @@ static void login_step(struct req_ctx *rc)
     struct login_state *ls = rc->state;
     const struct config *cfg = rc->app->cfg;
     switch (ls->step) {
-    case LOGIN_LIMIT_PHONE: {
-        const char *key = arena_printf(rc->arena, "rl:login:phone:%s", ls->phone);
-        ratelimit_hit(rc->app->rl, key, cfg->login_limit_per_phone, cfg->login_window_s,
-                      RATELIMIT_FAIL_OPEN, login_limit_cb, rc);
-        return;
-    }
-    case LOGIN_LIMIT_ADDR: {
-        const char *key = arena_printf(rc->arena, "rl:login:addr:%s", rc->addr);
-        ratelimit_hit(rc->app->rl, key, cfg->login_limit_per_addr, cfg->login_window_s,
-                      RATELIMIT_FAIL_OPEN, login_limit_cb, rc);
+    case LOGIN_THROTTLE: {
+        struct login_throttle_req r;
+        login_throttle_req_of(rc, &r);
+        login_throttle_check(rc->app->login, &r, login_throttle_done, rc);
         return;
     }
     case LOGIN_LOOKUP: {
@@ -399,18 +450,27 @@ static void login_step(struct req_ctx *rc)
 
 void api_login(struct req_ctx *rc)
 {
-    static const char *const fields[] = {"phone", "password", NULL};
+    static const char *const fields[] = {"phone", "password", "device_token", NULL};
     if (!http_body_only_or_reply(rc, fields))
         return;
     struct jv_err e = {0};
-    const char *phone = NULL, *password = NULL;
+    const char *phone = NULL, *password = NULL, *device = NULL;
     if (!jv_str(rc->json, "phone", true, 11, 11, &phone, &e) ||
-        !jv_str(rc->json, "password", true, 1, 128, &password, &e)) {
+        !jv_str(rc->json, "password", true, 1, 128, &password, &e) ||
+        !jv_str(rc->json, "device_token", false, 1, 64, &device, &e)) {
         http_reply_jv(rc, &e);
         return;
     }
     struct login_state *ls = arena_alloc(rc->arena, sizeof *ls);
     ls->phone = phone;
+    /* Any string is accepted as a device token: one we never issued (or that expired) is
+     * simply not known, and the login goes on as from a new device. */
+    ls->device_token = device;
+    if (device) {
+        unsigned char d[32];
+        crypto_sha256(device, strlen(device), d);
+        crypto_hex(d, 32, ls->device_hash);
+    }
     /* The worker thread must not read the request's JSON (the loop owns it), so it gets a copy,
      * which every path releases through the arena. */
     ls->password = xstrdup(password);

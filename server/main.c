@@ -19,6 +19,7 @@
 #include "log.h"
 #include "merchant_crypto.h"
 #include "metrics.h"
+#include "login_throttle.h"
 #include "ratelimit.h"
 #include "webhook.h"
 #include "workpool.h"
@@ -150,6 +151,7 @@ static int serve(const struct config *cfg)
     }
     app->kv = kv_new(app->base, &kc);
     app->rl = ratelimit_new(app->kv);
+    app->login = login_throttle_new(app->kv, cfg);
     app->ledger = ledger_cache_new(app->kv);
     app->gate = task_gate_new(app->kv);
     app->wp = workpool_new(app->base, cfg->worker_threads);
@@ -201,6 +203,7 @@ teardown:
     workpool_free(app->wp);
     task_gate_free(app->gate);
     ledger_cache_free(app->ledger);
+    login_throttle_free(app->login);
     ratelimit_free(app->rl);
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
