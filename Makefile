@@ -97,21 +97,45 @@ unit: $(UNIT_BIN)
 api: $(BUILD)/gridpointsd
 	GRIDPOINTS_BIN=$(abspath $(BUILD)/gridpointsd) $(PY) -m pytest -q -p no:cacheprovider tests/api $(PYTEST_ARGS)
 
-# libFuzzer over the request body parser and the router (tests/fuzz). It links the real objects
-# (built with clang and the fuzzer's instrumentation) except main. FUZZ_SECONDS per target.
+# libFuzzer (tests/fuzz), built with clang and the fuzzer's instrumentation in FUZZ_BUILD:
+#   fuzz_input  the body parser and the router (every server object except main)
+#   fuzz_http   whole requests over loopback through the real server, PostgreSQL and Redis
+#               replaced by tests/fuzz/fuzz_backend.c (every server object except main, db, kv)
+# Each runs FUZZ_SECONDS; fuzz_http first replays tests/fuzz/regressions/http/ once each. Its
+# seeds (one request per route of docs/openapi.yaml, the JSONTestSuite files as bodies) are
+# generated into FUZZ_BUILD by scripts/fuzz-seeds.py; its log goes to FUZZ_BUILD/fuzz_http.log.
 FUZZ_SECONDS ?= 60
-FUZZ_BUILD = build/fuzz
+FUZZ_BUILD ?= build/fuzz
+FUZZ_FLAGS = CC=clang BUILD=$(FUZZ_BUILD) CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" \
+	LDFLAGS="-fsanitize=address,undefined"
+FUZZ_HTTP_ARGS = -max_len=8192 -timeout=30 -dict=$(FUZZ_BUILD)/http.dict -print_final_stats=1
+FUZZ_HTTP_LOG = $(FUZZ_BUILD)/fuzz_http.log
+FUZZ_HTTP_FAIL = { grep -E 'VIOLATION|SUMMARY' $(FUZZ_HTTP_LOG); tail -n 50 $(FUZZ_HTTP_LOG); exit 1; }
 fuzz:
-	@$(MAKE) --no-print-directory CC=clang BUILD=$(FUZZ_BUILD) \
-		CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" LDFLAGS="-fsanitize=address,undefined" \
-		$(FUZZ_BUILD)/fuzz_input
-	@mkdir -p $(FUZZ_BUILD)/corpus
+	@$(MAKE) --no-print-directory $(FUZZ_FLAGS) $(FUZZ_BUILD)/fuzz_input $(FUZZ_BUILD)/fuzz_http
+	@mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus-http
 	$(FUZZ_BUILD)/fuzz_input -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-print_final_stats=1 $(FUZZ_BUILD)/corpus tests/fuzz/seeds
+	@$(PY) scripts/fuzz-seeds.py $(FUZZ_BUILD)
+	@echo "== fuzz_http: regressions"
+	@$(FUZZ_BUILD)/fuzz_http $(FUZZ_HTTP_ARGS) tests/fuzz/regressions/http/* \
+		> $(FUZZ_HTTP_LOG) 2>&1 || $(FUZZ_HTTP_FAIL)
+	@echo "== fuzz_http: $(FUZZ_SECONDS) s"
+	@$(FUZZ_BUILD)/fuzz_http $(FUZZ_HTTP_ARGS) -max_total_time=$(FUZZ_SECONDS) \
+		$(FUZZ_BUILD)/corpus-http $(FUZZ_BUILD)/seeds-http \
+		>> $(FUZZ_HTTP_LOG) 2>&1 || $(FUZZ_HTTP_FAIL)
+	@grep -E '^(stat::|Done|INFO: seed corpus)' $(FUZZ_HTTP_LOG) | tail -n 8
 
 $(FUZZ_BUILD)/fuzz_input: tests/fuzz/fuzz_input.c $(LIB_OBJ)
 	$(say) FUZZ $@
 	$(Q)$(CC) $(FINAL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS)
+
+FUZZ_HTTP_OBJ = $(filter-out $(BUILD)/db.o $(BUILD)/kv.o,$(LIB_OBJ))
+$(FUZZ_BUILD)/fuzz_http: tests/fuzz/fuzz_http.c tests/fuzz/fuzz_backend.c tests/fuzz/fuzz_backend.h \
+		$(FUZZ_HTTP_OBJ)
+	$(say) FUZZ $@
+	$(Q)$(CC) $(FINAL_CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ tests/fuzz/fuzz_http.c \
+		tests/fuzz/fuzz_backend.c $(FUZZ_HTTP_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory OPT=-O2 DEBUG=-g BUILD=build/bench all
