@@ -80,6 +80,7 @@ struct config {
     bool merchant_webhook_allow_private; /* deliver to loopback/private addresses (tests) */
     int merchant_webhook_backoff_s;      /* first retry delay, doubled per attempt */
     char *merchant_webhook_ca_file;      /* CA bundle for webhook TLS; "" = system default */
+    char *merchant_webhook_hosts_file;   /* extra hosts file for webhook names; "" = none */
     int merchant_webhook_retry_for_s;    /* give an event up after this */
     int merchant_webhook_timeout_s;      /* per delivery attempt */
     /* [timers] */

@@ -4,13 +4,17 @@
  * charge, refund or expiry). The janitor's "webhooks" sweep leases due events
  * (gp_webhook_claim) and hands them here; each delivery then runs as a small state machine:
  *
- *   RESOLVE  evdns (or an IP literal), then every address is checked against the policy:
- *            loopback, private, link-local, CGNAT, unique-local, multicast, unspecified and
- *            reserved ranges are refused unless merchant.webhook_allow_private (tests only),
- *            and even then unspecified/multicast/broadcast are refused
- *   SEND     evhttp over bufferevent_openssl to the checked address (never to a name that could
- *            resolve again), certificate and host name verified, a signed POST
- *            (Gridpoints-Signature, Gridpoints-Event-Id), merchant.webhook_timeout
+ *   RESOLVE  the host read as the resolver reads it (netaddr_parse_host: any IPv4 spelling,
+ *            bracketed IPv6, local names), then evdns for a name (merchant.webhook_hosts_file
+ *            first, if set), and EVERY address is checked (netaddr.h): only public addresses
+ *            pass; merchant.webhook_allow_private (tests only) also admits loopback, private,
+ *            shared and link-local ones, never unspecified, multicast, broadcast or reserved.
+ *            One refused address refuses the attempt ("address_not_allowed", logged with the
+ *            address and its kind), which is then retried like any failed attempt
+ *   SEND     evhttp over bufferevent_openssl to the checked address itself, as an IP literal
+ *            (pinned: nothing resolves the name again), Host header and certificate check for
+ *            the URL's host, a signed POST (Gridpoints-Signature, Gridpoints-Event-Id),
+ *            merchant.webhook_timeout; redirects are not followed (a 3xx is a failed attempt)
  *   REPORT   gp_webhook_result: delivered on 2xx, otherwise retried with back-off for
  *            merchant.webhook_retry_for
  *
@@ -25,22 +29,13 @@
 #include <jansson.h>
 
 struct app;
-struct sockaddr;
 struct webhooks;
 
-enum webhook_addr {
-    WEBHOOK_ADDR_PUBLIC,    /* a global unicast address */
-    WEBHOOK_ADDR_PRIVATE,   /* loopback, RFC 1918, link-local, CGNAT, ULA: refused by default */
-    WEBHOOK_ADDR_FORBIDDEN, /* unspecified, multicast, broadcast, reserved: always refused */
-};
-
-/* Classifies an AF_INET or AF_INET6 address (IPv4-mapped IPv6 as its IPv4 address). */
-enum webhook_addr webhook_addr_class(const struct sockaddr *sa);
-bool webhook_addr_allowed(const struct sockaddr *sa, bool allow_private);
-
 /* Checks a webhook URL before it is stored: https, a host, no userinfo or fragment, at most
- * 500 bytes, and no literal address or "localhost" name outside the policy. On failure
- * returns false and sets *code ("invalid_webhook_url" or "webhook_url_not_allowed"). */
+ * 500 bytes; the host is read as the resolver would (netaddr_parse_host) and an IP literal in
+ * any spelling or a local name ("localhost.", "x.localhost", single labels) outside the
+ * policy is refused. On failure returns false and sets *code ("invalid_webhook_url" or
+ * "webhook_url_not_allowed"). */
 bool webhook_url_check(const char *url, bool allow_private, const char **code) MUSTCHECK;
 
 /* Creates the client TLS context and the resolver. NULL (logged) when the CA file is bad. */

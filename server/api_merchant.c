@@ -644,7 +644,8 @@ void api_mrc_webhook_set(struct req_ctx *rc)
         http_reply_error(
             rc, ST_INVALID, code, "url",
             !strcmp(code, "webhook_url_not_allowed")
-                ? "webhooks may not point at loopback, private or link-local addresses"
+                ? "webhooks must point at a public address, not at a loopback, private, "
+                  "link-local, multicast or reserved one (in any spelling) or a local name"
                 : "the webhook URL must be https://host[:port]/path, without credentials");
         return;
     }

@@ -96,6 +96,7 @@ static const struct cfg_entry table[] = {
     B("merchant", "webhook_allow_private", merchant_webhook_allow_private, "false"),
     T("merchant", "webhook_backoff", merchant_webhook_backoff_s, "10s", 1, 3600),
     S("merchant", "webhook_ca_file", merchant_webhook_ca_file, ""),
+    S("merchant", "webhook_hosts_file", merchant_webhook_hosts_file, ""),
     T("merchant", "webhook_retry_for", merchant_webhook_retry_for_s, "1d", 1, 604800),
     T("merchant", "webhook_timeout", merchant_webhook_timeout_s, "10s", 1, 60),
 

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "merchant_crypto.h"
 #include "metrics.h"
+#include "netaddr.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
@@ -36,88 +37,8 @@
 #define URL_MAX 500
 
 /* ---------------------------------------------------------------------------------------- */
-/* Address policy and URL check (pure)                                                       */
+/* URL check (pure)                                                                          */
 /* ---------------------------------------------------------------------------------------- */
-
-static enum webhook_addr v4_class(uint32_t a)
-{
-    if ((a >> 24) == 0 || (a >> 28) == 14 || (a >> 28) == 15)
-        return WEBHOOK_ADDR_FORBIDDEN; /* "this network", multicast, reserved + broadcast */
-    if ((a >> 8) == 0xC00000 || (a >> 8) == 0xC00002 || (a >> 8) == 0xC63364 ||
-        (a >> 8) == 0xCB0071)
-        return WEBHOOK_ADDR_FORBIDDEN; /* 192.0.0/24 and the documentation ranges */
-    if ((a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xA9FE || (a >> 20) == 0xAC1 ||
-        (a >> 16) == 0xC0A8 || (a >> 22) == (100 << 2 | 1) || (a >> 17) == (0xC612 >> 1))
-        return WEBHOOK_ADDR_PRIVATE; /* 10/8, loopback, link-local, 172.16/12, 192.168/16,
-                                        100.64/10 (CGNAT), 198.18/15 */
-    return WEBHOOK_ADDR_PUBLIC;
-}
-
-enum webhook_addr webhook_addr_class(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        return v4_class(ntohl(s4->sin_addr.s_addr));
-    }
-    if (sa->sa_family != AF_INET6)
-        return WEBHOOK_ADDR_FORBIDDEN;
-    const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-    static const unsigned char zero[16];
-    uint32_t last = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
-    if (!memcmp(b, zero, 10) && b[10] == 0xff && b[11] == 0xff)
-        return v4_class(last); /* ::ffff:a.b.c.d */
-    if (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && !memcmp(b + 4, zero, 8))
-        return v4_class(last); /* 64:ff9b::/96, NAT64 of an IPv4 address */
-    if (!memcmp(b, zero, 15))
-        return b[15] == 1 ? WEBHOOK_ADDR_PRIVATE : WEBHOOK_ADDR_FORBIDDEN; /* ::1, :: */
-    if (!memcmp(b, zero, 12))
-        return WEBHOOK_ADDR_FORBIDDEN; /* IPv4-compatible, deprecated */
-    if (b[0] == 0xff)
-        return WEBHOOK_ADDR_FORBIDDEN; /* multicast */
-    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
-        return WEBHOOK_ADDR_FORBIDDEN; /* documentation */
-    if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0x80) == 0x80))
-        return WEBHOOK_ADDR_PRIVATE; /* fc00::/7 unique local, fe80::/10 and fec0::/10 */
-    return WEBHOOK_ADDR_PUBLIC;
-}
-
-bool webhook_addr_allowed(const struct sockaddr *sa, bool allow_private)
-{
-    enum webhook_addr c = webhook_addr_class(sa);
-    return c == WEBHOOK_ADDR_PUBLIC || (c == WEBHOOK_ADDR_PRIVATE && allow_private);
-}
-
-/* An IP literal host ("1.2.3.4", "::1" or "[::1]") into ss; false when it is a name. */
-static bool literal_addr(const char *host, struct sockaddr_storage *ss)
-{
-    char buf[64];
-    size_t n = strlen(host);
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-        if (n - 2 >= sizeof buf)
-            return false;
-        memcpy(buf, host + 1, n - 2);
-        buf[n - 2] = '\0';
-        host = buf;
-    }
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    if (evutil_inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        return true;
-    }
-    if (evutil_inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        return true;
-    }
-    return false;
-}
-
-static bool localhost_name(const char *host)
-{
-    size_t n = strlen(host);
-    return !strcasecmp(host, "localhost") || (n > 10 && !strcasecmp(host + n - 10, ".localhost"));
-}
 
 bool webhook_url_check(const char *url, bool allow_private, const char **code)
 {
@@ -136,12 +57,24 @@ bool webhook_url_check(const char *url, bool allow_private, const char **code)
               !evhttp_uri_get_userinfo(u) && !evhttp_uri_get_fragment(u) &&
               (port == -1 || (port > 0 && port <= 65535));
     if (ok) {
+        /* The host as the resolver reads it: "0x7f000001" and "127.1" are 127.0.0.1. A name
+         * is checked again after resolution, at every delivery (address_refused). */
         struct sockaddr_storage ss;
-        *code = "webhook_url_not_allowed";
-        if (literal_addr(host, &ss))
-            ok = webhook_addr_allowed((struct sockaddr *)&ss, allow_private);
-        else if (localhost_name(host))
+        switch (netaddr_parse_host(host, &ss)) {
+        case NETADDR_HOST_INVALID:
+            ok = false;
+            break;
+        case NETADDR_HOST_LITERAL:
+            *code = "webhook_url_not_allowed";
+            ok = netaddr_allowed(netaddr_classify((struct sockaddr *)&ss), allow_private);
+            break;
+        case NETADDR_HOST_LOCAL_NAME:
+            *code = "webhook_url_not_allowed";
             ok = allow_private;
+            break;
+        case NETADDR_HOST_NAME:
+            break;
+        }
     }
     evhttp_uri_free(u);
     return ok;
@@ -162,6 +95,7 @@ struct delivery {
     int64_t merchant_id;
     char event_id[80];
     char host[256];
+    bool literal; /* host is an IP address (in any spelling inet_aton or inet_pton reads) */
     int port;
     char *path; /* path and query, as in the URL */
     char *body;
@@ -315,25 +249,24 @@ static void send_to_addr(struct delivery *d)
     const struct config *cfg = w->app->cfg;
     struct event_base *base = w->app->base;
     char ip[INET6_ADDRSTRLEN];
-    const void *a = d->addr.ss_family == AF_INET
-                        ? (const void *)&((struct sockaddr_in *)&d->addr)->sin_addr
-                        : (const void *)&((struct sockaddr_in6 *)&d->addr)->sin6_addr;
-    if (!evutil_inet_ntop(d->addr.ss_family, a, ip, sizeof ip)) {
+    if (!netaddr_format((struct sockaddr *)&d->addr, ip, sizeof ip)) {
         fail(d, "bad address", NULL);
         return;
     }
     d->step = D_SEND;
     SSL *ssl = SSL_new(w->ssl_ctx);
     X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-    struct sockaddr_storage lit;
-    if (literal_addr(d->host, &lit)) {
+    if (d->literal) {
         X509_VERIFY_PARAM_set1_ip_asc(vp, ip);
     } else {
         SSL_set_tlsext_host_name(ssl, d->host);
         X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         X509_VERIFY_PARAM_set1_host(vp, d->host, 0);
     }
-    /* The bufferevent owns the SSL (freed with it), the connection owns the bufferevent. */
+    /* The bufferevent owns the SSL (freed with it), the connection owns the bufferevent.
+     * The connection gets the checked address as an IP literal (and no evdns base), so
+     * nothing resolves the name again between the check and the connect: the address is
+     * pinned. The Host header and the certificate check still use the URL's host. */
     struct bufferevent *bev = bufferevent_openssl_socket_new(
         base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (!bev) {
@@ -372,13 +305,23 @@ static void send_to_addr(struct delivery *d)
     }
 }
 
-static void check_and_send(struct delivery *d, const struct sockaddr *sa, socklen_t len)
+/* True (logged) when policy refuses sa: the delivery then fails like any other attempt and is
+ * retried with back-off (the name may resolve elsewhere later). */
+static bool address_refused(struct delivery *d, const struct sockaddr *sa)
 {
-    bool allow = d->w->app->cfg->merchant_webhook_allow_private;
-    if (!webhook_addr_allowed(sa, allow)) {
-        fail(d, "address_not_allowed", NULL);
-        return;
-    }
+    enum netaddr_kind kind = netaddr_classify(sa);
+    if (netaddr_allowed(kind, d->w->app->cfg->merchant_webhook_allow_private))
+        return false;
+    char ip[INET6_ADDRSTRLEN];
+    netaddr_format(sa, ip, sizeof ip);
+    log_warn("webhook %s attempt %d: host %s is %s, a %s address: refused", d->event_id, d->attempt,
+             d->host, ip, netaddr_kind_name(kind));
+    return true;
+}
+
+/* Sends to sa, an address that passed address_refused. */
+static void send_pinned(struct delivery *d, const struct sockaddr *sa, socklen_t len)
+{
     memcpy(&d->addr, sa, len);
     if (d->addr.ss_family == AF_INET)
         ((struct sockaddr_in *)&d->addr)->sin_port = htons((uint16_t)d->port);
@@ -404,12 +347,11 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     }
     /* Every address must pass: a name that resolves to one public and one private address
      * is refused, so that no answer order can reach an internal host. */
-    bool allow = d->w->app->cfg->merchant_webhook_allow_private;
     const struct evutil_addrinfo *first = NULL;
     for (const struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        if (!webhook_addr_allowed(ai->ai_addr, allow)) {
+        if (address_refused(d, ai->ai_addr)) {
             evutil_freeaddrinfo(res);
             fail(d, "address_not_allowed", NULL);
             return;
@@ -426,7 +368,7 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     socklen_t len = (socklen_t)first->ai_addrlen;
     memcpy(&ss, first->ai_addr, len);
     evutil_freeaddrinfo(res);
-    check_and_send(d, (struct sockaddr *)&ss, len);
+    send_pinned(d, (struct sockaddr *)&ss, len);
 }
 
 /* Parses one claimed item into a new delivery and starts it. */
@@ -494,12 +436,33 @@ static void start(struct webhooks *w, json_t *item)
              query ? query : "");
     evhttp_uri_free(u);
 
+    /* The host is read as at registration (webhook_url_check): the policy may have changed
+     * since, and a URL stored by an older version was checked by older rules. */
     struct sockaddr_storage ss;
-    if (literal_addr(d->host, &ss)) {
-        check_and_send(d, (struct sockaddr *)&ss,
-                       ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-                                               : sizeof(struct sockaddr_in6));
+    switch (netaddr_parse_host(d->host, &ss)) {
+    case NETADDR_HOST_INVALID:
+        fail(d, "invalid url", NULL);
         return;
+    case NETADDR_HOST_LITERAL:
+        d->literal = true;
+        if (address_refused(d, (struct sockaddr *)&ss)) {
+            fail(d, "address_not_allowed", NULL);
+            return;
+        }
+        send_pinned(d, (struct sockaddr *)&ss,
+                    ss.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                            : sizeof(struct sockaddr_in6));
+        return;
+    case NETADDR_HOST_LOCAL_NAME:
+        if (!cfg->merchant_webhook_allow_private) {
+            log_warn("webhook %s attempt %d: host %s is a local name: refused", d->event_id,
+                     d->attempt, d->host);
+            fail(d, "address_not_allowed", NULL);
+            return;
+        }
+        break;
+    case NETADDR_HOST_NAME:
+        break;
     }
     d->step = D_RESOLVE;
     struct evutil_addrinfo hints;
@@ -560,6 +523,17 @@ struct webhooks *webhooks_new(struct app *app)
                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!w->dns)
         w->dns = evdns_base_new(app->base, 0); /* no resolv.conf: IP literals only */
+    /* Entries added to (not replacing) the system's; answered before any DNS query, and
+     * checked like any other answer. */
+    if (w->dns && *cfg->merchant_webhook_hosts_file &&
+        evdns_base_load_hosts(w->dns, cfg->merchant_webhook_hosts_file) != 0) {
+        log_error("merchant.webhook_hosts_file \"%s\": cannot read it",
+                  cfg->merchant_webhook_hosts_file);
+        evdns_base_free(w->dns, 0);
+        SSL_CTX_free(w->ssl_ctx);
+        free(w);
+        return NULL;
+    }
     return w;
 }
 
