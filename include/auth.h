@@ -24,9 +24,15 @@ enum auth_role {
 #define ROLE_STAFF (ROLE_GRID_STAFF | ROLE_COMMUNITY_ADMIN | ROLE_STREET_ADMIN)
 
 struct principal {
-    int64_t person_id;   /* 0 = anonymous */
-    int64_t unit_id;     /* home unit */
-    unsigned roles;      /* union of enum auth_role over all the person's grants */
+    int64_t person_id; /* 0 = anonymous */
+    int64_t unit_id;   /* home unit */
+    unsigned roles;    /* union of enum auth_role over all the person's grants */
+    /* The home unit's path (ids of the unit and its ancestors, "1.5.12"), and whether the
+     * person is an active worker or volunteer there: what the claim gate needs to know that a
+     * task reaches the caller (gp_task_in_area) before it may answer (task_gate.h). Empty /
+     * false when unknown: then nothing but PostgreSQL answers about the caller's scope. */
+    char area[96];
+    bool worker;
     char token_hash[65]; /* hex SHA-256 of the session token */
     int64_t merchant_id; /* a verified merchant request (AUTH_MERCHANT): its merchant */
     char key_id[24];     /* ... and the key it was signed with (merchant_auth.h) */

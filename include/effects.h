@@ -12,8 +12,8 @@
 struct app;
 
 /* Looks at a response body from our SQL functions and applies what it finds:
- *   "gate": {task_id, free_slots, slots_version}    -> claim gate
- *   "slots": [gate, ...]                            -> claim gates
+ *   "gate": {task_id, unit_id, free_slots, slots_version} -> claim gate
+ *   "slots": [gate, ...]                                   -> claim gates
  *   "award": {worker_id, balance, version, ...}     -> balance cache and rankings
  *   "awards": [award, ...]                          -> likewise
  *   {worker_id, available, pending, version} at the top level -> balance cache

@@ -4,7 +4,9 @@
  * the task's state and the caller's scope); here we check shapes, pass the body through as
  * jsonb, and push post-commit effects to Redis. A claim goes through two filters first: a
  * per-worker rate limit and the Redis claim gate, which turns storm losers away without a
- * database round trip (task_gate.h explains why that is safe). */
+ * database round trip (task_gate.h explains why that is safe). Neither may answer anything
+ * about a task the caller cannot see: the rate limit counts the caller's claims whatever the
+ * task, and the gate answers only for callers it knows to be in the task's area. */
 #include "api.h"
 #include "app.h"
 #include "arena.h"
@@ -213,10 +215,13 @@ static void claim_db_cb(struct db_result *res, void *arg)
     if (st == ST_OK) {
         json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
         json_t *gate = json_object_get(body, "gate");
-        json_t *f = json_object_get(gate, "free_slots"),
+        json_t *f = json_object_get(gate, "free_slots"), *u = json_object_get(gate, "unit_id"),
                *v = json_object_get(gate, "slots_version");
-        if (json_is_integer(f) && json_is_integer(v))
-            task_gate_seed(rc->app->gate, cs->task, json_integer_value(f), json_integer_value(v));
+        /* An idempotent replay answers the first claim's gate, possibly older than the
+         * stored one: task_gate_won writes the count only to a gate without a unit. */
+        if (json_is_integer(f) && json_is_integer(u) && json_is_integer(v))
+            task_gate_won(rc->app->gate, cs->task, json_integer_value(u), json_integer_value(f),
+                          json_integer_value(v), rc->principal.person_id);
         json_decref(body);
         http_reply_db(rc, res, 201);
         return;
@@ -239,9 +244,12 @@ static void claim_gate_cb(enum task_gate_answer answer, void *arg)
 {
     struct req_ctx *rc = arg;
     struct claim_state *cs = rc->state;
+    /* FULL comes only for a caller in the task's area (task_gate.h): one who would see the
+     * task with GET, so task_full tells them nothing they may not know. */
     if (answer == TASK_GATE_FULL) {
         metrics_count(rc->app->metrics, "claim_gate_refused", 1);
-        http_reply_error(rc, ST_CONFLICT, "task_full", NULL, "every slot of this task is taken");
+        http_reply_error(rc, ST_CONFLICT, "task_full", "task_id",
+                         "every slot of this task is taken");
         return;
     }
     const char *principal, *key, *hash;
@@ -259,7 +267,14 @@ static void claim_limit_cb(enum status st, int retry_after_s, int remaining, voi
                                "too many claims; try again later");
         return;
     }
-    task_gate_take(rc->app->gate, cs->task, claim_gate_cb, rc);
+    /* Only a worker whose area the session told us may ask the gate; for anyone else it
+     * could not know that the task is in their scope, so PostgreSQL answers. */
+    if (!rc->principal.worker || !rc->principal.area[0]) {
+        claim_gate_cb(TASK_GATE_UNKNOWN, rc);
+        return;
+    }
+    task_gate_take(rc->app->gate, cs->task, rc->principal.area, rc->principal.person_id,
+                   claim_gate_cb, rc);
 }
 
 void api_task_claim(struct req_ctx *rc)

@@ -4,7 +4,9 @@
  * a miss, or when Redis is down (we fail open to PostgreSQL, which is the truth), the principal
  * comes from gp_session_principal() and is cached again. The short TTL bounds how long a
  * suspension or a role change takes to reach the route gates; the SQL functions re-check
- * roles on every business operation anyway. */
+ * roles on every business operation anyway. The same bound holds for the caller's area and
+ * worker flag, which the claim gate uses to know the caller is in a task's scope (a person's
+ * home unit never changes; a revoked worker role reaches the gate within the TTL). */
 #include "auth.h"
 #include "app.h"
 #include "arena.h"
@@ -20,6 +22,8 @@
 #include <string.h>
 
 #define SESSION_CACHE_TTL 30
+/* The longest cached principal: three integers, a flag and the area, with separators. */
+#define CACHED_MAX (3 + 3 * 21 + 2 + sizeof((struct principal *)0)->area)
 
 struct auth_state {
     void (*next)(struct req_ctx *rc);
@@ -56,6 +60,29 @@ bool auth_require_role_or_reply(struct req_ctx *rc, unsigned roles)
     return false;
 }
 
+/* An org path as the claim gate compares it: ids joined by dots, nothing else. */
+static bool area_ok(const char *s, size_t len)
+{
+    if (len == 0 || len >= sizeof((struct principal *)0)->area || s[0] == '.' || s[len - 1] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '.' ? s[i + 1] == '.' : !(s[i] >= '0' && s[i] <= '9'))
+            return false;
+    }
+    return true;
+}
+
+/* Sets the caller's area when it is well formed; otherwise it stays unknown (and the claim
+ * gate never answers for this caller). */
+static void set_area(struct req_ctx *rc, const char *s, size_t len, bool worker)
+{
+    if (!s || !area_ok(s, len))
+        return;
+    memcpy(rc->principal.area, s, len);
+    rc->principal.area[len] = '\0';
+    rc->principal.worker = worker;
+}
+
 /* Fills the principal from the JSON of gp_session_principal() (the database path, once per
  * cache fill); *ttl gets the seconds the session has left. False when malformed. */
 static bool principal_from_json(struct req_ctx *rc, const char *text, long long *ttl)
@@ -79,18 +106,21 @@ static bool principal_from_json(struct req_ctx *rc, const char *text, long long 
                 rc->principal.roles |= auth_role_parse(name);
         }
         *ttl = json_integer_value(json_object_get(j, "ttl"));
+        json_t *area = json_object_get(j, "area");
+        set_area(rc, json_string_value(area), json_string_length(area),
+                 json_is_true(json_object_get(j, "worker")));
     }
     json_decref(j);
     return ok;
 }
 
-/* The cached form is "p1:<person>:<unit>:<role bits>": every authenticated request reads it,
- * so it is parsed with strtoll rather than as JSON. Anything else (an older format, a
- * corrupted value) counts as a miss. */
+/* The cached form is "p2:<person>:<unit>:<role bits>:<worker 0|1>:<area>" (area may be
+ * empty): every authenticated request reads it, so it is parsed with strtoll rather than as
+ * JSON. Anything else (an older format, a corrupted value) counts as a miss. */
 static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
 {
-    char buf[96];
-    if (len < 3 || len >= sizeof buf || memcmp(s, "p1:", 3) != 0)
+    char buf[CACHED_MAX];
+    if (len < 3 || len >= sizeof buf || memcmp(s, "p2:", 3) != 0)
         return false;
     memcpy(buf, s, len);
     buf[len] = '\0';
@@ -102,11 +132,17 @@ static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
     if (*end != ':' || unit <= 0)
         return false;
     long long roles = strtoll(end + 1, &end, 10);
-    if (*end != '\0' || roles < 0)
+    if (*end != ':' || roles < 0 || (end[1] != '0' && end[1] != '1') || end[2] != ':')
+        return false;
+    bool worker = end[1] == '1';
+    const char *area = end + 3;
+    size_t area_len = strlen(area);
+    if (area_len && !area_ok(area, area_len))
         return false;
     rc->principal.person_id = pid;
     rc->principal.unit_id = unit;
     rc->principal.roles = (unsigned)roles;
+    set_area(rc, area, area_len, worker);
     return true;
 }
 
@@ -130,11 +166,12 @@ static void db_principal_cb(struct db_result *res, void *arg)
         return;
     }
     /* Never cache a session beyond its own expiry. */
-    char ttl[24], cached[96];
+    char ttl[24], cached[CACHED_MAX];
     snprintf(ttl, sizeof ttl, "%lld",
              left > 0 && left < SESSION_CACHE_TTL ? left : SESSION_CACHE_TTL);
-    snprintf(cached, sizeof cached, "p1:%lld:%lld:%u", (long long)rc->principal.person_id,
-             (long long)rc->principal.unit_id, rc->principal.roles);
+    snprintf(cached, sizeof cached, "p2:%lld:%lld:%u:%d:%s", (long long)rc->principal.person_id,
+             (long long)rc->principal.unit_id, rc->principal.roles, rc->principal.worker ? 1 : 0,
+             rc->principal.area);
     const char *argv[] = {"SET", as->key, cached, "EX", ttl};
     kv_command(rc->app->kv, NULL, NULL, 5, argv, NULL);
     rc->state = NULL;

@@ -21,11 +21,12 @@ static void apply_award(struct app *app, json_t *award)
 
 static void apply_gate(struct app *app, json_t *g)
 {
-    json_t *t = json_object_get(g, "task_id"), *f = json_object_get(g, "free_slots"),
-           *ver = json_object_get(g, "slots_version");
-    if (json_is_integer(t) && json_is_integer(f) && json_is_integer(ver))
-        task_gate_set(app->gate, json_integer_value(t), json_integer_value(f),
-                      json_integer_value(ver));
+    json_t *t = json_object_get(g, "task_id"), *u = json_object_get(g, "unit_id"),
+           *f = json_object_get(g, "free_slots"), *ver = json_object_get(g, "slots_version");
+    /* Without the task's unit the gate could not check a caller's scope (task_gate.h). */
+    if (json_is_integer(t) && json_is_integer(u) && json_is_integer(f) && json_is_integer(ver))
+        task_gate_set(app->gate, json_integer_value(t), json_integer_value(u),
+                      json_integer_value(f), json_integer_value(ver));
 }
 
 void effects_apply(struct app *app, json_t *body)

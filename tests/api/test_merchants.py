@@ -527,11 +527,12 @@ def test_paycode_forgery_expiry_and_limits(st, sql):
     r = c.request("POST", "/merchant/v1/charges", {"paycode": pc, "amount": 10})
     assert r.status == 409 and error_code(r) == "paycode_expired"
     assert st.balance(w) == 100 and st.balance(victim) == 100
-    # a worker of another street is outside the merchant's area
+    # a worker of another street is outside the merchant's area: to this merchant, their pay
+    # code does not exist (no existence oracle; tests/api/test_scope_leaks.py)
     other = st.workers(1, points=0, unit=sql.scalar(
         "INSERT INTO org_units (level, name) VALUES ('street', %s) RETURNING id", (unique_name("s"),)))[0]
     r = st.charge(c, other, 10)
-    assert r.status == 403 and error_code(r) == "worker_not_served"
+    assert r.status == 404 and error_code(r) == "paycode_not_found"
 
 
 # ---- refunds ---------------------------------------------------------------------------------
