@@ -78,7 +78,9 @@ bool jv_parse(const char *buf, size_t len, int max_depth, int max_items, json_t 
     if (!prescan(buf, len, max_depth, max_items, e))
         return false;
     json_error_t jerr;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* JSON_DECODE_ANY: a valid document that is not an object ("42", "\"x\"") is a wrong shape,
+     * not malformed JSON, and gets the message that says so (JSONTestSuite y_ cases). */
+    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!j) {
         const char *code = strstr(jerr.text, "duplicate") ? "duplicate_key"
                            : strstr(jerr.text, "too big") ? "number_out_of_range"

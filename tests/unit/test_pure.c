@@ -178,6 +178,7 @@ static void test_jv_parse(void **state)
         {"{\"a\":1}", true, NULL},
         {"{\"a\":1,\"a\":2}", false, "duplicate_key"},
         {"[1,2]", false, "invalid_json"},
+        {"42", false, "invalid_json"}, /* a scalar: valid JSON, not an object */
         {"{\"a\":", false, "invalid_json"},
         {"", false, "invalid_json"},
         {"{\"a\":99999999999999999999999}", false, "number_out_of_range"},
@@ -192,6 +193,9 @@ static void test_jv_parse(void **state)
             fail_msg("case %zu: ok=%d (%s)", i, ok, e.message);
         if (!ok)
             assert_string_equal(e.code, cases[i].code);
+        /* A document of the wrong shape is not reported as malformed. */
+        if (!ok && (!strcmp(cases[i].body, "42") || !strcmp(cases[i].body, "[1,2]")))
+            assert_non_null(strstr(e.message, "must be a JSON object"));
         if (j)
             json_decref(j);
     }
