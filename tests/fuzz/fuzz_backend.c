@@ -162,9 +162,10 @@ static char *odd_bytes(uint32_t v, size_t *len)
         {"\xc3", 1},
         {"bad \xed\xa0\x80 surrogate", 15},
         {"nul\0inside", 10},
-        {"p1:1:1:", 7},
-        {"p1:99999999999999999999:1:1", 27},
-        {"p1:-1:-1:-1", 11},
+        {"p2:1:1:", 7},
+        {"p2:99999999999999999999:1:1:1:1", 31},
+        {"p2:-1:-1:-1:-1:", 15},
+        {"p2:1:1:127:1:1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25", 78},
         {"{\"merchant_id\":\"7\",\"secret_ct\":5}", 34},
         {"{\"merchant_id\":7,\"secret_ct\":\"v1.zz\"}", 37},
         {"[1,2,3]", 7},
@@ -315,6 +316,11 @@ static char *plausible_json(const char *sql, const char *const *params, int npar
         free(sealed);
         return dump_free(j);
     }
+    if (strstr(sql, "gp_paycode_issue"))
+        return dump_free(json_pack("{s:s, s:I, s:s, s:I}", "nonce",
+                                   nparams > 1 && params[1] ? params[1] : "00", "worker_id",
+                                   (json_int_t)1, "expires_at", "2030-01-01T00:00:00+00:00", "exp",
+                                   (json_int_t)1893456000));
     if (strstr(sql, "gp_balance"))
         return dump_free(json_pack("{s:I, s:I, s:I, s:I}", "worker_id", (json_int_t)1, "available",
                                    (json_int_t)(v % 1000), "pending", (json_int_t)0, "version",
@@ -600,6 +606,24 @@ static redisReply *plausible_kv(bool script, int argc, const char *const *argv, 
             r->element[1] = rr_int(v % 16 == 0 ? 0 : 60000);
             return r;
         }
+        if (has_prefix(cmd, "login:addr:")) {
+            if (argc == 1)
+                return rr_int(1); /* login_throttle's address undo */
+            redisReply *r = rr_array(2);
+            r->element[0] = rr_int(v % 8 == 0 ? 1 : 0);
+            r->element[1] = rr_int(30000);
+            return r;
+        }
+        if (has_prefix(cmd, "login:{")) {
+            if (argc < 11)
+                return rr_int(1); /* login_throttle's success script */
+            static const long long verdict[] = {0, 0, 0, 0, 0, 1, 3, 2};
+            redisReply *r = rr_array(3);
+            r->element[0] = rr_int(verdict[v % 8]);
+            r->element[1] = rr_int(v % 16 == 0 ? 0 : 2000);
+            r->element[2] = rr_int((v >> 4) & 1);
+            return r;
+        }
         if (has_prefix(cmd, "gate:"))
             return rr_int(v % 3 == 0 ? 0 : v % 3 == 1 ? 1 : -1);
         if (has_prefix(cmd, "rank:")) {
@@ -617,8 +641,10 @@ static redisReply *plausible_kv(bool script, int argc, const char *const *argv, 
         if (v % 4 == 0)
             return rr_new(REDIS_REPLY_NIL); /* a miss */
         if (has_prefix(argv[1], "sess:")) {
-            char s[64];
-            int n = snprintf(s, sizeof s, "p1:1:1:%u", role_bits(v >> 2));
+            /* auth.c's cached principal: p2:<person>:<unit>:<roles>:<worker>:<area> */
+            char s[96];
+            unsigned bits = role_bits(v >> 2);
+            int n = snprintf(s, sizeof s, "p2:1:1:%u:%u:%s", bits, bits & 1, v & 2 ? "1.2.3" : "");
             return rr_str(REDIS_REPLY_STRING, s, (size_t)n);
         }
         if (has_prefix(argv[1], "mkey:{")) {
