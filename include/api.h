@@ -46,6 +46,11 @@ bool api_cursor_or_reply(struct req_ctx *rc, const char **after) MUSTCHECK;
 void api_healthz(struct req_ctx *rc);
 void api_readyz(struct req_ctx *rc);
 void api_metrics(struct req_ctx *rc);
+/* Called by the HTTP front before api_metrics with where the request arrived: whether the
+ * rules of server.metrics_listen / metrics_token / loopback let it through; replies 404, 401
+ * or 403 itself and returns false when not. */
+bool api_metrics_allowed_or_reply(struct req_ctx *rc, bool on_metrics_listener,
+                                  bool on_loopback) MUSTCHECK;
 void api_login(struct req_ctx *rc);
 void api_logout(struct req_ctx *rc);
 void api_me(struct req_ctx *rc);

@@ -39,8 +39,13 @@ int cli_export(const struct config *cfg, int argc, char **argv);
  * (cli_verify.c); no configuration or database is used. 0 = verified, 1 = a bad entry (the
  * first is reported with its line), 2 = usage or unreadable input. */
 int cli_verify(int argc, char **argv);
-/* The highest migration number found in migrations_dir (what this build expects). */
+/* The highest migration number found in migrations_dir (what this build expects), 0 when
+ * there is none, -1 after logging why the directory cannot be trusted (unreadable, a *.sql
+ * file not named NNNN_name.sql, a number used twice). */
 int cli_schema_expected(const struct config *cfg);
+/* The version of a migration file name NNNN_name.sql ([0-9]{4}_[a-z0-9_]+\.sql, from 0001),
+ * or -1 for any other name. */
+int cli_migration_version(const char *name);
 
 /* Shared by the commands: the value after `name` in argv, or NULL; whether `name` is present;
  * a blocking connection over database.admin_url (falling back to database.url), or NULL

@@ -30,6 +30,7 @@ struct ledger_rebuild_opts {
     const char *redis_host; /* host, or NULL with redis_unix_path */
     int redis_port;
     const char *redis_unix_path; /* or NULL */
+    const char *redis_user;      /* ACL user for AUTH user password, or NULL */
     const char *redis_password;  /* AUTH, or NULL */
     int redis_db;
     int timeout_ms; /* connect and command timeout; 0 = 5000 */

@@ -11,10 +11,12 @@
 
 struct config {
     /* [server] */
-    char *listen;     /* host:port of the plain HTTP listener */
-    char *tls_listen; /* host:port of the TLS listener, "" = none */
-    char *tls_cert;   /* PEM certificate chain */
-    char *tls_key;    /* PEM private key */
+    char *listen;         /* host:port of the plain HTTP listener */
+    char *tls_listen;     /* host:port of the TLS listener, "" = none */
+    char *tls_cert;       /* PEM certificate chain */
+    char *tls_key;        /* PEM private key */
+    char *metrics_listen; /* host:port serving only /metrics, "" = none (see api_metrics) */
+    char *metrics_token;  /* bearer token /metrics requires when set, "" = none */
     int max_connections;
     int max_header_size; /* bytes */
     int max_body_size;   /* bytes, default for routes that do not set their own */
@@ -40,6 +42,7 @@ struct config {
     char *migrations_dir;
     /* [redis] */
     char *redis_url;
+    char *redis_password; /* AUTH password; "" = the one in redis_url, if any */
     int redis_connect_timeout_ms;
     int redis_command_timeout_ms;
     int redis_reconnect_max_ms;
@@ -96,11 +99,26 @@ struct config {
  * On error returns false and writes a message naming the file, line and key into err. */
 bool config_load(struct config *cfg, const char *path, char *err, size_t errlen) MUSTCHECK;
 void config_free(struct config *cfg);
-/* Splits redis://host:port/db or unix:///path?db=n. host/path are written into the given
- * buffers and *host_out / *path_out point at them (the other one is set to NULL). */
-bool config_parse_redis_url(const char *url, const char **host_out, int *port,
-                            const char **path_out, int *db, char *host, size_t hostlen, char *path,
-                            size_t pathlen) MUSTCHECK;
+/* Where Redis is and how to log in: redis.url parsed, redis.password applied. */
+struct config_redis {
+    char host[256];      /* TCP host ("" with unix_path), brackets of an IPv6 literal removed */
+    char unix_path[256]; /* socket path, "" with TCP */
+    int port;
+    int db;
+    char user[128];     /* ACL user (Redis 6+), "" = the default user */
+    char password[256]; /* "" = no AUTH */
+};
+/* Parses redis://[user[:password]@]host[:port][/db] (user and password %-decoded; an IPv6
+ * host in brackets) or unix:///path[?db=n], strictly: trailing bytes after a number, a port
+ * outside 1..65535 or an unknown scheme are errors. The message in err never quotes the URL
+ * (it may hold a password). */
+bool config_parse_redis_url(const char *url, struct config_redis *out, char *err,
+                            size_t errlen) MUSTCHECK;
+/* config_parse_redis_url(cfg->redis_url) with cfg->redis_password (which wins) applied. */
+bool config_redis(const struct config *cfg, struct config_redis *out, char *err,
+                  size_t errlen) MUSTCHECK;
+/* host:port (port 0..65535, digits only; the host is everything before the last ':'). */
+bool config_parse_hostport(const char *s, char *host, size_t hostlen, int *port) MUSTCHECK;
 /* Writes every key with its current value as INI, for `gridpointsd print-config`. */
 void config_dump(const struct config *cfg, void (*emit)(const char *line, void *arg), void *arg);
 /* Parses "15s", "500ms", "2m", "1h", "30" (ms) into milliseconds; false on garbage/overflow. */

@@ -28,7 +28,8 @@ struct kv_config {
     const char *host; /* host, or NULL with unix_path set */
     int port;
     const char *unix_path; /* unix socket path or NULL */
-    const char *password;  /* AUTH password or NULL */
+    const char *user;      /* ACL user for AUTH user password (Redis 6+), or NULL */
+    const char *password;  /* AUTH password or NULL; sent first on every (re)connect */
     int db;                /* SELECT n after connecting */
     int connect_timeout_ms;
     int command_timeout_ms;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* Shared helpers                                                                            */
@@ -199,6 +200,49 @@ void api_readyz(struct req_ctx *rc)
     db_query(rc->app->db, "SELECT 1", 0, NULL, ready_db_cb, rc);
     const char *argv[] = {"PING"};
     kv_command(rc->app->kv, ready_kv_cb, rc, 1, argv, NULL);
+}
+
+/* Who may read /metrics (docs/OPERATIONS.md, "Access to /metrics"):
+ *  - with server.metrics_listen set, only requests on that listener (404 elsewhere, as if
+ *    the route did not exist);
+ *  - with server.metrics_token set, only requests with "Authorization: Bearer <token>"
+ *    (401 otherwise), on whichever listener serves it;
+ *  - with neither, requests on a listener bound to loopback, unless server.trust_proxy says a
+ *    proxy forwards outside traffic to it (403 otherwise). */
+bool api_metrics_allowed_or_reply(struct req_ctx *rc, bool on_metrics_listener, bool on_loopback)
+{
+    const struct config *cfg = rc->app->cfg;
+    if (*cfg->metrics_listen && !on_metrics_listener) {
+        http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");
+        return false;
+    }
+    if (*cfg->metrics_token) {
+        const char *h = http_header(rc, "Authorization");
+        if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+            http_set_header(rc, "WWW-Authenticate", "Bearer realm=\"metrics\"");
+            http_reply_error(rc, ST_UNAUTHORIZED, "missing_token", "Authorization",
+                             "/metrics needs Authorization: Bearer <server.metrics_token>");
+            return false;
+        }
+        /* Digests of equal length: the comparison reveals neither content nor length. */
+        unsigned char want[32], got[32];
+        crypto_sha256(cfg->metrics_token, strlen(cfg->metrics_token), want);
+        crypto_sha256(h + 7, strlen(h + 7), got);
+        if (!crypto_equal(want, got, sizeof want)) {
+            http_set_header(rc, "WWW-Authenticate",
+                            "Bearer realm=\"metrics\", error=\"invalid_token\"");
+            http_reply_error(rc, ST_UNAUTHORIZED, "invalid_token", "Authorization",
+                             "wrong metrics token");
+            return false;
+        }
+        return true;
+    }
+    if (on_metrics_listener || (on_loopback && !cfg->trust_proxy))
+        return true;
+    http_reply_error(rc, ST_FORBIDDEN, "metrics_forbidden", NULL,
+                     "/metrics is served here only with server.metrics_token; or set "
+                     "server.metrics_listen");
+    return false;
 }
 
 void api_metrics(struct req_ctx *rc)

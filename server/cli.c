@@ -58,7 +58,32 @@ static int cmp_migration(const void *a, const void *b)
     return ((const struct migration *)a)->version - ((const struct migration *)b)->version;
 }
 
-/* Lists NNNN_name.sql files sorted by number; returns the count or -1. */
+/* The version of a migration file name of the form NNNN_name.sql (four digits, then lower-case
+ * letters, digits and '_'), or -1. sscanf("%4d") took "+001_x.sql" and " 001_x.sql" for
+ * version 1, which is how two files could claim one version without anyone noticing. */
+int cli_migration_version(const char *name)
+{
+    size_t len = strlen(name);
+    if (len < 10 || strcmp(name + len - 4, ".sql") != 0 || name[4] != '_')
+        return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return -1;
+        v = v * 10 + (name[i] - '0');
+    }
+    for (size_t i = 5; i < len - 4; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return -1;
+    }
+    return v > 0 ? v : -1;
+}
+
+/* Lists the NNNN_name.sql files sorted by number; returns the count, or -1 after logging why
+ * (a *.sql file with another name, two files with one number, too many files): a migration
+ * that is silently skipped or applied under the wrong number is worse than not starting.
+ * Files not ending in .sql (a README) are ignored. */
 static int list_migrations(const char *dir, struct migration *out, int max)
 {
     DIR *d = opendir(dir);
@@ -68,12 +93,23 @@ static int list_migrations(const char *dir, struct migration *out, int max)
     }
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
+    while ((e = readdir(d))) {
         size_t len = strlen(e->d_name);
-        int v;
-        if (len < 9 || strcmp(e->d_name + len - 4, ".sql") != 0 ||
-            sscanf(e->d_name, "%4d_", &v) != 1 || e->d_name[4] != '_')
+        if (len < 4 || strcmp(e->d_name + len - 4, ".sql") != 0)
             continue;
+        int v = cli_migration_version(e->d_name);
+        if (v < 0 || len >= sizeof out[n].name) {
+            log_error("migration file %s/%s is not named NNNN_name.sql (four digits from 0001, "
+                      "then a-z, 0-9 and _): rename it",
+                      dir, e->d_name);
+            closedir(d);
+            return -1;
+        }
+        if (n == max) {
+            log_error("more than %d migrations in %s", max, dir);
+            closedir(d);
+            return -1;
+        }
         out[n].version = v;
         snprintf(out[n].name, sizeof out[n].name, "%s", e->d_name);
         n++;
@@ -108,7 +144,7 @@ int cli_schema_expected(const struct config *cfg)
 {
     struct migration m[512];
     int n = list_migrations(cfg->migrations_dir, m, 512);
-    return n > 0 ? m[n - 1].version : -1;
+    return n < 0 ? -1 : n > 0 ? m[n - 1].version : 0;
 }
 
 int cli_migrate(const struct config *cfg)
@@ -444,19 +480,27 @@ fail:
 int cli_rebuild_cache(const struct config *cfg, int argc, char **argv)
 {
     struct ledger_rebuild_opts o = {0};
-    char host[256], path[512];
-    if (!config_parse_redis_url(cfg->redis_url, &o.redis_host, &o.redis_port, &o.redis_unix_path,
-                                &o.redis_db, host, sizeof host, path, sizeof path)) {
-        log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
-                  cfg->redis_url);
+    struct config_redis cr;
+    char why[200];
+    if (!config_redis(cfg, &cr, why, sizeof why)) {
+        log_error("%s", why); /* never quotes the URL: it may hold a password */
         return 2;
     }
+    o.redis_host = *cr.unix_path ? NULL : cr.host;
+    o.redis_port = cr.port;
+    o.redis_unix_path = *cr.unix_path ? cr.unix_path : NULL;
+    o.redis_user = *cr.user ? cr.user : NULL;
+    o.redis_password = *cr.password ? cr.password : NULL;
+    o.redis_db = cr.db;
     o.dry_run = cli_flag(argc, argv, "--dry-run");
     o.timeout_ms = cfg->redis_command_timeout_ms > 5000 ? cfg->redis_command_timeout_ms : 5000;
     PGconn *c = cli_connect_admin(cfg);
-    if (!c)
+    if (!c) {
+        explicit_bzero(&cr, sizeof cr);
         return 1;
+    }
     int fixed = ledger_rebuild_cache_opts((struct pg_conn *)c, &o, stdout);
+    explicit_bzero(&cr, sizeof cr);
     PQfinish(c);
     return fixed < 0 ? 1 : 0;
 }

@@ -610,7 +610,8 @@ static void rebuild_rankings(struct rb *b)
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0 && !b->failed);
 
-    qsort(keys, n, sizeof(*keys), cmp_key);
+    if (n > 1) /* keys is NULL when Redis holds no board: qsort(NULL, 0) is undefined */
+        qsort(keys, n, sizeof(*keys), cmp_key);
     for (size_t i = 0; i < n && !b->failed; i++) {
         if (i > 0 && cmp_key(&keys[i - 1], &keys[i]) == 0)
             continue;
@@ -639,10 +640,19 @@ static redisContext *redis_connect(struct rb *b)
     redisSetTimeout(c, tv);
     b->rc = c;
     if (o->redis_password) {
-        const char *argv[] = {"AUTH", o->redis_password};
-        redisReply *r = rcmd(b, 2, argv);
-        if (!r)
+        /* Not through rcmd: its message would not say that the password is the problem. */
+        const char *argv[] = {"AUTH", o->redis_user ? o->redis_user : o->redis_password,
+                              o->redis_password};
+        redisReply *r = redisCommandArgv(c, o->redis_user ? 3 : 2, argv, NULL);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fail(b,
+                 "redis AUTH refused, check the password in redis.url or redis.password "
+                 "(GRIDPOINTS_REDIS_PASSWORD): %.100s",
+                 r ? r->str : c->errstr);
+            if (r)
+                freeReplyObject(r);
             goto err;
+        }
         freeReplyObject(r);
     }
     if (o->redis_db) {

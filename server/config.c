@@ -102,6 +102,7 @@ static const struct cfg_entry table[] = {
 
     D("redis", "command_timeout", redis_command_timeout_ms, "1s", 10, 600000),
     D("redis", "connect_timeout", redis_connect_timeout_ms, "1s", 10, 600000),
+    S("redis", "password", redis_password, ""),
     D("redis", "reconnect_max", redis_reconnect_max_ms, "2s", 100, 600000),
     S("redis", "url", redis_url, "redis://127.0.0.1:6379/0"),
 
@@ -111,6 +112,8 @@ static const struct cfg_entry table[] = {
     I("server", "max_connections", max_connections, "10000", 1, 1000000),
     Z("server", "max_body_size", max_body_size, "64k", 256, 1 << 30),
     Z("server", "max_header_size", max_header_size, "16k", 1024, 1 << 20),
+    S("server", "metrics_listen", metrics_listen, ""),
+    S("server", "metrics_token", metrics_token, ""),
     I("server", "page_size_default", page_size_default, "50", 1, 10000),
     I("server", "page_size_max", page_size_max, "200", 1, 10000),
     D("server", "read_timeout", read_timeout_ms, "15s", 100, 3600000),
@@ -130,12 +133,39 @@ static const struct cfg_entry table[] = {
     D("timers", "sweep_interval", timer_sweep_interval_ms, "1s", 10, 3600000),
 };
 
+/* A run of decimal digits at the start of s (no sign, no leading blanks: strtoll would take
+ * " +12"), into *out; *end is the first byte after it. False on no digits or overflow. */
+static bool leading_digits(const char *s, long long *out, const char **end)
+{
+    if (!isdigit((unsigned char)*s))
+        return false;
+    errno = 0;
+    char *e;
+    long long v = strtoll(s, &e, 10);
+    if (errno)
+        return false;
+    *out = v;
+    *end = e;
+    return true;
+}
+
+/* The whole of s is a decimal number (an optional '-' then digits), into *out. */
+static bool parse_integer(const char *s, long long *out)
+{
+    const char *end;
+    bool neg = *s == '-';
+    if (!leading_digits(s + neg, out, &end) || *end != '\0')
+        return false;
+    if (neg)
+        *out = -*out;
+    return true;
+}
+
 bool config_parse_duration_ms(const char *s, long long *out)
 {
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || errno || v < 0)
+    long long v;
+    const char *end;
+    if (!leading_digits(s, &v, &end))
         return false;
     while (*end == ' ')
         end++;
@@ -160,10 +190,9 @@ bool config_parse_duration_ms(const char *s, long long *out)
 
 bool config_parse_size(const char *s, int *out)
 {
-    errno = 0;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || errno || v < 0)
+    long long v;
+    const char *end;
+    if (!leading_digits(s, &v, &end))
         return false;
     long long mult = 1;
     if (*end == 'k' || *end == 'K')
@@ -204,14 +233,15 @@ static bool set_value(struct config *cfg, const struct cfg_entry *e, const char 
                  value);
         return false;
     case CFG_INT: {
-        errno = 0;
-        char *end;
-        v = strtol(value, &end, 10);
-        if (end == value || *end || errno) {
+        long long n;
+        if (!parse_integer(value, &n)) {
             snprintf(err, errlen, "%s.%s: expected an integer, got \"%s\"", e->section, e->name,
                      value);
             return false;
         }
+        if (n < e->min || n > e->max)
+            goto range;
+        v = (long)n;
         break;
     }
     case CFG_DURATION:
@@ -220,6 +250,12 @@ static bool set_value(struct config *cfg, const struct cfg_entry *e, const char 
         if (!config_parse_duration_ms(value, &ms)) {
             snprintf(err, errlen, "%s.%s: expected a duration like 500ms, 15s, 5m, got \"%s\"",
                      e->section, e->name, value);
+            return false;
+        }
+        /* "1500ms" for a key kept in whole seconds would silently become 1 s. */
+        if (e->type == CFG_SECONDS && ms % 1000 != 0) {
+            snprintf(err, errlen, "%s.%s: expected whole seconds, got \"%s\"", e->section, e->name,
+                     value);
             return false;
         }
         long long q = e->type == CFG_SECONDS ? ms / 1000 : ms;
@@ -291,6 +327,49 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
     return 1;
 }
 
+static bool check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+    const struct {
+        const char *key, *value;
+    } listeners[] = {
+        {"server.listen", cfg->listen},
+        {"server.tls_listen", cfg->tls_listen},
+        {"server.metrics_listen", cfg->metrics_listen},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(listeners); i++) {
+        char host[128];
+        int port;
+        if ((i == 0 || *listeners[i].value) &&
+            !config_parse_hostport(listeners[i].value, host, sizeof host, &port)) {
+            snprintf(err, errlen, "%s: expected host:port with a port from 0 to 65535, got \"%s\"",
+                     listeners[i].key, listeners[i].value);
+            return false;
+        }
+    }
+    if (*cfg->metrics_listen && (!strcmp(cfg->metrics_listen, cfg->listen) ||
+                                 !strcmp(cfg->metrics_listen, cfg->tls_listen))) {
+        snprintf(err, errlen,
+                 "server.metrics_listen must differ from server.listen and tls_listen");
+        return false;
+    }
+    /* A bearer token an attacker could guess or that breaks the header is worse than none. */
+    size_t tl = strlen(cfg->metrics_token);
+    if (tl) {
+        bool ok = tl >= 16 && tl <= 256;
+        for (size_t i = 0; ok && i < tl; i++)
+            ok = cfg->metrics_token[i] > 0x20 && cfg->metrics_token[i] < 0x7f;
+        if (!ok) {
+            snprintf(err, errlen,
+                     "server.metrics_token must be 16 to 256 visible ASCII characters");
+            return false;
+        }
+    }
+    struct config_redis r;
+    bool ok = config_redis(cfg, &r, err, errlen);
+    explicit_bzero(&r, sizeof r);
+    return ok;
+}
+
 bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -344,7 +423,7 @@ bool config_load(struct config *cfg, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "server.tls_listen needs server.tls_cert and server.tls_key");
         return false;
     }
-    return true;
+    return check_addresses(cfg, err, errlen);
 }
 
 void config_free(struct config *cfg)
@@ -371,7 +450,9 @@ void config_dump(const struct config *cfg, void (*emit)(const char *line, void *
         }
         const char *base = (const char *)cfg;
         const void *field = base + e->offset;
-        bool secret = strstr(e->name, "url") || strstr(e->name, "key") || strstr(e->name, "secret");
+        bool secret = strstr(e->name, "url") || strstr(e->name, "key") ||
+                      strstr(e->name, "secret") || strstr(e->name, "password") ||
+                      strstr(e->name, "token");
         switch (e->type) {
         case CFG_STRING:
             snprintf(line, sizeof line, "%s = %s", e->name,
@@ -394,41 +475,180 @@ void config_dump(const struct config *cfg, void (*emit)(const char *line, void *
     }
 }
 
-bool config_parse_redis_url(const char *url, const char **host_out, int *port,
-                            const char **path_out, int *db, char *host, size_t hostlen, char *path,
-                            size_t pathlen)
+/* ---- addresses ---- */
+
+/* Copies [s, s+n) into out (cap bytes), decoding %XX. False on a bad escape, an encoded NUL
+ * or control byte, or when it does not fit. */
+static bool percent_decode(const char *s, size_t n, char *out, size_t cap)
 {
-    *host_out = *path_out = NULL;
-    *db = 0;
-    *port = 6379;
-    if (!strncmp(url, "unix://", 7)) {
-        snprintf(path, pathlen, "%s", url + 7);
-        char *q = strchr(path, '?');
-        if (q) {
-            if (sscanf(q, "?db=%d", db) != 1)
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+                !isxdigit((unsigned char)s[i + 2]))
                 return false;
-            *q = '\0';
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            c = (unsigned char)strtol(hex, NULL, 16);
+            i += 2;
         }
-        *path_out = path;
-        return *path != '\0';
+        if (c < 0x20 || c == 0x7f || o + 1 >= cap)
+            return false;
+        out[o++] = (char)c;
     }
+    out[o] = '\0';
+    return true;
+}
+
+/* Digits only (no sign, no blanks, no trailing bytes), within [min, max]. */
+static bool parse_bounded(const char *s, size_t n, long min, long max, int *out)
+{
+    if (n == 0 || n > 10)
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+#define REDIS_DB_MAX 1000000
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        return false;                                                                              \
+    } while (0)
+
+/* Error texts never quote the URL: it may hold a password. */
+bool config_parse_redis_url(const char *url, struct config_redis *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (!strncmp(url, "unix://", 7)) {
+        const char *p = url + 7;
+        const char *q = strchr(p, '?');
+        size_t n = q ? (size_t)(q - p) : strlen(p);
+        if (n == 0 || p[0] != '/')
+            FAIL("redis.url: unix:// needs an absolute socket path (unix:///path?db=n)");
+        if (n >= sizeof out->unix_path)
+            FAIL("redis.url: the socket path is longer than %zu bytes", sizeof out->unix_path - 1);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)p[i] < 0x20)
+                FAIL("redis.url: control character in the socket path");
+        memcpy(out->unix_path, p, n);
+        out->unix_path[n] = '\0';
+        if (q && (strncmp(q, "?db=", 4) != 0 ||
+                  !parse_bounded(q + 4, strlen(q + 4), 0, REDIS_DB_MAX, &out->db)))
+            FAIL("redis.url: after the socket path only ?db=N (0 to %d) is allowed", REDIS_DB_MAX);
+        return true;
+    }
+    if (!strncmp(url, "rediss://", 9))
+        FAIL("redis.url: rediss:// (TLS) is not supported; use a local TLS tunnel");
     if (strncmp(url, "redis://", 8) != 0)
+        FAIL("redis.url: expected redis://[user:password@]host[:port][/db] or "
+             "unix:///path?db=n");
+
+    /* Authority up to the first '/', as RFC 3986 has it; a '/' or '@' inside the password
+     * must be percent-encoded, but the credentials end at the last '@' (as in urllib). */
+    const char *a = url + 8;
+    const char *slash = strchr(a, '/');
+    const char *aend = slash ? slash : a + strlen(a);
+    const char *at = NULL;
+    for (const char *c = a; c < aend; c++)
+        if (*c == '@')
+            at = c;
+    const char *hp = a;
+    if (at) {
+        const char *colon = memchr(a, ':', (size_t)(at - a));
+        size_t ulen = colon ? (size_t)(colon - a) : (size_t)(at - a);
+        if (!percent_decode(a, ulen, out->user, sizeof out->user))
+            FAIL("redis.url: the user name is too long or has a bad %%-escape or control "
+                 "character");
+        if (colon && !percent_decode(colon + 1, (size_t)(at - colon - 1), out->password,
+                                     sizeof out->password))
+            FAIL("redis.url: the password is too long (max %zu bytes) or has a bad %%-escape "
+                 "or control character",
+                 sizeof out->password - 1);
+        hp = at + 1;
+    }
+
+    /* host, [v6-host], then :port */
+    const char *hend;
+    const char *after;
+    if (*hp == '[') {
+        const char *rb = memchr(hp, ']', (size_t)(aend - hp));
+        if (!rb)
+            FAIL("redis.url: unclosed [ in the host");
+        hp++;
+        hend = rb;
+        after = rb + 1;
+    } else {
+        const char *colon = memchr(hp, ':', (size_t)(aend - hp));
+        hend = colon ? colon : aend;
+        after = hend;
+    }
+    size_t hl = (size_t)(hend - hp);
+    if (hl == 0)
+        FAIL("redis.url: no host");
+    if (hl >= sizeof out->host)
+        FAIL("redis.url: the host is longer than %zu bytes", sizeof out->host - 1);
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char c = (unsigned char)hp[i];
+        if (c <= 0x20 || c == 0x7f || c == '%' || c == '@' || c == '?' || c == '#')
+            FAIL("redis.url: invalid character in the host");
+    }
+    memcpy(out->host, hp, hl);
+    out->host[hl] = '\0';
+    if (after < aend) {
+        if (*after != ':' ||
+            !parse_bounded(after + 1, (size_t)(aend - after - 1), 1, 65535, &out->port))
+            FAIL("redis.url: the port must be a number from 1 to 65535 (digits only)");
+    }
+
+    /* /db, nothing after it */
+    if (slash && slash[1] &&
+        !parse_bounded(slash + 1, strlen(slash + 1), 0, REDIS_DB_MAX, &out->db))
+        FAIL("redis.url: the database after / must be a number from 0 to %d (digits only, "
+             "no query)",
+             REDIS_DB_MAX);
+    return true;
+}
+
+bool config_redis(const struct config *cfg, struct config_redis *out, char *err, size_t errlen)
+{
+    if (!config_parse_redis_url(cfg->redis_url, out, err, errlen))
         return false;
-    const char *hp = url + 8;
-    const char *at = strchr(hp, '@');
-    if (at)
-        hp = at + 1; /* credentials in the URL are not supported: AUTH comes from elsewhere */
-    const char *colon = strchr(hp, ':');
-    const char *slash = strchr(hp, '/');
-    size_t hl = colon ? (size_t)(colon - hp) : slash ? (size_t)(slash - hp) : strlen(hp);
-    if (hl == 0 || hl >= hostlen)
+    /* redis.password (or GRIDPOINTS_REDIS_PASSWORD) wins over one in the URL: that is how a
+     * secret stays out of the config file. */
+    if (cfg->redis_password && *cfg->redis_password) {
+        size_t n = strlen(cfg->redis_password);
+        if (n >= sizeof out->password)
+            FAIL("redis.password is longer than %zu bytes", sizeof out->password - 1);
+        memcpy(out->password, cfg->redis_password, n + 1);
+    }
+    if (*out->user && !*out->password)
+        FAIL("redis.url names a user but no password: add :password to the URL or set "
+             "redis.password (GRIDPOINTS_REDIS_PASSWORD)");
+    return true;
+}
+
+bool config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
         return false;
-    memcpy(host, hp, hl);
-    host[hl] = '\0';
-    if (colon && (sscanf(colon + 1, "%d", port) != 1 || *port < 1 || *port > 65535))
+    for (const char *c = s; c < colon; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+            return false;
+    if (!parse_bounded(colon + 1, strlen(colon + 1), 0, 65535, port))
         return false;
-    if (slash && slash[1] && (sscanf(slash + 1, "%d", db) != 1 || *db < 0))
-        return false;
-    *host_out = host;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
     return true;
 }

@@ -5,6 +5,7 @@
  * (Content-Length together with Transfer-Encoding, any coding other than plain chunked), and
  * cap connections through the open-file limit, pausing accept when it is reached. */
 #include "http.h"
+#include "api.h"
 #include "app.h"
 #include "arena.h"
 #include "config.h"
@@ -14,6 +15,7 @@
 #include "merchant_auth.h"
 #include "metrics.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -40,6 +42,8 @@ struct listener {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct event *resume; /* re-enables accept after EMFILE */
+    bool metrics_only;    /* server.metrics_listen: serves /metrics and nothing else */
+    bool loopback;        /* bound to 127/8 or ::1 (from the socket, not the spelling) */
 };
 
 struct http_server {
@@ -514,6 +518,10 @@ static void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
 
+    if (l->metrics_only && strcmp(rc->path, "/metrics") != 0) {
+        http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");
+        return;
+    }
     char allow[64];
     const struct route *route;
     switch (router_match(routes_table, routes_count, rc->method, rc->path, &route, &rc->params,
@@ -530,6 +538,9 @@ static void request_cb(struct evhttp_request *req, void *arg)
         break;
     }
     rc->route = route;
+    if (route->handler == api_metrics &&
+        !api_metrics_allowed_or_reply(rc, l->metrics_only, l->loopback))
+        return;
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -633,6 +644,22 @@ static bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
     return true;
 }
 
+/* Whether the socket listens on a loopback address only: read from the bound socket, so
+ * that "127.1" or a name resolving to 127.0.0.1 count, and "0.0.0.0" does not. */
+static bool bound_to_loopback(evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return false;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
 {
     const struct config *cfg = hs->app->cfg;
@@ -668,6 +695,7 @@ static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
     }
     struct evconnlistener *lev = evhttp_bound_socket_get_listener(l->bound);
     evconnlistener_set_error_cb(lev, accept_error_cb);
+    l->loopback = bound_to_loopback(evhttp_bound_socket_get_fd(l->bound));
     l->resume = evtimer_new(hs->app->base, resume_cb, l);
     hs->nls++;
     log_info("listening on %s%s", hostport, tls ? " (TLS)" : "");
@@ -721,6 +749,11 @@ struct http_server *http_server_new(struct app *app)
     if (*cfg->tls_listen) {
         if (!setup_tls(hs) || !add_listener(hs, cfg->tls_listen, true))
             goto fail;
+    }
+    if (*cfg->metrics_listen) {
+        if (!add_listener(hs, cfg->metrics_listen, false))
+            goto fail;
+        hs->ls[hs->nls - 1].metrics_only = true;
     }
     return hs;
 fail:

@@ -137,6 +137,14 @@ static void schema_cb(struct db_result *res, void *arg)
         return;
     }
     int expected = cli_schema_expected(j->app->cfg);
+    if (expected < 0) {
+        /* Already logged why (a badly named or duplicate migration, an unreadable dir). */
+        log_error("cannot tell which schema this build needs from %s: not serving",
+                  j->app->cfg->migrations_dir);
+        *j->exit_code = 1;
+        raise(SIGTERM);
+        return;
+    }
     const char *v = db_result_value(res, 0, 0);
     int have = v ? atoi(v) : 0;
     if (expected > 0 && have < expected) {

@@ -85,7 +85,8 @@ struct kv_cmd {
 
 struct kv {
     struct event_base *base;
-    char *host, *unix_path, *password;
+    char *host, *unix_path;
+    char *user, *password; /* AUTH [user] password on every connect; never logged */
     int port, db;
     int connect_timeout_ms, command_timeout_ms, reconnect_max_ms;
     char addr[128]; /* for log lines: "host:port" or the socket path */
@@ -323,6 +324,26 @@ static void handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
         mark_up(kv);
 }
 
+/* The AUTH reply: a refusal is a configuration error worth saying so plainly (the generic
+ * handshake line would not name the password as the cause). Redis counts as down until a
+ * later reconnect authenticates. */
+static void auth_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct kv *kv = privdata;
+    redisReply *reply = r;
+
+    if (reply && kv->ac == ac && kv->state == KV_CONNECTING && reply->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        snprintf(why, sizeof why,
+                 "AUTH%s refused, check the password in redis.url or redis.password "
+                 "(GRIDPOINTS_REDIS_PASSWORD): %.100s",
+                 kv->user ? " with a user name" : "", reply->str);
+        condemn(kv, why);
+        return;
+    }
+    handshake_cb(ac, r, privdata);
+}
+
 /* Called by hiredis once the socket is writable or failed. Sending from here is fine;
  * freeing the context is not (hiredis 0.14 touches it after we return). */
 static void connect_cb(const redisAsyncContext *cac, int status)
@@ -349,8 +370,9 @@ static void connect_cb(const redisAsyncContext *cac, int status)
     redisAsyncContext *ac = kv->ac;
     kv->handshake_left = 0;
     if (kv->password) {
-        const char *argv[] = {"AUTH", kv->password};
-        if (redisAsyncCommandArgv(ac, handshake_cb, kv, 2, argv, NULL) == REDIS_OK)
+        /* AUTH user password is the Redis 6 ACL form; AUTH password logs in as "default". */
+        const char *argv[] = {"AUTH", kv->user ? kv->user : kv->password, kv->password};
+        if (redisAsyncCommandArgv(ac, auth_cb, kv, kv->user ? 3 : 2, argv, NULL) == REDIS_OK)
             kv->handshake_left++;
     }
     if (kv->db != 0) {
@@ -489,6 +511,7 @@ struct kv *kv_new(struct event_base *base, const struct kv_config *cfg)
     kv->host = cfg->host ? xstrdup(cfg->host) : NULL;
     kv->unix_path = cfg->unix_path ? xstrdup(cfg->unix_path) : NULL;
     kv->password = cfg->password && *cfg->password ? xstrdup(cfg->password) : NULL;
+    kv->user = kv->password && cfg->user && *cfg->user ? xstrdup(cfg->user) : NULL;
     kv->port = cfg->port;
     kv->db = cfg->db;
     ASSERT(kv->unix_path || kv->host);
@@ -558,6 +581,9 @@ void kv_free(struct kv *kv)
     }
     free(kv->host);
     free(kv->unix_path);
+    free(kv->user);
+    if (kv->password)
+        explicit_bzero(kv->password, strlen(kv->password));
     free(kv->password);
     free(kv);
 }

@@ -134,22 +134,28 @@ static int serve(const struct config *cfg)
     };
     app->db = db_pool_new(app->base, &dc);
 
-    char host[256], path[512];
-    struct kv_config kc = {
-        .connect_timeout_ms = cfg->redis_connect_timeout_ms,
-        .command_timeout_ms = cfg->redis_command_timeout_ms,
-        .reconnect_max_ms = cfg->redis_reconnect_max_ms,
-    };
-    if (!config_parse_redis_url(cfg->redis_url, &kc.host, &kc.port, &kc.unix_path, &kc.db, host,
-                                sizeof host, path, sizeof path)) {
-        log_error("redis.url \"%s\" is not redis://host:port/db or unix:///path?db=n",
-                  cfg->redis_url);
+    struct config_redis cr;
+    char why_redis[200];
+    if (!config_redis(cfg, &cr, why_redis, sizeof why_redis)) {
+        log_error("%s", why_redis); /* config_load checked it already; never quotes the URL */
         db_pool_free(app->db);
         metrics_free(app->metrics);
         event_base_free(app->base);
         return 1;
     }
-    app->kv = kv_new(app->base, &kc);
+    struct kv_config kc = {
+        .host = *cr.unix_path ? NULL : cr.host,
+        .port = cr.port,
+        .unix_path = *cr.unix_path ? cr.unix_path : NULL,
+        .user = cr.user,
+        .password = cr.password,
+        .db = cr.db,
+        .connect_timeout_ms = cfg->redis_connect_timeout_ms,
+        .command_timeout_ms = cfg->redis_command_timeout_ms,
+        .reconnect_max_ms = cfg->redis_reconnect_max_ms,
+    };
+    app->kv = kv_new(app->base, &kc); /* copies the strings */
+    explicit_bzero(&cr, sizeof cr);
     app->rl = ratelimit_new(app->kv);
     app->login = login_throttle_new(app->kv, cfg);
     app->ledger = ledger_cache_new(app->kv);
