@@ -24,6 +24,9 @@ struct config {
     int json_max_items; /* array elements / object members, all nesting levels */
     int read_timeout_ms;
     int write_timeout_ms;
+    int head_timeout_ms;          /* first byte of a request to the end of its head */
+    int body_timeout_ms;          /* end of the head to the end of the body */
+    int max_connections_per_addr; /* open connections from one peer address; 0 = no cap */
     int shutdown_timeout_ms;
     int page_size_default;
     int page_size_max;

@@ -57,6 +57,9 @@ int http_server_inflight(const struct http_server *hs);
 /* Called when in-flight drops to zero after stop_accepting. */
 void http_server_on_drained(struct http_server *hs, void (*cb)(void *arg), void *arg);
 void http_server_free(struct http_server *hs);
+/* Appends the connection guard's counters (Prometheus text) to out, an evbuffer. */
+struct evbuffer;
+void http_server_render_metrics(const struct http_server *hs, struct evbuffer *out);
 
 /* --- replies: exactly one per request --- */
 /* Sends body (a new reference, stolen) as JSON. */

@@ -250,6 +250,7 @@ void api_metrics(struct req_ctx *rc)
     struct app *app = rc->app;
     struct evbuffer *b = evbuffer_new();
     metrics_render(app->metrics, b);
+    http_server_render_metrics(rc->server, b);
     struct db_pool_stats ds;
     db_pool_get_stats(app->db, &ds);
     struct kv_stats ks;

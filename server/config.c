@@ -106,10 +106,13 @@ static const struct cfg_entry table[] = {
     D("redis", "reconnect_max", redis_reconnect_max_ms, "2s", 100, 600000),
     S("redis", "url", redis_url, "redis://127.0.0.1:6379/0"),
 
+    D("server", "body_timeout", body_timeout_ms, "60s", 100, 3600000),
+    D("server", "head_timeout", head_timeout_ms, "10s", 100, 3600000),
     I("server", "json_max_depth", json_max_depth, "16", 1, 1000),
     I("server", "json_max_items", json_max_items, "1000", 1, 10000000),
     S("server", "listen", listen, "127.0.0.1:8080"),
     I("server", "max_connections", max_connections, "10000", 1, 1000000),
+    I("server", "max_connections_per_address", max_connections_per_addr, "256", 0, 1000000),
     Z("server", "max_body_size", max_body_size, "64k", 256, 1 << 30),
     Z("server", "max_header_size", max_header_size, "16k", 1024, 1 << 20),
     S("server", "metrics_listen", metrics_listen, ""),

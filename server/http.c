@@ -11,9 +11,11 @@
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
+#include "http_guard.h"
 #include "log.h"
 #include "merchant_auth.h"
 #include "metrics.h"
+#include "utf8.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,9 +53,10 @@ struct http_server {
     struct listener ls[MAX_LISTENERS];
     int nls;
     SSL_CTX *ssl_ctx;
-    int inflight;       /* requests between accept and reply */
-    int writing;        /* replies queued but not yet written out */
-    char rid_prefix[9]; /* random per process, for request ids */
+    struct http_guard *guard; /* framing, deadlines and the per-address cap, every listener */
+    int inflight;             /* requests between accept and reply */
+    int writing;              /* replies queued but not yet written out */
+    char rid_prefix[9];       /* random per process, for request ids */
     uint64_t rid_counter;
     bool stopping, drained;
     void (*on_drained)(void *);
@@ -238,11 +241,22 @@ void http_reply_json_text(struct req_ctx *rc, int code, const char *json, size_t
     http_reply_raw(rc, code, "application/json; charset=utf-8", json, len);
 }
 
+/* The reply when a body cannot be encoded: fixed bytes, so that this path cannot fail. */
+static const char reply_500[] =
+    "{\"error\":{\"code\":\"internal\",\"message\":\"the reply could not be encoded\"}}";
+
 void http_reply_json(struct req_ctx *rc, int code, json_t *body)
 {
-    char *s = json_dumps(body, JSON_COMPACT);
+    /* Texts that reach a body are made valid UTF-8 before they get here (reply_error_body,
+     * utf8_sanitize), so a failure is our bug, never the client's: answer, log, carry on. */
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    ASSERT(s != NULL);
+    if (!s) {
+        rlog_error(rc, "cannot encode the %d reply as JSON (%s): answering 500", code,
+                   body ? "invalid UTF-8 or an unserialisable value" : "no body");
+        http_reply_json_text(rc, 500, reply_500, sizeof reply_500 - 1);
+        return;
+    }
     http_reply_json_text(rc, code, s, strlen(s));
     free(s);
 }
@@ -251,10 +265,19 @@ static void reply_error_body(struct req_ctx *rc, enum status st, const char *cod
                              const char *field, const char *message, int retry_after_s)
 {
     int http = status_http(st);
-    json_t *err =
-        json_pack("{s:s, s:s}", "code", code && *code ? code : status_code(st), "message", message);
-    if (field && *field)
-        json_object_set_new(err, "field", json_string(field));
+    /* Code, field and message may quote what the client sent (an unknown field's name, a
+     * parser's view of the bad bytes) or a database error: each is made valid UTF-8 and bounded
+     * here, so that encoding the reply cannot fail on them. */
+    char c[64], f[128], m[512];
+    const char *cs = code && *code ? code : status_code(st);
+    utf8_sanitize(c, sizeof c, cs, strlen(cs));
+    utf8_sanitize(f, sizeof f, field ? field : "", field ? strlen(field) : 0);
+    utf8_sanitize(m, sizeof m, message ? message : "", message ? strlen(message) : 0);
+    json_t *err = json_object();
+    json_object_set_new(err, "code", json_string(c));
+    json_object_set_new(err, "message", json_string(m));
+    if (*f)
+        json_object_set_new(err, "field", json_string(f));
     json_object_set_new(err, "request_id", json_string(rc->rid));
     struct evkeyvalq *out = evhttp_request_get_output_headers(rc->req);
     if (http == 429 || http == 503) {
@@ -264,7 +287,7 @@ static void reply_error_body(struct req_ctx *rc, enum status st, const char *cod
     }
     if (http == 500)
         rlog_error(rc, "replying 500 %s: %s", code ? code : status_code(st), message);
-    else if (http > 500)
+    else if (http >= 502)
         rlog_warn(rc, "replying %d %s: %s", http, code ? code : status_code(st), message);
     http_reply_json(rc, http, json_pack("{s:o}", "error", err));
 }
@@ -444,10 +467,16 @@ static void set_client_addr(struct req_ctx *rc)
         /* The last hop appended by our proxy is the one we can trust. */
         const char *last = strrchr(fwd, ',');
         last = last ? last + 1 : fwd;
-        while (*last == ' ')
+        while (*last == ' ' || *last == '\t')
             last++;
-        snprintf(rc->addr, sizeof rc->addr, "%s", last);
-        return;
+        /* Only an address goes into logs, rate-limit keys and sessions: anything else in the
+         * header (a name, garbage, bytes that are not UTF-8) falls back to the peer. */
+        size_t n = strspn(last, "0123456789abcdefABCDEF:.");
+        if (n > 0 && n < sizeof rc->addr && last[n + strspn(last + n, " \t")] == '\0') {
+            memcpy(rc->addr, last, n);
+            rc->addr[n] = '\0';
+            return;
+        }
     }
     char *host = NULL;
     ev_uint16_t port = 0;
@@ -457,18 +486,18 @@ static void set_client_addr(struct req_ctx *rc)
     snprintf(rc->addr, sizeof rc->addr, "%s", host ? host : "unknown");
 }
 
-/* Framing rules that keep us in step with a proxy in front (RELIABILITY §5.1). */
-static bool framing_ok(struct req_ctx *rc)
+/* Parses the query into *out. Names and values are percent-decoded, so they could hold any
+ * byte: refuse NUL (it would cut a value short in C) and anything that is not UTF-8, so that
+ * every handler may pass them on to JSON and SQL as they are. */
+static bool query_ok(const char *q, struct evkeyvalq *out)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(rc->req);
-    const char *te = evhttp_find_header(in, "Transfer-Encoding");
-    int ncl = 0;
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next)
-        if (!strcasecmp(h->key, "Content-Length"))
-            ncl++;
-    if (te && (ncl > 0 || strcasecmp(te, "chunked") != 0))
+    if (strstr(q, "%00") || evhttp_parse_query_str(q, out) != 0)
         return false;
-    return ncl <= 1;
+    for (struct evkeyval *kv = out->tqh_first; kv; kv = kv->next.tqe_next)
+        if (!utf8_is_valid(kv->key, strlen(kv->key)) ||
+            !utf8_is_valid(kv->value, strlen(kv->value)))
+            return false;
+    return true;
 }
 
 static bool content_type_json(const char *ct)
@@ -499,22 +528,29 @@ static void request_cb(struct evhttp_request *req, void *arg)
     set_request_id(rc);
     set_client_addr(rc);
 
+    /* The connection guard refused what the client sent and stands this request in for it. */
+    const struct http_guard_verdict *v = http_guard_verdict(http_header(rc, HTTP_GUARD_HEADER));
+    if (v) {
+        rc->path = arena_strdup(rc->arena, "(refused)");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        if (v->st == ST_RATE_LIMITED)
+            http_reply_error_retry(rc, v->st, v->code, 1, v->message);
+        else
+            http_reply_error(rc, v->st, v->code, NULL, "%s", v->message);
+        return;
+    }
+
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     rc->path = arena_strdup(rc->arena, path && *path ? path : "/");
     const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (q && evhttp_parse_query_str(q, &rc->query) != 0) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", NULL, "malformed query string");
+    if (q && !query_ok(q, &rc->query)) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", NULL,
+                         "malformed query string (bad escape, NUL or invalid UTF-8)");
         return;
     }
     if (hs->stopping) {
         http_reply_error_retry(rc, ST_UNAVAILABLE, "shutting_down", 1, "server is shutting down");
-        return;
-    }
-    if (!framing_ok(rc)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        http_reply_error(rc, ST_INVALID, "bad_framing", NULL,
-                         "ambiguous message framing (Content-Length / Transfer-Encoding)");
         return;
     }
 
@@ -622,12 +658,43 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
     event_add(l->resume, &tv);
 }
 
+/* Every connection's transport (a socket, or TLS over it) is wrapped by the guard. */
+static struct bufferevent *plain_bev_cb(struct event_base *base, void *arg)
+{
+    struct http_server *hs = arg;
+    return http_guard_wrap(hs->guard, bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE));
+}
+
 static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg)
 {
     struct http_server *hs = arg;
     SSL *ssl = SSL_new(hs->ssl_ctx);
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
+    return http_guard_wrap(hs->guard,
+                           bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                          BEV_OPT_CLOSE_ON_FREE));
+}
+
+/* The largest body any route takes: the guard refuses more per route, so evhttp's own limit
+ * (and its HTML 413) is never reached. */
+static size_t largest_body(const struct config *cfg)
+{
+    size_t max = (size_t)cfg->max_body_size;
+    for (size_t i = 0; i < routes_count; i++)
+        if (routes_table[i].max_body > 0 && (size_t)routes_table[i].max_body > max)
+            max = (size_t)routes_table[i].max_body;
+    return max;
+}
+
+static size_t route_body_limit(const char *method, const char *path, void *arg)
+{
+    const struct config *cfg = arg;
+    const struct route *route;
+    struct router_params params;
+    char allow[64];
+    if (router_match(routes_table, routes_count, method, path, &route, &params, allow,
+                     sizeof allow) != ROUTER_MATCH)
+        return (size_t)cfg->max_body_size;
+    return route->max_body < 0 ? (size_t)cfg->max_body_size : (size_t)route->max_body;
 }
 
 static bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
@@ -672,10 +739,10 @@ static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
     struct listener *l = &hs->ls[hs->nls];
     l->hs = hs;
     l->http = evhttp_new(hs->app->base);
-    evhttp_set_max_headers_size(l->http, (ev_ssize_t)cfg->max_header_size);
-    /* Route limits are checked in request_cb with a JSON 413; this outer bound keeps a client
-     * from making us buffer more than that (libevent answers it with its own 413). */
-    evhttp_set_max_body_size(l->http, (ev_ssize_t)cfg->max_body_size * 4);
+    /* The guard enforces the real limits with JSON replies; these only back them up, with
+     * room for the guard's own stand-in requests. */
+    evhttp_set_max_headers_size(l->http, (ev_ssize_t)cfg->max_header_size + 1024);
+    evhttp_set_max_body_size(l->http, (ev_ssize_t)largest_body(cfg));
     int timeout_ms =
         cfg->read_timeout_ms > cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms;
     evhttp_set_timeout(l->http, (timeout_ms + 999) / 1000);
@@ -684,8 +751,7 @@ static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
                                             EVHTTP_REQ_OPTIONS);
     evhttp_set_default_content_type(l->http, "application/json; charset=utf-8");
     evhttp_set_gencb(l->http, request_cb, l);
-    if (tls)
-        evhttp_set_bevcb(l->http, tls_bev_cb, hs);
+    evhttp_set_bevcb(l->http, tls ? tls_bev_cb : plain_bev_cb, hs);
     l->bound = evhttp_bind_socket_with_handle(l->http, host, (ev_uint16_t)port);
     if (!l->bound) {
         log_error("cannot listen on %s: %s", hostport, strerror(errno));
@@ -743,6 +809,15 @@ struct http_server *http_server_new(struct app *app)
     const struct config *cfg = app->cfg;
     struct http_server *hs = xcalloc(1, sizeof *hs);
     hs->app = app;
+    struct http_guard_config gc = {
+        .max_header_size = (size_t)cfg->max_header_size,
+        .head_timeout_ms = cfg->head_timeout_ms,
+        .body_timeout_ms = cfg->body_timeout_ms,
+        .max_conns_per_addr = cfg->max_connections_per_addr,
+        .body_limit = route_body_limit,
+        .body_limit_arg = (void *)cfg,
+    };
+    hs->guard = http_guard_new(app->base, &gc);
     apply_connection_limit(cfg);
     if (!add_listener(hs, cfg->listen, false))
         goto fail;
@@ -775,6 +850,25 @@ void http_server_stop_accepting(struct http_server *hs)
     check_drained(hs);
 }
 
+void http_server_render_metrics(const struct http_server *hs, struct evbuffer *out)
+{
+    struct http_guard_stats gs;
+    http_guard_get_stats(hs->guard, &gs);
+    evbuffer_add_printf(
+        out,
+        "# HELP gridpoints_http_refused_total Requests refused for their framing, size or method.\n"
+        "# TYPE gridpoints_http_refused_total counter\ngridpoints_http_refused_total %llu\n"
+        "# HELP gridpoints_http_slow_closed_total Connections closed by the head or body "
+        "deadline.\n"
+        "# TYPE gridpoints_http_slow_closed_total counter\ngridpoints_http_slow_closed_total %llu\n"
+        "# HELP gridpoints_http_capped_total Connections refused by the per-address cap.\n"
+        "# TYPE gridpoints_http_capped_total counter\ngridpoints_http_capped_total %llu\n"
+        "# HELP gridpoints_http_connections Open client connections.\n"
+        "# TYPE gridpoints_http_connections gauge\ngridpoints_http_connections %d\n",
+        (unsigned long long)gs.refused, (unsigned long long)gs.timeouts,
+        (unsigned long long)gs.capped, gs.open);
+}
+
 int http_server_inflight(const struct http_server *hs)
 {
     return hs->inflight;
@@ -799,5 +893,6 @@ void http_server_free(struct http_server *hs)
     }
     if (hs->ssl_ctx)
         SSL_CTX_free(hs->ssl_ctx);
+    http_guard_free(hs->guard); /* the last connection to go frees it, if any is still alive */
     free(hs);
 }

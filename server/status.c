@@ -22,6 +22,12 @@ static const struct {
     [ST_RATE_LIMITED] = {429, "rate_limited", "GP429"},
     [ST_UNAVAILABLE] = {503, "unavailable", "GP503"},
     [ST_INTERNAL] = {500, "internal", NULL},
+    [ST_TIMEOUT] = {408, "request_timeout", NULL},
+    [ST_URI_TOO_LONG] = {414, "uri_too_long", NULL},
+    [ST_EXPECTATION_FAILED] = {417, "expectation_failed", NULL},
+    [ST_HEADERS_TOO_LARGE] = {431, "headers_too_large", NULL},
+    [ST_NOT_IMPLEMENTED] = {501, "method_not_implemented", NULL},
+    [ST_VERSION_NOT_SUPPORTED] = {505, "http_version_not_supported", NULL},
 };
 
 int status_http(enum status st)

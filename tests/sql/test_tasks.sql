@@ -449,9 +449,10 @@ BEGIN
     v_task := (r ->> 'id')::bigint;
     PERFORM gp_test.eq(r ->> 'status', 'open', 'published task is open');
     PERFORM gp_test.eq(r -> 'required_tags', '["first_aid"]'::jsonb, 'tags deduplicated');
-    PERFORM gp_test.eq(r -> 'gate', jsonb_build_object('task_id', v_task, 'free_slots', 4,
+    PERFORM gp_test.eq(r -> 'gate', jsonb_build_object('task_id', v_task, 'unit_id', g1,
+                                                       'free_slots', 4,
                                                        'slots_version', (r ->> 'version')::int),
-                       'gate of a new task');
+                       'gate of a new task (with its unit: the gate answers only callers in scope)');
     PERFORM gp_test.ok(r -> 'receipt' ->> 'txn_id' IS NOT NULL, 'publication receipt');
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'budget' AND owner_id = g1),
                        v_bal - 100, 'budget debited by slots x reward');
