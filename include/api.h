@@ -112,7 +112,7 @@ void api_audit_keys(struct req_ctx *rc);
 void api_audit_latest_checkpoint(struct req_ctx *rc);
 void api_points_board(struct req_ctx *rc);
 
-/* api_merchant.c: street admins ... */
+/* api_mrc_admin.c: street admins (merchant management) */
 void api_merchant_create(struct req_ctx *rc);
 void api_merchant_list(struct req_ctx *rc);
 void api_merchant_get(struct req_ctx *rc);
@@ -127,13 +127,13 @@ void api_merchant_statement(struct req_ctx *rc);
 void api_merchant_settlements(struct req_ctx *rc);
 void api_merchant_settle(struct req_ctx *rc);
 void api_merchant_settlement_get(struct req_ctx *rc);
-/* ... merchant staff (console) ... */
+/* api_mrc_console.c: merchant staff with a session */
 void api_console_merchants(struct req_ctx *rc);
 void api_console_offers(struct req_ctx *rc);
 void api_console_statement(struct req_ctx *rc);
 void api_console_settlements(struct req_ctx *rc);
 void api_console_settlement_get(struct req_ctx *rc);
-/* ... workers ... */
+/* api_mall.c: workers */
 void api_mall_offers(struct req_ctx *rc);
 void api_mall_offer_get(struct req_ctx *rc);
 void api_mall_order(struct req_ctx *rc);
@@ -142,7 +142,7 @@ void api_voucher_get(struct req_ctx *rc);
 void api_voucher_cancel(struct req_ctx *rc);
 void api_paycode_create(struct req_ctx *rc);
 void api_charge_list(struct req_ctx *rc);
-/* ... and signed merchant requests (/merchant/v1) */
+/* api_mrc_signed.c: signed merchant requests (/merchant/v1) */
 void api_mrc_me(struct req_ctx *rc);
 void api_mrc_offer_create(struct req_ctx *rc);
 void api_mrc_offer_list(struct req_ctx *rc);
