@@ -64,6 +64,9 @@ void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *con
 
 const char *api_json_text(struct req_ctx *rc, json_t *j)
 {
+    /* An invariant, not input checking: j is the parsed body or built from it and from query
+     * values, and request_cb has refused bodies and queries that are not UTF-8, so every string
+     * in j is valid and json_dumps cannot fail. */
     char *s = json_dumps(j, JSON_COMPACT);
     ASSERT(s != NULL);
     const char *out = arena_strdup(rc->arena, s);

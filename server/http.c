@@ -202,6 +202,14 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     }
     /* After this call the request belongs to libevent again (it frees it, also when the client
      * is gone and the request was detached). */
+    if (evhttp_request_get_command(rc->req) == EVHTTP_REQ_HEAD) {
+        /* libevent 2.1 would send a HEAD reply's body, without a length: send the length of
+         * the body a GET would get, and no body. */
+        char len[24];
+        snprintf(len, sizeof len, "%zu", evbuffer_get_length(body));
+        evhttp_add_header(out, "Content-Length", len);
+        evbuffer_drain(body, evbuffer_get_length(body));
+    }
     evhttp_send_reply(rc->req, code, NULL, body);
     rc->req = NULL;
 
@@ -560,7 +568,9 @@ static void request_cb(struct evhttp_request *req, void *arg)
     }
     char allow[64];
     const struct route *route;
-    switch (router_match(routes_table, routes_count, rc->method, rc->path, &route, &rc->params,
+    /* HEAD is GET without the body (RFC 9110 §9.3.2): same route, same handler. */
+    const char *as = strcmp(rc->method, "HEAD") == 0 ? "GET" : rc->method;
+    switch (router_match(routes_table, routes_count, as, rc->path, &route, &rc->params,
                          allow, sizeof allow)) {
     case ROUTER_NOT_FOUND:
         http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");

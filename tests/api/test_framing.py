@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import error_code
+from gp import error_code
 
 HOST = b"Host: t\r\n"
 
@@ -258,3 +258,18 @@ def test_query_values_must_be_utf8(server, api):
         r = api.get("/healthz?" + q)
         assert r.status_code == 400 and error_code(r) == "invalid_query", (q, r.text)
     assert api.get("/healthz?x=%e6%97%a5").status_code == 200
+
+
+def test_head_is_get_without_a_body(server):
+    """RFC 9110 §9.3.2; found by the whole-path fuzzer: libevent sent HEAD replies' bodies
+    without a length, and HEAD was not routed where GET is."""
+    get, = parse_replies(exchange(server, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+    raw = exchange(server, b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                           b"HEAD /api/v1/auth/login HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                   shut=False)
+    first, sep, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), raw
+    assert b"Content-Length: %d" % len(get[2]) in first, first
+    second, sep, tail = rest.partition(b"\r\n\r\n")
+    assert second.startswith(b"HTTP/1.1 405"), raw  # the login route takes POST only
+    assert tail == b"", tail
