@@ -22,7 +22,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
-#include "http.h"
+#include "http_server.h"
 #include "kv.h"
 #include "ledger.h"
 #include "log.h"
@@ -345,7 +345,9 @@ static void check_json_body(int status, const char *body, size_t len, const char
                  je.text);
         violation(msg, reply, reply_len);
     }
-    if (status >= 400) {
+    /* /readyz's 503 is the readiness document ({"status","checks"}), not an error. */
+    bool readiness = status == 503 && json_is_object(json_object_get(j, "checks"));
+    if (status >= 400 && !readiness) {
         json_t *e = json_object_get(j, "error");
         if (!json_is_string(json_object_get(e, "code")) ||
             !json_is_string(json_object_get(e, "message"))) {
