@@ -12,7 +12,7 @@ PACKAGES=(
     # run: our private PostgreSQL cluster and Redis (scripts/services.sh)
     postgresql-15 postgresql-contrib redis-server
     # test: black-box API tests (tests/api), load and clock tools
-    python3 python3-pytest python3-requests python3-psycopg2 python3-yaml python3-jsonschema
+    python3 python3-pytest python3-requests python3-psycopg2 python3-redis python3-yaml python3-jsonschema
     python3-hypothesis wrk faketime openssl
     # fuzzing (tests/fuzz): clang with its libFuzzer and sanitizer runtimes
     clang libclang-rt-14-dev

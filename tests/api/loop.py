@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from conftest import unique_name, unique_phone
+from gp import unique_name, unique_phone
 
 
 def now():

@@ -5,12 +5,9 @@ the tests import so that the client merchants get is the one under test."""
 import importlib.util
 import json
 import uuid
-from pathlib import Path
 
-from conftest import Api, unique_name, unique_phone
+from gp import REPO, Api, unique_name, unique_phone
 from loop import bulk_workers
-
-REPO = Path(__file__).resolve().parents[2]
 
 _spec = importlib.util.spec_from_file_location("merchant_client", REPO / "scripts" / "merchant-client.py")
 mc = importlib.util.module_from_spec(_spec)

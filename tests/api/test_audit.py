@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import Api, RedisClient, Sql, error_code, unique_name, unique_phone
+from gp import Api, Sql, error_code, kv, unique_name, unique_phone
 from loop import Tree, bulk_workers, iso, now, report_body
 
 # --------------------------------------------------------------------------------------------
@@ -120,9 +120,9 @@ class AuditEnv:
         self.admin_url = urlparse(services.admin_url)._replace(path="/" + self.db).geturl()
         self.app_url = urlparse(services.database_url)._replace(path="/" + self.db).geturl()
         redis_url = urlparse(services.redis_url)._replace(path="/9").geturl()
-        r = RedisClient(redis_url)  # claim gates and balances of an earlier test's database
-        r("FLUSHDB")
-        r.close()
+        # claim gates and balances of an earlier test's database
+        with kv.connect(redis_url) as r:
+            r.flushdb()
         self.key = workdir / f"{self.db}.key"
         self.dir = workdir
         self.env = {"GRIDPOINTS_DATABASE_URL": self.app_url,

@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from conftest import error_code
+from gp import error_code
 
 
 def poll(api, path, token, until, timeout=20.0):

@@ -1,4 +1,4 @@
-"""tests/api/test_harness.py -- tests of the black-box harness itself (conftest.py).
+"""tests/api/test_harness.py -- tests of the black-box harness itself (conftest.py, gp/).
 
 They need the throwaway PostgreSQL and Redis but not gridpointsd: the server lifecycle is
 exercised with a stand-in written in Python, so that a broken harness (a readiness poll that
@@ -16,16 +16,19 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from conftest import (
+from gp import (
     EXTERNAL_URL,
     SANITIZER_ENV,
     TEST_CONF,
     Api,
-    RedisError,
     Server,
+    Sql,
     error_code,
     free_port,
+    kv,
     sanitizer_reports,
     unique_name,
     unique_phone,
@@ -73,34 +76,46 @@ def test_sql_helper_round_trip(sql):
 
 
 def test_redis_answers_ping_and_round_trips(redis):
-    assert redis("PING") == "PONG"
+    assert redis.ping() is True
+    me = redis.client_id()
     key = unique_name("harness")
-    assert redis("SET", key, "点数 1") == "OK"
-    assert redis("GET", key) == "点数 1"
-    assert redis("INCRBY", key + ":n", 5) == 5
-    assert redis("MGET", key, key + ":missing") == ["点数 1", None]
-    assert redis("DEL", key, key + ":n") == 2
-    with pytest.raises(RedisError):
-        redis("NO-SUCH-COMMAND")
-    assert redis("PING") == "PONG"  # the connection survives an error reply
+    assert redis.set(key, "点数 1") is True
+    assert redis.get(key) == "点数 1"  # replies come back as str
+    assert redis.incrby(key + ":n", 5) == 5
+    assert redis.mget(key, key + ":missing") == ["点数 1", None]
+    assert redis.delete(key, key + ":n") == 2
+    with pytest.raises(ResponseError):
+        redis.execute_command("NO-SUCH-COMMAND")
+    # the connection survives an error reply: still the same one
+    assert redis.ping() is True and redis.client_id() == me
+
+
+def test_redis_client_is_one_connection_that_close_ends(redis, services):
+    c = kv.connect(services.redis_url)
+    cid = str(c.client_id())
+    assert c.client_id() == int(cid)  # every command on the one connection
+    assert cid in {cl["id"] for cl in redis.client_list()}
+    c.close()
+    deadline = time.monotonic() + 5
+    while cid in {cl["id"] for cl in redis.client_list()}:
+        assert time.monotonic() < deadline, "kv client's socket still open after close()"
+        time.sleep(0.02)
 
 
 @needs_own_services
 def test_redis_is_private_and_not_persistent(redis, services):
     assert services.redis_port not in (None, 6379)
-    assert redis("CONFIG", "GET", "save") == ["save", ""]
-    assert redis("CONFIG", "GET", "appendonly") == ["appendonly", "no"]
-    assert redis("CONFIG", "GET", "port") == ["port", str(services.redis_port)]
+    assert redis.config_get("save") == {"save": ""}
+    assert redis.config_get("appendonly") == {"appendonly": "no"}
+    assert redis.config_get("port") == {"port": str(services.redis_port)}
 
 
 @needs_own_services
 def test_services_survive_a_postgres_crash_and_a_redis_restart(services, sql, redis):
-    from conftest import RedisClient, Sql
-
     sql.execute("create table if not exists harness_durable (k text primary key)")
     key = unique_name("durable")
     sql.execute("insert into harness_durable values (%s)", (key,))
-    redis("SET", key, "1")
+    redis.set(key, "1")
     sql.close()
     redis.close()
 
@@ -108,14 +123,14 @@ def test_services_survive_a_postgres_crash_and_a_redis_restart(services, sql, re
     services.stop_redis()
     with pytest.raises(Exception):
         Sql(services.admin_url)
-    with pytest.raises(OSError):
-        RedisClient(services.redis_url)
+    with pytest.raises(RedisConnectionError):
+        kv.connect(services.redis_url)
 
     services.start()  # same ports, so running servers' URLs stay valid
-    db, r = Sql(services.admin_url), RedisClient(services.redis_url)
+    db, r = Sql(services.admin_url), kv.connect(services.redis_url)
     try:
         assert db.scalar("select count(*) from harness_durable where k = %s", (key,)) == 1
-        assert r("GET", key) is None  # Redis keeps nothing across a restart
+        assert r.get(key) is None  # Redis keeps nothing across a restart
     finally:
         db.execute("drop table harness_durable")
         db.close()
@@ -167,6 +182,17 @@ def test_error_code_reads_the_error_envelope():
     assert error_code(R('{"error":{"code":"not_found","message":"no such task"}}')) == "not_found"
     assert error_code(R('{"ok":true}')) is None
     assert error_code(R("not json")) is None
+
+
+def test_helpers_come_from_gp_and_old_conftest_imports_still_resolve():
+    import conftest
+    import gp
+
+    with pytest.warns(DeprecationWarning, match="from gp"):
+        from conftest import error_code as old
+    assert old is gp.error_code is error_code
+    # pytest asks conftest for optional names; those must stay missing, not come from gp
+    assert not hasattr(conftest, "pytest_plugins") and not hasattr(conftest, "no_such_helper")
 
 
 def test_test_conf_has_the_keys_and_points_nowhere():

@@ -7,7 +7,7 @@ import socket
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import error_code
+from gp import error_code
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-2 ** 70, max_value=2 ** 70)
@@ -27,7 +27,7 @@ def hostile_admin(server, make_admin_module):
 @pytest.fixture(scope="module")
 def make_admin_module(server, cli):
     import secrets
-    from conftest import Api, unique_name, unique_phone
+    from gp import Api, unique_name, unique_phone
 
     def make():
         phone, pw = unique_phone(), "Pw-" + secrets.token_urlsafe(12)

@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import error_code
+from gp import error_code
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "jsonsuite"))
@@ -102,7 +102,7 @@ def outcome(r):
 
 @pytest.fixture(scope="module")
 def routes(server, make_admin_module):
-    from conftest import Api
+    from gp import Api
     admin = make_admin_module()
     return [(Api(server), "/api/v1/auth/login", None),
             (Api(server), "/api/v1/units", admin["token"])]
@@ -112,7 +112,7 @@ def routes(server, make_admin_module):
 def make_admin_module(server, cli):
     import json
     import secrets
-    from conftest import Api, unique_name, unique_phone
+    from gp import Api, unique_name, unique_phone
 
     def make():
         phone, pw = unique_phone(), "Pw-" + secrets.token_urlsafe(12)

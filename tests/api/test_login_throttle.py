@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Api, error_code, unique_phone
+from gp import Api, error_code, unique_phone
 
 PAIR = 3          # failures per (phone, address) or (phone, known device)
 ADDR = 12         # attempts per address over all phones

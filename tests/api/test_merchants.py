@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import error_code, unique_name
+from gp import error_code, unique_name
 from loop import bulk_workers
 from mall import Street, mc
 
@@ -203,14 +203,14 @@ def test_writes_need_an_idempotency_key(st):
 def test_revoked_key_refused_at_once_whatever_the_cache_holds(st, api, redis):
     m, c = st.merchant()
     assert c.request("GET", "/merchant/v1/me").status == 200  # the key is now cached in Redis
-    cached = redis("GET", f"mkey:{{{c.key_id}}}")
+    cached = redis.get(f"mkey:{{{c.key_id}}}")
     assert cached and "secret_ct" in cached and "sk_" not in cached
     r = api.post(f"/api/v1/merchants/{m['id']}/keys/{c.key_id}/revoke", token=st.token)
     assert r.status_code == 200 and r.json()["status"] == "revoked"
     r = c.request("GET", "/merchant/v1/me")
     assert r.status == 401 and error_code(r) == "key_revoked"
     # even if a stale cache entry came back (a lost DEL), the statement itself refuses
-    redis("SET", f"mkey:{{{c.key_id}}}", cached, "EX", "60")
+    redis.set(f"mkey:{{{c.key_id}}}", cached, ex=60)
     for method, path, body in (("GET", "/merchant/v1/me", None),
                                ("POST", "/merchant/v1/offers", {"title": "x", "price": 1,
                                                                 "stock": 1,
@@ -267,7 +267,7 @@ def test_replies_are_signed_and_tampering_is_detected(st):
 def test_rate_limited_with_retry_after(make_server, make_admin, sql):
     srv = make_server(env={"GRIDPOINTS_MERCHANT_RATE_LIMIT": "3",
                            "GRIDPOINTS_MERCHANT_RATE_WINDOW": "60s"})
-    from conftest import Api
+    from gp import Api
     api = Api(srv)
     st = Street(api, make_admin(srv), sql, srv)
     _, c = st.merchant()
@@ -299,7 +299,7 @@ def test_writes_fail_closed_without_the_nonce_store(st, api, services):
 def test_doc_example_matches_the_client():
     """docs/MERCHANTS.md's example (checked against the server by test_merchant_auth.c) is also
     what the shipped client computes."""
-    from mall import REPO
+    from gp import REPO
     text = (REPO / "docs" / "MERCHANTS.md").read_text()
     block = text.split("<!-- signing-example:begin -->")[1].split("```text\n")[1].split("```")[0]
     kv = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
@@ -685,7 +685,7 @@ def test_webhook_url_policy_on_the_default_config(make_server, make_admin, sql):
     """The default (merchant.webhook_allow_private = false) refuses loopback, private and
     link-local URLs when they are set."""
     srv = make_server(env={"GRIDPOINTS_MERCHANT_WEBHOOK_ALLOW_PRIVATE": "false"})
-    from conftest import Api
+    from gp import Api
     api = Api(srv)
     st = Street(api, make_admin(srv), sql, srv)
     _, c = st.merchant()
@@ -706,7 +706,7 @@ def test_webhook_url_policy_on_the_default_config(make_server, make_admin, sql):
 def test_replies_match_the_openapi_schemas(st, api):
     import jsonschema
     import yaml
-    from mall import REPO
+    from gp import REPO
     from test_openapi import json_schema
     doc = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
     components = {"components": json_schema(doc["components"])}

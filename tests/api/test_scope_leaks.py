@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import error_code, unique_name
+from gp import error_code, unique_name
 from loop import Tree, bulk_workers, iso, now, report_body
 from mall import Street
 
@@ -153,14 +153,14 @@ def test_claim_gate_answers_only_inside_the_area(api, tree, sql, make_admin, red
     PostgreSQL; a worker of the area is refused by the gate itself."""
     outsiders = task_outsiders(api, tree, sql, make_admin)
     t = tree.publish(slots=2)["id"]
-    assert wait_for(lambda: redis.command("HGET", f"gate:{{{t}}}", "f") is not None)
+    assert wait_for(lambda: redis.hget(f"gate:{{{t}}}", "f") is not None)
     for who, o in outsiders.items():
         # (PostgreSQL's answer to the outsider writes the true count back: set it again)
-        redis.command("HSET", f"gate:{{{t}}}", "f", "0")
+        redis.hset(f"gate:{{{t}}}", "f", "0")
         assert_same(api.post(f"/api/v1/tasks/{t}/claim", token=o["token"]),
                     api.post(f"/api/v1/tasks/{MISSING_ID}/claim", token=o["token"]), who)
     (w,) = tree.workers(1)
-    redis.command("HSET", f"gate:{{{t}}}", "f", "0")
+    redis.hset(f"gate:{{{t}}}", "f", "0")
     before = gate_refusals(api)
     r = api.post(f"/api/v1/tasks/{t}/claim", token=w["token"])
     assert r.status_code == 409 and error_code(r) == "task_full", r.text

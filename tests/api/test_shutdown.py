@@ -7,7 +7,7 @@ import time
 
 import psycopg2
 
-from conftest import Api
+from gp import Api
 
 
 def hold_lock(services, table):

@@ -13,7 +13,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import REPO, Api, RedisClient, error_code, free_port
+from gp import REPO, Api, error_code, free_port, kv
 
 PASSWORD = "Auth-Pw 1@/:%"  # characters that must be %-encoded in a URL
 ACL_USER, ACL_PASSWORD = "gp_app", "Acl-Pw-2"
@@ -50,9 +50,7 @@ class AuthRedis:
         return f"redis://{userinfo}127.0.0.1:{self.port}/{db}"
 
     def client(self):
-        c = RedisClient(self.url())
-        c("AUTH", PASSWORD)
-        return c
+        return kv.connect(self.url(), password=PASSWORD)
 
     def stop(self):
         self.proc.terminate()
@@ -85,10 +83,10 @@ def test_redis_auth_password_in_url(make_server, auth_redis):
     code, body = ready(srv)
     assert code == 200 and body["checks"]["redis"] == "ok"
     # ... and SELECT 2 after it: the server's connection sits in db 2 as the default user.
-    c = auth_redis.client()
-    clients = [ln for ln in c("CLIENT", "LIST").splitlines() if "cmd=client" not in ln]
-    c.close()
-    assert any(" db=2 " in ln and " user=default " in ln for ln in clients), clients
+    with auth_redis.client() as c:
+        me = str(c.client_id())
+        clients = [cl for cl in c.client_list() if cl["id"] != me]
+    assert any(cl["db"] == "2" and cl["user"] == "default" for cl in clients), clients
     srv.stop()
     assert PASSWORD not in srv.log_text()
     assert quoted(PASSWORD) not in srv.log_text()
@@ -107,10 +105,9 @@ def test_redis_auth_acl_user(make_server, auth_redis):
     srv = make_server(env={"GRIDPOINTS_REDIS_URL":
                            auth_redis.url(f"{ACL_USER}:{ACL_PASSWORD}@")})
     assert ready(srv)[0] == 200
-    c = auth_redis.client()
-    clients = c("CLIENT", "LIST")
-    c.close()
-    assert f"user={ACL_USER}" in clients  # logged in as the ACL user, not as default
+    with auth_redis.client() as c:
+        users = [cl["user"] for cl in c.client_list()]
+    assert ACL_USER in users, users  # logged in as the ACL user, not as default
     srv.stop()
 
 
@@ -286,10 +283,11 @@ def test_bad_redis_url_error_does_not_show_the_password(cli):
 
 
 def sql_dir_with(tmp_path, extra):
+    """A copy of sql/ with extra files in migrations/."""
     d = tmp_path / "sql"
     shutil.copytree(REPO / "sql", d)
     for name, text in extra.items():
-        (d / name).write_text(text)
+        (d / "migrations" / name).write_text(text)
     return d
 
 
@@ -298,7 +296,7 @@ def sql_dir_with(tmp_path, extra):
 def test_migrate_refuses_a_badly_named_file(cli, migrated, sql, tmp_path, name):
     before = sql.scalar("SELECT count(*) FROM schema_migrations")
     d = sql_dir_with(tmp_path, {name: "CREATE TABLE must_not_exist (x int);\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)}, check=False)
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)}, check=False)
     assert p.returncode == 1
     assert name in p.stderr and "NNNN_name.sql" in p.stderr
     assert sql.scalar("SELECT count(*) FROM schema_migrations") == before
@@ -307,22 +305,23 @@ def test_migrate_refuses_a_badly_named_file(cli, migrated, sql, tmp_path, name):
 
 def test_migrate_refuses_a_duplicate_number(cli, migrated, sql, tmp_path):
     d = sql_dir_with(tmp_path, {"0003_again.sql": "CREATE TABLE must_not_exist (x int);\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)}, check=False)
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)}, check=False)
     assert p.returncode == 1 and "0003" in p.stderr and "0003_again.sql" in p.stderr
     assert sql.scalar("SELECT to_regclass('must_not_exist')") is None
 
 
 def test_migrate_ignores_files_that_are_not_sql(cli, migrated, tmp_path):
     d = sql_dir_with(tmp_path, {"README.md": "notes\n", "0001_x.sql.orig": "junk\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)})
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)})
     assert p.returncode == 0
 
 
-def test_server_refuses_a_badly_named_migration(make_server, tmp_path):
+def test_server_never_reads_the_sql_dir(make_server, tmp_path):
+    """The server carries the migration version and function hash it needs (issue 11): what
+    database.sql_dir holds, even a badly named migration or nothing at all, does not matter
+    to it (only `migrate` reads sql/)."""
     d = sql_dir_with(tmp_path, {"+001_x.sql": "SELECT 1;\n"})
-    srv = make_server(start=False, allow_errors=True,
-                      env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)})
-    srv.start(wait=False)
-    assert srv.wait_exit(timeout=20) == 1
-    assert "+001_x.sql" in srv.log_text()
-    assert "cannot tell which schema" in srv.log_text()
+    for where in (d, tmp_path / "missing"):
+        srv = make_server(env={"GRIDPOINTS_DATABASE_SQL_DIR": str(where)})
+        assert requests.get(srv.url + "/readyz", timeout=5).status_code == 200
+        srv.stop()

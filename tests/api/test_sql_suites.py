@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import unique_name
+from gp import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 

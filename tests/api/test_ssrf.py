@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import Api, error_code, free_port
+from gp import Api, error_code, free_port
 from mall import Street, create_admin
 
 STRICT = {"GRIDPOINTS_MERCHANT_WEBHOOK_ALLOW_PRIVATE": "false"}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import error_code
+from gp import error_code
 from loop import Tree, iso, now, report_body
 
 
