@@ -2,7 +2,8 @@
  *
  * A handler only parses and validates, calls the domain (mostly one SQL function, which
  * checks scope and state and returns the response body as jsonb), maps the status and
- * replies. Handlers are listed in routes.c, the one place that lists the API. */
+ * replies. Handlers are listed in routes.c, the one place that lists the API. The one way
+ * to run a query, read a reply, page a list and check a body is in docs/CONVENTIONS.md. */
 #ifndef GP_API_H
 #define GP_API_H
 
@@ -10,6 +11,7 @@
 
 #include <jansson.h>
 
+struct db_result;
 struct req_ctx;
 
 /* Runs one statement and replies with its row 0 column 0 JSON (success_code) or its error. */
@@ -19,6 +21,28 @@ void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *con
  * effects (claim gates, balances, rankings) are pushed to Redis before replying. */
 void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code);
+/* What happens to a reply between the database and the client (api_run). */
+enum api_post {
+    API_EFFECTS = 1 << 0,        /* push the post-commit effects it carries to Redis */
+    API_STRIP_BALANCES = 1 << 1, /* drop "balances" (merchant-facing replies: a merchant never
+                                  * sees a worker's balance) */
+    API_FORGET_KEYS = 1 << 2,    /* drop "key_ids"/"key_id" from the merchant key cache */
+};
+/* The one query path of the handlers: api_query is api_run(..., 0) and api_write is
+ * api_run(..., API_EFFECTS). The reply is parsed at most once, and only when post asks for
+ * it. Sets rc->state. */
+void api_run(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+             int success_code, unsigned post);
+/* api_run that adds the field name = secret to a successful reply, unless the reply is an
+ * idempotent replay (a secret is shown once). secret comes from api_secret_buf. */
+void api_run_secret(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+                    int success_code, unsigned post, const char *name, const char *secret);
+/* For handlers that use a SQL function's reply before replying: the reply parsed
+ * (db_result_json, a new reference), or NULL after replying with the error, 404 for no row,
+ * or 500 for a reply that is not JSON. */
+json_t *api_result_json_or_reply(struct req_ctx *rc, struct db_result *res, int success_code);
+/* A zeroed heap buffer for a secret, wiped and freed with the request. */
+char *api_secret_buf(struct req_ctx *rc, size_t size);
 /* The caller's person id as a SQL parameter. */
 const char *api_actor(struct req_ctx *rc);
 /* The idempotency triple of a write: the caller's key scope ("person:<id>"), the
@@ -31,16 +55,32 @@ struct api_qspec {
     const char *name;
     enum api_qtype type;
 };
-/* The filters present in the query string, plus "limit" (server.page_size_*), as the jsonb
- * text (arena) that the list functions take. A bad value is a 400 naming the parameter;
- * NULL after replying. */
+/* The filters present in the query string, plus the page ("limit" and an API_CURSOR_KEY
+ * "cursor", api_page_or_reply), as the jsonb text (arena) that the list functions take. A bad
+ * value is a 400 naming the parameter; NULL after replying. */
 const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *specs, size_t n);
 /* Compact JSON text of j in the request arena. */
 const char *api_json_text(struct req_ctx *rc, json_t *j);
 /* Decimal text of v in the request arena (a SQL parameter). */
 const char *api_i64(struct req_ctx *rc, int64_t v);
-/* The "after" keyset cursor of list routes: absent, or a positive id; 400 otherwise. */
-bool api_cursor_or_reply(struct req_ctx *rc, const char **after) MUSTCHECK;
+/* The one pagination step of every list route: ?limit= (1..server.page_size_max, default
+ * server.page_size_default) and ?cursor=, the keyset cursor from the previous page's
+ * "next_cursor". The SQL function that reads the cursor decides its kind:
+ *   API_CURSOR_ID   the last row's id: a positive integer, checked here;
+ *   API_CURSOR_KEY  an opaque key the SQL function decodes (it answers 400 invalid_cursor
+ *                   for a bad one): here at most API_CURSOR_KEY_MAX characters.
+ * A bad limit is 400 invalid_query naming "limit", a bad cursor 400 invalid_cursor naming
+ * "cursor"; false after replying. cursor is NULL when absent. */
+enum api_cursor { API_CURSOR_ID, API_CURSOR_KEY };
+#define API_CURSOR_KEY_MAX 200
+struct api_page {
+    int limit;
+    const char *cursor;
+};
+bool api_page_or_reply(struct req_ctx *rc, enum api_cursor kind, struct api_page *page) MUSTCHECK;
+/* The same with the route's own limits (the audit export's batches, not pages). */
+bool api_page_sized_or_reply(struct req_ctx *rc, enum api_cursor kind, int default_limit,
+                             int max_limit, struct api_page *page) MUSTCHECK;
 
 /* api_core.c */
 void api_healthz(struct req_ctx *rc);

@@ -11,6 +11,8 @@
 
 #include "common.h"
 
+#include <jansson.h>
+
 struct app;
 struct audit;
 struct config;
@@ -26,6 +28,6 @@ void audit_free(struct audit *a);
 void audit_seal_args(const struct config *cfg, char *buf, size_t len);
 /* The sealer sweep's on_result: logs a new alarm once, signs and stores a candidate; returns
  * 1 to run again at once (a backlog or a pass in progress), else 0. */
-int64_t audit_sealed(struct app *app, const char *json);
+int64_t audit_sealed(struct app *app, json_t *reply);
 
 #endif

@@ -19,9 +19,17 @@ bool crypto_random_hex(char *out, size_t nbytes) MUSTCHECK;
 void crypto_sha256(const void *data, size_t len, unsigned char out[32]);
 void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                         unsigned char out[32]);
+/* The one hex encoder: lower case, NUL-terminated. */
 void crypto_hex(const unsigned char *in, size_t n, char *out /* 2n+1 */);
 /* Decodes exactly 2n hex chars into n bytes; false on bad input. */
 bool crypto_unhex(const char *in, unsigned char *out, size_t n);
+/* The one base64 (RFC 4648 §4, with padding), through OpenSSL's EVP_EncodeBlock and
+ * EVP_DecodeBlock. out needs 4 * ((n + 2) / 3) + 1 bytes; returns the length written. */
+size_t crypto_b64_encode(const void *in, size_t n, char *out);
+/* Decodes exactly len chars of canonical base64: the standard alphabet, padding required and
+ * only at the end, no whitespace. False on bad input or when more than max bytes would
+ * result; then out and *outlen are untouched. */
+bool crypto_b64_decode(const char *in, size_t len, void *out, size_t max, size_t *outlen) MUSTCHECK;
 /* Constant-time equality of two equal-length buffers (CRYPTO_memcmp). */
 bool crypto_equal(const void *a, const void *b, size_t n);
 

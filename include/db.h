@@ -87,6 +87,10 @@ int db_result_ntuples(const struct db_result *res);
 int db_result_nfields(const struct db_result *res);
 /* Text value; NULL for SQL NULL or out of range. */
 const char *db_result_value(const struct db_result *res, int row, int col);
+/* The one way to read a SQL function's jsonb reply: row 0 column 0 of a successful result,
+ * parsed (an object or array), as a new reference the caller releases; NULL for a failed
+ * query, no row, SQL NULL or text that is not JSON -- then reply with http_reply_db(). */
+struct json_t *db_result_json(const struct db_result *res);
 /* The PGresult itself (NULL on failures that did not come from the server). */
 struct pg_result *db_result_pg(const struct db_result *res);
 

@@ -20,7 +20,5 @@ struct app;
  *   "balances" or "touched": [{worker_id, available, pending, version}, ...] -> balance cache
  * Nested one level under "assignment"/"result" is not searched: functions put them on top. */
 void effects_apply(struct app *app, json_t *body);
-/* Same, from JSON text; ignores text that does not parse. */
-void effects_apply_text(struct app *app, const char *text);
 
 #endif

@@ -87,8 +87,6 @@ bool http_query_i64_or_reply(struct req_ctx *rc, const char *key, int64_t min, i
                              int64_t *out) MUSTCHECK;
 /* An RFC 3339 query parameter: *out = its text, or NULL when absent; 400 when malformed. */
 bool http_query_time_or_reply(struct req_ctx *rc, const char *key, const char **out) MUSTCHECK;
-/* limit: server.page_size_default when absent, 400 above server.page_size_max. */
-bool http_page_limit_or_reply(struct req_ctx *rc, int *limit) MUSTCHECK;
 /* Path parameter idx as a positive id; 404 when it is not one. */
 bool http_param_id_or_reply(struct req_ctx *rc, int idx, int64_t *out) MUSTCHECK;
 /* Refuses unknown body fields (400) and replies; see jv_only. */

@@ -29,6 +29,8 @@
 
 #include "common.h"
 
+#include <jansson.h>
+
 struct kv;
 struct task_gate;
 
@@ -58,6 +60,6 @@ void task_gate_set(struct task_gate *g, int64_t task, int64_t unit, int64_t free
                    int64_t version);
 /* Reads {"task_id","unit_id","free_slots","slots_version"} objects (one, or an array of them)
  * and sets each; ignores anything else. */
-void task_gate_set_json(struct task_gate *g, const char *json_text);
+void task_gate_set_json(struct task_gate *g, json_t *j);
 
 #endif

@@ -37,12 +37,6 @@ struct tlog_checkpoint {
     int64_t time_s; /* the same in unix seconds */
 };
 
-/* Standard base64 with padding. out needs 4 * ((n + 2) / 3) + 1 bytes. Returns the length. */
-size_t tlog_b64_encode(const uint8_t *in, size_t n, char *out);
-/* Decodes exactly `len` chars of standard base64 (padding required); false on bad input or
- * when more than max bytes would result. */
-bool tlog_b64_decode(const char *in, size_t len, uint8_t *out, size_t max, size_t *outlen);
-
 /* Key names: 1..TLOG_NAME_MAX printable chars, no whitespace and no '+'. */
 bool tlog_name_valid(const char *name);
 void tlog_key_id(const char *name, const uint8_t pub[32], uint8_t out[4]);

@@ -43,14 +43,14 @@ static bool id_query_or_reply(struct req_ctx *rc, const char *key, json_t *args)
 /* Adds the common list arguments (limit, after cursor, from, to) to args. */
 static bool list_args_or_reply(struct req_ctx *rc, json_t *args)
 {
-    int limit;
-    const char *after, *from, *to;
-    if (!http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after) ||
+    struct api_page page;
+    const char *from, *to;
+    if (!api_page_or_reply(rc, API_CURSOR_ID, &page) ||
         !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to))
         return false;
-    json_object_set_new(args, "limit", json_integer(limit));
-    if (after)
-        json_object_set_new(args, "after", json_string(after));
+    json_object_set_new(args, "limit", json_integer(page.limit));
+    if (page.cursor)
+        json_object_set_new(args, "after", json_string(page.cursor));
     if (from)
         json_object_set_new(args, "from", json_string(from));
     if (to)
@@ -75,12 +75,10 @@ void api_audit_status(struct req_ctx *rc)
 
 void api_audit_checkpoints(struct req_ctx *rc)
 {
-    int limit;
-    const char *before;
-    if (!auditor_or_reply(rc) || !http_page_limit_or_reply(rc, &limit) ||
-        !api_cursor_or_reply(rc, &before))
+    struct api_page page;
+    if (!auditor_or_reply(rc) || !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
-    const char *params[] = {api_actor(rc), before, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), page.cursor, api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_audit_checkpoints($1, $2::bigint, $3)", 3, params, 200);
 }
 
@@ -162,12 +160,12 @@ void api_audit_trial_balance(struct req_ctx *rc)
 
 void api_audit_budget_use(struct req_ctx *rc)
 {
-    const char *unit, *after;
-    int limit;
+    const char *unit;
+    struct api_page page;
     if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
-        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
-    const char *params[] = {api_actor(rc), unit, after, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), unit, page.cursor, api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_audit_budget_use($1, $2, $3::bigint, $4)", 4, params, 200);
 }
 
@@ -258,16 +256,15 @@ static void text_query(struct req_ctx *rc, const char *content_type, const char 
 
 void api_audit_export(struct req_ctx *rc)
 {
-    const char *unit, *from, *to, *after;
-    int64_t anchor = 0, limit = 500;
+    const char *unit, *from, *to;
+    int64_t anchor = 0;
+    struct api_page page;
+    /* Batches of an export stream, not pages of a list: their own default and maximum. */
     if (!auditor_or_reply(rc) || !unit_or_reply(rc, &unit) ||
         !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to) ||
-        !api_cursor_or_reply(rc, &after) ||
-        !http_query_i64_or_reply(rc, "limit", 1, 5000, &limit) ||
+        !api_page_sized_or_reply(rc, API_CURSOR_ID, 500, 5000, &page) ||
         !http_query_i64_or_reply(rc, "checkpoint", 1, INT64_MAX, &anchor))
         return;
-    if (!limit)
-        limit = 500;
     const char *format = http_query(rc, "format");
     if (!format)
         format = "jsonl";
@@ -277,7 +274,7 @@ void api_audit_export(struct req_ctx *rc)
     }
     const char *params[] = {api_actor(rc), unit,
                             from,          to,
-                            after,         api_i64(rc, limit),
+                            page.cursor,   api_i64(rc, page.limit),
                             format,        anchor ? api_i64(rc, anchor) : NULL};
     text_query(rc,
                strcmp(format, "csv") ? "application/x-ndjson; charset=utf-8"

@@ -10,6 +10,7 @@
 #include "kv.h"
 #include "log.h"
 #include "login_throttle.h"
+#include "merchant_auth.h"
 #include "metrics.h"
 #include "ratelimit.h"
 #include "workpool.h"
@@ -25,41 +26,108 @@
 /* Shared helpers                                                                            */
 /* ---------------------------------------------------------------------------------------- */
 
-struct query_state {
+/* The state of api_run (rc->state until the reply). */
+struct run_state {
     int code;
-    bool effects;
+    unsigned post;
+    const char *secret_name;
+    const char *secret; /* api_secret_buf: wiped and freed with the arena */
 };
 
-static void api_query_cb(struct db_result *res, void *arg)
+static void wipe_free(void *p)
 {
-    struct req_ctx *rc = arg;
-    struct query_state *qs = rc->state;
-    if (qs->effects && db_result_status(res) == ST_OK && db_result_ntuples(res) > 0 &&
-        db_result_value(res, 0, 0))
-        effects_apply_text(rc->app, db_result_value(res, 0, 0));
-    http_reply_db(rc, res, qs->code);
+    explicit_bzero(p, strlen(p));
+    free(p);
 }
 
-static void query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
-                  int success_code, bool effects)
+char *api_secret_buf(struct req_ctx *rc, size_t size)
 {
-    struct query_state *qs = arena_alloc(rc->arena, sizeof *qs);
-    qs->code = success_code;
-    qs->effects = effects;
-    rc->state = qs;
-    db_query(rc->app->db, sql, nparams, params, api_query_cb, rc);
+    char *s = xcalloc(1, size);
+    arena_on_free(rc->arena, wipe_free, s);
+    return s;
+}
+
+/* "key_ids" (and "key_id") of a reply leave the merchant key cache; the list is for us only. */
+static void forget_keys(struct req_ctx *rc, json_t *j)
+{
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(j, "key_ids"), i, k)
+    {
+        if (json_is_string(k))
+            merchant_auth_forget_key(rc->app, json_string_value(k));
+    }
+    json_object_del(j, "key_ids");
+    if (json_is_string(json_object_get(j, "key_id")))
+        merchant_auth_forget_key(rc->app, json_string_value(json_object_get(j, "key_id")));
+}
+
+static void run_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    struct run_state *rs = rc->state;
+    bool rewrite = (rs->post & (API_STRIP_BALANCES | API_FORGET_KEYS)) || rs->secret_name;
+    /* Parsed only when an effect or a rewrite needs it, and then once; a reply nobody changes
+     * goes out as the database wrote it. */
+    json_t *j = rs->post || rs->secret_name ? db_result_json(res) : NULL;
+    if (j && (rs->post & API_EFFECTS))
+        effects_apply(rc->app, j);
+    if (!j || !rewrite) {
+        json_decref(j);
+        http_reply_db(rc, res, rs->code);
+        return;
+    }
+    if (rs->post & API_STRIP_BALANCES)
+        json_object_del(j, "balances");
+    if (rs->post & API_FORGET_KEYS)
+        forget_keys(rc, j);
+    /* A replayed idempotent write answers what it answered the first time, which never held
+     * the secret: it is shown once. */
+    if (rs->secret_name && !json_is_true(json_object_get(j, "idempotent_replay")))
+        json_object_set_new(j, rs->secret_name, json_string(rs->secret));
+    http_reply_json(rc, rs->code, j);
+}
+
+void api_run(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+             int success_code, unsigned post)
+{
+    api_run_secret(rc, sql, nparams, params, success_code, post, NULL, NULL);
+}
+
+void api_run_secret(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+                    int success_code, unsigned post, const char *name, const char *secret)
+{
+    struct run_state *rs = arena_alloc(rc->arena, sizeof *rs);
+    rs->code = success_code;
+    rs->post = post;
+    rs->secret_name = name;
+    rs->secret = secret;
+    rc->state = rs;
+    db_query(rc->app->db, sql, nparams, params, run_cb, rc);
+}
+
+json_t *api_result_json_or_reply(struct req_ctx *rc, struct db_result *res, int success_code)
+{
+    json_t *j = db_result_json(res);
+    if (j)
+        return j;
+    if (db_result_status(res) != ST_OK || !db_result_value(res, 0, 0))
+        http_reply_db(rc, res, success_code); /* the error, or 404 for no row */
+    else
+        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read the database's reply");
+    return NULL;
 }
 
 void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code)
 {
-    query(rc, sql, nparams, params, success_code, false);
+    api_run(rc, sql, nparams, params, success_code, 0);
 }
 
 void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code)
 {
-    query(rc, sql, nparams, params, success_code, true);
+    api_run(rc, sql, nparams, params, success_code, API_EFFECTS);
 }
 
 const char *api_json_text(struct req_ctx *rc, json_t *j)
@@ -115,10 +183,12 @@ static json_t *query_value(const char *v, enum api_qtype type)
 
 const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *specs, size_t n)
 {
-    int limit;
-    if (!http_page_limit_or_reply(rc, &limit))
+    struct api_page page;
+    if (!api_page_or_reply(rc, API_CURSOR_KEY, &page))
         return NULL;
-    json_t *args = json_pack("{s:i}", "limit", limit);
+    json_t *args = json_pack("{s:i}", "limit", page.limit);
+    if (page.cursor)
+        json_object_set_new(args, "cursor", json_string(page.cursor));
     for (size_t i = 0; i < n; i++) {
         const char *v = http_query(rc, specs[i].name);
         if (!v)
@@ -137,19 +207,31 @@ const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *
     return text;
 }
 
-bool api_cursor_or_reply(struct req_ctx *rc, const char **after)
+bool api_page_sized_or_reply(struct req_ctx *rc, enum api_cursor kind, int default_limit,
+                             int max_limit, struct api_page *page)
 {
-    *after = NULL;
+    int64_t limit = default_limit, id;
+    page->cursor = NULL;
+    if (!http_query_i64_or_reply(rc, "limit", 1, max_limit, &limit))
+        return false;
+    page->limit = (int)limit;
     const char *c = http_query(rc, "cursor");
     if (!c)
         return true;
-    int64_t v;
-    if (!jv_parse_i64(c, 1, INT64_MAX, &v)) {
+    bool ok = kind == API_CURSOR_ID ? jv_parse_i64(c, 1, INT64_MAX, &id)
+                                    : jv_utf8_len(c) <= API_CURSOR_KEY_MAX;
+    if (!ok) {
         http_reply_error(rc, ST_INVALID, "invalid_cursor", "cursor", "malformed cursor");
         return false;
     }
-    *after = c;
+    page->cursor = c;
     return true;
+}
+
+bool api_page_or_reply(struct req_ctx *rc, enum api_cursor kind, struct api_page *page)
+{
+    const struct config *cfg = rc->app->cfg;
+    return api_page_sized_or_reply(rc, kind, cfg->page_size_default, cfg->page_size_max, page);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -385,12 +467,6 @@ static void verify_work(void *arg)
     ls->verified = crypto_password_verify(ls->password, ls->stored_hash);
 }
 
-static void wipe_free(void *p)
-{
-    explicit_bzero(p, strlen(p));
-    free(p);
-}
-
 /* A correct password: take the attempt back from the throttle and remember the device -- the
  * one presented when the throttle knew it (its expiry starts again), else a new one. */
 static void login_succeeded(struct req_ctx *rc)
@@ -436,15 +512,9 @@ static void login_session_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct login_state *ls = rc->state;
-    if (db_result_status(res) != ST_OK || !db_result_value(res, 0, 0)) {
-        http_reply_db(rc, res, 200);
+    json_t *principal = api_result_json_or_reply(rc, res, 200);
+    if (!principal)
         return;
-    }
-    json_t *principal = json_loads(db_result_value(res, 0, 0), 0, NULL);
-    if (!principal) {
-        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
-        return;
-    }
     json_t *body =
         json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer", "expires_at",
                   json_object_get(principal, "expires_at"), "person", principal);

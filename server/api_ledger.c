@@ -27,19 +27,11 @@ struct balance_state {
     int64_t worker;
 };
 
-static void balance_db_cb(struct db_result *res, void *arg)
-{
-    struct req_ctx *rc = arg;
-    if (db_result_status(res) == ST_OK && db_result_ntuples(res) == 1 && db_result_value(res, 0, 0))
-        effects_apply_text(rc->app, db_result_value(res, 0, 0)); /* refill the cache */
-    http_reply_db(rc, res, 200);
-}
-
 static void balance_from_ledger(struct req_ctx *rc)
 {
     struct balance_state *bs = rc->state;
     const char *params[] = {api_actor(rc), api_i64(rc, bs->worker)};
-    db_query(rc->app->db, "SELECT gp_balance($1, $2)", 2, params, balance_db_cb, rc);
+    api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200); /* its effect refills the cache */
 }
 
 static void balance_cache_cb(enum status st, const struct ledger_balance *bal, void *arg)
@@ -85,20 +77,19 @@ void api_points(struct req_ctx *rc)
 void api_statement(struct req_ctx *rc)
 {
     int64_t worker;
-    int limit;
-    const char *after, *from, *to;
+    struct api_page page;
+    const char *from, *to;
     const char *kind = http_query(rc, "kind");
-    if (!worker_param_or_reply(rc, &worker) || !http_page_limit_or_reply(rc, &limit) ||
-        !api_cursor_or_reply(rc, &after) || !http_query_time_or_reply(rc, "from", &from) ||
-        !http_query_time_or_reply(rc, "to", &to))
+    if (!worker_param_or_reply(rc, &worker) || !api_page_or_reply(rc, API_CURSOR_ID, &page) ||
+        !http_query_time_or_reply(rc, "from", &from) || !http_query_time_or_reply(rc, "to", &to))
         return;
     if (kind &&
         (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {
         http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
         return;
     }
-    const char *params[] = {api_actor(rc), api_i64(rc, worker), kind, from, to,
-                            after,         api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, worker),    kind, from, to,
+                            page.cursor,   api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_statement($1, $2, $3, $4::timestamptz, $5::timestamptz, $6, $7)", 7,
               params, 200);
 }
@@ -131,14 +122,13 @@ void api_rank(struct req_ctx *rc)
 void api_budgets(struct req_ctx *rc)
 {
     int64_t unit = 0;
-    int limit;
-    const char *after;
+    struct api_page page;
     if (!http_query_i64_or_reply(rc, "unit_id", 1, INT64_MAX, &unit) ||
-        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
     if (!unit)
         unit = rc->principal.unit_id;
-    const char *params[] = {api_actor(rc), api_i64(rc, unit), after, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, unit), page.cursor, api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_budgets($1, $2, $3, $4)", 4, params, 200);
 }
 
@@ -219,12 +209,10 @@ void api_adjust(struct req_ctx *rc)
 void api_task_reservation(struct req_ctx *rc)
 {
     int64_t id;
-    int limit;
-    const char *after;
-    if (!http_param_id_or_reply(rc, 0, &id) || !http_page_limit_or_reply(rc, &limit) ||
-        !api_cursor_or_reply(rc, &after))
+    struct api_page page;
+    if (!http_param_id_or_reply(rc, 0, &id) || !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
-    const char *params[] = {api_actor(rc), api_i64(rc, id), after, api_i64(rc, limit)};
+    const char *params[] = {api_actor(rc), api_i64(rc, id), page.cursor, api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_task_reservation($1, $2, $3, $4)", 4, params, 200);
 }
 

@@ -16,13 +16,12 @@
 
 void api_mall_offers(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {
-        {"merchant_id", API_Q_INT}, {"in_stock", API_Q_BOOL}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"merchant_id", API_Q_INT}, {"in_stock", API_Q_BOOL}};
     const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
-    api_mrc_query(rc, "SELECT gp_mall_offers($1, $2::jsonb)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_mall_offers($1, $2::jsonb)", 2, params, 200);
 }
 
 void api_mall_offer_get(struct req_ctx *rc)
@@ -31,7 +30,7 @@ void api_mall_offer_get(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_mall_offer_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_mall_offer_get($1, $2)", 2, params, 200);
 }
 
 void api_mall_order(struct req_ctx *rc)
@@ -43,17 +42,17 @@ void api_mall_order(struct req_ctx *rc)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_i64(rc, id), principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_mall_order($1, $2, $3, $4, $5)", 5, params, 201, API_MRC_EFFECTS);
+    api_write(rc, "SELECT gp_mall_order($1, $2, $3, $4, $5)", 5, params, 201);
 }
 
 void api_voucher_list(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {{"state", API_Q_STR}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"state", API_Q_STR}};
     const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
-    api_mrc_query(rc, "SELECT gp_vouchers_mine($1, $2::jsonb)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_vouchers_mine($1, $2::jsonb)", 2, params, 200);
 }
 
 void api_voucher_get(struct req_ctx *rc)
@@ -62,7 +61,7 @@ void api_voucher_get(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_voucher_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_voucher_get($1, $2)", 2, params, 200);
 }
 
 void api_voucher_cancel(struct req_ctx *rc)
@@ -72,21 +71,16 @@ void api_voucher_cancel(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_voucher_cancel($1, $2)", 2, params, 200, API_MRC_EFFECTS);
+    api_write(rc, "SELECT gp_voucher_cancel($1, $2)", 2, params, 200);
 }
 
 /* The row is made first (its expiry by the database clock), then the code is signed. */
 static void paycode_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
-    const char *v = db_result_status(res) == ST_OK && db_result_ntuples(res) > 0
-                        ? db_result_value(res, 0, 0)
-                        : NULL;
-    json_t *j = v ? json_loads(v, 0, NULL) : NULL;
-    if (!j) {
-        http_reply_db(rc, res, 201);
+    json_t *j = api_result_json_or_reply(rc, res, 201);
+    if (!j)
         return;
-    }
     const char *nonce = json_string_value(json_object_get(j, "nonce"));
     json_t *w = json_object_get(j, "worker_id"), *exp = json_object_get(j, "exp");
     char code[MCRYPTO_PAYCODE_MAX];
@@ -121,10 +115,9 @@ void api_paycode_create(struct req_ctx *rc)
 
 void api_charge_list(struct req_ctx *rc)
 {
-    const char *args =
-        api_query_args_or_reply(rc, api_mrc_page_specs, ARRAY_SIZE(api_mrc_page_specs));
+    const char *args = api_query_args_or_reply(rc, NULL, 0);
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
-    api_mrc_query(rc, "SELECT gp_charges_mine($1, $2::jsonb)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_charges_mine($1, $2::jsonb)", 2, params, 200);
 }

@@ -21,18 +21,17 @@ void api_merchant_create(struct req_ctx *rc)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_json_text(rc, rc->json), principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_merchant_create($1, $2::jsonb, $3, $4, $5)", 5, params, 201, 0);
+    api_query(rc, "SELECT gp_merchant_create($1, $2::jsonb, $3, $4, $5)", 5, params, 201);
 }
 
 void api_merchant_list(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {
-        {"status", API_Q_STR}, {"unit_id", API_Q_INT}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"status", API_Q_STR}, {"unit_id", API_Q_INT}};
     const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {api_actor(rc), args};
-    api_mrc_query(rc, "SELECT gp_merchant_list($1, $2::jsonb)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_merchant_list($1, $2::jsonb)", 2, params, 200);
 }
 
 void api_merchant_get(struct req_ctx *rc)
@@ -41,7 +40,7 @@ void api_merchant_get(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_merchant_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_merchant_get($1, $2)", 2, params, 200);
 }
 
 void api_merchant_update(struct req_ctx *rc)
@@ -50,7 +49,7 @@ void api_merchant_update(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
-    api_mrc_query(rc, "SELECT gp_merchant_update($1, $2, $3::jsonb)", 3, params, 200, 0);
+    api_query(rc, "SELECT gp_merchant_update($1, $2, $3::jsonb)", 3, params, 200);
 }
 
 static void set_status(struct req_ctx *rc, const char *status)
@@ -66,8 +65,7 @@ static void set_status(struct req_ctx *rc, const char *status)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), status, reason};
-    api_mrc_query(rc, "SELECT gp_merchant_set_status($1, $2, $3, $4)", 4, params, 200,
-                  API_MRC_FORGET_KEYS);
+    api_run(rc, "SELECT gp_merchant_set_status($1, $2, $3, $4)", 4, params, 200, API_FORGET_KEYS);
 }
 
 void api_merchant_suspend(struct req_ctx *rc)
@@ -104,13 +102,10 @@ void api_merchant_key_create(struct req_ctx *rc)
         return;
     }
     snprintf(kid, sizeof kid, "mk_%s", hex);
-    struct api_mrc_state *qs = api_mrc_state_new(rc, 201, 0);
-    arena_on_free(rc->arena, api_mrc_wipe_extra, qs);
-    qs->extra_name = "secret";
-    qs->extra_value = xmalloc(4 + CRYPTO_TOKEN_LEN);
-    snprintf(qs->extra_value, 4 + CRYPTO_TOKEN_LEN, "sk_%s", token);
+    char *secret = api_secret_buf(rc, 4 + CRYPTO_TOKEN_LEN);
+    snprintf(secret, 4 + CRYPTO_TOKEN_LEN, "sk_%s", token);
     mcrypto_wipe(token, sizeof token);
-    bool ok = mcrypto_seal(kek, kid, qs->extra_value, strlen(qs->extra_value), &sealed);
+    bool ok = mcrypto_seal(kek, kid, secret, strlen(secret), &sealed);
     mcrypto_wipe(kek, sizeof kek);
     if (!ok) {
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot make a key");
@@ -123,8 +118,8 @@ void api_merchant_key_create(struct req_ctx *rc)
                             rotate ? "true" : "false",
                             api_i64(rc, overlap)};
     free(sealed);
-    db_query(rc->app->db, "SELECT gp_merchant_key_create($1, $2, $3, $4, $5::boolean, $6)", 6,
-             params, api_mrc_query_cb, rc);
+    api_run_secret(rc, "SELECT gp_merchant_key_create($1, $2, $3, $4, $5::boolean, $6)", 6, params,
+                   201, 0, "secret", secret);
 }
 
 void api_merchant_key_revoke(struct req_ctx *rc)
@@ -137,8 +132,7 @@ void api_merchant_key_revoke(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), rc->params.values[1]};
-    api_mrc_query(rc, "SELECT gp_merchant_key_revoke($1, $2, $3)", 3, params, 200,
-                  API_MRC_FORGET_KEYS);
+    api_run(rc, "SELECT gp_merchant_key_revoke($1, $2, $3)", 3, params, 200, API_FORGET_KEYS);
 }
 
 void api_merchant_staff_add(struct req_ctx *rc)
@@ -153,7 +147,7 @@ void api_merchant_staff_add(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_i64(rc, person)};
-    api_mrc_query(rc, "SELECT gp_merchant_staff($1, $2, $3, true)", 3, params, 200, 0);
+    api_query(rc, "SELECT gp_merchant_staff($1, $2, $3, true)", 3, params, 200);
 }
 
 void api_merchant_staff_remove(struct req_ctx *rc)
@@ -162,7 +156,7 @@ void api_merchant_staff_remove(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id) || !http_param_id_or_reply(rc, 1, &person))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_i64(rc, person)};
-    api_mrc_query(rc, "SELECT gp_merchant_staff($1, $2, $3, false)", 3, params, 200, 0);
+    api_query(rc, "SELECT gp_merchant_staff($1, $2, $3, false)", 3, params, 200);
 }
 
 void api_merchant_statement(struct req_ctx *rc)
@@ -202,6 +196,6 @@ void api_merchant_settle(struct req_ctx *rc)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_i64(rc, id), until, month, principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_settlement_close($1, $2, $3::timestamptz, $4, $5, $6, $7)", 7,
-                  params, 201, 0);
+    api_query(rc, "SELECT gp_settlement_close($1, $2, $3::timestamptz, $4, $5, $6, $7)", 7, params,
+              201);
 }

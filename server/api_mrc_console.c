@@ -7,12 +7,12 @@
 void api_console_merchants(struct req_ctx *rc)
 {
     const char *params[] = {api_actor(rc)};
-    api_mrc_query(rc, "SELECT gp_console_merchants($1)", 1, params, 200, 0);
+    api_query(rc, "SELECT gp_console_merchants($1)", 1, params, 200);
 }
 
 void api_console_offers(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {{"status", API_Q_STR}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"status", API_Q_STR}};
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
@@ -20,8 +20,8 @@ void api_console_offers(struct req_ctx *rc)
     if (!args)
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), args};
-    api_mrc_query(rc, "SELECT gp_m_offers((gp_merchant_for_staff($1, $2)).id, $3::jsonb)", 3,
-                  params, 200, 0);
+    api_query(rc, "SELECT gp_m_offers((gp_merchant_for_staff($1, $2)).id, $3::jsonb)", 3, params,
+              200);
 }
 
 void api_console_statement(struct req_ctx *rc)

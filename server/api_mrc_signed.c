@@ -1,7 +1,7 @@
 /* api_mrc_signed.c -- /merchant/v1: the merchant's own signed API (merchant_auth.h;
  * SPEC §5; docs/MERCHANTS.md): offers, vouchers at the counter, charges, refunds,
  * statements, webhooks. Pay codes are checked here; PostgreSQL decides whether they are
- * still usable. A merchant never sees a worker's balance (API_MRC_STRIP). */
+ * still usable. A merchant never sees a worker's balance (API_STRIP_BALANCES). */
 #include "api.h"
 #include "api_mrc.h"
 #include "app.h"
@@ -31,7 +31,7 @@ static void idem(struct req_ctx *rc, const char **principal, const char **key, c
 void api_mrc_me(struct req_ctx *rc)
 {
     const char *params[] = {key_param(rc)};
-    api_mrc_query(rc, "SELECT gp_mrc_me($1)", 1, params, 200, 0);
+    api_query(rc, "SELECT gp_mrc_me($1)", 1, params, 200);
 }
 
 void api_mrc_offer_create(struct req_ctx *rc)
@@ -44,19 +44,17 @@ void api_mrc_offer_create(struct req_ctx *rc)
                             principal,
                             key,
                             hash};
-    api_mrc_query(rc, "SELECT gp_mrc_offer_create($1, $2::jsonb, $3, $4, $5, $6)", 6, params, 201,
-                  0);
+    api_query(rc, "SELECT gp_mrc_offer_create($1, $2::jsonb, $3, $4, $5, $6)", 6, params, 201);
 }
 
 void api_mrc_offer_list(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {{"status", API_Q_STR}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"status", API_Q_STR}};
     const char *args = api_query_args_or_reply(rc, specs, ARRAY_SIZE(specs));
     if (!args)
         return;
     const char *params[] = {key_param(rc), args};
-    api_mrc_query(rc, "SELECT gp_m_offers((gp_mrc_principal($1)).id, $2::jsonb)", 2, params, 200,
-                  0);
+    api_query(rc, "SELECT gp_m_offers((gp_mrc_principal($1)).id, $2::jsonb)", 2, params, 200);
 }
 
 void api_mrc_offer_get(struct req_ctx *rc)
@@ -65,7 +63,7 @@ void api_mrc_offer_get(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {key_param(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_mrc_offer_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_mrc_offer_get($1, $2)", 2, params, 200);
 }
 
 void api_mrc_offer_update(struct req_ctx *rc)
@@ -77,14 +75,13 @@ void api_mrc_offer_update(struct req_ctx *rc)
     idem(rc, &principal, &key, &hash);
     const char *params[] = {
         key_param(rc), api_i64(rc, id), api_json_text(rc, rc->json), principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_mrc_offer_update($1, $2, $3::jsonb, $4, $5, $6)", 6, params, 200,
-                  0);
+    api_query(rc, "SELECT gp_mrc_offer_update($1, $2, $3::jsonb, $4, $5, $6)", 6, params, 200);
 }
 
 void api_mrc_voucher_get(struct req_ctx *rc)
 {
     const char *params[] = {key_param(rc), rc->params.values[0]};
-    api_mrc_query(rc, "SELECT gp_mrc_voucher_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_mrc_voucher_get($1, $2)", 2, params, 200);
 }
 
 void api_mrc_voucher_capture(struct req_ctx *rc)
@@ -95,8 +92,8 @@ void api_mrc_voucher_capture(struct req_ctx *rc)
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
     const char *params[] = {key_param(rc), rc->params.values[0], principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_mrc_voucher_capture($1, $2, $3, $4, $5)", 5, params, 200,
-                  API_MRC_EFFECTS | API_MRC_STRIP);
+    api_run(rc, "SELECT gp_mrc_voucher_capture($1, $2, $3, $4, $5)", 5, params, 200,
+            API_EFFECTS | API_STRIP_BALANCES);
 }
 
 static void refund(struct req_ctx *rc, const char *kind)
@@ -114,8 +111,8 @@ static void refund(struct req_ctx *rc, const char *kind)
                             principal,
                             key,
                             hash};
-    api_mrc_query(rc, "SELECT gp_mrc_refund($1, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, params, 201,
-                  API_MRC_EFFECTS | API_MRC_STRIP);
+    api_run(rc, "SELECT gp_mrc_refund($1, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, params, 201,
+            API_EFFECTS | API_STRIP_BALANCES);
 }
 
 void api_mrc_voucher_refund(struct req_ctx *rc)
@@ -164,8 +161,8 @@ void api_mrc_charge(struct req_ctx *rc)
                             principal,
                             key,
                             hash};
-    api_mrc_query(rc, "SELECT gp_mrc_charge($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201,
-                  API_MRC_EFFECTS | API_MRC_STRIP);
+    api_run(rc, "SELECT gp_mrc_charge($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201,
+            API_EFFECTS | API_STRIP_BALANCES);
 }
 
 void api_mrc_charge_get(struct req_ctx *rc)
@@ -174,7 +171,7 @@ void api_mrc_charge_get(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {key_param(rc), api_i64(rc, id)};
-    api_mrc_query(rc, "SELECT gp_mrc_charge_get($1, $2)", 2, params, 200, 0);
+    api_query(rc, "SELECT gp_mrc_charge_get($1, $2)", 2, params, 200);
 }
 
 void api_mrc_statement(struct req_ctx *rc)
@@ -222,14 +219,11 @@ void api_mrc_webhook_set(struct req_ctx *rc)
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot make a webhook secret");
         return;
     }
-    struct api_mrc_state *qs = api_mrc_state_new(rc, 200, 0);
-    arena_on_free(rc->arena, api_mrc_wipe_extra, qs);
-    qs->extra_name = "secret";
-    qs->extra_value = xmalloc(8 + CRYPTO_TOKEN_LEN);
-    snprintf(qs->extra_value, 8 + CRYPTO_TOKEN_LEN, "whsec_%s", token);
+    char *secret = api_secret_buf(rc, 8 + CRYPTO_TOKEN_LEN);
+    snprintf(secret, 8 + CRYPTO_TOKEN_LEN, "whsec_%s", token);
     mcrypto_wipe(token, sizeof token);
     snprintf(aad, sizeof aad, "webhook:%lld", (long long)rc->principal.merchant_id);
-    bool ok = mcrypto_seal(kek, aad, qs->extra_value, strlen(qs->extra_value), &sealed);
+    bool ok = mcrypto_seal(kek, aad, secret, strlen(secret), &sealed);
     mcrypto_wipe(kek, sizeof kek);
     if (!ok) {
         http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot make a webhook secret");
@@ -240,8 +234,8 @@ void api_mrc_webhook_set(struct req_ctx *rc)
     const char *params[] = {key_param(rc), url, arena_strdup(rc->arena, sealed),
                             principal,     key, hash};
     free(sealed);
-    db_query(rc->app->db, "SELECT gp_mrc_webhook_set($1, $2, $3, $4, $5, $6)", 6, params,
-             api_mrc_query_cb, rc);
+    api_run_secret(rc, "SELECT gp_mrc_webhook_set($1, $2, $3, $4, $5, $6)", 6, params, 200, 0,
+                   "secret", secret);
 }
 
 void api_mrc_webhook_delete(struct req_ctx *rc)
@@ -249,16 +243,14 @@ void api_mrc_webhook_delete(struct req_ctx *rc)
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
     const char *params[] = {key_param(rc), principal, key, hash};
-    api_mrc_query(rc, "SELECT gp_mrc_webhook_set($1, NULL, NULL, $2, $3, $4)", 4, params, 200, 0);
+    api_query(rc, "SELECT gp_mrc_webhook_set($1, NULL, NULL, $2, $3, $4)", 4, params, 200);
 }
 
 void api_mrc_webhook_events(struct req_ctx *rc)
 {
-    const char *args =
-        api_query_args_or_reply(rc, api_mrc_page_specs, ARRAY_SIZE(api_mrc_page_specs));
+    const char *args = api_query_args_or_reply(rc, NULL, 0);
     if (!args)
         return;
     const char *params[] = {key_param(rc), args};
-    api_mrc_query(rc, "SELECT gp_m_events((gp_mrc_principal($1)).id, $2::jsonb)", 2, params, 200,
-                  0);
+    api_query(rc, "SELECT gp_m_events((gp_mrc_principal($1)).id, $2::jsonb)", 2, params, 200);
 }

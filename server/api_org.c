@@ -69,13 +69,13 @@ void api_unit_create(struct req_ctx *rc)
 void api_unit_list(struct req_ctx *rc)
 {
     int64_t parent = 0;
-    int limit;
-    const char *after;
+    struct api_page page;
     if (!http_query_i64_or_reply(rc, "parent_id", 1, INT64_MAX, &parent) ||
-        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
     const char *params[] = {api_i64(rc, rc->principal.person_id),
-                            parent ? api_i64(rc, parent) : NULL, after, api_i64(rc, limit)};
+                            parent ? api_i64(rc, parent) : NULL, page.cursor,
+                            api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_unit_list($1, $2, $3, $4)", 4, params, 200);
 }
 
@@ -109,15 +109,9 @@ static void person_created_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct person_create_state *ps = rc->state;
-    if (db_result_status(res) != ST_OK) {
-        http_reply_db(rc, res, 201);
+    json_t *person = api_result_json_or_reply(rc, res, 201);
+    if (!person)
         return;
-    }
-    json_t *person = json_loads(db_result_value(res, 0, 0), 0, NULL);
-    if (!person) {
-        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read the new person");
-        return;
-    }
     json_object_set_new(person, "initial_password", json_string(ps->password));
     http_reply_json(rc, 201, person);
 }
@@ -172,12 +166,11 @@ void api_person_create(struct req_ctx *rc)
 void api_person_list(struct req_ctx *rc)
 {
     int64_t unit = 0;
-    int limit;
-    const char *after;
+    struct api_page page;
     const char *role = http_query(rc, "role");
     const char *q = http_query(rc, "q");
     if (!http_query_i64_or_reply(rc, "unit_id", 1, INT64_MAX, &unit) ||
-        !http_page_limit_or_reply(rc, &limit) || !api_cursor_or_reply(rc, &after))
+        !api_page_or_reply(rc, API_CURSOR_ID, &page))
         return;
     if (role && !auth_role_parse(role)) {
         http_reply_error(rc, ST_INVALID, "invalid_role", "role", "unknown role");
@@ -192,8 +185,8 @@ void api_person_list(struct req_ctx *rc)
                             unit ? api_i64(rc, unit) : NULL,
                             role,
                             q,
-                            after,
-                            api_i64(rc, limit)};
+                            page.cursor,
+                            api_i64(rc, page.limit)};
     api_query(rc, "SELECT gp_person_list($1, $2, $3, $4, $5, $6)", 6, params, 200);
 }
 
@@ -211,15 +204,9 @@ void api_person_get(struct req_ctx *rc)
 static void person_updated_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
-    if (db_result_status(res) != ST_OK || !db_result_ntuples(res)) {
-        http_reply_db(rc, res, 200);
+    json_t *body = api_result_json_or_reply(rc, res, 200);
+    if (!body)
         return;
-    }
-    json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
-    if (!body) {
-        http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read the updated person");
-        return;
-    }
     size_t i;
     json_t *h;
     json_array_foreach(json_object_get(body, "_revoked_sessions"), i, h)

@@ -71,15 +71,12 @@ void api_task_get(struct req_ctx *rc)
 void api_task_history(struct req_ctx *rc)
 {
     int64_t id;
-    int limit;
-    if (!http_param_id_or_reply(rc, 0, &id) || !http_page_limit_or_reply(rc, &limit))
+    if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    json_t *args = json_pack("{s:i}", "limit", limit);
-    const char *cursor = http_query(rc, "cursor");
-    if (cursor)
-        json_object_set_new(args, "cursor", json_string(cursor));
-    const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, args)};
-    json_decref(args);
+    const char *args = api_query_args_or_reply(rc, NULL, 0);
+    if (!args)
+        return;
+    const char *params[] = {api_actor(rc), api_i64(rc, id), args};
     api_query(rc, "SELECT gp_task_history($1, $2, $3::jsonb)", 3, params, 200);
 }
 
@@ -97,24 +94,21 @@ void api_task_list(struct req_ctx *rc)
     static const struct api_qspec specs[] = {
         {"view", API_Q_STR},    {"status", API_Q_STR},   {"category", API_Q_STR},
         {"unit_id", API_Q_INT}, {"mine", API_Q_BOOL},    {"lat", API_Q_NUM},
-        {"lng", API_Q_NUM},     {"radius_m", API_Q_NUM}, {"cursor", API_Q_STR},
+        {"lng", API_Q_NUM},     {"radius_m", API_Q_NUM},
     };
     list_call(rc, "SELECT gp_task_list($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
 void api_assignment_list(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {
-        {"state", API_Q_STR}, {"task_id", API_Q_INT}, {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {{"state", API_Q_STR}, {"task_id", API_Q_INT}};
     list_call(rc, "SELECT gp_assignments_mine($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
 void api_review_queue(struct req_ctx *rc)
 {
-    static const struct api_qspec specs[] = {{"unit_id", API_Q_INT},
-                                             {"task_id", API_Q_INT},
-                                             {"flagged", API_Q_BOOL},
-                                             {"cursor", API_Q_STR}};
+    static const struct api_qspec specs[] = {
+        {"unit_id", API_Q_INT}, {"task_id", API_Q_INT}, {"flagged", API_Q_BOOL}};
     list_call(rc, "SELECT gp_review_queue($1, $2::jsonb)", specs, ARRAY_SIZE(specs));
 }
 
@@ -202,8 +196,10 @@ static void claim_refreshed_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct claim_state *cs = rc->state;
-    if (db_result_status(res) == ST_OK && db_result_ntuples(res) == 1 && db_result_value(res, 0, 0))
-        task_gate_set_json(rc->app->gate, db_result_value(res, 0, 0));
+    json_t *gates = db_result_json(res);
+    if (gates)
+        task_gate_set_json(rc->app->gate, gates);
+    json_decref(gates);
     http_reply_error(rc, cs->st, cs->code, cs->field, "%s", cs->message);
 }
 
@@ -213,7 +209,7 @@ static void claim_db_cb(struct db_result *res, void *arg)
     struct claim_state *cs = rc->state;
     enum status st = db_result_status(res);
     if (st == ST_OK) {
-        json_t *body = json_loads(db_result_value(res, 0, 0), 0, NULL);
+        json_t *body = db_result_json(res);
         json_t *gate = json_object_get(body, "gate");
         json_t *f = json_object_get(gate, "free_slots"), *u = json_object_get(gate, "unit_id"),
                *v = json_object_get(gate, "slots_version");

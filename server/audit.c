@@ -2,6 +2,7 @@
 #include "audit.h"
 #include "app.h"
 #include "config.h"
+#include "crypto.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -60,7 +61,7 @@ struct audit *audit_new(struct app *app)
         return NULL;
     }
     tlog_key_id(a->origin, pub, id);
-    snprintf(a->key_id, sizeof a->key_id, "%02x%02x%02x%02x", id[0], id[1], id[2], id[3]);
+    crypto_hex(id, sizeof id, a->key_id);
     log_info("audit: checkpoints of %s are signed with key %s", a->origin, a->key_id);
     return a;
 }
@@ -92,7 +93,7 @@ static void store_cb(struct db_result *res, void *arg)
         log_warn("audit: storing a checkpoint failed: %s", db_result_log_detail(res));
         return;
     }
-    json_t *j = json_loads(db_result_value(res, 0, 0), 0, NULL);
+    json_t *j = db_result_json(res);
     if (!j)
         return;
     const char *reason = json_string_value(json_object_get(j, "reason"));
@@ -125,7 +126,7 @@ static void sign_and_store(struct audit *a, json_t *cand)
     uint8_t root[32];
     size_t rl;
     if (size <= 0 || !root_b64 || !at ||
-        !tlog_b64_decode(root_b64, strlen(root_b64), root, sizeof root, &rl) || rl != 32) {
+        !crypto_b64_decode(root_b64, strlen(root_b64), root, sizeof root, &rl) || rl != 32) {
         log_error("audit: malformed checkpoint candidate from the database");
         return;
     }
@@ -143,18 +144,11 @@ static void sign_and_store(struct audit *a, json_t *cand)
              store_cb, a);
 }
 
-int64_t audit_sealed(struct app *app, const char *text)
+int64_t audit_sealed(struct app *app, json_t *j)
 {
     struct audit *a = app->audit;
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j || !a) {
-        json_decref(j);
+    if (!a || json_is_true(json_object_get(j, "busy")))
         return 0;
-    }
-    if (json_is_true(json_object_get(j, "busy"))) {
-        json_decref(j);
-        return 0;
-    }
     json_int_t sealed = json_integer_value(json_object_get(j, "sealed"));
     if (sealed > 0)
         metrics_count(app->metrics, "audit_transactions_sealed", (uint64_t)sealed);
@@ -176,7 +170,5 @@ int64_t audit_sealed(struct app *app, const char *text)
     json_t *cand = json_object_get(j, "candidate");
     if (json_is_object(cand) && a->key && !a->storing)
         sign_and_store(a, cand);
-    bool more = json_is_true(json_object_get(j, "more"));
-    json_decref(j);
-    return more ? 1 : 0;
+    return json_is_true(json_object_get(j, "more")) ? 1 : 0;
 }

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "common.h"
 #include "config.h"
+#include "crypto.h"
 #include "log.h"
 #include "tlog.h"
 
@@ -74,9 +75,8 @@ static int register_key(PGconn *c, const char *origin, EVP_PKEY *k, bool rotate,
     if (!tlog_ed25519_public(k, pub) || !tlog_vkey_format(origin, pub, vkey, sizeof vkey))
         return 1;
     tlog_key_id(origin, pub, id);
-    snprintf(hexid, sizeof hexid, "%02x%02x%02x%02x", id[0], id[1], id[2], id[3]);
-    for (int i = 0; i < 32; i++)
-        snprintf(hexpub + 2 * i, 3, "%02x", pub[i]);
+    crypto_hex(id, sizeof id, hexid);
+    crypto_hex(pub, sizeof pub, hexpub);
     const char *p[] = {hexid, origin, hexpub, vkey, rotate ? "true" : "false"};
     PGresult *r = PQexecParams(c,
                                "SELECT gp_audit_key_register($1, $2, decode($3, 'hex'), $4, "
@@ -154,7 +154,7 @@ int cli_audit_keygen(const struct config *cfg, int argc, char **argv, bool rotat
     uint8_t pub[32], id[4];
     if (tlog_ed25519_public(old, pub)) {
         tlog_key_id(cfg->audit_origin, pub, id);
-        snprintf(old_id, sizeof old_id, "%02x%02x%02x%02x", id[0], id[1], id[2], id[3]);
+        crypto_hex(id, sizeof id, old_id);
     }
     if (register_key(c, cfg->audit_origin, k, true, NULL) != 0) {
         unlink(next);

@@ -16,6 +16,7 @@
  * and transaction, and the exit code is 1. */
 #include "cli.h"
 #include "common.h"
+#include "crypto.h"
 #include "merkle.h"
 #include "tlog.h"
 
@@ -342,15 +343,7 @@ static bool check_txn(struct verifier *v, json_t *t, int64_t seq, int64_t *txn_o
 
 static bool parse_hash(const char *hex, merkle_hash out)
 {
-    if (!hex || strlen(hex) != 64)
-        return false;
-    for (int i = 0; i < 32; i++) {
-        unsigned x;
-        if (sscanf(hex + 2 * i, "%2x", &x) != 1)
-            return false;
-        out[i] = (uint8_t)x;
-    }
-    return true;
+    return hex && strlen(hex) == 64 && crypto_unhex(hex, out, 32);
 }
 
 static int parse_proof(json_t *arr, merkle_hash *out)
@@ -365,12 +358,6 @@ static int parse_proof(json_t *arr, merkle_hash *out)
             return -1;
     }
     return (int)json_array_size(arr);
-}
-
-static void hex(const uint8_t *in, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", in[i]);
 }
 
 static bool verify_note(struct verifier *v, const char *note, struct tlog_checkpoint *cp)
@@ -410,8 +397,8 @@ static bool on_checkpoint(struct verifier *v, json_t *j)
         merkle_range_root(&v->range, root);
         if (memcmp(root, cp.root, 32) != 0) {
             char a[65], b[65];
-            hex(root, 32, a);
-            hex(cp.root, 32, b);
+            crypto_hex(root, 32, a);
+            crypto_hex(cp.root, 32, b);
             return fail(v, -1, 0,
                         "the transactions before this checkpoint hash to %s, but the signed "
                         "root of size %" PRIu64 " is %s: history before it was changed (log "
@@ -612,7 +599,7 @@ static int verify_export(const char *path, const struct keyring *keys)
             merkle_hash root;
             char rh[65];
             merkle_range_root(&v->range, root);
-            hex(root, 32, rh);
+            crypto_hex(root, 32, rh);
             printf("  log: size %" PRIu64 ", root %s; last signed checkpoint at size %" PRIu64
                    "%s\n",
                    v->pos, rh, v->last_cp_size,

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,28 +15,39 @@ bool crypto_random(void *out, size_t n)
     return RAND_bytes(out, (int)n) == 1;
 }
 
-static void b64url(const unsigned char *in, size_t n, char *out)
+size_t crypto_b64_encode(const void *in, size_t n, char *out)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-        out[o++] = tab[v & 63];
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+static bool b64_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+}
+
+bool crypto_b64_decode(const char *in, size_t len, void *out, size_t max, size_t *outlen)
+{
+    /* EVP_DecodeBlock alone is lenient: it skips leading and trailing whitespace and counts
+     * padding as output. We take exactly the canonical alphabet, padding only at the end. */
+    if (len % 4 != 0 || len > INT_MAX)
+        return false;
+    size_t pad = len && in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;
+    for (size_t i = 0; i < len - pad; i++)
+        if (!b64_char(in[i]))
+            return false;
+    size_t n = len / 4 * 3 - pad;
+    if (n > max)
+        return false;
+    unsigned char *buf = xmalloc(len / 4 * 3 + 1);
+    int got = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)len);
+    if (got >= 0 && (size_t)got == len / 4 * 3) {
+        memcpy(out, buf, n);
+        *outlen = n;
     }
-    if (n - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-    } else if (n - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[o++] = tab[v >> 18 & 63];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-    }
-    out[o] = '\0';
+    OPENSSL_cleanse(buf, len / 4 * 3 + 1);
+    free(buf);
+    return got >= 0 && (size_t)got == len / 4 * 3;
 }
 
 bool crypto_token(char out[CRYPTO_TOKEN_LEN + 1])
@@ -43,7 +55,14 @@ bool crypto_token(char out[CRYPTO_TOKEN_LEN + 1])
     unsigned char raw[32];
     if (!crypto_random(raw, sizeof raw))
         return false;
-    b64url(raw, sizeof raw, out);
+    /* base64url without padding: the standard encoding, two letters swapped, '=' dropped. */
+    char b64[48];
+    crypto_b64_encode(raw, sizeof raw, b64);
+    for (int i = 0; i < CRYPTO_TOKEN_LEN; i++)
+        out[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    out[CRYPTO_TOKEN_LEN] = '\0';
+    OPENSSL_cleanse(b64, sizeof b64);
+    OPENSSL_cleanse(raw, sizeof raw);
     return true;
 }
 

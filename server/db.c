@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1116,6 +1117,14 @@ const char *db_result_value(const struct db_result *res, int row, int col)
     if (PQgetisnull(res->pg, row, col))
         return NULL;
     return PQgetvalue(res->pg, row, col);
+}
+
+json_t *db_result_json(const struct db_result *res)
+{
+    if (db_result_status(res) != ST_OK)
+        return NULL;
+    const char *v = db_result_value(res, 0, 0);
+    return v ? json_loads(v, 0, NULL) : NULL;
 }
 
 struct pg_result *db_result_pg(const struct db_result *res)

@@ -66,12 +66,3 @@ void effects_apply(struct app *app, json_t *body)
         }
     }
 }
-
-void effects_apply_text(struct app *app, const char *text)
-{
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return;
-    effects_apply(app, j);
-    json_decref(j);
-}

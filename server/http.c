@@ -386,15 +386,6 @@ bool http_query_time_or_reply(struct req_ctx *rc, const char *key, const char **
     return false;
 }
 
-bool http_page_limit_or_reply(struct req_ctx *rc, int *limit)
-{
-    int64_t v = rc->app->cfg->page_size_default;
-    if (!http_query_i64_or_reply(rc, "limit", 1, rc->app->cfg->page_size_max, &v))
-        return false;
-    *limit = (int)v;
-    return true;
-}
-
 bool http_param_id_or_reply(struct req_ctx *rc, int idx, int64_t *out)
 {
     if (idx >= rc->params.n || !jv_parse_i64(rc->params.values[idx], 1, INT64_MAX, out)) {

@@ -69,9 +69,10 @@ static void sweep_cb(struct db_result *res, void *arg)
     s->running = false;
     s->cursor = 0;
     if (db_result_status(res) == ST_OK) {
-        const char *v = db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
-        if (v && !j->stopped)
-            s->cursor = s->def->on_result(j->app, v);
+        json_t *reply = j->stopped ? NULL : db_result_json(res);
+        if (reply)
+            s->cursor = s->def->on_result(j->app, reply);
+        json_decref(reply);
     } else if (!j->stopped) {
         /* An outage is expected now and then (warn); anything else is a bug (error). */
         if (db_result_status(res) == ST_UNAVAILABLE)

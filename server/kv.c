@@ -31,6 +31,7 @@
  *
  * Non-positive timeouts in kv_config fall back to the defaults below. */
 #include "kv.h"
+#include "crypto.h"
 #include "log.h"
 
 #include <event2/event.h>
@@ -621,12 +622,7 @@ struct kv_script *kv_script_new(struct kv *kv, const char *lua)
         log_error("SHA-1 of a redis script failed");
         abort();
     }
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < mdlen; i++) {
-        s->sha[2 * i] = hex[md[i] >> 4];
-        s->sha[2 * i + 1] = hex[md[i] & 15];
-    }
-    s->sha[40] = '\0';
+    crypto_hex(md, mdlen, s->sha);
     s->next = kv->scripts;
     kv->scripts = s;
     return s;

@@ -426,11 +426,10 @@ struct step_op {
     char period[LEDGER_PERIOD_MAX];
 };
 
-static const char *first_value(struct db_result *res)
+/* The reply of a one-row function, parsed; NULL on failure or anything else. */
+static json_t *first_json(struct db_result *res)
 {
-    if (db_result_status(res) != ST_OK || db_result_ntuples(res) != 1)
-        return NULL;
-    return db_result_value(res, 0, 0);
+    return db_result_ntuples(res) == 1 ? db_result_json(res) : NULL;
 }
 
 static void reconcile_cb(struct db_result *res, void *arg)
@@ -439,10 +438,8 @@ static void reconcile_cb(struct db_result *res, void *arg)
     enum status st = db_result_status(res);
     int64_t next = 0;
     int n = 0;
-    const char *text = first_value(res);
-    if (st == ST_OK && text) {
-        json_error_t err;
-        json_t *root = json_loads(text, 0, &err);
+    json_t *root = first_json(res);
+    if (root) {
         const json_t *items = json_object_get(root, "items");
         const char *cursor = json_string_value(json_object_get(root, "next_cursor"));
         if (json_is_array(items)) {
@@ -486,10 +483,8 @@ static void sweep_cb(struct db_result *res, void *arg)
     enum status st = db_result_status(res);
     int n = 0;
     int64_t more = 0;
-    const char *text = first_value(res);
-    if (st == ST_OK && text) {
-        json_error_t err;
-        json_t *root = json_loads(text, 0, &err);
+    json_t *root = first_json(res);
+    if (root) {
         int64_t vested = 0, expired = 0, skipped = 0;
         if (!json_i64(root, "vested", &vested) || !json_i64(root, "expired", &expired) ||
             put_balance_array(op->app->ledger, json_object_get(root, "touched")) < 0) {
@@ -529,10 +524,8 @@ static void rank_build_cb(struct db_result *res, void *arg)
     struct step_op *op = arg;
     enum status st = db_result_status(res);
     int n = 0;
-    const char *text = first_value(res);
-    if (st == ST_OK && text) {
-        json_error_t err;
-        json_t *root = json_loads(text, 0, &err);
+    json_t *root = first_json(res);
+    if (root) {
         const json_t *items = json_object_get(root, "items");
         if (!json_is_array(items)) {
             st = ST_INTERNAL;

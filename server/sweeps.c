@@ -26,18 +26,14 @@ static int every_reconcile_interval(const struct config *cfg)
     return cfg->reconcile_interval_s * 1000;
 }
 
-static int64_t idem_pruned(struct app *app, const char *text)
+static int64_t idem_pruned(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     bool full = json_is_true(json_object_get(j, "full"));
     json_int_t n = json_integer_value(json_object_get(j, "pruned"));
     if (n > 0) {
         metrics_count(app->metrics, "idempotency_keys_pruned", (uint64_t)n);
         log_info("pruned %lld expired idempotency records", (long long)n);
     }
-    json_decref(j);
     return full;
 }
 
@@ -51,11 +47,8 @@ static void count(struct app *app, json_t *j, const char *key, const char *metri
 /* gp_timers_sweep: claim expiry, auto-approval, task close, reservation release. The awards
  * and slot counts it returns go to Redis; per-task errors are logged (the sweep itself goes
  * on: one bad task must not stall every other timer). */
-static int64_t timers_swept(struct app *app, const char *text)
+static int64_t timers_swept(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     effects_apply(app, j);
     count(app, j, "expired", "timer_claims_expired");
     count(app, j, "approved", "timer_reports_auto_approved");
@@ -72,33 +65,25 @@ static int64_t timers_swept(struct app *app, const char *text)
                  json_string_value(json_object_get(e, "sqlstate")));
     }
     bool more = json_is_true(json_object_get(j, "more"));
-    json_decref(j);
     return more;
 }
 
 /* gp_ledger_sweep: pending points vest after the objection period, lots expire. */
-static int64_t ledger_swept(struct app *app, const char *text)
+static int64_t ledger_swept(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     effects_apply(app, j);
     count(app, j, "vested", "timer_points_vested");
     count(app, j, "expired", "timer_points_expired");
     json_int_t done = json_integer_value(json_object_get(j, "vested")) +
                       json_integer_value(json_object_get(j, "expired"));
-    json_decref(j);
     return done >= app->cfg->timer_batch_size ? 1 : 0;
 }
 
 /* One page of gp_ledger_snapshot: every worker balance, put into Redis under the version guard
  * (so a page read before a newer commit cannot overwrite it). Repairs what a crash between a
  * commit and its post-commit push left stale, and refills a flushed Redis. */
-static int64_t reconciled(struct app *app, const char *text)
+static int64_t reconciled(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     json_t *items = json_object_get(j, "items");
     json_t *wrapped = json_pack("{s:O}", "balances", items ? items : json_null());
     effects_apply(app, wrapped);
@@ -106,17 +91,13 @@ static int64_t reconciled(struct app *app, const char *text)
     json_decref(wrapped);
     const char *next = json_string_value(json_object_get(j, "next_cursor"));
     int64_t cursor = next ? strtoll(next, NULL, 10) : 0;
-    json_decref(j);
     return cursor > 0 ? cursor : 0;
 }
 
 /* gp_merchant_sweep: vouchers past their expiry give their points back (and pay codes a day
  * past theirs are pruned); the workers' new balances go to Redis. */
-static int64_t merchant_swept(struct app *app, const char *text)
+static int64_t merchant_swept(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     effects_apply(app, j);
     count(app, j, "expired", "timer_vouchers_expired");
     size_t i;
@@ -129,20 +110,15 @@ static int64_t merchant_swept(struct app *app, const char *text)
                  json_string_value(json_object_get(e, "sqlstate")));
     }
     bool more = json_is_true(json_object_get(j, "more"));
-    json_decref(j);
     return more;
 }
 
 /* gp_webhook_claim: leased webhook events, delivered by webhook.c. A full batch is claimed
  * again at once unless many deliveries are still in flight. */
-static int64_t webhooks_claimed(struct app *app, const char *text)
+static int64_t webhooks_claimed(struct app *app, json_t *j)
 {
-    json_t *j = json_loads(text, 0, NULL);
-    if (!j)
-        return 0;
     webhooks_deliver(app->webhooks, j);
     bool more = json_is_true(json_object_get(j, "more"));
-    json_decref(j);
     return more && webhooks_inflight(app->webhooks) < 64;
 }
 

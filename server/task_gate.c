@@ -142,11 +142,8 @@ static void set_one(struct task_gate *g, json_t *o)
                       json_integer_value(v));
 }
 
-void task_gate_set_json(struct task_gate *g, const char *json_text)
+void task_gate_set_json(struct task_gate *g, json_t *j)
 {
-    json_t *j = json_loads(json_text, 0, NULL);
-    if (!j)
-        return;
     if (json_is_array(j)) {
         size_t i;
         json_t *o;
@@ -154,5 +151,4 @@ void task_gate_set_json(struct task_gate *g, const char *json_text)
     } else {
         set_one(g, j);
     }
-    json_decref(j);
 }

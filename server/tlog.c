@@ -1,5 +1,6 @@
 /* tlog.c -- C2SP signed notes and checkpoints with Ed25519 (see tlog.h). */
 #include "tlog.h"
+#include "crypto.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -9,74 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char EM_DASH[] = "\xe2\x80\x94"; /* U+2014 */
-
-size_t tlog_b64_encode(const uint8_t *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = B64[v >> 18 & 63];
-        out[o++] = B64[v >> 12 & 63];
-        out[o++] = B64[v >> 6 & 63];
-        out[o++] = B64[v & 63];
-    }
-    if (n - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[o++] = B64[v >> 18 & 63];
-        out[o++] = B64[v >> 12 & 63];
-        out[o++] = '=';
-        out[o++] = '=';
-    } else if (n - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[o++] = B64[v >> 18 & 63];
-        out[o++] = B64[v >> 12 & 63];
-        out[o++] = B64[v >> 6 & 63];
-        out[o++] = '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
-static int b64_val(char c)
-{
-    const char *p = c ? strchr(B64, c) : NULL;
-    return p ? (int)(p - B64) : -1;
-}
-
-bool tlog_b64_decode(const char *in, size_t len, uint8_t *out, size_t max, size_t *outlen)
-{
-    if (len % 4 != 0)
-        return false;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            if (in[i + j] == '=' && i + 4 == len && j >= 2) {
-                v[j] = 0;
-                pad++;
-            } else if (pad) {
-                return false; /* data after padding */
-            } else if ((v[j] = b64_val(in[i + j])) < 0) {
-                return false;
-            }
-        }
-        unsigned x =
-            (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
-        int nbytes = 3 - pad;
-        if (o + (size_t)nbytes > max)
-            return false;
-        out[o++] = (uint8_t)(x >> 16);
-        if (nbytes > 1)
-            out[o++] = (uint8_t)(x >> 8);
-        if (nbytes > 2)
-            out[o++] = (uint8_t)x;
-    }
-    *outlen = o;
-    return true;
-}
 
 bool tlog_name_valid(const char *name)
 {
@@ -113,9 +47,10 @@ bool tlog_vkey_format(const char *name, const uint8_t pub[32], char *out, size_t
     tlog_key_id(name, pub, id);
     raw[0] = 0x01;
     memcpy(raw + 1, pub, 32);
-    char b64[64];
-    tlog_b64_encode(raw, sizeof raw, b64);
-    int n = snprintf(out, outlen, "%s+%02x%02x%02x%02x+%s", name, id[0], id[1], id[2], id[3], b64);
+    char b64[64], hex[9];
+    crypto_b64_encode(raw, sizeof raw, b64);
+    crypto_hex(id, sizeof id, hex);
+    int n = snprintf(out, outlen, "%s+%s+%s", name, hex, b64);
     return n > 0 && (size_t)n < outlen;
 }
 
@@ -135,17 +70,16 @@ bool tlog_vkey_parse(const char *s, struct tlog_vkey *out)
     if (!tlog_name_valid(out->name))
         return false;
     uint8_t id[4];
-    for (int i = 0; i < 4; i++) {
-        unsigned v;
-        if (sscanf(p1 + 1 + 2 * i, "%2x", &v) != 1)
-            return false;
-        id[i] = (uint8_t)v;
-    }
+    char hexid[9];
+    memcpy(hexid, p1 + 1, 8); /* crypto_unhex takes a whole string */
+    hexid[8] = '\0';
+    if (!crypto_unhex(hexid, id, sizeof id))
+        return false;
     const char *b = p2 + 1;
     size_t bl = strcspn(b, " \t\r\n");
     uint8_t raw[40];
     size_t rl;
-    if (!tlog_b64_decode(b, bl, raw, sizeof raw, &rl) || rl != 33 || raw[0] != 0x01)
+    if (!crypto_b64_decode(b, bl, raw, sizeof raw, &rl) || rl != 33 || raw[0] != 0x01)
         return false;
     memcpy(out->pub, raw + 1, 32);
     tlog_key_id(out->name, out->pub, out->key_id);
@@ -166,7 +100,7 @@ size_t tlog_checkpoint_body(const char *origin, uint64_t size, const uint8_t roo
                             const char *time, char *out, size_t outlen)
 {
     char b64[48];
-    tlog_b64_encode(root, 32, b64);
+    crypto_b64_encode(root, 32, b64);
     int n = snprintf(out, outlen, "%s\n%llu\n%s\ntime %s\n", origin, (unsigned long long)size, b64,
                      time);
     return n > 0 && (size_t)n < outlen ? (size_t)n : 0;
@@ -188,7 +122,7 @@ bool tlog_note_sign(struct evp_pkey_st *key, const char *name, const char *body,
     if (!ok)
         return false;
     char b64[128];
-    tlog_b64_encode(sig, sizeof sig, b64);
+    crypto_b64_encode(sig, sizeof sig, b64);
     int n = snprintf(out, outlen, "%s\n%s %s %s\n", body, EM_DASH, name, b64);
     return n > 0 && (size_t)n < outlen;
 }
@@ -283,7 +217,7 @@ static bool parse_body(const char *body, size_t len, struct tlog_checkpoint *out
     }
     out->size = size;
     size_t rl;
-    if (!tlog_b64_decode(lines[2], lens[2], out->root, 32, &rl) || rl != 32)
+    if (!crypto_b64_decode(lines[2], lens[2], out->root, 32, &rl) || rl != 32)
         return false;
     if (lens[3] < 6 || lens[3] - 5 >= sizeof out->time || memcmp(lines[3], "time ", 5) != 0)
         return false;
@@ -322,7 +256,7 @@ enum tlog_verdict tlog_note_verify(const char *note, size_t len, const struct tl
         size_t nlen = (size_t)(sp - name);
         uint8_t sig[4 + 64 + 8];
         size_t sl;
-        if (!tlog_b64_decode(sp + 1, (size_t)(nl - sp - 1), sig, sizeof sig, &sl) || sl < 4)
+        if (!crypto_b64_decode(sp + 1, (size_t)(nl - sp - 1), sig, sizeof sig, &sl) || sl < 4)
             return TLOG_MALFORMED;
         for (int k = 0; k < nkeys; k++) {
             if (strlen(keys[k].name) != nlen || memcmp(keys[k].name, name, nlen) != 0 ||

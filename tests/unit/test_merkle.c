@@ -193,34 +193,6 @@ static void test_leaf_hash_domain_separation(void **state)
 
 /* ---- tlog: base64, verifier keys, signed checkpoint notes ---- */
 
-static void test_b64(void **state)
-{
-    static const struct {
-        const char *in, *out;
-    } v[] = {{"", ""},
-             {"f", "Zg=="},
-             {"fo", "Zm8="},
-             {"foo", "Zm9v"},
-             {"foob", "Zm9vYg=="},
-             {"fooba", "Zm9vYmE="},
-             {"foobar", "Zm9vYmFy"}};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        char out[16];
-        tlog_b64_encode((const uint8_t *)v[i].in, strlen(v[i].in), out);
-        assert_string_equal(out, v[i].out);
-        uint8_t back[16];
-        size_t n;
-        assert_true(tlog_b64_decode(v[i].out, strlen(v[i].out), back, sizeof back, &n));
-        assert_int_equal(n, strlen(v[i].in));
-        assert_memory_equal(back, v[i].in, n);
-    }
-    uint8_t b[8];
-    size_t n;
-    assert_false(tlog_b64_decode("Zm9", 3, b, sizeof b, &n));
-    assert_false(tlog_b64_decode("Zm=v", 4, b, sizeof b, &n));
-    assert_false(tlog_b64_decode("Z!9v", 4, b, sizeof b, &n));
-}
-
 static void test_note_sign_verify(void **state)
 {
     EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
@@ -291,7 +263,6 @@ int main(void)
         cmocka_unit_test(test_inclusion_all),
         cmocka_unit_test(test_consistency_all),
         cmocka_unit_test(test_leaf_hash_domain_separation),
-        cmocka_unit_test(test_b64),
         cmocka_unit_test(test_note_sign_verify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
