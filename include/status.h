@@ -26,7 +26,6 @@ enum status {
     ST_EXPECTATION_FAILED,    /* 417: an Expect other than 100-continue */
     ST_HEADERS_TOO_LARGE,     /* 431 */
     ST_NOT_IMPLEMENTED,       /* 501: an unknown request method */
-    ST_VERSION_NOT_SUPPORTED, /* 505 */
     ST__COUNT
 };
 

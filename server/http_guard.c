@@ -71,7 +71,8 @@ static const struct http_guard_verdict verdicts[V__COUNT] = {
     [V_BODY_TOO_LARGE] = {ST_TOO_LARGE, "body_too_large",
                           "request body exceeds this route's limit"},
     [V_METHOD] = {ST_NOT_IMPLEMENTED, "method_not_implemented", "request method not implemented"},
-    [V_VERSION] = {ST_VERSION_NOT_SUPPORTED, "http_version_not_supported",
+    /* 400, not 505: a client's bytes never earn a 5xx (501 for methods is issue 10's choice) */
+    [V_VERSION] = {ST_INVALID, "http_version_not_supported",
                    "only HTTP/1.0 and HTTP/1.1 are supported"},
     [V_EXPECT] = {ST_EXPECTATION_FAILED, "expectation_failed",
                   "only Expect: 100-continue is supported"},

@@ -27,7 +27,6 @@ static const struct {
     [ST_EXPECTATION_FAILED] = {417, "expectation_failed", NULL},
     [ST_HEADERS_TOO_LARGE] = {431, "headers_too_large", NULL},
     [ST_NOT_IMPLEMENTED] = {501, "method_not_implemented", NULL},
-    [ST_VERSION_NOT_SUPPORTED] = {505, "http_version_not_supported", NULL},
 };
 
 int status_http(enum status st)

@@ -146,7 +146,7 @@ MATRIX = [
     ("lower-case method", b"get /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 501, "method_not_implemented"),
     ("TRACE", b"TRACE /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 501, "method_not_implemented"),
     ("CONNECT", b"CONNECT t:443 HTTP/1.1\r\nHost: t\r\n\r\n", 501, "method_not_implemented"),
-    ("HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 505, "http_version_not_supported"),
+    ("HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 400, "http_version_not_supported"),
     ("HTTP/1.1x", b"GET /healthz HTTP/1.1x\r\nHost: t\r\n\r\n", 400, "malformed_request_line"),
     ("no version", b"GET /healthz\r\nHost: t\r\n\r\n", 400, "malformed_request_line"),
     ("two spaces", b"GET  /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 400, "malformed_request_line"),

@@ -432,14 +432,11 @@ static int check_replies(const char *buf, size_t len, bool reset, bool head_poss
         }
         if (ncl > 1 || nte > 1 || (ncl && nte))
             violation("conflicting body framing (Content-Length / Transfer-Encoding)", r, rem);
-        /* Two 5xx describe the client's request, not a failure of ours (issue 10 item 3,
-         * RFC 9110 15.6.2/15.6.6): 501 for a method we do not implement, 505 for a major
-         * version other than 1. Allowed, but only as those JSON errors. */
-        bool client_5xx =
-            json && ((status == 501 &&
-                      find_bytes(eoh, rem - head_len + 4, "\"code\":\"method_not_implemented\"")) ||
-                     (status == 505 && find_bytes(eoh, rem - head_len + 4,
-                                                  "\"code\":\"http_version_not_supported\"")));
+        /* One 5xx describes the client's request, not a failure of ours (issue 10 item 3,
+         * RFC 9110 15.6.2): 501 for a method we do not implement. Allowed, but only as that
+         * JSON error. */
+        bool client_5xx = json && status == 501 &&
+                          find_bytes(eoh, rem - head_len + 4, "\"code\":\"method_not_implemented\"");
         if (status >= 500 && status != 500 && status != 503 && !client_5xx)
             violation("5xx other than 500 or 503", r, rem);
         if (status >= 500 && !faulted && !client_5xx)
