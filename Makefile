@@ -27,7 +27,7 @@ PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson ope
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(DEBUG) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(DEBUG) -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) $(CFLAGS)
 FINAL_LDFLAGS = $(LDFLAGS)
 FINAL_LIBS    = $(PKG_LIBS) -lpthread -lm $(LIBS)
 ifneq ($(SANITIZER),)
@@ -78,6 +78,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) $(SETTINGS)
 	$(Q)$(CC) $(FINAL_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(FINAL_LDFLAGS) $(FINAL_LIBS) -lcmocka
 
 -include $(DEP) $(UNIT_BIN:=.d)
+
+# What this build knows of sql/: the migration version it needs and the hash of the function
+# files, compared with the database by `migrate` and at start-up (the server never reads sql/).
+SQL_FILES := $(sort $(wildcard sql/migrations/*.sql sql/functions/*.sql))
+$(BUILD)/gen/sql_build.h: scripts/sql-build-header.sh $(SQL_FILES) sql/migrations sql/functions
+	@mkdir -p $(@D)
+	$(Q)scripts/sql-build-header.sh sql $@
+$(BUILD)/cli.o $(BUILD)/janitor.o $(BUILD)/main.o: $(BUILD)/gen/sql_build.h
 
 deps:
 	@scripts/deps.sh

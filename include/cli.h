@@ -11,8 +11,11 @@
 struct config;
 struct pg_conn; /* libpq's PGconn */
 
-/* Applies sql/NNNN_*.sql files not yet recorded in schema_migrations, each in its own
- * transaction, under an advisory lock so that two migrators never interleave. */
+/* One transaction under an advisory lock (two migrators never interleave): drops the schema
+ * of the API functions, applies database.sql_dir/migrations/NNNN_*.sql files not yet recorded
+ * in schema_migrations, loads database.sql_dir/functions/NN_*.sql whole into a new schema and
+ * records their hash in schema_functions. Refuses, before connecting, an sql_dir whose last
+ * migration or function hash is not the one this build was made with. */
 int cli_migrate(const struct config *cfg);
 /* create-admin --phone P --name N --street S (password from GRIDPOINTS_ADMIN_PASSWORD). */
 int cli_create_admin(const struct config *cfg, int argc, char **argv);
@@ -39,10 +42,6 @@ int cli_export(const struct config *cfg, int argc, char **argv);
  * (cli_verify.c); no configuration or database is used. 0 = verified, 1 = a bad entry (the
  * first is reported with its line), 2 = usage or unreadable input. */
 int cli_verify(int argc, char **argv);
-/* The highest migration number found in migrations_dir (what this build expects), 0 when
- * there is none, -1 after logging why the directory cannot be trusted (unreadable, a *.sql
- * file not named NNNN_name.sql, a number used twice). */
-int cli_schema_expected(const struct config *cfg);
 /* The version of a migration file name NNNN_name.sql ([0-9]{4}_[a-z0-9_]+\.sql, from 0001),
  * or -1 for any other name. */
 int cli_migration_version(const char *name);

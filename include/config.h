@@ -42,7 +42,7 @@ struct config {
     int db_connect_timeout_ms;
     int db_reconnect_max_ms;
     int db_retries;
-    char *migrations_dir;
+    char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
     /* [redis] */
     char *redis_url;
     char *redis_password; /* AUTH password; "" = the one in redis_url, if any */

@@ -28,6 +28,7 @@ struct db_pool_config {
     int queue_max;            /* waiting queries beyond which we answer ST_UNAVAILABLE at once */
     int queue_timeout_ms;     /* how long a query may wait for a connection */
     int statement_timeout_ms; /* SET statement_timeout on every connection */
+    const char *search_path;  /* SET search_path on every connection; NULL = the server's */
     int connect_timeout_ms;   /* per connection attempt */
     int reconnect_max_ms;     /* ceiling of the exponential reconnect back-off */
     int retries;              /* re-runs on 40001/40P01 before giving up with ST_UNAVAILABLE */

@@ -10,8 +10,10 @@
 struct app;
 struct janitor;
 
-/* Starts the schema check at once and the sweeps once it passed. When the database schema is
- * older than this build needs, it logs why, sets *exit_code to 1 and raises SIGTERM. */
+/* Starts the schema check at once and the sweeps once it passed. When the database's
+ * migration version or SQL function hash is not the one this build was made with
+ * (gen/sql_build.h), it logs why ("run `gridpointsd migrate`"), sets *exit_code to 1 and
+ * raises SIGTERM. */
 struct janitor *janitor_new(struct app *app, int *exit_code);
 /* Starts no new work; calls idle(arg) once nothing it started is pending (maybe at once). */
 void janitor_stop(struct janitor *j, void (*idle)(void *arg), void *arg);

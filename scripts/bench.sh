@@ -29,6 +29,9 @@ RESULTS=$W/results.tsv
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=python3
 PGBENCH=/usr/lib/postgresql/15/bin/pgbench
+# psql and pgbench call the API functions by their plain names, as the server does (they live
+# in schema gp, sql/functions; the server and the CLI set the same search_path themselves).
+export PGOPTIONS="${PGOPTIONS:-} -c search_path=gp,public"
 [[ -x $PGBENCH ]] || PGBENCH=pgbench
 
 QUICK=${BENCH_QUICK:-0}

@@ -8,10 +8,12 @@
 #include "config.h"
 #include "crypto.h"
 #include "log.h"
+#include "sql_build.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,10 @@
 static const char *admin_url(const struct config *cfg)
 {
     return *cfg->database_admin_url ? cfg->database_admin_url : cfg->database_url;
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
 }
 
 PGconn *cli_connect_admin(const struct config *cfg)
@@ -29,7 +35,19 @@ PGconn *cli_connect_admin(const struct config *cfg)
         PQfinish(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c, NULL, NULL);
+    PQsetNoticeProcessor(c, notice_ignore, NULL); /* "schema gp does not exist, skipping" */
+    /* The API functions live in their own schema (sql/functions, loaded by `migrate`); the
+     * commands call them by their plain names, as the server does. */
+    PGresult *r = PQexec(c, "SELECT pg_catalog.set_config('search_path', '" SQL_BUILD_SEARCH_PATH
+                            "', false)");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        log_error("cannot set search_path: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok) {
+        PQfinish(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -48,14 +66,45 @@ static bool exec_ok(PGconn *c, const char *sql, const char *what)
 /* migrate                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
-struct migration {
-    int version;
+/* sql_dir holds two kinds of files (STYLE.md 38b):
+ *   migrations/NNNN_name.sql  tables, indexes, constraints, trigger functions, backfills:
+ *                             immutable once released, each applied once, in number order;
+ *   functions/NN_name.sql     the API functions, loaded whole into the schema SQL_BUILD_SCHEMA
+ *                             on every run, in name order.
+ * One run is one transaction under the migration lock: drop the function schema, apply the
+ * pending migrations, create the schema, load the function files, record their hash in
+ * schema_functions. So a numbered migration never sees (and cannot call) a re-creatable
+ * function, and a failed run changes nothing. */
+
+struct sql_file {
+    int version; /* migrations: NNNN; functions: 0 */
     char name[256];
+    char *text; /* functions only (hashed, then loaded) */
+    size_t len;
 };
 
 static int cmp_migration(const void *a, const void *b)
 {
-    return ((const struct migration *)a)->version - ((const struct migration *)b)->version;
+    return ((const struct sql_file *)a)->version - ((const struct sql_file *)b)->version;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(((const struct sql_file *)a)->name, ((const struct sql_file *)b)->name);
+}
+
+/* Whether name[from..len-4) is [a-z0-9_]+ and the name ends in ".sql". */
+static bool sql_name_tail_ok(const char *name, size_t from)
+{
+    size_t len = strlen(name);
+    if (len < from + 5 || strcmp(name + len - 4, ".sql") != 0)
+        return false;
+    for (size_t i = from; i < len - 4; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
 }
 
 /* The version of a migration file name of the form NNNN_name.sql (four digits, then lower-case
@@ -63,8 +112,7 @@ static int cmp_migration(const void *a, const void *b)
  * version 1, which is how two files could claim one version without anyone noticing. */
 int cli_migration_version(const char *name)
 {
-    size_t len = strlen(name);
-    if (len < 10 || strcmp(name + len - 4, ".sql") != 0 || name[4] != '_')
+    if (strlen(name) < 10 || name[4] != '_' || !sql_name_tail_ok(name, 5))
         return -1;
     int v = 0;
     for (int i = 0; i < 4; i++) {
@@ -72,23 +120,25 @@ int cli_migration_version(const char *name)
             return -1;
         v = v * 10 + (name[i] - '0');
     }
-    for (size_t i = 5; i < len - 4; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return -1;
-    }
     return v > 0 ? v : -1;
 }
 
-/* Lists the NNNN_name.sql files sorted by number; returns the count, or -1 after logging why
- * (a *.sql file with another name, two files with one number, too many files): a migration
- * that is silently skipped or applied under the wrong number is worse than not starting.
- * Files not ending in .sql (a README) are ignored. */
-static int list_migrations(const char *dir, struct migration *out, int max)
+/* NN_name.sql: two digits (the load order), then [a-z0-9_]+. */
+static bool function_file_name_ok(const char *name)
+{
+    return name[0] >= '0' && name[0] <= '9' && name[1] >= '0' && name[1] <= '9' && name[2] == '_' &&
+           sql_name_tail_ok(name, 3);
+}
+
+/* Lists the *.sql files of dir (migrations: by number, functions: by name); returns the count,
+ * or -1 after logging why (a *.sql file with another name, two migrations with one number, too
+ * many files): a file that is silently skipped or applied under the wrong number is worse than
+ * not migrating. Files not ending in .sql (a README) are ignored. */
+static int list_sql(const char *dir, bool migrations, struct sql_file *out, int max)
 {
     DIR *d = opendir(dir);
     if (!d) {
-        log_error("cannot open migrations directory %s: %s", dir, strerror(errno));
+        log_error("cannot open the sql directory %s: %s", dir, strerror(errno));
         return -1;
     }
     int n = 0;
@@ -97,26 +147,33 @@ static int list_migrations(const char *dir, struct migration *out, int max)
         size_t len = strlen(e->d_name);
         if (len < 4 || strcmp(e->d_name + len - 4, ".sql") != 0)
             continue;
-        int v = cli_migration_version(e->d_name);
+        int v = migrations                         ? cli_migration_version(e->d_name)
+                : function_file_name_ok(e->d_name) ? 0
+                                                   : -1;
         if (v < 0 || len >= sizeof out[n].name) {
-            log_error("migration file %s/%s is not named NNNN_name.sql (four digits from 0001, "
-                      "then a-z, 0-9 and _): rename it",
-                      dir, e->d_name);
+            if (migrations)
+                log_error("migration file %s/%s is not named NNNN_name.sql (four digits from "
+                          "0001, then a-z, 0-9 and _): rename it",
+                          dir, e->d_name);
+            else
+                log_error("function file %s/%s is not named NN_name.sql (two digits, then a-z, "
+                          "0-9 and _): rename it",
+                          dir, e->d_name);
             closedir(d);
             return -1;
         }
         if (n == max) {
-            log_error("more than %d migrations in %s", max, dir);
+            log_error("more than %d files in %s", max, dir);
             closedir(d);
             return -1;
         }
-        out[n].version = v;
+        out[n] = (struct sql_file){.version = v};
         snprintf(out[n].name, sizeof out[n].name, "%s", e->d_name);
         n++;
     }
     closedir(d);
-    qsort(out, (size_t)n, sizeof *out, cmp_migration);
-    for (int i = 1; i < n; i++)
+    qsort(out, (size_t)n, sizeof *out, migrations ? cmp_migration : cmp_name);
+    for (int i = 1; migrations && i < n; i++)
         if (out[i].version == out[i - 1].version) {
             log_error("two migrations share number %04d: %s and %s", out[i].version,
                       out[i - 1].name, out[i].name);
@@ -125,84 +182,241 @@ static int list_migrations(const char *dir, struct migration *out, int max)
     return n;
 }
 
-static char *read_file(const char *path)
+/* The whole file, NUL-terminated, its length in *len; NULL (errno set) when unreadable. */
+static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = xmalloc((size_t)len + 1);
-    size_t got = fread(buf, 1, (size_t)len, f);
+    size_t cap = 1 << 16, got = 0, r;
+    char *buf = xmalloc(cap);
+    while ((r = fread(buf + got, 1, cap - got - 1, f)) > 0) {
+        got += r;
+        if (cap - got - 1 == 0)
+            buf = xrealloc(buf, cap *= 2);
+    }
+    bool bad = ferror(f);
     fclose(f);
+    if (bad) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
     buf[got] = '\0';
+    if (len)
+        *len = got;
     return buf;
 }
 
-int cli_schema_expected(const struct config *cfg)
+/* SHA-256 (hex) of the function files as scripts/sql-build-header.sh computes it: each file,
+ * in name order, as name NUL decimal-size NUL bytes. */
+static void functions_hash(const struct sql_file *f, int n, char out[65])
 {
-    struct migration m[512];
-    int n = list_migrations(cfg->migrations_dir, m, 512);
-    return n < 0 ? -1 : n > 0 ? m[n - 1].version : 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md)
+        abort();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (int i = 0; i < n; i++) {
+        char size[32];
+        int sl = snprintf(size, sizeof size, "%zu", f[i].len);
+        EVP_DigestUpdate(md, f[i].name, strlen(f[i].name) + 1);
+        EVP_DigestUpdate(md, size, (size_t)sl + 1);
+        EVP_DigestUpdate(md, f[i].text, f[i].len);
+    }
+    unsigned char d[32];
+    EVP_DigestFinal_ex(md, d, NULL);
+    EVP_MD_CTX_free(md);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
-int cli_migrate(const struct config *cfg)
+/* Everything a run needs from sql_dir, checked against this build before it connects. */
+struct sql_tree {
+    struct sql_file mig[512];
+    int nmig;
+    struct sql_file fn[100];
+    int nfn;
+    char hash[65];
+};
+
+static void sql_tree_free(struct sql_tree *t)
 {
-    struct migration m[512];
-    int n = list_migrations(cfg->migrations_dir, m, 512);
+    for (int i = 0; i < t->nfn; i++)
+        free(t->fn[i].text);
+    free(t);
+}
+
+static struct sql_tree *sql_tree_read(const char *sql_dir)
+{
+    struct sql_tree *t = xcalloc(1, sizeof *t);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/migrations", sql_dir);
+    t->nmig = list_sql(dir, true, t->mig, (int)ARRAY_SIZE(t->mig));
+    if (t->nmig < 0)
+        goto fail;
+    int top = t->nmig ? t->mig[t->nmig - 1].version : 0;
+    if (top != SQL_BUILD_MIGRATION_VERSION) {
+        /* A migrate of an older build (or a newer sql/) would leave a database that this
+         * build's server refuses: stop before anything is changed. */
+        log_error("%s ends at migration %04d but this build was made with %04d: use the sql "
+                  "directory of this build (database.sql_dir)",
+                  dir, top, SQL_BUILD_MIGRATION_VERSION);
+        goto fail;
+    }
+    snprintf(dir, sizeof dir, "%s/functions", sql_dir);
+    int n = list_sql(dir, false, t->fn, (int)ARRAY_SIZE(t->fn));
     if (n < 0)
-        return 1;
-    PGconn *c = cli_connect_admin(cfg);
-    if (!c)
-        return 1;
-    int rc = 1;
-    if (!exec_ok(c, "SELECT pg_advisory_lock(727274)", "taking the migration lock") ||
-        !exec_ok(c,
-                 "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, "
-                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-                 "creating schema_migrations"))
-        goto out;
-    int applied = 0;
-    for (int i = 0; i < n; i++) {
+        goto fail;
+    for (; t->nfn < n; t->nfn++) {
+        char path[900];
+        snprintf(path, sizeof path, "%s/%s", dir, t->fn[t->nfn].name);
+        t->fn[t->nfn].text = read_file(path, &t->fn[t->nfn].len);
+        if (!t->fn[t->nfn].text) {
+            log_error("cannot read %s: %s", path, strerror(errno));
+            goto fail;
+        }
+    }
+    functions_hash(t->fn, t->nfn, t->hash);
+    if (strcmp(t->hash, SQL_BUILD_FUNCTIONS_HASH) != 0) {
+        log_error("the function files in %s (hash %.12s) are not the ones this build was made "
+                  "with (%.12s): use the sql directory of this build (database.sql_dir)",
+                  dir, t->hash, SQL_BUILD_FUNCTIONS_HASH);
+        goto fail;
+    }
+    return t;
+fail:
+    sql_tree_free(t);
+    return NULL;
+}
+
+/* Whether anything but the schema's own functions depends on the function schema or on one
+ * of its functions (a view, a default, a table someone created there): DROP SCHEMA ... CASCADE
+ * would take it along. Logs each such object. */
+static bool function_schema_droppable(PGconn *c)
+{
+    static const char sql[] =
+        "SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) || ' depends on ' "
+        "|| pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) "
+        "FROM pg_catalog.pg_depend d, pg_catalog.pg_namespace s "
+        "WHERE s.nspname = $1 AND "
+        "((d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = s.oid) "
+        " OR (d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid IN "
+        "     (SELECT oid FROM pg_catalog.pg_proc WHERE pronamespace = s.oid))) "
+        "AND NOT (d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid IN "
+        "     (SELECT oid FROM pg_catalog.pg_proc WHERE pronamespace = s.oid)) "
+        "ORDER BY 1";
+    const char *p[] = {SQL_BUILD_SCHEMA};
+    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        log_error("cannot read what depends on schema %s: %s", SQL_BUILD_SCHEMA,
+                  PQresultErrorMessage(r));
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
+        log_error("%s: schema %s holds only the functions `migrate` re-creates; move it out "
+                  "or drop it, then migrate again",
+                  PQgetvalue(r, i, 0), SQL_BUILD_SCHEMA);
+    PQclear(r);
+    return ok;
+}
+
+static bool exec_params_ok(PGconn *c, const char *sql, int n, const char *const *p,
+                           const char *what)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        log_error("%s failed: %s", what, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok;
+}
+
+/* The body of one run, inside its transaction; false after logging what failed. */
+static bool migrate_in_tx(PGconn *c, const struct config *cfg, const struct sql_tree *t,
+                          int *applied)
+{
+    if (!function_schema_droppable(c) ||
+        !exec_ok(c, "DROP SCHEMA IF EXISTS " SQL_BUILD_SCHEMA " CASCADE",
+                 "dropping the function schema") ||
+        !exec_ok(c, "SET LOCAL search_path = public", "SET search_path"))
+        return false;
+    for (int i = 0; i < t->nmig; i++) {
         char v[16];
-        snprintf(v, sizeof v, "%d", m[i].version);
-        const char *p[] = {v};
-        PGresult *r = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL,
-                                   p, NULL, NULL, 0);
+        snprintf(v, sizeof v, "%d", t->mig[i].version);
+        const char *p[] = {v, t->mig[i].name};
+        PGresult *r = PQexecParams(c, "SELECT 1 FROM public.schema_migrations WHERE version = $1",
+                                   1, NULL, p, NULL, NULL, 0);
         bool done = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
         PQclear(r);
         if (done)
             continue;
-        char path[600];
-        snprintf(path, sizeof path, "%s/%s", cfg->migrations_dir, m[i].name);
-        char *sql = read_file(path);
+        char path[900];
+        snprintf(path, sizeof path, "%s/migrations/%s", cfg->sql_dir, t->mig[i].name);
+        char *sql = read_file(path, NULL);
         if (!sql) {
             log_error("cannot read %s: %s", path, strerror(errno));
-            goto out;
+            return false;
         }
-        bool ok = exec_ok(c, "BEGIN", "BEGIN") && exec_ok(c, sql, m[i].name);
+        /* SET CONSTRAINTS ALL IMMEDIATE: deferred checks fire at the end of each migration,
+         * as its own COMMIT once did, so the next one may ALTER the tables it wrote. */
+        bool ok = exec_ok(c, sql, t->mig[i].name) &&
+                  exec_ok(c, "SET CONSTRAINTS ALL IMMEDIATE", t->mig[i].name) &&
+                  exec_params_ok(
+                      c, "INSERT INTO public.schema_migrations (version, name) VALUES ($1, $2)", 2,
+                      p, "recording the migration");
         free(sql);
-        if (ok) {
-            const char *p2[] = {v, m[i].name};
-            r = PQexecParams(c, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
-                             NULL, p2, NULL, NULL, 0);
-            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-            PQclear(r);
-        }
-        if (!ok || !exec_ok(c, "COMMIT", "COMMIT")) {
-            exec_ok(c, "ROLLBACK", "ROLLBACK");
-            log_error("migration %s failed; nothing of it was applied", m[i].name);
-            goto out;
-        }
-        log_info("applied migration %s", m[i].name);
-        applied++;
+        if (!ok)
+            return false;
+        log_info("applied migration %s", t->mig[i].name);
+        (*applied)++;
     }
-    log_info("schema is at version %d (%d migration%s applied now)", n ? m[n - 1].version : 0,
-             applied, applied == 1 ? "" : "s");
+    if (!exec_ok(c, "CREATE SCHEMA " SQL_BUILD_SCHEMA, "creating the function schema") ||
+        !exec_ok(c, "GRANT USAGE ON SCHEMA " SQL_BUILD_SCHEMA " TO gp_app",
+                 "granting the function schema") ||
+        !exec_ok(c, "SET LOCAL search_path = " SQL_BUILD_SEARCH_PATH, "SET search_path"))
+        return false;
+    for (int i = 0; i < t->nfn; i++)
+        if (!exec_ok(c, t->fn[i].text, t->fn[i].name))
+            return false;
+    const char *h[] = {t->hash};
+    return exec_params_ok(
+        c,
+        "INSERT INTO public.schema_functions (hash) VALUES ($1) ON CONFLICT (id) DO "
+        "UPDATE SET hash = EXCLUDED.hash, loaded_at = now()",
+        1, h, "recording the function hash");
+}
+
+int cli_migrate(const struct config *cfg)
+{
+    struct sql_tree *t = sql_tree_read(cfg->sql_dir);
+    if (!t)
+        return 1;
+    PGconn *c = cli_connect_admin(cfg);
+    if (!c) {
+        sql_tree_free(t);
+        return 1;
+    }
+    int rc = 1, applied = 0;
+    if (!exec_ok(c, "SELECT pg_advisory_lock(727274)", "taking the migration lock") ||
+        !exec_ok(c,
+                 "CREATE TABLE IF NOT EXISTS public.schema_migrations (version int PRIMARY KEY, "
+                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                 "creating schema_migrations") ||
+        !exec_ok(c, "BEGIN", "BEGIN"))
+        goto out;
+    if (!migrate_in_tx(c, cfg, t, &applied) || !exec_ok(c, "COMMIT", "COMMIT")) {
+        exec_ok(c, "ROLLBACK", "ROLLBACK");
+        log_error("migrate failed; nothing was changed");
+        goto out;
+    }
+    log_info("schema is at version %d (%d migration%s applied now); %d function files loaded "
+             "into schema %s (hash %.12s)",
+             SQL_BUILD_MIGRATION_VERSION, applied, applied == 1 ? "" : "s", t->nfn,
+             SQL_BUILD_SCHEMA, t->hash);
     rc = 0;
 out:
     PQfinish(c);
+    sql_tree_free(t);
     return rc;
 }
 
@@ -355,7 +569,7 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     if (*existing) {
         printf("demo data already loaded (street id %s)\n", existing);
         if (cred_path) {
-            char *creds = read_file(cred_path);
+            char *creds = read_file(cred_path, NULL);
             if (creds) {
                 fputs(creds, stdout);
                 free(creds);

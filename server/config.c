@@ -72,12 +72,12 @@ static const struct cfg_entry table[] = {
 
     S("database", "admin_url", database_admin_url, ""),
     D("database", "connect_timeout", db_connect_timeout_ms, "5s", 100, 600000),
-    S("database", "migrations_dir", migrations_dir, "sql"),
     I("database", "pool_size", db_pool_size, "6", 1, 256),
     I("database", "queue_max", db_queue_max, "2048", 1, 1000000),
     D("database", "queue_timeout", db_queue_timeout_ms, "3s", 10, 600000),
     D("database", "reconnect_max", db_reconnect_max_ms, "2s", 100, 600000),
     I("database", "retries", db_retries, "3", 0, 20),
+    S("database", "sql_dir", sql_dir, "sql"),
     D("database", "statement_timeout", db_statement_timeout_ms, "5s", 10, 3600000),
     S("database", "url", database_url, "postgresql://gp_app@127.0.0.1:5432/gridpoints"),
 

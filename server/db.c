@@ -35,7 +35,13 @@
 #define RETRY_BASE_MS    5    /* 40001/40P01 re-run delay: 5, 10, 20 ... ms, jittered */
 
 /* Runs after connecting, before the connection is usable. Parameterized so no SQL is formatted. */
-static const char SETUP_SQL[] = "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
+/* search_path: the API functions live in their own schema (sql/functions); the pool sets the
+ * path once per connection, in the same round trip as the timeout, so that every query calls
+ * them by their plain names. NULL ($2) keeps the server's default. */
+static const char SETUP_SQL[] =
+    "SELECT pg_catalog.set_config('statement_timeout', $1, false), "
+    "pg_catalog.set_config('search_path', coalesce($2, pg_catalog.current_setting('search_path')), "
+    "false)";
 
 enum conn_state {
     CONN_BROKEN = 0, /* closed; conn->timer reconnects after the back-off */
@@ -595,10 +601,10 @@ static void conn_setup(struct db_conn *c)
 {
     char ms[16];
     snprintf(ms, sizeof ms, "%d", c->pool->cfg.statement_timeout_ms);
-    const char *const params[1] = {ms};
+    const char *const params[2] = {ms, c->pool->cfg.search_path};
 
     if (PQsetnonblocking(c->pg, 1) != 0 ||
-        !PQsendQueryParams(c->pg, SETUP_SQL, 1, NULL, params, NULL, NULL, 0)) {
+        !PQsendQueryParams(c->pg, SETUP_SQL, 2, NULL, params, NULL, NULL, 0)) {
         conn_drop(c, ST_UNAVAILABLE, PQerrorMessage(c->pg), true);
         return;
     }
@@ -934,6 +940,7 @@ struct db_pool *db_pool_new(struct event_base *base, const struct db_pool_config
     pool->base = base;
     pool->cfg = *cfg;
     pool->cfg.conninfo = xstrdup(cfg->conninfo);
+    pool->cfg.search_path = cfg->search_path ? xstrdup(cfg->search_path) : NULL;
     pool->conns = xcalloc((size_t)cfg->size, sizeof *pool->conns);
     TAILQ_INIT(&pool->waiting);
     TAILQ_INIT(&pool->deferred);
@@ -1003,6 +1010,7 @@ void db_pool_free(struct db_pool *pool)
     log_info("postgres pool closed");
     free(pool->conns);
     free((char *)pool->cfg.conninfo);
+    free((char *)pool->cfg.search_path);
     free(pool);
 }
 

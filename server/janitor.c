@@ -6,12 +6,12 @@
  * per instance. */
 #include "janitor.h"
 #include "app.h"
-#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
+#include "sql_build.h"
 #include "sweeps.h"
 
 #include <event2/event.h>
@@ -118,47 +118,84 @@ static void start_sweeps(struct janitor *j)
     }
 }
 
+/* The start-up check: the database must be at exactly the migration version and hold exactly
+ * the function files this build was made with (gen/sql_build.h). Two queries, so that a table
+ * a database lacks is an answer, not a parse error: the version first (schema_migrations), and
+ * once it matches, the hash (schema_functions, created by migration 0012). Anything else than
+ * an outage ends the server with a line saying what to do. */
 static void schema_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void schema_refuse(struct janitor *j, const char *what)
+{
+    log_error("%s: run `gridpointsd migrate` with this build first", what);
+    *j->exit_code = 1;
+    raise(SIGTERM);
+}
+
+/* Whether res is an answer, or an error to retry after an outage (then true, retry set). */
+static bool schema_answer(struct janitor *j, struct db_result *res, bool *retry)
+{
+    *retry = false;
+    j->schema_running = false;
+    if (j->stopped) {
+        maybe_idle(j);
+        *retry = true;
+        return false;
+    }
+    if (db_result_status(res) == ST_OK)
+        return true;
+    const char *state = db_result_sqlstate(res);
+    if (state && !strcmp(state, "42P01")) /* undefined_table: never migrated (that far) */
+        return false;
+    /* PostgreSQL not reachable yet: requests get 503 meanwhile; ask again shortly. Any other
+     * failure (privileges, a broken schema) is worth a line each time. */
+    if (db_result_status(res) != ST_UNAVAILABLE)
+        log_warn("cannot read the schema version: %s", db_result_log_detail(res));
+    struct timeval tv = {1, 0};
+    evtimer_add(j->schema_timer, &tv);
+    *retry = true;
+    return false;
+}
+
+static void hash_cb(struct db_result *res, void *arg)
+{
+    struct janitor *j = arg;
+    bool retry;
+    bool ok = schema_answer(j, res, &retry);
+    if (retry)
+        return;
+    const char *have = ok && db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
+    if (!have || strcmp(have, SQL_BUILD_FUNCTIONS_HASH) != 0) {
+        char what[200];
+        snprintf(what, sizeof what,
+                 "the database holds SQL functions with hash %.12s but this build needs %.12s",
+                 have ? have : "(none)", SQL_BUILD_FUNCTIONS_HASH);
+        schema_refuse(j, what);
+        return;
+    }
+    log_info("database schema at version %d, functions %.12s", SQL_BUILD_MIGRATION_VERSION, have);
+    j->schema_checked = true;
+    start_sweeps(j);
+}
 
 static void schema_cb(struct db_result *res, void *arg)
 {
     struct janitor *j = arg;
-    j->schema_running = false;
-    if (j->stopped) {
-        maybe_idle(j);
+    bool retry;
+    bool ok = schema_answer(j, res, &retry);
+    if (retry)
         return;
-    }
-    if (db_result_status(res) != ST_OK) {
-        /* PostgreSQL not reachable yet: requests get 503 meanwhile; ask again shortly. Any
-         * other failure (privileges, a broken schema) is worth a line each time. */
-        if (db_result_status(res) != ST_UNAVAILABLE)
-            log_warn("cannot read the schema version: %s", db_result_log_detail(res));
-        struct timeval tv = {1, 0};
-        evtimer_add(j->schema_timer, &tv);
-        return;
-    }
-    int expected = cli_schema_expected(j->app->cfg);
-    if (expected < 0) {
-        /* Already logged why (a badly named or duplicate migration, an unreadable dir). */
-        log_error("cannot tell which schema this build needs from %s: not serving",
-                  j->app->cfg->migrations_dir);
-        *j->exit_code = 1;
-        raise(SIGTERM);
-        return;
-    }
-    const char *v = db_result_value(res, 0, 0);
+    const char *v = ok && db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
     int have = v ? atoi(v) : 0;
-    if (expected > 0 && have < expected) {
-        log_error("database schema is at version %d but this build needs %d: run "
-                  "`gridpointsd migrate` first",
-                  have, expected);
-        *j->exit_code = 1;
-        raise(SIGTERM);
+    if (have != SQL_BUILD_MIGRATION_VERSION) {
+        char what[200];
+        snprintf(what, sizeof what, "database schema is at version %d but this build needs %d",
+                 have, SQL_BUILD_MIGRATION_VERSION);
+        schema_refuse(j, what);
         return;
     }
-    log_info("database schema at version %d", have);
-    j->schema_checked = true;
-    start_sweeps(j);
+    j->schema_running = true;
+    db_query(j->app->db, "SELECT hash FROM schema_functions", 0, NULL, hash_cb, j);
 }
 
 static void schema_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -167,11 +204,8 @@ static void schema_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (j->stopped)
         return;
     j->schema_running = true;
-    /* to_regclass: a database that was never migrated answers NULL instead of an error. */
-    db_query(j->app->db,
-             "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE "
-             "(SELECT coalesce(max(version), 0) FROM schema_migrations) END",
-             0, NULL, schema_cb, j);
+    db_query(j->app->db, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
+             schema_cb, j);
 }
 
 struct janitor *janitor_new(struct app *app, int *exit_code)

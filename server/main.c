@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "login_throttle.h"
 #include "ratelimit.h"
+#include "sql_build.h"
 #include "webhook.h"
 #include "workpool.h"
 
@@ -48,7 +49,7 @@ static void usage(void)
             "usage: gridpointsd [-c CONFIG] [COMMAND]\n"
             "commands:\n"
             "  serve                 run the server (default)\n"
-            "  migrate               apply pending sql/ migrations\n"
+            "  migrate               apply pending migrations, re-create the SQL functions\n"
             "  create-admin --phone P --name N --street S\n"
             "                        create a street and its admin (password from\n"
             "                        GRIDPOINTS_ADMIN_PASSWORD)\n"
@@ -128,6 +129,7 @@ static int serve(const struct config *cfg)
         .queue_max = cfg->db_queue_max,
         .queue_timeout_ms = cfg->db_queue_timeout_ms,
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
+        .search_path = SQL_BUILD_SEARCH_PATH,
         .connect_timeout_ms = cfg->db_connect_timeout_ms,
         .reconnect_max_ms = cfg->db_reconnect_max_ms,
         .retries = cfg->db_retries,

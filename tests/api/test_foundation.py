@@ -338,17 +338,3 @@ def test_native_tls_listener(make_server, tmp_path):
     with pytest.raises(requests.RequestException):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).raise_for_status()
     srv.stop()
-
-
-def test_refuses_a_schema_older_than_it_needs(make_server, tmp_path):
-    """A build whose sql/ has a migration the database lacks must not serve."""
-    import shutil
-    from gp import REPO
-    migrations = tmp_path / "sql"
-    shutil.copytree(REPO / "sql", migrations)
-    (migrations / "9999_future.sql").write_text("-- sql/9999_future.sql\nSELECT 1;\n")
-    srv = make_server(start=False, allow_errors=True,
-                      env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(migrations)})
-    srv.start(wait=False)
-    assert srv.wait_exit(timeout=20) == 1
-    assert "needs 9999" in srv.log_text()

@@ -283,10 +283,11 @@ def test_bad_redis_url_error_does_not_show_the_password(cli):
 
 
 def sql_dir_with(tmp_path, extra):
+    """A copy of sql/ with extra files in migrations/."""
     d = tmp_path / "sql"
     shutil.copytree(REPO / "sql", d)
     for name, text in extra.items():
-        (d / name).write_text(text)
+        (d / "migrations" / name).write_text(text)
     return d
 
 
@@ -295,7 +296,7 @@ def sql_dir_with(tmp_path, extra):
 def test_migrate_refuses_a_badly_named_file(cli, migrated, sql, tmp_path, name):
     before = sql.scalar("SELECT count(*) FROM schema_migrations")
     d = sql_dir_with(tmp_path, {name: "CREATE TABLE must_not_exist (x int);\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)}, check=False)
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)}, check=False)
     assert p.returncode == 1
     assert name in p.stderr and "NNNN_name.sql" in p.stderr
     assert sql.scalar("SELECT count(*) FROM schema_migrations") == before
@@ -304,22 +305,23 @@ def test_migrate_refuses_a_badly_named_file(cli, migrated, sql, tmp_path, name):
 
 def test_migrate_refuses_a_duplicate_number(cli, migrated, sql, tmp_path):
     d = sql_dir_with(tmp_path, {"0003_again.sql": "CREATE TABLE must_not_exist (x int);\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)}, check=False)
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)}, check=False)
     assert p.returncode == 1 and "0003" in p.stderr and "0003_again.sql" in p.stderr
     assert sql.scalar("SELECT to_regclass('must_not_exist')") is None
 
 
 def test_migrate_ignores_files_that_are_not_sql(cli, migrated, tmp_path):
     d = sql_dir_with(tmp_path, {"README.md": "notes\n", "0001_x.sql.orig": "junk\n"})
-    p = cli("migrate", env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)})
+    p = cli("migrate", env={"GRIDPOINTS_DATABASE_SQL_DIR": str(d)})
     assert p.returncode == 0
 
 
-def test_server_refuses_a_badly_named_migration(make_server, tmp_path):
+def test_server_never_reads_the_sql_dir(make_server, tmp_path):
+    """The server carries the migration version and function hash it needs (issue 11): what
+    database.sql_dir holds, even a badly named migration or nothing at all, does not matter
+    to it (only `migrate` reads sql/)."""
     d = sql_dir_with(tmp_path, {"+001_x.sql": "SELECT 1;\n"})
-    srv = make_server(start=False, allow_errors=True,
-                      env={"GRIDPOINTS_DATABASE_MIGRATIONS_DIR": str(d)})
-    srv.start(wait=False)
-    assert srv.wait_exit(timeout=20) == 1
-    assert "+001_x.sql" in srv.log_text()
-    assert "cannot tell which schema" in srv.log_text()
+    for where in (d, tmp_path / "missing"):
+        srv = make_server(env={"GRIDPOINTS_DATABASE_SQL_DIR": str(where)})
+        assert requests.get(srv.url + "/readyz", timeout=5).status_code == 200
+        srv.stop()

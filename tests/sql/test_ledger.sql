@@ -1,6 +1,7 @@
--- tests/sql/test_ledger.sql -- the points ledger (sql/0003_ledger.sql).
+-- tests/sql/test_ledger.sql -- the points ledger (sql/functions/30_ledger.sql, tables in
+-- sql/migrations/0003_ledger.sql).
 --
--- Run against a FRESH database with sql/0001..0003 applied, as the migration role (a superuser
+-- Run against a FRESH database migrated by `gridpointsd migrate`, as the migration role (a superuser
 -- in the throwaway test cluster), in autocommit mode (the sweeps need now() to move on):
 --   psql -X -q -v ON_ERROR_STOP=1 -d DB -f tests/sql/test_ledger.sql
 -- Every check RAISEs on failure, so ON_ERROR_STOP turns a failure into a non-zero exit.
@@ -8,6 +9,8 @@
 \set QUIET on
 \o /dev/null
 SET client_min_messages = warning;
+-- The API functions live in schema gp (sql/functions), as the server sees them.
+SET search_path = gp, public;
 
 -- expect(sql, sqlstate[, hint]): the statement must fail with this SQLSTATE (and HINT).
 CREATE FUNCTION pg_temp.expect(p_sql text, p_state text, p_hint text DEFAULT NULL)

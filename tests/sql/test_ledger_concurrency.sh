@@ -4,9 +4,11 @@
 #
 #   tests/sql/test_ledger_concurrency.sh DBNAME
 #
-# DBNAME must be a fresh database with sql/0001..0003 applied; PGHOST/PGPORT/PGUSER (a role that
+# DBNAME must be a fresh database migrated by `gridpointsd migrate`; PGHOST/PGPORT/PGUSER (a role that
 # can create the fixtures) come from the environment. Exits non-zero on the first failed check.
 set -euo pipefail
+# The API functions live in schema gp (sql/functions), as the server sees them.
+export PGOPTIONS="${PGOPTIONS:-} -c search_path=gp,public"
 
 DB=${1:?usage: $0 DBNAME}
 N=${LEDGER_CONC_N:-100}
@@ -85,15 +87,24 @@ echo "ok: 200 vested exactly once (in $round rounds)"
 
 echo "== gp_accounts_lock holds every account (and worker siblings) until commit"
 ids=$(q "SELECT array_agg(id ORDER BY id)::text FROM accounts WHERE (kind = 'worker' AND owner_id IN (601, 602, 603)) OR (kind = 'reservation' AND owner_id = 8000)")
-"${APP[@]}" -c "BEGIN" -c "SELECT gp_accounts_lock('$ids')" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null &
+"${APP[@]}" -c "BEGIN" -c "SELECT gp_accounts_lock('$ids')" -c "SELECT pg_sleep(3)" -c "COMMIT" >/dev/null &
 holder=$!
-sleep 0.7
-locked=0
-for id in $(q "SELECT id FROM accounts WHERE (kind IN ('worker', 'worker_pending') AND owner_id IN (601, 602, 603)) OR (kind = 'reservation' AND owner_id = 8000)"); do
-    if ! q "SELECT 1 FROM accounts WHERE id = $id FOR UPDATE NOWAIT" >/dev/null 2>&1; then
-        locked=$((locked + 1))
-    fi
+# Wait until the holder sleeps with its locks, then try every account from one session (one
+# psql per account took longer than the holder's sleep on a loaded machine).
+for _ in $(seq 1 100); do
+    [[ $(q "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)' AND state = 'active'") == 1 ]] && break
+    sleep 0.1
 done
+locked=$(q "CREATE FUNCTION pg_temp.locked(p_id bigint) RETURNS boolean LANGUAGE plpgsql AS \$\$
+BEGIN
+    PERFORM 1 FROM accounts WHERE id = p_id FOR UPDATE NOWAIT;
+    RETURN false;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN true;
+END \$\$;
+SELECT count(*) FILTER (WHERE pg_temp.locked(id)) FROM accounts
+ WHERE (kind IN ('worker', 'worker_pending') AND owner_id IN (601, 602, 603))
+    OR (kind = 'reservation' AND owner_id = 8000)")
 wait $holder
 [[ $locked == 7 ]] || fail "expected 7 locked accounts, got $locked"
 echo "ok: all 7 accounts were locked"

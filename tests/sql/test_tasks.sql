@@ -1,5 +1,6 @@
 -- tests/sql/test_tasks.sql
--- Tests of sql/0004_tasks.sql (the work loop) against a database migrated with 0001..0004.
+-- Tests of the work loop (sql/functions/40_tasks.sql, tables in sql/migrations/0004_tasks.sql)
+-- against a database migrated by `gridpointsd migrate`.
 --
 --   psql -X -v ON_ERROR_STOP=1 -d <db> -U postgres -f tests/sql/test_tasks.sql
 --
@@ -16,6 +17,8 @@
 
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
+-- The API functions live in schema gp (sql/functions), as the server sees them.
+SET search_path = gp, public;
 
 ------------------------------------------------------------------------------------------
 -- Helpers (superuser), in a scratch schema
@@ -239,7 +242,8 @@ $$;
 -- gp_test.try()'s result for each.
 CREATE FUNCTION gp_test.conninfo() RETURNS text LANGUAGE sql STABLE AS $$
     SELECT coalesce(nullif(current_setting('gp_test.conninfo', true), ''),
-        format('dbname=%s user=gp_app port=%s host=%s', current_database(),
+        format('dbname=%s user=gp_app options=-csearch_path=gp,public port=%s host=%s',
+               current_database(),
                current_setting('port'),
                coalesce(host(inet_server_addr()),
                         btrim(split_part(current_setting('unix_socket_directories'), ',', 1)))))
@@ -292,7 +296,7 @@ CREATE FUNCTION gp_test.max_conns() RETURNS int LANGUAGE sql STABLE AS $$
 $$;
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA gp_test TO gp_app;
-SET search_path = public, gp_test;
+SET search_path = gp, public, gp_test;
 SET ROLE gp_app;
 
 ------------------------------------------------------------------------------------------

@@ -1,0 +1,1304 @@
+-- sql/functions/30_ledger.sql
+
+------------------------------------------------------------------------------------------
+-- Transactions and postings (append-only)
+------------------------------------------------------------------------------------------
+CREATE FUNCTION gp_ledger_kinds() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['issue', 'grant', 'reserve', 'award', 'release', 'hold', 'capture', 'charge',
+                 'refund', 'expire', 'adjust', 'settle', 'vest', 'void']
+$$;
+
+------------------------------------------------------------------------------------------
+-- Small helpers
+------------------------------------------------------------------------------------------
+CREATE FUNCTION gp_reader_roles() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT gp_staff_roles() || ARRAY['auditor']
+$$;
+
+-- Street (root unit id) of a unit.
+CREATE FUNCTION gp_street_of_unit(p_unit bigint) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT ltree2text(subpath(path, 0, 1))::bigint FROM org_units WHERE id = p_unit);
+END
+$$;
+
+-- The ancestors of a person's home unit at street, community and grid level, street first:
+-- the units whose rankings the person appears in.
+CREATE FUNCTION gp_rank_units(p_person bigint) RETURNS bigint[] LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(a.id ORDER BY nlevel(a.path)), '{}')
+              FROM persons p
+              JOIN org_units u ON u.id = p.unit_id
+              JOIN org_units a ON a.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+             WHERE p.id = p_person AND a.level IN ('street', 'community', 'grid'));
+END
+$$;
+
+CREATE FUNCTION gp_period_now() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM')
+$$;
+
+-- When points earned at p_earned_at under policy p expire; NULL = never.
+CREATE FUNCTION gp_lot_expiry(p ledger_policies, p_earned_at timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN CASE coalesce(p.expiry, 'none')
+        WHEN 'end_of_next_year' THEN
+            (date_trunc('year', p_earned_at AT TIME ZONE 'Asia/Shanghai') + interval '2 years')
+                AT TIME ZONE 'Asia/Shanghai'
+        WHEN 'interval' THEN p_earned_at + p.expiry_after
+        ELSE NULL END;
+END
+$$;
+
+-- The policy of the person's street (all fields NULL when the street has none).
+CREATE FUNCTION gp_policy_of_person(p_person bigint) RETURNS ledger_policies
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pol ledger_policies;
+BEGIN
+    SELECT x.* INTO pol FROM persons p
+      JOIN org_units u ON u.id = p.unit_id
+      JOIN ledger_policies x ON x.street_unit_id = ltree2text(subpath(u.path, 0, 1))::bigint
+     WHERE p.id = p_person;
+    RETURN pol;
+END
+$$;
+
+CREATE FUNCTION gp_policy_json(p_street bigint, p ledger_policies) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('street_id', p_street,
+        'objection_period_s', extract(epoch FROM coalesce(p.objection_period, '0'))::bigint,
+        'objection_period', coalesce(p.objection_period, '0')::text,
+        'expiry', coalesce(p.expiry, 'none'),
+        'expiry_after_s', extract(epoch FROM p.expiry_after)::bigint,
+        'expiry_after', p.expiry_after::text,
+        'updated_by', p.updated_by, 'updated_at', p.updated_at)
+$$;
+
+------------------------------------------------------------------------------------------
+-- Seams: account ids, posting, locking
+------------------------------------------------------------------------------------------
+-- The id of the account of (kind, owner), created on demand. Kinds and owners:
+--   issuance, expiry, settlement: owner NULL/0 (created by this migration)
+--   budget: org unit id; worker, worker_pending: person id (both created together);
+--   reservation: task id; merchant: merchant id; hold: voucher/order id -- for these three the
+--   optional p_unit is the org node the account is scoped to (used only when creating).
+CREATE FUNCTION gp_account_of(p_kind text, p_owner bigint, p_unit bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_owner bigint := coalesce(p_owner, 0);
+    v_id bigint;
+    v_unit bigint;
+BEGIN
+    SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
+    IF FOUND THEN
+        RETURN v_id;
+    END IF;
+    IF p_kind IN ('issuance', 'expiry', 'settlement') THEN
+        PERFORM gp_raise('400', 'invalid_account', 'system accounts have no owner', 'owner_id');
+    ELSIF p_kind = 'budget' THEN
+        SELECT id INTO v_unit FROM org_units WHERE id = v_owner;
+        IF NOT FOUND THEN
+            PERFORM gp_raise('404', 'unit_not_found', 'unit not found', 'unit_id');
+        END IF;
+    ELSIF p_kind IN ('worker', 'worker_pending') THEN
+        SELECT unit_id INTO v_unit FROM persons WHERE id = v_owner;
+        IF NOT FOUND THEN
+            PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
+        END IF;
+        -- Both at once, 'worker' first, so the available account always has the lower id.
+        INSERT INTO accounts (kind, owner_id, unit_id)
+        VALUES ('worker', v_owner, v_unit), ('worker_pending', v_owner, v_unit)
+        ON CONFLICT (kind, owner_id) DO NOTHING;
+        SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
+        RETURN v_id;
+    ELSIF p_kind IN ('reservation', 'merchant', 'hold') THEN
+        IF v_owner <= 0 THEN
+            PERFORM gp_raise('400', 'invalid_account', 'an owner id is required', 'owner_id');
+        END IF;
+        v_unit := p_unit;
+    ELSE
+        PERFORM gp_raise('400', 'invalid_account', 'unknown account kind', 'kind');
+    END IF;
+    INSERT INTO accounts (kind, owner_id, unit_id) VALUES (p_kind, v_owner, v_unit)
+    ON CONFLICT (kind, owner_id) DO NOTHING RETURNING id INTO v_id;
+    IF v_id IS NULL THEN -- a concurrent transaction created it first
+        SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Locks the given accounts, and the sibling of every worker account among them, in ascending id
+-- order (FOR NO KEY UPDATE, what the posting UPDATE takes anyway). Call it first in a
+-- transaction that will post several ledger transactions, with every account they touch.
+-- (count(*) makes the locking query run to its end, so every row is locked before return.)
+CREATE FUNCTION gp_accounts_lock(p_ids bigint[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+BEGIN
+    PERFORM count(*) FROM (
+        SELECT id FROM accounts
+         WHERE id IN (SELECT unnest(p_ids)
+                      UNION
+                      SELECT s.id FROM accounts a
+                        JOIN accounts s ON s.owner_id = a.owner_id
+                                       AND s.kind IN ('worker', 'worker_pending')
+                       WHERE a.id = ANY (p_ids) AND a.kind IN ('worker', 'worker_pending'))
+         ORDER BY id FOR NO KEY UPDATE) x;
+END
+$$;
+
+-- Like gp_accounts_lock for one worker's pair, but skips instead of waiting: false when another
+-- transaction holds either account. For sweeps, which hold timer rows already.
+CREATE FUNCTION gp_worker_try_lock(p_worker bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+BEGIN
+    RETURN (SELECT count(*) = 2 FROM (
+        SELECT id FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker
+         ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) x);
+END
+$$;
+
+-- Why a conditional balance update matched no row: the error for the caller.
+CREATE FUNCTION gp_ledger_refuse(p_account bigint, p_amount bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    a accounts;
+BEGIN
+    SELECT * INTO a FROM accounts WHERE id = p_account;
+    IF NOT FOUND THEN
+        PERFORM gp_raise('404', 'account_not_found', format('account %s not found', p_account),
+                         'account');
+    END IF;
+    IF a.balance::numeric + p_amount NOT BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+        PERFORM gp_raise('400', 'amount_overflow', 'the amount would overflow the balance',
+                         'amount');
+    END IF;
+    PERFORM gp_raise('402',
+        CASE a.kind WHEN 'budget' THEN 'insufficient_budget'
+                    WHEN 'reservation' THEN 'insufficient_reservation'
+                    ELSE 'insufficient_points' END,
+        CASE a.kind WHEN 'budget' THEN 'the budget cannot cover this amount'
+                    WHEN 'reservation' THEN 'the task reservation cannot cover this amount'
+                    ELSE 'not enough points' END,
+        'amount');
+END
+$$;
+
+-- The posting primitive, array form (used by the functions of this file; cheaper than jsonb).
+-- Legs: p_accounts[i] receives p_amounts[i] (signed). At least two legs, distinct accounts,
+-- non-zero amounts summing to zero; every leg is applied with a conditional UPDATE so that no
+-- account but 'issuance' goes below zero (GP402) and no balance overflows (GP400); the posting
+-- records the account's new version and balance. Returns the ledger transaction id.
+CREATE FUNCTION gp_ledger_post_legs(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
+                                    p_accounts bigint[], p_amounts bigint[],
+                                    p_idem_principal text DEFAULT NULL,
+                                    p_idem_key text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_n int := coalesce(cardinality(p_accounts), 0);
+    v_bad_amount boolean;
+    v_distinct int;
+    v_sum numeric;
+    v_txn bigint;
+    r record;
+    v_a accounts;
+    v_pacc bigint[] := '{}';
+    v_pamt bigint[] := '{}';
+    v_pver bigint[] := '{}';
+    v_pbal bigint[] := '{}';
+BEGIN
+    IF p_kind IS NULL OR p_kind NOT IN ('issue', 'grant', 'reserve', 'award', 'release', 'hold',
+            'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest', 'void') THEN
+        PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
+    END IF;
+    IF v_n < 2 OR v_n <> coalesce(cardinality(p_amounts), 0) THEN
+        PERFORM gp_raise('400', 'invalid_legs', 'a transaction needs at least two legs', 'legs');
+    END IF;
+    SELECT bool_or(m IS NULL OR m = 0), count(DISTINCT x), sum(m::numeric)
+      INTO v_bad_amount, v_distinct, v_sum FROM unnest(p_accounts, p_amounts) AS l (x, m);
+    IF v_bad_amount THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'amounts must be non-zero integers', 'amount');
+    END IF;
+    IF v_distinct <> v_n THEN -- count(DISTINCT) also skips NULLs
+        PERFORM gp_raise('400', 'accounts_must_be_different',
+                         'each leg must name a different account', 'account');
+    END IF;
+    IF v_sum <> 0 THEN
+        PERFORM gp_raise('400', 'unbalanced_transaction', 'postings must sum to zero', 'legs');
+    END IF;
+    IF length(p_memo) > 500 THEN
+        PERFORM gp_raise('400', 'memo_too_long', 'the memo is longer than 500 characters', 'memo');
+    END IF;
+
+    INSERT INTO ledger_txns (kind, actor_id, refs, memo, idem_principal, idem_key)
+    VALUES (p_kind, p_actor, coalesce(p_refs, '{}'), p_memo,
+            CASE WHEN p_idem_key IS NOT NULL THEN p_idem_principal END,
+            CASE WHEN p_idem_principal IS NOT NULL THEN p_idem_key END)
+    RETURNING id INTO v_txn;
+
+    -- Legs and the siblings of worker accounts (amount 0 = lock only), in ascending id order.
+    FOR r IN
+        WITH legs AS (SELECT * FROM unnest(p_accounts, p_amounts) AS l (acc, amt))
+        SELECT acc, amt FROM legs
+        UNION ALL
+        SELECT s.id, 0 FROM accounts a
+          JOIN accounts s ON s.owner_id = a.owner_id AND s.kind IN ('worker', 'worker_pending')
+                         AND s.id <> a.id
+         WHERE a.id = ANY (p_accounts) AND a.kind IN ('worker', 'worker_pending')
+           AND s.id <> ALL (p_accounts)
+        ORDER BY 1
+    LOOP
+        IF r.amt = 0 THEN
+            PERFORM 1 FROM accounts WHERE id = r.acc FOR NO KEY UPDATE;
+            CONTINUE;
+        END IF;
+        -- Under READ COMMITTED the WHERE is re-evaluated on the newest row version after
+        -- waiting for a concurrent updater, so this is race-free (no check-then-act).
+        UPDATE accounts SET balance = balance + r.amt, version = version + 1
+         WHERE id = r.acc
+           AND (kind = 'issuance' OR balance::numeric + r.amt >= 0)
+           AND balance::numeric + r.amt BETWEEN -9223372036854775808 AND 9223372036854775807
+        RETURNING * INTO v_a;
+        IF NOT FOUND THEN
+            PERFORM gp_ledger_refuse(r.acc, r.amt);
+        END IF;
+        v_pacc := v_pacc || v_a.id;
+        v_pamt := v_pamt || r.amt;
+        v_pver := v_pver || v_a.version;
+        v_pbal := v_pbal || v_a.balance;
+    END LOOP;
+
+    INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+    SELECT v_txn, acc, amt, ver, bal FROM unnest(v_pacc, v_pamt, v_pver, v_pbal) AS x (acc, amt, ver, bal);
+    RETURN v_txn;
+END
+$$;
+
+-- The posting primitive, jsonb form: p_legs = [{"account": id, "amount": signed int64}, ...].
+CREATE FUNCTION gp_ledger_post(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
+                               p_legs jsonb, p_idem_principal text DEFAULT NULL,
+                               p_idem_key text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_acc bigint[] := '{}';
+    v_amt bigint[] := '{}';
+    l jsonb;
+    n numeric;
+    x numeric;
+BEGIN
+    IF p_legs IS NULL OR jsonb_typeof(p_legs) <> 'array' THEN
+        PERFORM gp_raise('400', 'invalid_legs', 'legs must be an array', 'legs');
+    END IF;
+    FOR l IN SELECT * FROM jsonb_array_elements(p_legs) LOOP
+        IF jsonb_typeof(l) <> 'object' OR jsonb_typeof(l -> 'account') IS DISTINCT FROM 'number'
+           OR jsonb_typeof(l -> 'amount') IS DISTINCT FROM 'number' THEN
+            PERFORM gp_raise('400', 'invalid_legs', 'each leg needs a numeric account and amount',
+                             'legs');
+        END IF;
+        x := (l ->> 'account')::numeric;
+        n := (l ->> 'amount')::numeric;
+        IF x <> trunc(x) OR x < 1 OR x > 9223372036854775807 THEN
+            PERFORM gp_raise('400', 'invalid_legs', 'invalid account id', 'account');
+        END IF;
+        IF n <> trunc(n) OR n = 0 OR n < -9223372036854775807 OR n > 9223372036854775807 THEN
+            PERFORM gp_raise('400', 'invalid_amount',
+                             'amounts must be non-zero 64-bit integers', 'amount');
+        END IF;
+        v_acc := v_acc || x::bigint;
+        v_amt := v_amt || n::bigint;
+    END LOOP;
+    RETURN gp_ledger_post_legs(p_kind, p_actor, p_refs, p_memo, v_acc, v_amt,
+                               p_idem_principal, p_idem_key);
+END
+$$;
+
+-- A worker's combined state as the cache stores it. version = sum of the versions of the
+-- worker's two accounts: it grows by one with every posting to either, and both are locked
+-- together by every posting, so one version always means one (available, pending) pair.
+CREATE FUNCTION gp_worker_state(p_worker bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object('worker_id', p_worker,
+                'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
+                'version', coalesce(sum(version), 0))
+              FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Lots (expiring points)
+------------------------------------------------------------------------------------------
+CREATE FUNCTION gp_lot_put(p_worker bigint, p_txn bigint, p_amount bigint,
+                           p_earned_at timestamptz, p_expires_at timestamptz)
+RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+    INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at, expires_at)
+    VALUES (p_worker, p_txn, p_amount, p_amount, p_earned_at, p_expires_at)
+    ON CONFLICT (worker_id, expires_at) DO UPDATE
+       SET amount = l.amount + EXCLUDED.amount, remaining = l.remaining + EXCLUDED.remaining
+    RETURNING id
+$$;
+
+-- Records p_amount points just credited to the worker's available account by p_txn as an
+-- expiring lot, per the worker's street policy (nothing when points do not expire there).
+-- For callers that credit a worker (e.g. a refund or a voided hold coming back): call it in the
+-- same transaction, after the posting. Returns the lot id or NULL.
+CREATE FUNCTION gp_worker_add_lot(p_worker bigint, p_txn bigint, p_amount bigint,
+                                  p_earned_at timestamptz DEFAULT now())
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_exp timestamptz := gp_lot_expiry(gp_policy_of_person(p_worker), p_earned_at);
+BEGIN
+    IF v_exp IS NULL OR p_amount IS NULL OR p_amount <= 0 THEN
+        RETURN NULL;
+    END IF;
+    -- Only points that p_txn really credited to the worker's available account can become a
+    -- lot (a lot makes points expire, so it must not be invented).
+    IF NOT EXISTS (SELECT 1 FROM postings p JOIN accounts a ON a.id = p.account_id
+                    WHERE p.txn_id = p_txn AND a.kind = 'worker' AND a.owner_id = p_worker
+                      AND p.amount >= p_amount) THEN
+        PERFORM gp_raise('400', 'invalid_lot',
+                         'the transaction did not credit the worker with this amount', 'txn_id');
+    END IF;
+    RETURN gp_lot_put(p_worker, p_txn, p_amount, p_earned_at, v_exp);
+END
+$$;
+
+-- Consumes p_amount points of the worker's expiring lots, oldest expiry first (points without a
+-- lot never expire and are spent last). Call it in every transaction that debits a worker's
+-- available account (hold, charge, negative adjust), AFTER gp_ledger_post(_legs): the posting
+-- has then locked the worker's accounts, and locking accounts before lots is the global order.
+-- Returns {"worker_id", "amount", "from_lots", "lots": [{"lot_id", "amount", "expires_at"}]}.
+CREATE FUNCTION gp_worker_spend_lots(p_worker bigint, p_amount bigint)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_left bigint := p_amount;
+    v_take bigint;
+    v_lots jsonb := '[]';
+    l point_lots;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    PERFORM gp_accounts_lock(ARRAY(SELECT id FROM accounts WHERE kind = 'worker'
+                                                              AND owner_id = p_worker));
+    FOR l IN SELECT * FROM point_lots WHERE worker_id = p_worker AND remaining > 0
+              ORDER BY expires_at, id FOR UPDATE LOOP
+        v_take := least(l.remaining, v_left);
+        UPDATE point_lots SET remaining = remaining - v_take WHERE id = l.id;
+        v_lots := v_lots || jsonb_build_object('lot_id', l.id, 'amount', v_take,
+                                               'expires_at', l.expires_at);
+        v_left := v_left - v_take;
+        EXIT WHEN v_left = 0;
+    END LOOP;
+    RETURN jsonb_build_object('worker_id', p_worker, 'amount', p_amount,
+                              'from_lots', p_amount - v_left, 'lots', v_lots);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Task seams (called by sql/0004_tasks.sql inside its own business functions, which check the
+-- actor's scope; these do not)
+------------------------------------------------------------------------------------------
+-- Reserves p_amount of unit p_unit's budget for task p_task (kind 'reserve': budget(unit) ->
+-- reservation(task)). GP402 insufficient_budget when the budget cannot cover it. May be called
+-- again for the same task (more slots); the reservation stays bound to its first unit.
+CREATE FUNCTION gp_task_reserve(p_task bigint, p_unit bigint, p_amount bigint, p_actor bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_budget bigint;
+    v_res bigint;
+    v_unit bigint;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    IF p_task IS NULL OR p_task <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_task', 'a task id is required', 'task_id');
+    END IF;
+    v_budget := gp_account_of('budget', p_unit); -- 404 unit_not_found first
+    v_res := gp_account_of('reservation', p_task, p_unit);
+    SELECT unit_id INTO v_unit FROM accounts WHERE id = v_res;
+    IF v_unit IS DISTINCT FROM p_unit THEN
+        PERFORM gp_raise('409', 'reservation_unit_mismatch',
+                         'the task is reserved against another unit''s budget', 'unit_id');
+    END IF;
+    RETURN gp_ledger_post_legs('reserve', p_actor,
+        jsonb_build_object('task_id', p_task, 'unit_id', p_unit), NULL,
+        ARRAY[v_budget, v_res], ARRAY[-p_amount, p_amount]);
+END
+$$;
+
+-- Pays one approved assignment (kind 'award': reservation(task) -> worker, or -> worker_pending
+-- when the worker's street has an objection period). At most once per assignment: GP409
+-- already_awarded (and a unique index as the backstop). Touches no shared row: only the task's
+-- reservation account and the worker's own rows. Returns
+-- {"txn_id", "worker_id", "balance" (= "available"), "pending", "version", "to_pending",
+--  "earned_month", "earned_total", "period", "rank_units": [street, community, grid], ...};
+-- after commit the caller calls ledger_cache_put(worker_id, available, pending, version) and
+-- ledger_rank_put for period and 'all'.
+CREATE FUNCTION gp_task_award(p_task bigint, p_assignment bigint, p_worker bigint,
+                              p_amount bigint, p_actor bigint)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_now timestamptz := now();
+    v_res bigint;
+    v_acc bigint;
+    v_txn bigint;
+    pol ledger_policies;
+    v_pending boolean;
+    v_expires timestamptz;
+    v_period text := gp_period_now();
+    v_month bigint;
+    v_total bigint;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    IF p_assignment IS NULL THEN
+        PERFORM gp_raise('400', 'invalid_assignment', 'an assignment id is required',
+                         'assignment_id');
+    END IF;
+    IF EXISTS (SELECT 1 FROM ledger_txns
+                WHERE kind = 'award' AND refs ->> 'assignment_id' = p_assignment::text) THEN
+        PERFORM gp_raise('409', 'already_awarded', 'this assignment has already been paid',
+                         'assignment_id');
+    END IF;
+    SELECT id INTO v_res FROM accounts WHERE kind = 'reservation' AND owner_id = p_task;
+    IF NOT FOUND THEN
+        PERFORM gp_raise('402', 'insufficient_reservation', 'the task has no reservation',
+                         'task_id');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM persons WHERE id = p_worker) THEN
+        PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
+    END IF;
+    pol := gp_policy_of_person(p_worker);
+    v_pending := coalesce(pol.objection_period > interval '0', false);
+    v_expires := gp_lot_expiry(pol, v_now);
+    v_acc := gp_account_of(CASE WHEN v_pending THEN 'worker_pending' ELSE 'worker' END, p_worker);
+
+    v_txn := gp_ledger_post_legs('award', p_actor,
+        jsonb_build_object('task_id', p_task, 'assignment_id', p_assignment,
+                           'worker_id', p_worker),
+        NULL, ARRAY[v_res, v_acc], ARRAY[-p_amount, p_amount]);
+
+    IF v_pending THEN
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
+        VALUES (v_txn, p_worker, p_amount, v_now, v_now + pol.objection_period, v_expires);
+    ELSIF v_expires IS NOT NULL THEN
+        PERFORM gp_lot_put(p_worker, v_txn, p_amount, v_now, v_expires);
+    END IF;
+
+    WITH up AS (
+        INSERT INTO worker_earnings AS e (person_id, period, points)
+        VALUES (p_worker, v_period, p_amount), (p_worker, 'all', p_amount)
+        ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
+        RETURNING e.period, e.points)
+    SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
+      INTO v_month, v_total FROM up;
+
+    RETURN gp_worker_state(p_worker) || jsonb_build_object(
+        'txn_id', v_txn, 'task_id', p_task, 'assignment_id', p_assignment, 'amount', p_amount,
+        'to_pending', v_pending, 'earned_month', v_month, 'earned_total', v_total,
+        'period', v_period, 'rank_units', to_jsonb(gp_rank_units(p_worker)));
+END
+$$;
+
+-- Many awards of one task in one transaction (the auto-approval sweep): locks every account
+-- involved in id order first, then pays each; all or nothing. Returns the array of
+-- gp_task_award results in input order.
+CREATE FUNCTION gp_task_award_many(p_task bigint, p_assignments bigint[], p_workers bigint[],
+                                   p_amount bigint, p_actor bigint)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_out jsonb := '[]';
+    v_ids bigint[];
+    i int;
+BEGIN
+    IF coalesce(cardinality(p_assignments), 0) <> coalesce(cardinality(p_workers), 0) THEN
+        PERFORM gp_raise('400', 'invalid_request',
+                         'assignments and workers must have the same length', 'workers');
+    END IF;
+    IF coalesce(cardinality(p_assignments), 0) = 0 THEN
+        RETURN v_out;
+    END IF;
+    v_ids := ARRAY(SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task);
+    FOR i IN 1 .. cardinality(p_workers) LOOP
+        IF EXISTS (SELECT 1 FROM persons WHERE id = p_workers[i]) THEN
+            v_ids := v_ids || gp_account_of('worker', p_workers[i]);
+        END IF;
+    END LOOP;
+    PERFORM gp_accounts_lock(v_ids);
+    FOR i IN 1 .. cardinality(p_assignments) LOOP
+        v_out := v_out || jsonb_build_array(
+            gp_task_award(p_task, p_assignments[i], p_workers[i], p_amount, p_actor));
+    END LOOP;
+    RETURN v_out;
+END
+$$;
+
+-- Returns what remains in the task's reservation (or p_amount of it) to the budget of p_unit
+-- (default: the unit the reservation was made against). NULL when nothing remains or the task
+-- never reserved.
+CREATE FUNCTION gp_task_release(p_task bigint, p_unit bigint, p_actor bigint,
+                                p_amount bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    a accounts;
+    v_budget bigint;
+    v_amt bigint;
+BEGIN
+    SELECT * INTO a FROM accounts WHERE kind = 'reservation' AND owner_id = p_task;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_budget := gp_account_of('budget', coalesce(p_unit, a.unit_id));
+    PERFORM gp_accounts_lock(ARRAY[a.id, v_budget]);
+    SELECT balance INTO v_amt FROM accounts WHERE id = a.id;
+    IF p_amount IS NOT NULL THEN
+        IF p_amount <= 0 THEN
+            PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+        END IF;
+        v_amt := p_amount; -- more than remains -> GP402 from the posting
+    END IF;
+    IF v_amt = 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN gp_ledger_post_legs('release', p_actor,
+        jsonb_build_object('task_id', p_task, 'unit_id', coalesce(p_unit, a.unit_id)), NULL,
+        ARRAY[a.id, v_budget], ARRAY[-v_amt, v_amt]);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Durable timers: vesting of pending points and expiry of lots
+------------------------------------------------------------------------------------------
+-- Run periodically by every server instance's janitor. Takes up to p_batch due pending awards
+-- and up to p_batch due lots with FOR UPDATE SKIP LOCKED (instances share the work, each timer
+-- fires once), posts one 'vest' (worker_pending -> worker) or 'expire' (worker -> expiry)
+-- transaction for each, and returns {"vested": n, "expired": m, "skipped": k,
+-- "touched": [{worker_id, available, pending, version}, ...]} for the cache. Due times use the
+-- database clock. A row whose worker is busy is skipped this round and picked up by the next.
+CREATE FUNCTION gp_ledger_sweep(p_batch int DEFAULT 100)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    pp pending_points;
+    l point_lots;
+    v_touched bigint[] := '{}';
+    v_vested int := 0;
+    v_expired int := 0;
+    v_skipped int := 0;
+    v_txn bigint;
+    v_bal bigint;
+    v_amt bigint;
+    v_batch int := least(greatest(coalesce(p_batch, 100), 1), 10000);
+BEGIN
+    FOR pp IN SELECT * FROM pending_points WHERE vest_txn_id IS NULL AND due_at <= now()
+               ORDER BY due_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
+        IF NOT gp_worker_try_lock(pp.worker_id) THEN
+            v_skipped := v_skipped + 1;
+            CONTINUE;
+        END IF;
+        v_txn := gp_ledger_post_legs('vest', NULL,
+            jsonb_build_object('award_txn_id', pp.award_txn_id, 'worker_id', pp.worker_id), NULL,
+            ARRAY[gp_account_of('worker_pending', pp.worker_id),
+                  gp_account_of('worker', pp.worker_id)],
+            ARRAY[-pp.amount, pp.amount]);
+        UPDATE pending_points SET vest_txn_id = v_txn, vested_at = now()
+         WHERE award_txn_id = pp.award_txn_id;
+        IF pp.expires_at IS NOT NULL THEN
+            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at);
+        END IF;
+        PERFORM gp_outbox('points.vested', pp.worker_id,
+            jsonb_build_object('txn_id', v_txn, 'award_txn_id', pp.award_txn_id,
+                               'amount', pp.amount));
+        v_touched := v_touched || pp.worker_id;
+        v_vested := v_vested + 1;
+    END LOOP;
+
+    FOR l IN SELECT * FROM point_lots WHERE remaining > 0 AND expires_at <= now()
+              ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
+        IF NOT gp_worker_try_lock(l.worker_id) THEN
+            v_skipped := v_skipped + 1;
+            CONTINUE;
+        END IF;
+        SELECT balance INTO v_bal FROM accounts WHERE kind = 'worker' AND owner_id = l.worker_id;
+        -- Lots never hold more than the balance when every debit consumes lots; the least() only
+        -- keeps a caller's forgotten gp_worker_spend_lots from blocking the sweep forever.
+        v_amt := least(l.remaining, coalesce(v_bal, 0));
+        v_txn := NULL;
+        IF v_amt > 0 THEN
+            v_txn := gp_ledger_post_legs('expire', NULL,
+                jsonb_build_object('lot_id', l.id, 'worker_id', l.worker_id,
+                                   'expires_at', l.expires_at,
+                                   'shortfall', l.remaining - v_amt),
+                NULL,
+                ARRAY[gp_account_of('worker', l.worker_id), gp_account_of('expiry', NULL)],
+                ARRAY[-v_amt, v_amt]);
+            PERFORM gp_outbox('points.expired', l.worker_id,
+                jsonb_build_object('txn_id', v_txn, 'amount', v_amt, 'expires_at', l.expires_at));
+            v_touched := v_touched || l.worker_id;
+        END IF;
+        UPDATE point_lots SET remaining = 0, expire_txn_id = v_txn WHERE id = l.id;
+        v_expired := v_expired + 1;
+    END LOOP;
+
+    RETURN jsonb_build_object('vested', v_vested, 'expired', v_expired, 'skipped', v_skipped,
+        'touched', (SELECT coalesce(jsonb_agg(gp_worker_state(w) ORDER BY w), '[]')
+                      FROM (SELECT DISTINCT unnest(v_touched) AS w) x));
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Budgets: issue, grant, adjust (business operations: scope, audit, idempotency, receipt)
+------------------------------------------------------------------------------------------
+CREATE FUNCTION gp_ledger_check_amount(p_amount bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be a positive integer',
+                         'amount');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION gp_ledger_check_memo(p_memo text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF length(p_memo) > 500 THEN
+        PERFORM gp_raise('400', 'memo_too_long', 'the memo is longer than 500 characters', 'memo');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION gp_txn_created_at(p_txn bigint) RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT created_at FROM ledger_txns WHERE id = p_txn
+$$;
+
+-- A street admin issues points from the issuance account into the street's budget.
+-- Receipt: {"txn_id", "kind": "issue", "unit_id", "amount", "budget": {"balance", "version"},
+-- "created_at"}.
+CREATE FUNCTION gp_issue(p_actor bigint, p_unit bigint, p_amount bigint, p_memo text,
+                         p_idem_principal text DEFAULT NULL, p_idem_key text DEFAULT NULL,
+                         p_request_hash text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
+    v_prev jsonb;
+    u org_units;
+    v_budget bigint;
+    v_txn bigint;
+    v_receipt jsonb;
+BEGIN
+    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
+    IF v_prev IS NOT NULL THEN
+        RETURN v_prev;
+    END IF;
+    u := gp_require_unit(p_actor, p_unit, gp_reader_roles());
+    IF u.level <> 'street' THEN
+        PERFORM gp_raise('400', 'not_a_street', 'points are issued to a street''s budget',
+                         'unit_id');
+    END IF;
+    IF gp_admin_rank(p_actor, p_unit) < 3 THEN
+        PERFORM gp_raise('403', 'forbidden', 'only a street admin can issue points', 'unit_id');
+    END IF;
+    PERFORM gp_ledger_check_amount(p_amount);
+    PERFORM gp_ledger_check_memo(p_memo);
+    v_budget := gp_account_of('budget', p_unit);
+    v_txn := gp_ledger_post_legs('issue', p_actor, jsonb_build_object('unit_id', p_unit), p_memo,
+        ARRAY[gp_account_of('issuance', NULL), v_budget], ARRAY[-p_amount, p_amount],
+        v_principal, p_idem_key);
+    SELECT jsonb_build_object('txn_id', v_txn, 'kind', 'issue', 'unit_id', p_unit,
+                              'amount', p_amount, 'memo', p_memo,
+                              'budget', jsonb_build_object('balance', a.balance,
+                                                           'version', a.version),
+                              'created_at', gp_txn_created_at(v_txn))
+      INTO v_receipt FROM accounts a WHERE a.id = v_budget;
+    PERFORM gp_audit(p_actor, 'ledger.issue', 'ledger_txn', v_txn::text, p_unit, NULL, v_receipt,
+                     p_memo);
+    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+END
+$$;
+
+-- Moves budget down the tree: a street admin from the street to a community (or below), a
+-- community admin from a community to a grid, grid staff from a grid to a micro-grid. Both
+-- units must be visible to the actor (else 404), the target strictly inside the source's
+-- subtree (else 400), and the actor an admin of the source's level (else 403). Receipt:
+-- {"txn_id", "kind": "grant", "from_unit_id", "to_unit_id", "amount", "from": {"balance",
+-- "version"}, "to": {...}, "created_at"}.
+CREATE FUNCTION gp_grant(p_actor bigint, p_from_unit bigint, p_to_unit bigint, p_amount bigint,
+                         p_memo text, p_idem_principal text DEFAULT NULL,
+                         p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
+    v_prev jsonb;
+    f org_units;
+    t org_units;
+    v_from bigint;
+    v_to bigint;
+    v_txn bigint;
+    v_receipt jsonb;
+BEGIN
+    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
+    IF v_prev IS NOT NULL THEN
+        RETURN v_prev;
+    END IF;
+    f := gp_require_unit(p_actor, p_from_unit, gp_reader_roles(), 'from_unit_id');
+    t := gp_require_unit(p_actor, p_to_unit, gp_reader_roles(), 'to_unit_id');
+    IF NOT (t.path <@ f.path) OR t.id = f.id THEN
+        PERFORM gp_raise('400', 'invalid_grant_target',
+                         'budget can only be granted to a unit inside the source unit',
+                         'to_unit_id');
+    END IF;
+    IF gp_admin_rank(p_actor, f.id) < (CASE f.level WHEN 'street' THEN 3
+                                                    WHEN 'community' THEN 2 ELSE 1 END) THEN
+        PERFORM gp_raise('403', 'forbidden', 'your role cannot grant this unit''s budget',
+                         'from_unit_id');
+    END IF;
+    PERFORM gp_ledger_check_amount(p_amount);
+    PERFORM gp_ledger_check_memo(p_memo);
+    v_from := gp_account_of('budget', f.id);
+    v_to := gp_account_of('budget', t.id);
+    v_txn := gp_ledger_post_legs('grant', p_actor,
+        jsonb_build_object('from_unit_id', f.id, 'to_unit_id', t.id), p_memo,
+        ARRAY[v_from, v_to], ARRAY[-p_amount, p_amount], v_principal, p_idem_key);
+    SELECT jsonb_build_object('txn_id', v_txn, 'kind', 'grant', 'from_unit_id', f.id,
+            'to_unit_id', t.id, 'amount', p_amount, 'memo', p_memo,
+            'from', (SELECT jsonb_build_object('balance', balance, 'version', version)
+                       FROM accounts WHERE id = v_from),
+            'to', (SELECT jsonb_build_object('balance', balance, 'version', version)
+                     FROM accounts WHERE id = v_to),
+            'created_at', gp_txn_created_at(v_txn))
+      INTO v_receipt;
+    PERFORM gp_audit(p_actor, 'ledger.grant', 'ledger_txn', v_txn::text, f.id, NULL, v_receipt,
+                     p_memo);
+    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+END
+$$;
+
+-- A street admin corrects a worker's available balance by p_amount (signed, non-zero) with a
+-- mandatory reason; the counterpart is the budget of the worker's street (a positive adjust
+-- takes from it, GP402 insufficient_budget when it cannot; a negative one returns to it, GP402
+-- insufficient_points when the worker does not have it). Audited with the reason. Receipt:
+-- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "available", "pending",
+-- "version", "balance", "created_at"}; the caller puts the balance in the cache after commit.
+CREATE FUNCTION gp_adjust(p_actor bigint, p_worker bigint, p_amount bigint, p_reason text,
+                          p_idem_principal text DEFAULT NULL, p_idem_key text DEFAULT NULL,
+                          p_request_hash text DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
+    v_prev jsonb;
+    w persons;
+    v_street bigint;
+    v_before jsonb;
+    v_txn bigint;
+    v_receipt jsonb;
+BEGIN
+    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
+    IF v_prev IS NOT NULL THEN
+        RETURN v_prev;
+    END IF;
+    w := gp_require_person(p_actor, p_worker, gp_reader_roles());
+    IF gp_admin_rank(p_actor, w.unit_id) < 3 THEN
+        PERFORM gp_raise('403', 'forbidden', 'only a street admin can adjust points', 'worker_id');
+    END IF;
+    IF p_actor = p_worker THEN
+        PERFORM gp_raise('403', 'forbidden', 'you cannot adjust your own points', 'worker_id');
+    END IF;
+    IF p_reason IS NULL OR length(btrim(p_reason)) = 0 THEN
+        PERFORM gp_raise('400', 'reason_required', 'an adjustment needs a reason', 'reason');
+    END IF;
+    IF length(p_reason) > 500 THEN
+        PERFORM gp_raise('400', 'reason_too_long', 'the reason is longer than 500 characters',
+                         'reason');
+    END IF;
+    IF p_amount IS NULL OR p_amount = 0 OR p_amount = -9223372036854775808 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be a non-zero integer',
+                         'amount');
+    END IF;
+    v_street := gp_street_of_unit(w.unit_id);
+    PERFORM gp_account_of('worker', p_worker);
+    v_before := gp_worker_state(p_worker);
+    v_txn := gp_ledger_post_legs('adjust', p_actor,
+        jsonb_build_object('worker_id', p_worker, 'unit_id', v_street), btrim(p_reason),
+        ARRAY[gp_account_of('budget', v_street), gp_account_of('worker', p_worker)],
+        ARRAY[-p_amount, p_amount], v_principal, p_idem_key);
+    IF p_amount < 0 THEN
+        PERFORM gp_worker_spend_lots(p_worker, -p_amount);
+    ELSE
+        PERFORM gp_worker_add_lot(p_worker, v_txn, p_amount);
+    END IF;
+    v_receipt := gp_worker_state(p_worker) || jsonb_build_object('txn_id', v_txn,
+        'kind', 'adjust', 'amount', p_amount, 'reason', btrim(p_reason),
+        'created_at', gp_txn_created_at(v_txn));
+    PERFORM gp_audit(p_actor, 'ledger.adjust', 'person', p_worker::text, w.unit_id, v_before,
+                     v_receipt, btrim(p_reason));
+    PERFORM gp_outbox('points.adjusted', p_worker,
+        jsonb_build_object('txn_id', v_txn, 'amount', p_amount, 'reason', btrim(p_reason)));
+    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Policy
+------------------------------------------------------------------------------------------
+-- Parses an interval given as seconds (number) or text ("3 days"); NULL when absent.
+CREATE FUNCTION gp_parse_interval(p_value jsonb, p_field text) RETURNS interval
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_value IS NULL OR jsonb_typeof(p_value) = 'null' THEN
+        RETURN NULL;
+    ELSIF jsonb_typeof(p_value) = 'number' THEN
+        RETURN make_interval(secs => (p_value #>> '{}')::double precision);
+    ELSIF jsonb_typeof(p_value) = 'string' THEN
+        RETURN (p_value #>> '{}')::interval;
+    END IF;
+    PERFORM gp_raise('400', 'invalid_interval', 'expected seconds or an interval', p_field);
+    RETURN NULL;
+EXCEPTION
+    WHEN invalid_datetime_format OR datetime_field_overflow OR invalid_parameter_value
+         OR numeric_value_out_of_range OR interval_field_overflow THEN
+        PERFORM gp_raise('400', 'invalid_interval', 'expected seconds or an interval', p_field);
+        RETURN NULL;
+END
+$$;
+
+-- A street admin sets the street's points policy. p_args: any of
+--   {"objection_period": seconds | "3 days",      -- 0 = points are spendable at once
+--    "expiry": "none" | "end_of_next_year" | seconds | "365 days"}.
+-- Applies to points earned from now on. Audited. Returns the policy (gp_policy_get shape).
+CREATE FUNCTION gp_policy_set(p_actor bigint, p_street bigint, p_args jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    u org_units;
+    before ledger_policies;
+    p ledger_policies;
+    v_obj interval;
+    v_exp text;
+    v_after interval;
+BEGIN
+    u := gp_require_unit(p_actor, p_street, gp_reader_roles(), 'street_id');
+    IF u.level <> 'street' THEN
+        PERFORM gp_raise('400', 'not_a_street', 'policies are set per street', 'street_id');
+    END IF;
+    IF gp_admin_rank(p_actor, p_street) < 3 THEN
+        PERFORM gp_raise('403', 'forbidden', 'only a street admin can set the points policy',
+                         'street_id');
+    END IF;
+    IF p_args IS NULL OR jsonb_typeof(p_args) <> 'object' THEN
+        PERFORM gp_raise('400', 'invalid_request', 'expected an object', 'policy');
+    END IF;
+    SELECT * INTO before FROM ledger_policies WHERE street_unit_id = p_street;
+    v_obj := coalesce(before.objection_period, '0');
+    v_exp := coalesce(before.expiry, 'none');
+    v_after := before.expiry_after;
+    IF p_args ? 'objection_period' THEN
+        v_obj := coalesce(gp_parse_interval(p_args -> 'objection_period', 'objection_period'),
+                          '0');
+        IF v_obj < '0' OR v_obj > '90 days' THEN
+            PERFORM gp_raise('400', 'invalid_interval',
+                             'the objection period must be between 0 and 90 days',
+                             'objection_period');
+        END IF;
+    END IF;
+    IF p_args ? 'expiry' THEN
+        IF p_args ->> 'expiry' IN ('none', 'end_of_next_year') THEN
+            v_exp := p_args ->> 'expiry';
+            v_after := NULL;
+        ELSE
+            v_after := gp_parse_interval(p_args -> 'expiry', 'expiry');
+            IF v_after IS NULL OR v_after <= '0' THEN
+                PERFORM gp_raise('400', 'invalid_interval',
+                    'expiry is none, end_of_next_year or a positive interval', 'expiry');
+            END IF;
+            v_exp := 'interval';
+        END IF;
+    END IF;
+    INSERT INTO ledger_policies AS x (street_unit_id, objection_period, expiry, expiry_after,
+                                      updated_by, updated_at)
+    VALUES (p_street, v_obj, v_exp, v_after, p_actor, now())
+    ON CONFLICT (street_unit_id) DO UPDATE
+       SET objection_period = EXCLUDED.objection_period, expiry = EXCLUDED.expiry,
+           expiry_after = EXCLUDED.expiry_after, updated_by = EXCLUDED.updated_by,
+           updated_at = EXCLUDED.updated_at
+    RETURNING * INTO p;
+    PERFORM gp_audit(p_actor, 'ledger.policy_set', 'unit', p_street::text, p_street,
+                     CASE WHEN before.street_unit_id IS NULL THEN NULL
+                          ELSE gp_policy_json(p_street, before) END,
+                     gp_policy_json(p_street, p));
+    RETURN gp_policy_json(p_street, p);
+END
+$$;
+
+CREATE FUNCTION gp_policy_get(p_actor bigint, p_street bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u org_units;
+    p ledger_policies;
+BEGIN
+    u := gp_require_unit(p_actor, p_street, gp_reader_roles(), 'street_id');
+    IF u.level <> 'street' THEN
+        PERFORM gp_raise('400', 'not_a_street', 'policies are set per street', 'street_id');
+    END IF;
+    SELECT * INTO p FROM ledger_policies WHERE street_unit_id = p_street;
+    RETURN gp_policy_json(p_street, p);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Reads
+------------------------------------------------------------------------------------------
+-- A worker reads their own ledger; staff and auditors over the worker's home unit read it
+-- too; anyone else gets 404 (no existence oracle).
+CREATE FUNCTION gp_require_ledger_reader(p_actor bigint, p_worker bigint) RETURNS persons
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    p persons;
+BEGIN
+    IF p_actor IS NOT NULL AND p_actor = p_worker THEN
+        SELECT * INTO p FROM persons WHERE id = p_worker;
+        IF FOUND THEN
+            RETURN p;
+        END IF;
+    END IF;
+    RETURN gp_require_person(p_actor, p_worker, gp_reader_roles());
+END
+$$;
+
+-- {"worker_id", "available", "balance" (= available), "pending", "expiring_soon" (points of
+-- the available balance that expire within 30 days), "next_expiry", "version"}: one snapshot,
+-- so (available, pending, version) is what ledger_cache_put wants on a cache miss.
+CREATE FUNCTION gp_balance(p_actor bigint, p_worker bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    st jsonb;
+BEGIN
+    PERFORM gp_require_ledger_reader(p_actor, p_worker);
+    st := gp_worker_state(p_worker);
+    RETURN st || (
+        SELECT jsonb_build_object(
+            'expiring_soon', least(coalesce(sum(remaining) FILTER (
+                                        WHERE expires_at <= now() + interval '30 days'), 0),
+                                   (st ->> 'available')::bigint),
+            'next_expiry', min(expires_at))
+          FROM point_lots WHERE worker_id = p_worker AND remaining > 0);
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Statements carry the log position (replaces 0003's gp_postings_page; same shape plus
+-- "log_index", NULL until the sealer has sealed the transaction).
+------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION gp_postings_page(p_accounts bigint[], p_kind text, p_from timestamptz,
+                                            p_to timestamptz, p_after bigint, p_limit int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limit int := least(greatest(coalesce(p_limit, 50), 1), 200);
+    items jsonb;
+BEGIN
+    IF p_kind IS NOT NULL AND NOT (p_kind = ANY (gp_ledger_kinds())) THEN
+        PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', x.id, 'txn_id', x.txn_id, 'kind', x.kind,
+               'account', CASE x.account_kind WHEN 'worker' THEN 'available'
+                                              WHEN 'worker_pending' THEN 'pending'
+                                              ELSE x.account_kind END,
+               'amount', x.amount, 'balance_after', x.balance_after, 'refs', x.refs,
+               'memo', x.memo, 'created_at', x.created_at,
+               'log_index', (SELECT l.idx FROM audit_leaves l WHERE l.txn_id = x.txn_id))
+               ORDER BY x.id DESC), '[]')
+      INTO items
+      FROM (SELECT y.* FROM accounts a
+              CROSS JOIN LATERAL (
+                  SELECT p.id, p.txn_id, t.kind, a.kind AS account_kind, p.amount,
+                         p.balance_after, t.refs, t.memo, t.created_at
+                    FROM postings p JOIN ledger_txns t ON t.id = p.txn_id
+                   WHERE p.account_id = a.id
+                     AND (p_after IS NULL OR p.id < p_after)
+                     AND (p_kind IS NULL OR t.kind = p_kind)
+                     AND (p_from IS NULL OR t.created_at >= p_from)
+                     AND (p_to IS NULL OR t.created_at < p_to)
+                   ORDER BY p.id DESC LIMIT v_limit + 1) y
+             WHERE a.id = ANY (p_accounts)
+             ORDER BY y.id DESC LIMIT v_limit + 1) x;
+    RETURN gp_page(items, v_limit);
+END
+$$;
+
+-- A worker's statement: the postings of their available and pending accounts, newest first,
+-- optionally only of one transaction kind and within [p_from, p_to); pass the returned
+-- next_cursor as p_after for the next page. Items: {"id" (posting), "txn_id", "kind",
+-- "account": "available"|"pending", "amount", "balance_after", "refs", "memo", "created_at"}.
+CREATE FUNCTION gp_statement(p_actor bigint, p_worker bigint, p_kind text, p_from timestamptz,
+                             p_to timestamptz, p_after bigint, p_limit int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM gp_require_ledger_reader(p_actor, p_worker);
+    RETURN gp_postings_page(
+        ARRAY(SELECT id FROM accounts WHERE kind IN ('worker', 'worker_pending')
+                                        AND owner_id = p_worker),
+        p_kind, p_from, p_to, p_after, p_limit)
+        || jsonb_build_object('worker_id', p_worker);
+END
+$$;
+
+-- Every worker's points in a unit's subtree for a period, highest first: the board the Redis
+-- ranking is built from. Internal (no actor): for the server's cache and the CLI.
+CREATE FUNCTION gp_rank_board(p_unit bigint, p_period text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('unit_id', p_unit, 'period', p_period,
+        'items', coalesce(jsonb_agg(jsonb_build_array(e.person_id, e.points)
+                                    ORDER BY e.points DESC, e.person_id), '[]'))
+      FROM org_units s
+      JOIN org_units u ON u.path <@ s.path
+      JOIN persons p ON p.unit_id = u.id
+      JOIN worker_earnings e ON e.person_id = p.id AND e.period = p_period
+     WHERE s.id = p_unit AND e.points > 0
+$$;
+
+-- A worker's rank among the workers of their grid, community or street for a month
+-- ('YYYY-MM', Asia/Shanghai) or 'all': {"worker_id", "unit_id", "level", "period", "points",
+-- "rank" (1 + workers with more points), "total" (workers with points)}.
+CREATE FUNCTION gp_rank(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w persons;
+    s org_units;
+    v_points bigint;
+    v_rank bigint;
+    v_total bigint;
+BEGIN
+    w := gp_require_ledger_reader(p_actor, p_worker);
+    IF p_scope_level IS NULL OR p_scope_level NOT IN ('grid', 'community', 'street') THEN
+        PERFORM gp_raise('400', 'invalid_scope', 'scope is grid, community or street', 'scope');
+    END IF;
+    IF p_period IS NULL OR NOT (p_period = 'all' OR p_period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$') THEN
+        PERFORM gp_raise('400', 'invalid_period', 'period is YYYY-MM or all', 'period');
+    END IF;
+    SELECT a.* INTO s FROM org_units u
+      JOIN org_units a ON a.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+     WHERE u.id = w.unit_id AND a.level = p_scope_level;
+    IF NOT FOUND THEN
+        PERFORM gp_raise('404', 'unit_not_found', 'the worker belongs to no unit of this level',
+                         'scope');
+    END IF;
+    v_points := coalesce((SELECT points FROM worker_earnings
+                           WHERE person_id = p_worker AND period = p_period), 0);
+    SELECT 1 + count(*) FILTER (WHERE e.points > v_points), count(*)
+      INTO v_rank, v_total
+      FROM org_units u
+      JOIN persons p ON p.unit_id = u.id
+      JOIN worker_earnings e ON e.person_id = p.id AND e.period = p_period
+     WHERE u.path <@ s.path AND e.points > 0;
+    RETURN jsonb_build_object('worker_id', p_worker, 'unit_id', s.id, 'level', s.level,
+                              'period', p_period, 'points', v_points, 'rank', v_rank,
+                              'total', v_total);
+END
+$$;
+
+-- Budgets of the subtree of p_unit for staff and auditors: per unit its budget balance and
+-- what is reserved in open tasks (reservation accounts with a balance), plus subtree totals.
+-- Keyset-paginated on unit id. {"unit_id", "totals": {"budget", "reserved"}, "items":
+-- [{"id", "unit_id", "level", "name", "budget", "version", "reserved", "open_tasks"}],
+-- "next_cursor"}.
+CREATE FUNCTION gp_budgets(p_actor bigint, p_unit bigint, p_after bigint DEFAULT NULL,
+                           p_limit int DEFAULT 200)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u org_units;
+    v_limit int := least(greatest(coalesce(p_limit, 200), 1), 1000);
+    items jsonb;
+    totals jsonb;
+BEGIN
+    u := gp_require_unit(p_actor, p_unit, gp_reader_roles());
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'unit_id', x.id,
+               'level', x.level, 'name', x.name, 'budget', x.budget, 'version', x.version,
+               'reserved', x.reserved, 'open_tasks', x.open_tasks) ORDER BY x.id), '[]')
+      INTO items
+      FROM (SELECT s.id, s.level, s.name,
+                   coalesce(b.balance, 0) AS budget, coalesce(b.version, 0) AS version,
+                   coalesce(r.reserved, 0) AS reserved, coalesce(r.n, 0) AS open_tasks
+              FROM org_units s
+              LEFT JOIN accounts b ON b.kind = 'budget' AND b.owner_id = s.id
+              LEFT JOIN LATERAL (SELECT sum(balance) AS reserved, count(*) AS n
+                                   FROM accounts
+                                  WHERE unit_id = s.id AND kind = 'reservation'
+                                    AND balance > 0) r ON true
+             WHERE s.path <@ u.path AND s.id > coalesce(p_after, 0)
+             ORDER BY s.id LIMIT v_limit + 1) x;
+    SELECT jsonb_build_object(
+               'budget', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'budget'), 0),
+               'reserved', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'reservation'), 0))
+      INTO totals
+      FROM org_units s JOIN accounts a ON a.unit_id = s.id AND a.kind IN ('budget', 'reservation')
+     WHERE s.path <@ u.path;
+    RETURN gp_page(items, v_limit) || jsonb_build_object('unit_id', u.id, 'totals', totals);
+END
+$$;
+
+-- A task's reservation for staff and auditors over the unit it was reserved against (else
+-- 404): {"task_id", "unit_id", "account_id", "balance", "version", "reserved", "awarded",
+-- "released", "postings": {"items", "next_cursor"}}.
+CREATE FUNCTION gp_task_reservation(p_actor bigint, p_task bigint, p_after bigint DEFAULT NULL,
+                                    p_limit int DEFAULT 50)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    a accounts;
+BEGIN
+    SELECT * INTO a FROM accounts WHERE kind = 'reservation' AND owner_id = p_task;
+    IF NOT FOUND OR a.unit_id IS NULL OR NOT gp_has_role(p_actor, gp_reader_roles(), a.unit_id) THEN
+        PERFORM gp_raise('404', 'task_not_found', 'task not found', 'task_id');
+    END IF;
+    RETURN (SELECT jsonb_build_object('task_id', p_task, 'unit_id', a.unit_id,
+                'account_id', a.id, 'balance', a.balance, 'version', a.version,
+                'reserved', coalesce(sum(p.amount) FILTER (WHERE t.kind = 'reserve'), 0),
+                'awarded', -coalesce(sum(p.amount) FILTER (WHERE t.kind = 'award'), 0),
+                'released', -coalesce(sum(p.amount) FILTER (WHERE t.kind = 'release'), 0),
+                'postings', gp_postings_page(ARRAY[a.id], NULL, NULL, NULL, p_after, p_limit))
+              FROM postings p JOIN ledger_txns t ON t.id = p.txn_id
+             WHERE p.account_id = a.id);
+END
+$$;
+
+-- Worker balances for the cache reconciler, keyset-paginated on worker id (one snapshot per
+-- page): {"items": [{"id", "worker_id", "available", "pending", "version"}], "next_cursor"}.
+CREATE FUNCTION gp_ledger_snapshot(p_after bigint, p_limit int) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT gp_page(coalesce(jsonb_agg(jsonb_build_object('id', w, 'worker_id', w,
+                   'available', av, 'pending', pe, 'version', ve) ORDER BY w), '[]'),
+                   least(greatest(coalesce(p_limit, 500), 1), 5000))
+      FROM (SELECT owner_id AS w,
+                   coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0) AS av,
+                   coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0) AS pe,
+                   sum(version) AS ve
+              FROM accounts
+             WHERE kind IN ('worker', 'worker_pending') AND owner_id > coalesce(p_after, 0)
+             GROUP BY owner_id ORDER BY owner_id
+             LIMIT least(greatest(coalesce(p_limit, 500), 1), 5000) + 1) x
+$$;
+
+-- The (unit, period) rankings that exist in PostgreSQL: every street/community/grid ancestor of
+-- a worker with earnings, for every period they earned in. For the CLI rebuild.
+CREATE FUNCTION gp_rank_keys() RETURNS TABLE (unit_id bigint, period text)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT a.id, e.period
+      FROM worker_earnings e
+      JOIN persons p ON p.id = e.person_id
+      JOIN org_units u ON u.id = p.unit_id
+      JOIN org_units a ON a.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+     WHERE a.level IN ('street', 'community', 'grid') AND e.points > 0
+     ORDER BY 1, 2
+$$;
+
+------------------------------------------------------------------------------------------
+-- Invariant checker (tests, the reconciler, operators). Returns the list of violations, empty
+-- when the ledger is sound; one consistent snapshot. Each item: {"check", ...details}; at most
+-- 100 per check.
+------------------------------------------------------------------------------------------
+CREATE FUNCTION gp_ledger_check() RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(v), '[]') FROM (
+        -- 1. every transaction has >= 2 postings summing to zero
+        (SELECT jsonb_build_object('check', 'txn_unbalanced', 'txn_id', t.id,
+                                   'postings', count(p.id), 'sum', coalesce(sum(p.amount), 0)) v
+           FROM ledger_txns t LEFT JOIN postings p ON p.txn_id = t.id
+          GROUP BY t.id HAVING count(p.id) < 2 OR coalesce(sum(p.amount), 0) <> 0
+          ORDER BY t.id LIMIT 100)
+        UNION ALL
+        -- 2. every balance is the sum of its postings, every version their count
+        (SELECT jsonb_build_object('check', 'balance_mismatch', 'account_id', a.id,
+                                   'kind', a.kind, 'balance', a.balance,
+                                   'postings_sum', coalesce(s.total, 0), 'version', a.version,
+                                   'postings', coalesce(s.n, 0))
+           FROM accounts a
+           LEFT JOIN (SELECT account_id, sum(amount) AS total, count(*) AS n
+                        FROM postings GROUP BY account_id) s ON s.account_id = a.id
+          WHERE a.balance <> coalesce(s.total, 0) OR a.version <> coalesce(s.n, 0)
+          ORDER BY a.id LIMIT 100)
+        UNION ALL
+        -- 3. postings name existing accounts; versions are 1..n and balance_after is the
+        --    running sum (no hole, no reordering)
+        (SELECT jsonb_build_object('check', 'posting_chain', 'posting_id', x.id,
+                                   'account_id', x.account_id)
+           FROM (SELECT p.id, p.account_id, p.account_version, p.balance_after, a.id AS acc,
+                        row_number() OVER w AS rn, sum(p.amount) OVER w AS running
+                   FROM postings p LEFT JOIN accounts a ON a.id = p.account_id
+                 WINDOW w AS (PARTITION BY p.account_id ORDER BY p.account_version, p.id)) x
+          WHERE x.acc IS NULL OR x.account_version <> x.rn OR x.balance_after <> x.running
+          ORDER BY x.id LIMIT 100)
+        UNION ALL
+        -- 4. nothing negative where forbidden (the CHECK makes this impossible; belt and braces)
+        (SELECT jsonb_build_object('check', 'negative_balance', 'account_id', id, 'kind', kind,
+                                   'balance', balance)
+           FROM accounts WHERE kind <> 'issuance' AND balance < 0 ORDER BY id LIMIT 100)
+        UNION ALL
+        -- 5. trial balance: all balances sum to zero
+        (SELECT jsonb_build_object('check', 'trial_balance', 'sum', sum(balance))
+           FROM accounts HAVING coalesce(sum(balance), 0) <> 0)
+        UNION ALL
+        -- 6. open lots never exceed the worker's available balance
+        (SELECT jsonb_build_object('check', 'lots_exceed_balance', 'worker_id', l.worker_id,
+                                   'lots', sum(l.remaining), 'balance', coalesce(max(a.balance), 0))
+           FROM point_lots l
+           LEFT JOIN accounts a ON a.kind = 'worker' AND a.owner_id = l.worker_id
+          WHERE l.remaining > 0
+          GROUP BY l.worker_id HAVING sum(l.remaining) > coalesce(max(a.balance), 0)
+          ORDER BY l.worker_id LIMIT 100)
+        UNION ALL
+        -- 7. unvested pending points equal the pending balances
+        (SELECT jsonb_build_object('check', 'pending_mismatch', 'worker_id', a.owner_id,
+                                   'pending_balance', a.balance, 'pending_rows', coalesce(q.s, 0))
+           FROM accounts a
+           LEFT JOIN (SELECT worker_id, sum(amount) AS s FROM pending_points
+                       WHERE vest_txn_id IS NULL GROUP BY worker_id) q
+                  ON q.worker_id = a.owner_id
+          WHERE a.kind = 'worker_pending' AND a.balance <> coalesce(q.s, 0)
+          ORDER BY a.owner_id LIMIT 100)
+        UNION ALL
+        -- 8. all-time earnings equal the awards paid
+        (SELECT jsonb_build_object('check', 'earnings_mismatch', 'worker_id', x.w,
+                                   'earned', x.earned, 'awarded', x.awarded)
+           FROM (SELECT coalesce(e.person_id, aw.w) AS w, coalesce(e.points, 0) AS earned,
+                        coalesce(aw.total, 0) AS awarded
+                   FROM (SELECT person_id, points FROM worker_earnings WHERE period = 'all') e
+                   FULL JOIN (SELECT (t.refs ->> 'worker_id')::bigint AS w,
+                                     sum(p.amount) AS total
+                                FROM ledger_txns t JOIN postings p ON p.txn_id = t.id
+                                JOIN accounts a ON a.id = p.account_id
+                                                AND a.kind IN ('worker', 'worker_pending')
+                               WHERE t.kind = 'award' GROUP BY 1) aw ON aw.w = e.person_id) x
+          WHERE x.earned <> x.awarded ORDER BY x.w LIMIT 100)
+    ) checks
+$$;
+
+-- SECURITY DEFINER functions are callable by gp_app only (not PUBLIC); gp_lot_put not even by
+-- gp_app (it is internal to the award and the sweep).
+REVOKE EXECUTE ON FUNCTION
+    gp_account_of(text, bigint, bigint),
+    gp_accounts_lock(bigint[]),
+    gp_worker_try_lock(bigint),
+    gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
+    gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
+    gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz),
+    gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
+    gp_worker_spend_lots(bigint, bigint),
+    gp_task_award(bigint, bigint, bigint, bigint, bigint),
+    gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
+    gp_ledger_sweep(int)
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+    gp_account_of(text, bigint, bigint),
+    gp_accounts_lock(bigint[]),
+    gp_worker_try_lock(bigint),
+    gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
+    gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
+    gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
+    gp_worker_spend_lots(bigint, bigint),
+    gp_task_award(bigint, bigint, bigint, bigint, bigint),
+    gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
+    gp_ledger_sweep(int)
+TO gp_app;
+
