@@ -2,7 +2,8 @@
  *
  * The events wait in PostgreSQL (merchant_events, written in the transaction of the capture,
  * charge, refund or expiry). The janitor's "webhooks" sweep leases due events
- * (gp_webhook_claim) and hands them here; each delivery then runs as a small state machine:
+ * (gp_webhook_claim) and hands them here; each delivery then runs as a small state machine,
+ * its first two steps in the shared outbound client (httpc.h):
  *
  *   RESOLVE  the host read as the resolver reads it (netaddr_parse_host: any IPv4 spelling,
  *            bracketed IPv6, local names), then evdns for a name (merchant.webhook_hosts_file
@@ -38,7 +39,8 @@ struct webhooks;
  * "webhook_url_not_allowed"). */
 bool webhook_url_check(const char *url, bool allow_private, const char **code) MUSTCHECK;
 
-/* Creates the client TLS context and the resolver. NULL (logged) when the CA file is bad. */
+/* Creates the outbound client (TLS context, resolver). NULL (logged) when the CA file or the
+ * hosts file is bad. */
 struct webhooks *webhooks_new(struct app *app);
 /* Starts one delivery per item of gp_webhook_claim's result; returns how many it started. */
 int webhooks_deliver(struct webhooks *w, json_t *claimed);
