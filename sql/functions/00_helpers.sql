@@ -1,5 +1,28 @@
 -- sql/functions/00_helpers.sql
+-- The steps every API function shares: scope checks, audit and outbox rows, idempotency,
+-- argument checks and paging. Use these instead of writing a step again.
+--
+-- How the function files work (STYLE.md 38b): `gridpointsd migrate` drops the schema gp,
+-- creates it again and loads sql/functions/NN_*.sql in name order into it, in the
+-- transaction that applies the numbered migrations; the server calls the functions by their
+-- plain names (search_path = gp, public). A fix is an ordinary edit of the function here; a
+-- numbered migration (tables, indexes, constraints, trigger functions, backfills) never calls
+-- one of these. SECURITY DEFINER functions pin search_path = gp, public, pg_temp.
+--
+-- Conventions for every function (sql/migrations/0001_foundation.sql has them too):
+--  * Our own errors are raised with gp_raise(): SQLSTATE 'GPnnn' (nnn = HTTP status, GP402 =
+--    insufficient points), HINT = stable machine code, MESSAGE = short lower-case text that is
+--    safe to show a client, COLUMN = the offending input field. The server maps them 1:1.
+--    gp_raise and gp_level_below stay in public (trigger functions call them).
+--  * Business operations are SQL functions called in one statement = one transaction; each
+--    checks scope, does the change, writes the audit row and returns the response body.
+--  * The application connects as gp_app, which owns nothing and gets only the privileges it
+--    needs.
 
+------------------------------------------------------------------------------------------
+-- Scope (SPEC §4.9): who may see and change what. Every check is the subtree rule: a role
+-- granted on a unit covers the unit and everything below it.
+------------------------------------------------------------------------------------------
 -- Rank of the administrative roles: who may manage whom. Non-admin roles rank 0.
 CREATE FUNCTION gp_role_rank(p_role text) RETURNS int LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE p_role WHEN 'street_admin' THEN 3 WHEN 'community_admin' THEN 2
@@ -19,6 +42,16 @@ LANGUAGE sql STABLE AS $$
          WHERE g.person_id = p_actor AND g.role = ANY (p_roles) AND t.path <@ gu.path)
 $$;
 
+-- The subtree rule for a list: does `p_actor` hold one of `p_roles` on the unit with this path
+-- or on an ancestor of it? (A plain SQL function, so the planner inlines it into the list's
+-- query.) gp_has_role is the same rule for one unit id, for an active actor.
+CREATE FUNCTION gp_role_covers(p_actor bigint, p_roles text[], p_path ltree) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM role_grants g JOIN org_units gu ON gu.id = g.unit_id
+                    WHERE g.person_id = p_actor AND g.role = ANY (p_roles)
+                      AND p_path <@ gu.path)
+$$;
+
 -- The highest administrative rank `p_actor` holds over `p_unit` (0 = none).
 CREATE FUNCTION gp_admin_rank(p_actor bigint, p_unit bigint) RETURNS int LANGUAGE sql STABLE AS $$
     SELECT coalesce(max(gp_role_rank(g.role)), 0)
@@ -31,6 +64,11 @@ $$;
 -- Staff roles that may read a unit's people and tasks.
 CREATE FUNCTION gp_staff_roles() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['grid_staff', 'community_admin', 'street_admin']
+$$;
+
+-- Roles that may read a unit's people, tasks and ledger: staff and auditors.
+CREATE FUNCTION gp_reader_roles() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT gp_staff_roles() || ARRAY['auditor']
 $$;
 
 -- Raises 404 when the unit is outside everything the actor can see with these roles (no
@@ -49,6 +87,27 @@ BEGIN
 END
 $$;
 
+-- Is the actor an active worker or volunteer (the role on their home unit or above it)?
+CREATE FUNCTION gp_task_is_worker(p_actor bigint) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM persons p
+                    WHERE p.id = p_actor AND p.status = 'active'
+                      AND gp_has_role(p_actor, ARRAY['worker', 'volunteer'], p.unit_id))
+$$;
+
+-- Does a task on p_unit reach the actor as a worker: is the unit their home unit or an
+-- ancestor of it? (Tags are checked separately: missing tags are a 403, not a 404.)
+CREATE FUNCTION gp_task_in_area(p_actor bigint, p_unit bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT gp_task_is_worker(p_actor) AND EXISTS (
+        SELECT 1 FROM persons p
+          JOIN org_units pu ON pu.id = p.unit_id
+          JOIN org_units tu ON tu.id = p_unit
+         WHERE p.id = p_actor AND pu.path <@ tu.path)
+$$;
+
+------------------------------------------------------------------------------------------
+-- Audit log and outbox rows, written in the transaction of the change they record.
+------------------------------------------------------------------------------------------
 CREATE FUNCTION gp_audit(p_actor bigint, p_action text, p_object_type text, p_object_id text,
                          p_unit bigint, p_before jsonb, p_after jsonb, p_reason text DEFAULT NULL)
 RETURNS void LANGUAGE sql AS $$
@@ -56,8 +115,31 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_actor, p_action, p_object_type, p_object_id, p_unit, p_before, p_after, p_reason)
 $$;
 
+CREATE FUNCTION gp_outbox(p_topic text, p_person bigint, p_payload jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO outbox (topic, person_id, payload) VALUES (p_topic, p_person, p_payload)
+$$;
+
+------------------------------------------------------------------------------------------
+-- Idempotency (SPEC §4.4, RELIABILITY §3.1): records written in the same transaction as the
+-- effect; a key is scoped to its principal.
+------------------------------------------------------------------------------------------
+-- Whose idempotency keys a call uses: the principal the server passes (a merchant key, ...),
+-- else the acting person.
+CREATE FUNCTION gp_idem_principal(p_idem_principal text, p_actor bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(p_idem_principal, 'person:' || p_actor)
+$$;
+
 -- Call first in an idempotent operation. Returns the stored response when the key was already
--- used with the same request (the caller returns it as is), NULL when the operation should run.
+-- used with the same request (the caller returns it as is), NULL when the operation should run:
+--     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+--     IF v_replay IS NOT NULL THEN
+--         RETURN v_replay;
+--     END IF;
+--     ...
+--     RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_reply);
+-- p_key NULL = not idempotent (both do nothing); p_request_hash NULL counts as ''.
 -- A concurrent request with the same key that is still running gets 409 (in flight); the same
 -- key with another request gets 422.
 CREATE FUNCTION gp_idem_begin(p_principal text, p_key text, p_request_hash text)
@@ -76,7 +158,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF r.request_hash <> p_request_hash THEN
+    IF r.request_hash <> coalesce(p_request_hash, '') THEN
         PERFORM gp_raise('422', 'idempotency_key_reused',
             'this idempotency key was used with a different request', 'Idempotency-Key');
     END IF;
@@ -89,15 +171,10 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     IF p_key IS NOT NULL THEN
         INSERT INTO idempotency_keys (principal, key, request_hash, response)
-        VALUES (p_principal, p_key, p_request_hash, p_response);
+        VALUES (p_principal, p_key, coalesce(p_request_hash, ''), p_response);
     END IF;
     RETURN p_response;
 END
-$$;
-
-CREATE FUNCTION gp_outbox(p_topic text, p_person bigint, p_payload jsonb) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO outbox (topic, person_id, payload) VALUES (p_topic, p_person, p_payload)
 $$;
 
 -- Idempotency records are kept 48 hours (the published expiry policy; Stripe keeps 24 h at
@@ -116,14 +193,10 @@ BEGIN
 END
 $$;
 
--- Cuts a list fetched with limit+1 rows into {items, next_cursor}; the cursor is the last id.
-CREATE FUNCTION gp_page(p_items jsonb, p_limit int) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN jsonb_array_length(p_items) > p_limit
-        THEN jsonb_build_object('items', p_items - p_limit,
-                                'next_cursor', (p_items -> (p_limit - 1) ->> 'id'))
-        ELSE jsonb_build_object('items', p_items, 'next_cursor', NULL) END
-$$;
-
+------------------------------------------------------------------------------------------
+-- Arguments: a JSON object of known keys, each value checked with our error convention.
+-- (Prefix gp_targ_: first written for the tasks.)
+------------------------------------------------------------------------------------------
 -- p_args must be a JSON object whose keys are all in p_allowed; NULL counts as {}.
 CREATE FUNCTION gp_targ_object(p_args jsonb, p_allowed text[]) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
@@ -308,6 +381,52 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------------------------
+-- Paging: page arguments in, {items, next_cursor} out. Lists whose page arguments come from
+-- the server (p_after, p_limit) use gp_page alone.
+------------------------------------------------------------------------------------------
+-- The page arguments of a list call, one way for every list: p_args.limit (1..500, default
+-- 50: gp_targ_limit) and p_args.cursor, absent on the first page. Without p_kind the cursor
+-- is the id of the last item of the previous page (what gp_page returns as next_cursor for
+-- items without "_cursor"): `after`. With p_kind it is an opaque keyset cursor of that kind
+-- with p_nparts parts (gp_tcursor_decode): `cursor`. A bad one is 400 invalid_cursor.
+--     v_page record := gp_page_args(a);   ... WHERE id > coalesce(v_page.after, 0)
+--                                         ... LIMIT v_page.lim + 1 ... gp_page(items, v_page.lim)
+CREATE FUNCTION gp_page_args(p_args jsonb, p_kind text DEFAULT NULL, p_nparts int DEFAULT 1,
+                             OUT lim int, OUT after bigint, OUT cursor text[])
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    lim := gp_targ_limit(p_args);
+    IF p_kind IS NOT NULL THEN
+        cursor := gp_tcursor_decode(gp_targ_text(p_args, 'cursor', 1, 200), p_kind, p_nparts);
+    ELSIF p_args ? 'cursor' THEN
+        after := gp_tcursor_bigint(gp_targ_text(p_args, 'cursor', 1, 20));
+    END IF;
+END
+$$;
+
+-- The page size asked for in p_args.limit (1..500, default 50).
+CREATE FUNCTION gp_targ_limit(p_args jsonb) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(gp_targ_int(p_args, 'limit', 1, 500), 50)::int
+$$;
+
+-- Cuts a list fetched with limit+1 rows into {items, next_cursor}. The cursor is the last
+-- item's "_cursor" when the items carry one (opaque keyset cursors, removed from the items
+-- returned), else its "id".
+CREATE FUNCTION gp_page(p_items jsonb, p_limit int) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'items', CASE WHEN p_items -> 0 ? '_cursor'
+                      THEN (SELECT jsonb_agg(e - '_cursor' ORDER BY n)
+                              FROM jsonb_array_elements(p_items) WITH ORDINALITY x (e, n)
+                             WHERE n <= p_limit)
+                      WHEN jsonb_array_length(p_items) > p_limit THEN p_items - p_limit
+                      ELSE p_items END,
+        'next_cursor', CASE WHEN jsonb_array_length(p_items) > p_limit
+                            THEN p_items -> (p_limit - 1)
+                                 ->> CASE WHEN p_items -> 0 ? '_cursor' THEN '_cursor' ELSE 'id' END
+                       END)
+$$;
+
 -- Opaque keyset cursors: base64url of "kind|part|part...". Decoding checks the kind and the
 -- number of parts and raises 400 invalid_cursor on anything else.
 CREATE FUNCTION gp_tcursor_encode(p_parts text[]) RETURNS text LANGUAGE sql IMMUTABLE AS $$
@@ -374,41 +493,3 @@ $$;
 CREATE FUNCTION gp_ts_micros(p timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT (extract(epoch FROM p) * 1000000)::numeric(20, 0)::text
 $$;
-
--- Cuts a list fetched with limit+1 rows into {items, next_cursor}; each item carries its own
--- cursor under "_cursor", which is removed from the items returned.
-CREATE FUNCTION gp_tpage(p_items jsonb, p_limit int) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_build_object(
-        'items', coalesce((SELECT jsonb_agg(e - '_cursor' ORDER BY n)
-                             FROM jsonb_array_elements(p_items) WITH ORDINALITY x (e, n)
-                            WHERE n <= p_limit), '[]'::jsonb),
-        'next_cursor', CASE WHEN jsonb_array_length(p_items) > p_limit
-                            THEN p_items -> (p_limit - 1) ->> '_cursor' END)
-$$;
-
--- The page size asked for in p_args.limit (1..500, default 50).
-CREATE FUNCTION gp_targ_limit(p_args jsonb) RETURNS int LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(gp_targ_int(p_args, 'limit', 1, 500), 50)::int
-$$;
-
-------------------------------------------------------------------------------------------
--- Who sees what (SPEC §4.9)
-------------------------------------------------------------------------------------------
--- Is the actor an active worker or volunteer (the role on their home unit or above it)?
-CREATE FUNCTION gp_task_is_worker(p_actor bigint) RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM persons p
-                    WHERE p.id = p_actor AND p.status = 'active'
-                      AND gp_has_role(p_actor, ARRAY['worker', 'volunteer'], p.unit_id))
-$$;
-
--- Does a task on p_unit reach the actor as a worker: is the unit their home unit or an
--- ancestor of it? (Tags are checked separately: missing tags are a 403, not a 404.)
-CREATE FUNCTION gp_task_in_area(p_actor bigint, p_unit bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT gp_task_is_worker(p_actor) AND EXISTS (
-        SELECT 1 FROM persons p
-          JOIN org_units pu ON pu.id = p.unit_id
-          JOIN org_units tu ON tu.id = p_unit
-         WHERE p.id = p_actor AND pu.path <@ tu.path)
-$$;
-

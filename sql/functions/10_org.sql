@@ -1,4 +1,7 @@
 -- sql/functions/10_org.sql
+-- Org units and people (tables: sql/migrations/0001_foundation.sql, 0002_org_people.sql).
+-- Each function checks scope (00_helpers), does the change, writes the audit row and returns
+-- the response body as jsonb.
 
 CREATE FUNCTION gp_unit_json(u org_units) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('id', u.id, 'parent_id', u.parent_id, 'level', u.level,
@@ -27,7 +30,7 @@ DECLARE
     parent org_units;
     u org_units;
 BEGIN
-    parent := gp_require_unit(p_actor, p_parent, gp_staff_roles() || ARRAY['auditor'], 'parent_id');
+    parent := gp_require_unit(p_actor, p_parent, gp_reader_roles(), 'parent_id');
     -- Grid staff manage micro-grids, community admins grids, street admins communities.
     IF gp_admin_rank(p_actor, p_parent) < (CASE parent.level WHEN 'street' THEN 3
                                                 WHEN 'community' THEN 2 ELSE 1 END) THEN
@@ -51,7 +54,7 @@ CREATE FUNCTION gp_unit_get(p_actor bigint, p_unit bigint) RETURNS jsonb LANGUAG
 DECLARE
     u org_units;
 BEGIN
-    u := gp_require_unit(p_actor, p_unit, gp_staff_roles() || ARRAY['auditor'], 'id');
+    u := gp_require_unit(p_actor, p_unit, gp_reader_roles(), 'id');
     RETURN gp_unit_json(u) || jsonb_build_object(
         'children', (SELECT count(*) FROM org_units c WHERE c.parent_id = u.id),
         'people', (SELECT count(*) FROM persons p JOIN org_units pu ON pu.id = p.unit_id
@@ -66,16 +69,13 @@ DECLARE
     items jsonb;
 BEGIN
     IF p_parent IS NOT NULL THEN
-        PERFORM gp_require_unit(p_actor, p_parent, gp_staff_roles() || ARRAY['auditor'], 'parent_id');
+        PERFORM gp_require_unit(p_actor, p_parent, gp_reader_roles(), 'parent_id');
     END IF;
     SELECT coalesce(jsonb_agg(gp_unit_json(x) ORDER BY x.id), '[]') INTO items FROM (
         SELECT u.* FROM org_units u
          WHERE (p_parent IS NULL OR u.parent_id = p_parent)
            AND u.id > coalesce(p_after, 0)
-           AND EXISTS (SELECT 1 FROM role_grants g JOIN org_units gu ON gu.id = g.unit_id
-                        WHERE g.person_id = p_actor
-                          AND g.role = ANY (gp_staff_roles() || ARRAY['auditor'])
-                          AND u.path <@ gu.path)
+           AND gp_role_covers(p_actor, gp_reader_roles(), u.path)
          ORDER BY u.id LIMIT p_limit + 1) x;
     RETURN gp_page(items, p_limit);
 END
@@ -148,7 +148,7 @@ $$;
 
 CREATE FUNCTION gp_person_get(p_actor bigint, p_person bigint) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT gp_person_json(gp_require_person(p_actor, p_person, gp_staff_roles() || ARRAY['auditor']))
+    SELECT gp_person_json(gp_require_person(p_actor, p_person, gp_reader_roles()))
 $$;
 
 CREATE FUNCTION gp_person_list(p_actor bigint, p_unit bigint, p_role text, p_q text,
@@ -159,7 +159,7 @@ DECLARE
     scope org_units;
 BEGIN
     IF p_unit IS NOT NULL THEN
-        scope := gp_require_unit(p_actor, p_unit, gp_staff_roles() || ARRAY['auditor']);
+        scope := gp_require_unit(p_actor, p_unit, gp_reader_roles());
     END IF;
     SELECT coalesce(jsonb_agg(gp_person_json(x) ORDER BY x.id), '[]') INTO items FROM (
         SELECT p.* FROM persons p JOIN org_units pu ON pu.id = p.unit_id
@@ -168,10 +168,7 @@ BEGIN
            AND (p_role IS NULL OR EXISTS (SELECT 1 FROM role_grants r
                                            WHERE r.person_id = p.id AND r.role = p_role))
            AND (p_q IS NULL OR p.name LIKE '%' || p_q || '%' OR p.phone LIKE p_q || '%')
-           AND EXISTS (SELECT 1 FROM role_grants g JOIN org_units gu ON gu.id = g.unit_id
-                        WHERE g.person_id = p_actor
-                          AND g.role = ANY (gp_staff_roles() || ARRAY['auditor'])
-                          AND pu.path <@ gu.path)
+           AND gp_role_covers(p_actor, gp_reader_roles(), pu.path)
          ORDER BY p.id LIMIT p_limit + 1) x;
     RETURN gp_page(items, p_limit);
 END

@@ -1,4 +1,6 @@
 -- sql/functions/20_auth.sql
+-- Sessions and the caller's principal (tables: sql/migrations/0001_foundation.sql). Passwords
+-- are checked by the server; only a session token's SHA-256 reaches the database.
 
 ------------------------------------------------------------------------------------------
 -- Sessions

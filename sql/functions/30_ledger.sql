@@ -1,4 +1,8 @@
 -- sql/functions/30_ledger.sql
+-- The points ledger (tables, triggers and privileges: sql/migrations/0003_ledger.sql; prose:
+-- docs/LEDGER.md): posting, budgets, worker balances and lots, the task seam (reserve, award,
+-- release), reads and the ledger sweep. The SECURITY DEFINER functions are the only writers of
+-- the ledger tables; gp_app may call them but not write the tables.
 
 ------------------------------------------------------------------------------------------
 -- Transactions and postings (append-only)
@@ -11,10 +15,6 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Small helpers
 ------------------------------------------------------------------------------------------
-CREATE FUNCTION gp_reader_roles() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT gp_staff_roles() || ARRAY['auditor']
-$$;
-
 -- Street (root unit id) of a unit.
 CREATE FUNCTION gp_street_of_unit(p_unit bigint) RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -683,16 +683,16 @@ CREATE FUNCTION gp_issue(p_actor bigint, p_unit bigint, p_amount bigint, p_memo 
                          p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     u org_units;
     v_budget bigint;
     v_txn bigint;
     v_receipt jsonb;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     u := gp_require_unit(p_actor, p_unit, gp_reader_roles());
     IF u.level <> 'street' THEN
@@ -716,7 +716,7 @@ BEGIN
       INTO v_receipt FROM accounts a WHERE a.id = v_budget;
     PERFORM gp_audit(p_actor, 'ledger.issue', 'ledger_txn', v_txn::text, p_unit, NULL, v_receipt,
                      p_memo);
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_receipt);
 END
 $$;
 
@@ -731,8 +731,8 @@ CREATE FUNCTION gp_grant(p_actor bigint, p_from_unit bigint, p_to_unit bigint, p
                          p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     f org_units;
     t org_units;
     v_from bigint;
@@ -740,9 +740,9 @@ DECLARE
     v_txn bigint;
     v_receipt jsonb;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     f := gp_require_unit(p_actor, p_from_unit, gp_reader_roles(), 'from_unit_id');
     t := gp_require_unit(p_actor, p_to_unit, gp_reader_roles(), 'to_unit_id');
@@ -773,7 +773,7 @@ BEGIN
       INTO v_receipt;
     PERFORM gp_audit(p_actor, 'ledger.grant', 'ledger_txn', v_txn::text, f.id, NULL, v_receipt,
                      p_memo);
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_receipt);
 END
 $$;
 
@@ -788,17 +788,17 @@ CREATE FUNCTION gp_adjust(p_actor bigint, p_worker bigint, p_amount bigint, p_re
                           p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     w persons;
     v_street bigint;
     v_before jsonb;
     v_txn bigint;
     v_receipt jsonb;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     w := gp_require_person(p_actor, p_worker, gp_reader_roles());
     IF gp_admin_rank(p_actor, w.unit_id) < 3 THEN
@@ -837,7 +837,7 @@ BEGIN
                      v_receipt, btrim(p_reason));
     PERFORM gp_outbox('points.adjusted', p_worker,
         jsonb_build_object('txn_id', v_txn, 'amount', p_amount, 'reason', btrim(p_reason)));
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_receipt);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_receipt);
 END
 $$;
 

@@ -1,4 +1,7 @@
 -- sql/functions/40_tasks.sql
+-- The work loop (tables and rules: sql/migrations/0004_tasks.sql; prose: docs/TASKS.md):
+-- tasks, assignments, reports, check-ins, their history and the durable timers. Lock order
+-- everywhere: the task row, then its assignments, then the ledger (30_ledger's seam).
 
 -- Great-circle distance in metres (haversine, mean Earth radius).
 CREATE FUNCTION gp_distance_m(p_lat1 double precision, p_lng1 double precision,
@@ -97,7 +100,7 @@ BEGIN
     SELECT * INTO t FROM tasks WHERE id = p_task;
     IF FOUND THEN
         IF gp_has_role(p_actor, CASE WHEN p_mode = 'staff' THEN gp_staff_roles()
-                                     ELSE gp_staff_roles() || ARRAY['auditor'] END, t.unit_id) THEN
+                                     ELSE gp_reader_roles() END, t.unit_id) THEN
             RETURN t;
         END IF;
         IF p_mode = 'read' AND (gp_task_in_area(p_actor, t.unit_id) OR EXISTS (
@@ -441,14 +444,14 @@ CREATE FUNCTION gp_task_publish(p_actor bigint, p_args jsonb, p_idem_principal t
                                 p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
     v_args jsonb;
     t tasks;
     v_txn bigint;
     v_resp jsonb;
 BEGIN
-    v_replay := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
         RETURN v_replay;
     END IF;
@@ -477,7 +480,7 @@ BEGIN
     PERFORM gp_audit(p_actor, 'task.publish', 'task', t.id::text, t.unit_id, NULL, gp_task_json(t));
     v_resp := gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
                                                     'receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -596,7 +599,7 @@ DECLARE
     v_missing text[];
 BEGIN
     t := gp_task_require(p_actor, p_task, 'read');
-    IF gp_has_role(p_actor, gp_staff_roles() || ARRAY['auditor'], t.unit_id) THEN
+    IF gp_has_role(p_actor, gp_reader_roles(), t.unit_id) THEN
         RETURN gp_task_json(t, true);
     END IF;
     SELECT * INTO a FROM assignments
@@ -652,7 +655,7 @@ BEGIN
     v_view := gp_targ_text(v_args, 'view', 1, 16);
     v_staff := EXISTS (SELECT 1 FROM role_grants g JOIN persons p ON p.id = g.person_id
                         WHERE g.person_id = p_actor AND p.status = 'active'
-                          AND g.role = ANY (gp_staff_roles() || ARRAY['auditor']));
+                          AND g.role = ANY (gp_reader_roles()));
     IF v_view IS NULL THEN
         v_view := CASE WHEN v_staff THEN 'staff' ELSE 'worker' END;
     ELSIF v_view NOT IN ('worker', 'staff') THEN
@@ -674,13 +677,14 @@ BEGIN
                          CASE WHEN v_lat IS NULL THEN 'lat' WHEN v_lng IS NULL THEN 'lng'
                               ELSE 'radius_m' END);
     END IF;
-    v_limit := gp_targ_limit(v_args);
+    -- Near a place the cursor is (distance, id), otherwise the id.
+    SELECT lim, cursor INTO v_limit, v_cur
+      FROM gp_page_args(v_args, CASE WHEN v_near THEN 'd' ELSE 'i' END,
+                        CASE WHEN v_near THEN 2 ELSE 1 END);
     IF v_near THEN
-        v_cur := gp_tcursor_decode(gp_targ_text(v_args, 'cursor', 1, 200), 'd', 2);
         v_cur_d := gp_tcursor_float(v_cur[1]);
         v_cur_id := gp_tcursor_bigint(v_cur[2]);
     ELSE
-        v_cur := gp_tcursor_decode(gp_targ_text(v_args, 'cursor', 1, 200), 'i', 1);
         v_cur_id := gp_tcursor_bigint(v_cur[1]);
     END IF;
 
@@ -694,7 +698,7 @@ BEGIN
         END IF;
         IF v_args ? 'unit_id' THEN
             v_unit := gp_require_unit(p_actor, gp_targ_int(v_args, 'unit_id', 1,
-                                      9223372036854775807, true), gp_staff_roles() || ARRAY['auditor']);
+                                      9223372036854775807, true), gp_reader_roles());
         END IF;
         SELECT coalesce(jsonb_agg(x.j ORDER BY x.ord), '[]') INTO v_items FROM (
             SELECT row_number() OVER (ORDER BY CASE WHEN v_near THEN d.d END,
@@ -711,10 +715,7 @@ BEGIN
               CROSS JOIN LATERAL (SELECT CASE WHEN v_near
                                    THEN gp_distance_m(v_lat, v_lng, t.lat, t.lng) END AS d) d
              WHERE v_staff
-               AND EXISTS (SELECT 1 FROM role_grants g JOIN org_units gu ON gu.id = g.unit_id
-                            WHERE g.person_id = p_actor
-                              AND g.role = ANY (gp_staff_roles() || ARRAY['auditor'])
-                              AND tu.path <@ gu.path)
+               AND gp_role_covers(p_actor, gp_reader_roles(), tu.path)
                AND (v_unit.id IS NULL OR tu.path <@ v_unit.path)
                AND (v_status IS NULL OR t.status = v_status)
                AND (v_category IS NULL OR t.category = v_category)
@@ -723,7 +724,7 @@ BEGIN
                     OR (NOT v_near AND t.id < v_cur_id))
              ORDER BY CASE WHEN v_near THEN d.d END, CASE WHEN v_near THEN t.id END, t.id DESC
              LIMIT v_limit + 1) x;
-        RETURN gp_tpage(v_items, v_limit);
+        RETURN gp_page(v_items, v_limit);
     END IF;
 
     -- Worker view.
@@ -766,7 +767,7 @@ BEGIN
                 OR (NOT v_near AND t.id < v_cur_id))
          ORDER BY CASE WHEN v_near THEN d.d END, CASE WHEN v_near THEN t.id END, t.id DESC
          LIMIT v_limit + 1) x;
-    RETURN gp_tpage(v_items, v_limit);
+    RETURN gp_page(v_items, v_limit);
 END
 $$;
 
@@ -799,20 +800,20 @@ CREATE FUNCTION gp_task_claim(p_actor bigint, p_task bigint, p_idem_principal te
                               p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
     t tasks;
     a assignments;
     v_missing text[];
     v_resp jsonb;
 BEGIN
-    v_replay := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
         RETURN v_replay;
     END IF;
     SELECT * INTO t FROM tasks WHERE id = p_task;
     IF NOT FOUND OR NOT (gp_task_in_area(p_actor, t.unit_id)
-                         OR gp_has_role(p_actor, gp_staff_roles() || ARRAY['auditor'], t.unit_id)) THEN
+                         OR gp_has_role(p_actor, gp_reader_roles(), t.unit_id)) THEN
         PERFORM gp_raise('404', 'task_not_found', 'task not found', 'task_id');
     END IF;
     IF NOT gp_task_in_area(p_actor, t.unit_id) THEN
@@ -873,7 +874,7 @@ BEGIN
         jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', NULL,
                            'to', 'claimed', 'due_at', a.due_at, 'at', now()));
     v_resp := gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1257,8 +1258,7 @@ BEGIN
         PERFORM gp_task_require(p_actor, v_task, 'staff');
     END IF;
     v_flagged := coalesce(gp_targ_bool(v_args, 'flagged'), false);
-    v_limit := gp_targ_limit(v_args);
-    v_cur := gp_tcursor_decode(gp_targ_text(v_args, 'cursor', 1, 200), 's', 2);
+    SELECT lim, cursor INTO v_limit, v_cur FROM gp_page_args(v_args, 's', 2);
     IF v_cur IS NOT NULL THEN
         v_cur_id := gp_tcursor_bigint(v_cur[2]);
         v_cur_ts := timestamptz 'epoch'
@@ -1293,7 +1293,7 @@ BEGIN
            AND (v_cur IS NULL OR (a.submitted_at, a.id) > (v_cur_ts, v_cur_id))
          ORDER BY a.submitted_at, a.id
          LIMIT v_limit + 1) x;
-    RETURN gp_tpage(v_items, v_limit);
+    RETURN gp_page(v_items, v_limit);
 END
 $$;
 
@@ -1383,8 +1383,7 @@ BEGIN
         PERFORM gp_raise('400', 'invalid_value', 'unknown assignment state', 'state');
     END IF;
     v_task := gp_targ_int(v_args, 'task_id', 1, 9223372036854775807);
-    v_limit := gp_targ_limit(v_args);
-    v_cur := gp_tcursor_decode(gp_targ_text(v_args, 'cursor', 1, 200), 'i', 1);
+    SELECT lim, cursor INTO v_limit, v_cur FROM gp_page_args(v_args, 'i', 1);
     v_cur_id := gp_tcursor_bigint(v_cur[1]);
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.id DESC), '[]') INTO v_items FROM (
         SELECT a.id, gp_assignment_json(a) || jsonb_build_object(
@@ -1403,7 +1402,7 @@ BEGIN
            AND (v_cur IS NULL OR a.id < v_cur_id)
          ORDER BY a.id DESC
          LIMIT v_limit + 1) x;
-    RETURN gp_tpage(v_items, v_limit);
+    RETURN gp_page(v_items, v_limit);
 END
 $$;
 
@@ -1419,7 +1418,7 @@ BEGIN
     SELECT * INTO a FROM assignments WHERE id = p_assignment;
     IF FOUND THEN
         SELECT * INTO t FROM tasks WHERE id = a.task_id;
-        v_staff := gp_has_role(p_actor, gp_staff_roles() || ARRAY['auditor'], t.unit_id);
+        v_staff := gp_has_role(p_actor, gp_reader_roles(), t.unit_id);
     END IF;
     IF NOT FOUND OR NOT (v_staff OR a.worker_id = p_actor) THEN
         PERFORM gp_raise('404', 'assignment_not_found', 'assignment not found', 'assignment_id');
@@ -1451,11 +1450,10 @@ DECLARE
 BEGIN
     v_args := gp_targ_object(p_args, ARRAY['cursor', 'limit']);
     IF NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = p_task
-                      AND gp_has_role(p_actor, gp_staff_roles() || ARRAY['auditor'], t.unit_id)) THEN
+                      AND gp_has_role(p_actor, gp_reader_roles(), t.unit_id)) THEN
         PERFORM gp_raise('404', 'task_not_found', 'task not found', 'task_id');
     END IF;
-    v_limit := gp_targ_limit(v_args);
-    v_cur := gp_tcursor_decode(gp_targ_text(v_args, 'cursor', 1, 200), 'h', 1);
+    SELECT lim, cursor INTO v_limit, v_cur FROM gp_page_args(v_args, 'h', 1);
     v_cur_id := coalesce(gp_tcursor_bigint(v_cur[1]), 0);
     SELECT coalesce(jsonb_agg(x.j ORDER BY x.id), '[]') INTO v_items FROM (
         SELECT e.id, jsonb_build_object(
@@ -1475,7 +1473,7 @@ BEGIN
                   FROM assignment_events ae WHERE ae.task_id = p_task AND ae.id > v_cur_id) e
          ORDER BY e.id
          LIMIT v_limit + 1) x;
-    RETURN gp_tpage(v_items, v_limit);
+    RETURN gp_page(v_items, v_limit);
 END
 $$;
 

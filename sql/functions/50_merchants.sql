@@ -1,4 +1,6 @@
 -- sql/functions/50_merchants.sql
+-- Merchants, offers, the points mall, vouchers, pay codes, charges, refunds, settlements and
+-- webhooks (tables: sql/migrations/0005_merchants.sql; prose: docs/MERCHANTS.md).
 
 ------------------------------------------------------------------------------------------
 -- Small helpers
@@ -284,17 +286,17 @@ CREATE FUNCTION gp_merchant_create(p_actor bigint, p_args jsonb, p_idem_principa
                                    p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     a jsonb;
     u org_units;
     v_street bigint;
     m merchants;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     a := gp_targ_object(p_args, gp_merchant_fields());
     u := gp_require_unit(p_actor, gp_targ_int(a, 'unit_id', 1, 9223372036854775807, true),
@@ -321,7 +323,7 @@ BEGIN
     v_resp := gp_merchant_json(m) || jsonb_build_object('keys', '[]'::jsonb, 'balance', 0);
     PERFORM gp_audit(p_actor, 'merchant.create', 'merchant', m.id::text, v_street, NULL,
                      gp_merchant_json(m));
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -346,27 +348,23 @@ CREATE FUNCTION gp_merchant_list(p_actor bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['status', 'unit_id', 'cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
+    v_page record := gp_page_args(a);  -- lim, after
     v_status text := gp_targ_text(a, 'status', 1, 20);
     v_unit bigint := gp_targ_int(a, 'unit_id', 1, 9223372036854775807);
-    v_after bigint;
     u org_units;
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     IF v_unit IS NOT NULL THEN
         u := gp_require_unit(p_actor, v_unit, gp_reader_roles());
     END IF;
     SELECT coalesce(jsonb_agg(gp_merchant_json(x) ORDER BY x.id), '[]') INTO items FROM (
         SELECT m.* FROM merchants m JOIN org_units mu ON mu.id = m.unit_id
-         WHERE m.id > coalesce(v_after, 0)
+         WHERE m.id > coalesce(v_page.after, 0)
            AND (v_status IS NULL OR m.status = v_status)
            AND (v_unit IS NULL OR mu.path <@ u.path OR u.path <@ mu.path)
            AND gp_has_role(p_actor, gp_reader_roles(), m.street_id)
-         ORDER BY m.id LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit);
+         ORDER BY m.id LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 
@@ -592,12 +590,12 @@ CREATE FUNCTION gp_mrc_offer_create(p_key_id text, p_args jsonb, p_default_ttl_s
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     o offers;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     o := gp_offer_apply(m, p_args, NULL, true, p_default_ttl_s);
     o.id := nextval('offers_id_seq');
@@ -606,7 +604,7 @@ BEGIN
     o.created_at := now();
     o.updated_at := now();
     INSERT INTO offers SELECT o.*;
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''),
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash,
                           gp_offer_json(o));
 END
 $$;
@@ -618,12 +616,12 @@ CREATE FUNCTION gp_mrc_offer_update(p_key_id text, p_offer bigint, p_args jsonb,
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     o offers;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     SELECT * INTO o FROM offers WHERE id = p_offer AND merchant_id = m.id FOR UPDATE;
     IF NOT FOUND THEN
@@ -635,7 +633,7 @@ BEGIN
            starts_at = o.starts_at, ends_at = o.ends_at, voucher_ttl = o.voucher_ttl,
            status = o.status, unit_id = o.unit_id, version = version + 1, updated_at = now()
      WHERE id = p_offer RETURNING * INTO o;
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''),
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash,
                           gp_offer_json(o));
 END
 $$;
@@ -646,20 +644,16 @@ CREATE FUNCTION gp_m_offers(p_merchant bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['status', 'cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
+    v_page record := gp_page_args(a);  -- lim, after
     v_status text := gp_targ_text(a, 'status', 1, 20);
-    v_after bigint;
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     SELECT coalesce(jsonb_agg(gp_offer_json(x) ORDER BY x.id), '[]') INTO items FROM (
         SELECT * FROM offers
-         WHERE merchant_id = p_merchant AND id > coalesce(v_after, 0)
+         WHERE merchant_id = p_merchant AND id > coalesce(v_page.after, 0)
            AND (v_status IS NULL OR status = v_status)
-         ORDER BY id LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit);
+         ORDER BY id LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 
@@ -729,17 +723,13 @@ CREATE FUNCTION gp_mall_offers(p_actor bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['merchant_id', 'in_stock', 'cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
+    v_page record := gp_page_args(a);  -- lim, after
     v_merchant bigint := gp_targ_int(a, 'merchant_id', 1, 9223372036854775807);
     v_in_stock boolean := coalesce(gp_targ_bool(a, 'in_stock'), false);
-    v_after bigint;
     items jsonb;
 BEGIN
     IF NOT gp_task_is_worker(p_actor) THEN
         PERFORM gp_raise('403', 'not_a_worker', 'the points mall is for workers and volunteers');
-    END IF;
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
     END IF;
     SELECT coalesce(jsonb_agg(gp_mall_offer_json(p_actor, x) ORDER BY x.id DESC), '[]')
       INTO items FROM (
@@ -750,11 +740,11 @@ BEGIN
           JOIN merchants m ON m.id = o.merchant_id AND m.status = 'active'
          WHERE o.status = 'active' AND o.starts_at <= now() AND o.ends_at > now()
            AND pu.path <@ ou.path
-           AND (v_after IS NULL OR o.id < v_after)
+           AND (v_page.after IS NULL OR o.id < v_page.after)
            AND (v_merchant IS NULL OR o.merchant_id = v_merchant)
            AND (NOT v_in_stock OR o.stock > 0)
-         ORDER BY o.id DESC LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit);
+         ORDER BY o.id DESC LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 
@@ -782,8 +772,8 @@ CREATE FUNCTION gp_mall_order(p_actor bigint, p_offer bigint, p_idem_principal t
                               p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     o offers;
     m merchants;
     v vouchers;
@@ -796,9 +786,9 @@ DECLARE
     v_resp jsonb;
     i int;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     SELECT * INTO o FROM offers WHERE id = p_offer;
     IF NOT FOUND OR NOT gp_mall_visible(p_actor, o) THEN
@@ -852,7 +842,7 @@ BEGIN
     v_resp := gp_voucher_json(v, 'worker')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
                               'balances', jsonb_build_array(gp_worker_state(p_actor)));
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -918,20 +908,16 @@ CREATE FUNCTION gp_vouchers_mine(p_actor bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['state', 'cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
+    v_page record := gp_page_args(a);  -- lim, after
     v_state text := gp_targ_text(a, 'state', 1, 20);
-    v_after bigint;
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     SELECT coalesce(jsonb_agg(gp_voucher_json(x, 'worker') ORDER BY x.id DESC), '[]') INTO items
       FROM (SELECT * FROM vouchers
-             WHERE worker_id = p_actor AND (v_after IS NULL OR id < v_after)
+             WHERE worker_id = p_actor AND (v_page.after IS NULL OR id < v_page.after)
                AND (v_state IS NULL OR state = v_state)
-             ORDER BY id DESC LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit);
+             ORDER BY id DESC LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 
@@ -977,16 +963,16 @@ CREATE FUNCTION gp_mrc_voucher_capture(p_key_id text, p_code text, p_idem_princi
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     v vouchers;
     v_hold bigint;
     v_acc bigint;
     v_txn bigint;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     v := gp_mrc_voucher_find(m, p_code, true);
     IF v.state <> 'issued' THEN
@@ -1010,7 +996,7 @@ BEGIN
         jsonb_build_object('voucher_id', v.id, 'txn_id', v_txn, 'merchant_id', m.id));
     v_resp := gp_voucher_json(v, 'merchant')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1047,7 +1033,7 @@ CREATE OR REPLACE FUNCTION gp_mrc_charge(p_key_id text, p_nonce text, p_worker b
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     pc paycodes;
     c charges;
     v_wacc bigint;
@@ -1056,9 +1042,9 @@ DECLARE
     v_spend jsonb;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     IF p_amount IS NULL OR p_amount < 1 OR p_amount > 1000000000 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'amount must be between 1 and 1000000000', 'amount');
@@ -1096,7 +1082,7 @@ BEGIN
     v_resp := gp_charge_json(c, 'merchant')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
                               'balances', jsonb_build_array(gp_worker_state(p_worker)));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1119,17 +1105,14 @@ CREATE FUNCTION gp_charges_mine(p_actor bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
-    v_after bigint;
+    v_page record := gp_page_args(a);  -- lim, after
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     SELECT coalesce(jsonb_agg(gp_charge_json(x, 'worker') ORDER BY x.id DESC), '[]') INTO items
-      FROM (SELECT * FROM charges WHERE worker_id = p_actor AND (v_after IS NULL OR id < v_after)
-             ORDER BY id DESC LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit);
+      FROM (SELECT * FROM charges
+             WHERE worker_id = p_actor AND (v_page.after IS NULL OR id < v_page.after)
+             ORDER BY id DESC LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 
@@ -1149,7 +1132,7 @@ CREATE FUNCTION gp_mrc_refund(p_key_id text, p_kind text, p_ref text, p_args jso
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     a jsonb;
     c charges;
     v vouchers;
@@ -1166,9 +1149,9 @@ DECLARE
     r refunds;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     a := gp_targ_object(p_args, ARRAY['amount', 'reason']);
     v_amount := gp_targ_int(a, 'amount', 1, 1000000000);
@@ -1229,7 +1212,7 @@ BEGIN
         'refunded_total', v_done + v_amount, 'original', v_total,
         'receipt', jsonb_build_object('txn_id', v_txn),
         'balances', jsonb_build_array(gp_worker_state(v_worker)));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1339,8 +1322,8 @@ CREATE FUNCTION gp_settlement_close(p_actor bigint, p_merchant bigint, p_until t
                                     p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_principal text := coalesce(p_idem_principal, 'person:' || p_actor);
-    v_prev jsonb;
+    v_principal text := gp_idem_principal(p_idem_principal, p_actor);
+    v_replay jsonb;
     m merchants;
     v_acc bigint;
     v_set bigint;
@@ -1351,9 +1334,9 @@ DECLARE
     v_txn bigint;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(v_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     m := gp_merchant_require(p_actor, p_merchant, 'admin');
     IF p_month IS NOT NULL THEN
@@ -1394,7 +1377,7 @@ BEGIN
     RETURNING * INTO s;
     v_resp := gp_settlement_json(s) || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
     PERFORM gp_audit(p_actor, 'merchant.settle', 'merchant', m.id::text, m.street_id, NULL, v_resp);
-    RETURN gp_idem_finish(v_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1403,17 +1386,14 @@ CREATE FUNCTION gp_m_settlements(p_merchant bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
-    v_after bigint;
+    v_page record := gp_page_args(a);  -- lim, after
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     SELECT coalesce(jsonb_agg(gp_settlement_json(x) ORDER BY x.id DESC), '[]') INTO items
       FROM (SELECT * FROM settlements WHERE merchant_id = p_merchant
-               AND (v_after IS NULL OR id < v_after) ORDER BY id DESC LIMIT v_limit + 1) x;
-    RETURN gp_page(items, v_limit) || jsonb_build_object('merchant_id', p_merchant,
+               AND (v_page.after IS NULL OR id < v_page.after)
+             ORDER BY id DESC LIMIT v_page.lim + 1) x;
+    RETURN gp_page(items, v_page.lim) || jsonb_build_object('merchant_id', p_merchant,
         'open_period_start', gp_m_period_start(p_merchant));
 END
 $$;
@@ -1469,17 +1449,17 @@ CREATE FUNCTION gp_mrc_webhook_set(p_key_id text, p_url text, p_secret_ct text,
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
-    v_prev jsonb;
+    v_replay jsonb;
     v_resp jsonb;
 BEGIN
-    v_prev := gp_idem_begin(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''));
-    IF v_prev IS NOT NULL THEN
-        RETURN v_prev;
+    v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
+    IF v_replay IS NOT NULL THEN
+        RETURN v_replay;
     END IF;
     UPDATE merchants SET webhook_url = p_url, webhook_secret_ct = p_secret_ct, updated_at = now()
      WHERE id = m.id RETURNING * INTO m;
     v_resp := jsonb_build_object('merchant_id', m.id, 'webhook_url', m.webhook_url);
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, coalesce(p_request_hash, ''), v_resp);
+    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
 
@@ -1488,13 +1468,9 @@ CREATE FUNCTION gp_m_events(p_merchant bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     a jsonb := gp_targ_object(p_args, ARRAY['cursor', 'limit']);
-    v_limit int := gp_targ_limit(a);
-    v_after bigint;
+    v_page record := gp_page_args(a);  -- lim, after
     items jsonb;
 BEGIN
-    IF a ? 'cursor' THEN
-        v_after := gp_tcursor_bigint(gp_targ_text(a, 'cursor', 1, 20));
-    END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id, 'event_id', e.event_id,
                'type', e.type, 'created_at', e.created_at, 'attempts', e.attempts,
                'delivered_at', e.delivered_at, 'failed_at', e.failed_at,
@@ -1503,8 +1479,9 @@ BEGIN
                'last_status', e.last_status, 'last_error', e.last_error) ORDER BY e.id DESC), '[]')
       INTO items
       FROM (SELECT * FROM merchant_events WHERE merchant_id = p_merchant
-               AND (v_after IS NULL OR id < v_after) ORDER BY id DESC LIMIT v_limit + 1) e;
-    RETURN gp_page(items, v_limit);
+               AND (v_page.after IS NULL OR id < v_page.after)
+             ORDER BY id DESC LIMIT v_page.lim + 1) e;
+    RETURN gp_page(items, v_page.lim);
 END
 $$;
 

@@ -1,4 +1,7 @@
 -- sql/functions/60_audit.sql
+-- The sealed ledger log (tables and the audit_txn_data view: sql/migrations/0006_audit.sql;
+-- prose: docs/AUDIT.md): Merkle hashes and proofs, the sealer and its verification pass, the
+-- checkpoint store and keys, and the auditor's reads.
 
 CREATE FUNCTION gp_audit_leaf_hash(p_data text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
     SELECT sha256('\x00'::bytea || convert_to(p_data, 'UTF8'))
