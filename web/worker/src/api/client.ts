@@ -1,0 +1,161 @@
+// The one API client of the worker app. Its routes and their parameters are typed from
+// docs/openapi.yaml (src/api/schema.gen.ts, generated at every build by openapi-typescript):
+// a path that the spec does not list, or a method it does not allow on that path, fails the
+// type check (`npm run typecheck`, part of `npm run build`).
+import type { paths } from './schema.gen';
+
+type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
+/** The paths of the spec that allow method M. */
+export type PathsWith<M extends Method> = {
+  [P in keyof paths]: paths[P] extends Record<M, object> ? P : never;
+}[keyof paths];
+
+type Op<P extends keyof paths, M extends Method> = paths[P] extends Record<M, infer O> ? O : never;
+type ParamsOf<O, K extends string> = O extends { parameters: infer Ps }
+  ? Ps extends { [k in K]?: infer X }
+    ? X
+    : never
+  : never;
+type JsonBody<O> = O extends { requestBody?: { content: { 'application/json': infer B } } }
+  ? B
+  : never;
+type JsonOk<O> = O extends { responses: infer R }
+  ? R extends { 200: { content: { 'application/json': infer B } } }
+    ? B
+    : R extends { 201: { content: { 'application/json': infer B } } }
+      ? B
+      : unknown
+  : unknown;
+
+export interface CallOptions<P extends keyof paths, M extends Method> {
+  path?: ParamsOf<Op<P, M>, 'path'>;
+  query?: ParamsOf<Op<P, M>, 'query'>;
+  body?: JsonBody<Op<P, M>>;
+  /** a raw body (a photo): sent as is, with its own Content-Type */
+  raw?: Blob;
+  headers?: Record<string, string>;
+  /** give up after this many ms (default 20 s): a hung request must not block the sync */
+  timeoutMs?: number;
+}
+
+/** Every failure of a call: status 0 means the network (offline, timeout, dropped). */
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+    public field?: string,
+    public retryAfterS?: number,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+  get network(): boolean {
+    return this.status === 0;
+  }
+  /** Worth trying again later with the same request (the server applies it once). */
+  get transient(): boolean {
+    return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500;
+  }
+}
+
+export interface ApiResult<T> {
+  data: T;
+  status: number;
+  /** the service worker answered from its cache (we are offline) */
+  fromCache: boolean;
+}
+
+let token: string | null = null;
+let onUnauthorized: (() => void) | null = null;
+
+export function setToken(t: string | null): void {
+  token = t;
+}
+export function setUnauthorizedHandler(fn: () => void): void {
+  onUnauthorized = fn;
+}
+
+function fillPath(tpl: string, params: Record<string, unknown> | undefined): string {
+  return tpl.replace(/\{([a-z_]+)\}/g, (_m, k: string) => {
+    const v = params?.[k];
+    if (v === undefined || v === null) throw new Error(`missing path parameter ${k}`);
+    return encodeURIComponent(String(v));
+  });
+}
+
+function queryString(q: Record<string, unknown> | undefined): string {
+  if (!q) return '';
+  const sp = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== null) sp.set(k, String(v));
+  const s = sp.toString();
+  return s ? `?${s}` : '';
+}
+
+async function call<P extends PathsWith<M>, M extends Method>(
+  method: M,
+  tpl: P,
+  opt: CallOptions<P, M> = {},
+): Promise<ApiResult<JsonOk<Op<P, M>>>> {
+  const url =
+    fillPath(tpl as string, opt.path as Record<string, unknown>) +
+    queryString(opt.query as Record<string, unknown>);
+  const headers: Record<string, string> = { Accept: 'application/json', ...opt.headers };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body: BodyInit | undefined;
+  if (opt.raw) {
+    body = opt.raw;
+    headers['Content-Type'] = opt.raw.type || 'application/octet-stream';
+  } else if (opt.body !== undefined) {
+    body = JSON.stringify(opt.body);
+    headers['Content-Type'] = 'application/json';
+  }
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), opt.timeoutMs ?? 20000);
+  let res: Response;
+  try {
+    res = await fetch(url, { method: method.toUpperCase(), headers, body, signal: ctl.signal });
+  } catch {
+    throw new ApiError(0, 'network', 'network unavailable');
+  } finally {
+    clearTimeout(timer);
+  }
+  let json: unknown = null;
+  const text = await res.text().catch(() => '');
+  if (text) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = null;
+    }
+  }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string; message?: string; field?: string } } | null)
+      ?.error;
+    const ra = Number(res.headers.get('Retry-After'));
+    if (res.status === 401 && token && onUnauthorized) onUnauthorized();
+    // A 503 from the service worker itself (offline, nothing cached) is the network, too.
+    const status = res.headers.get('X-GP-Offline') ? 0 : res.status;
+    throw new ApiError(
+      status,
+      e?.code ?? (status === 0 ? 'network' : `http_${res.status}`),
+      e?.message ?? res.statusText,
+      e?.field,
+      Number.isFinite(ra) && ra > 0 ? ra : undefined,
+    );
+  }
+  return {
+    data: json as JsonOk<Op<P, M>>,
+    status: res.status,
+    fromCache: res.headers.get('X-GP-Cache') === 'hit',
+  };
+}
+
+export const api = {
+  get: <P extends PathsWith<'get'>>(p: P, o?: CallOptions<P, 'get'>) => call('get', p, o),
+  post: <P extends PathsWith<'post'>>(p: P, o?: CallOptions<P, 'post'>) => call('post', p, o),
+  put: <P extends PathsWith<'put'>>(p: P, o?: CallOptions<P, 'put'>) => call('put', p, o),
+  patch: <P extends PathsWith<'patch'>>(p: P, o?: CallOptions<P, 'patch'>) => call('patch', p, o),
+  del: <P extends PathsWith<'delete'>>(p: P, o?: CallOptions<P, 'delete'>) =>
+    call('delete', p, o),
+};
