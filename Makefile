@@ -45,7 +45,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PY ?= /usr/bin/python3
 
-.PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs
+.PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs \
+	check-includes
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/gridpointsd
@@ -95,7 +96,7 @@ run: deps
 	@scripts/run.sh
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
-test: deps check-config-docs
+test: deps check-config-docs check-includes
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 
@@ -151,6 +152,12 @@ bench: deps
 
 check-config-docs:
 	@scripts/check-config-docs.sh
+
+# No module of server/ and include/ may include another that includes it back (X = server/X.c
+# + include/X.h); the script's self-test first shows that it can fail.
+check-includes:
+	@$(PY) scripts/check-includes.py --self-test
+	@$(PY) scripts/check-includes.py
 
 format:
 	clang-format -i server/*.c include/*.h tests/unit/*.c

@@ -13,6 +13,7 @@
 
 struct db_result;
 struct req_ctx;
+struct route_guard;
 
 /* Runs one statement and replies with its row 0 column 0 JSON (success_code) or its error. */
 void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
@@ -86,11 +87,10 @@ bool api_page_sized_or_reply(struct req_ctx *rc, enum api_cursor kind, int defau
 void api_healthz(struct req_ctx *rc);
 void api_readyz(struct req_ctx *rc);
 void api_metrics(struct req_ctx *rc);
-/* Called by the HTTP front before api_metrics with where the request arrived: whether the
- * rules of server.metrics_listen / metrics_token / loopback let it through; replies 404, 401
- * or 403 itself and returns false when not. */
-bool api_metrics_allowed_or_reply(struct req_ctx *rc, bool on_metrics_listener,
-                                  bool on_loopback) MUSTCHECK;
+/* The route guard of /metrics (router.h): whether the rules of server.metrics_listen /
+ * metrics_token / loopback let the request through, from where it arrived (rc->origin);
+ * replies 404, 401 or 403 itself when not. */
+extern const struct route_guard api_guard_metrics;
 void api_login(struct req_ctx *rc);
 void api_logout(struct req_ctx *rc);
 void api_me(struct req_ctx *rc);

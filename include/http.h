@@ -1,17 +1,20 @@
-/* http.h -- the evhttp front: listeners with every limit set, the request context, dispatch
- * through the route table, and the only functions that send replies.
+/* http.h -- the request side of the HTTP front: the request context, dispatch through the
+ * route table (its guard, then its handler), the request access helpers and the only
+ * functions that send replies. The listeners, TLS and connection limits that feed it are
+ * http_server.h.
  *
  * Every request gets one struct req_ctx, passed as the argument of every async callback it
  * causes. Every path ends in exactly one http_reply_* call, which sends the reply (or frees
  * the request if the client went away meanwhile: libevent detaches it), logs the access line,
  * records metrics and frees the context. Never touch rc after replying, and never touch the
- * evhttp connection after an await. */
+ * evhttp connection after an await. This module knows no auth scheme: a route's guard
+ * (router.h) decides who reaches its handler. */
 #ifndef GP_HTTP_H
 #define GP_HTTP_H
 
-#include "auth.h"
 #include "common.h"
 #include "jv.h"
+#include "principal.h"
 #include "router.h"
 #include "status.h"
 
@@ -23,9 +26,31 @@ struct db_result;
 struct evhttp_request;
 struct http_server;
 
+/* What the request side shares with the listeners that feed it: one per server, owned by
+ * http_server.c, updated by http.c. A shutdown waits until both counters are zero. */
+struct http_core {
+    struct app *app;
+    struct http_server *server; /* the owner (opaque here), handed to handlers as rc->server */
+    int inflight;               /* requests between accept and reply */
+    int writing;                /* replies queued but not yet written out */
+    bool stopping;              /* shutting down: new requests get 503, replies close */
+    char rid_prefix[9];         /* random per process, for request ids */
+    uint64_t rid_counter;
+    /* Called when a counter dropped while stopping: the owner checks whether it is drained. */
+    void (*on_settled)(struct http_core *core);
+};
+
+/* Where a request arrived: facts about its listener, for the guards that depend on them. */
+struct http_origin {
+    bool metrics_only; /* server.metrics_listen: serves /metrics and nothing else */
+    bool loopback;     /* bound to 127/8 or ::1 (from the socket, not the spelling) */
+};
+
 struct req_ctx {
     struct app *app;
-    struct http_server *server;
+    struct http_core *core;
+    struct http_server *server; /* the listeners' owner (http_server.h) */
+    struct http_origin origin;
     struct evhttp_request *req; /* owned by libevent; invalid after the reply */
     struct arena *arena;        /* freed with the context */
     const struct route *route;
@@ -41,25 +66,18 @@ struct req_ctx {
     char addr[64];        /* client address */
     struct principal principal;
     int64_t start_ms;
-    void *state; /* the handler's own state (arena) */
+    void *state;       /* the handler's own state (arena); guards never touch it */
+    void *guard_state; /* the route guard's own state (arena), e.g. the session lookup */
     /* Called with the final status and body just before the reply is sent, to add headers
      * (merchant_auth signs replies to verified merchant requests with it). */
     void (*reply_hook)(struct req_ctx *rc, int code, const char *body, size_t len);
     void *reply_hook_arg;
 };
 
-/* Binds the listeners of cfg (plain, and TLS when configured). NULL and a logged reason on
- * failure. */
-struct http_server *http_server_new(struct app *app);
-/* Stops accepting; requests already running finish. */
-void http_server_stop_accepting(struct http_server *hs);
-int http_server_inflight(const struct http_server *hs);
-/* Called when in-flight drops to zero after stop_accepting. */
-void http_server_on_drained(struct http_server *hs, void (*cb)(void *arg), void *arg);
-void http_server_free(struct http_server *hs);
-/* Appends the connection guard's counters (Prometheus text) to out, an evbuffer. */
-struct evbuffer;
-void http_server_render_metrics(const struct http_server *hs, struct evbuffer *out);
+/* Takes one request from a listener (evhttp's callback, http_server.c) through the framing
+ * verdict, routing, the route's guard, body parsing and its handler to exactly one reply. */
+void http_request_run(struct http_core *core, const struct http_origin *origin,
+                      struct evhttp_request *req);
 
 /* --- replies: exactly one per request --- */
 /* Sends body (a new reference, stolen) as JSON. */

@@ -6,7 +6,8 @@
 #ifndef GP_LOG_H
 #define GP_LOG_H
 
-#include "common.h"
+/* Below common.h, which logs its fatal errors through this module: only standard headers. */
+#include <stddef.h>
 
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
@@ -16,7 +17,8 @@ extern enum log_level log_min_level;
 int log_level_parse(const char *s);
 
 /* Writes one line. `ctx` is an already formatted logfmt fragment ("rid=abc user=12") or NULL. */
-void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...) PRINTF_LIKE(3, 4);
+void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Appends key=value to a logfmt buffer, quoting and escaping the value when needed.
  * Truncates silently at cap. */

@@ -32,8 +32,8 @@
 
 #include "common.h"
 
-struct req_ctx;
 struct app;
+struct route_guard;
 
 #define MAUTH_SCHEME          "GP1-HMAC-SHA256"
 #define MAUTH_RESPONSE_SCHEME "GP1-HMAC-SHA256-RESPONSE"
@@ -70,13 +70,14 @@ void mauth_sign(const char *secret, size_t secret_len, const void *data, size_t 
 /* Constant-time comparison of two 32-byte signatures (CRYPTO_memcmp). */
 bool mauth_sig_equal(const unsigned char a[32], const unsigned char b[32]);
 
-/* --- the request path (http.c) --- */
+/* --- the request path --- */
 
-/* Verifies the request's signature, nonce and rate limit, sets rc->principal.merchant_id and
- * key_id and the reply-signing hook, then calls next(rc). Otherwise it replies itself (401,
- * 400 missing_idempotency_key on a write without Idempotency-Key, 403 for a suspended
- * merchant, 429 with Retry-After, 503) and does not call next. */
-void merchant_auth_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc));
+/* The route guard of the /merchant/v1 routes (router.h; routes.c names it). It verifies the
+ * request's signature, nonce and rate limit, sets rc->principal.merchant_id and key_id and the
+ * reply-signing hook, then lets the request through. Otherwise it replies itself (401, 400
+ * missing_idempotency_key on a write without Idempotency-Key, 403 for a suspended merchant,
+ * 429 with Retry-After, 503) and stops. */
+extern const struct route_guard merchant_auth_guard;
 
 /* Drops a key from the Redis key cache (after a revocation or suspension); fire-and-forget. */
 void merchant_auth_forget_key(struct app *app, const char *key_id);

@@ -15,19 +15,28 @@
 struct req_ctx;
 typedef void (*route_handler)(struct req_ctx *rc);
 
-enum route_auth {
-    AUTH_NONE,     /* public */
-    AUTH_SESSION,  /* a valid session token (any person) */
-    AUTH_MERCHANT, /* a signed merchant request */
+/* Who may reach a route's handler. The HTTP core calls check(rc, next) once the request is
+ * read; the guard either lets the request through by calling next(rc) (at once or from an
+ * async callback) or replies itself and does not call next. It keeps its per-request state in
+ * rc->guard_state (arena), never in rc->state, which is the handler's alone. The core knows
+ * guards only through this struct: the auth modules define them (auth.h, merchant_auth.h,
+ * api.h for /metrics) and routes.c names one per route, so the core includes no auth module. */
+struct route_guard {
+    const char *name; /* "session", "merchant signature", ... */
+    void (*check)(struct req_ctx *rc, route_handler next);
+    /* Runs right after the route matched, before the body is read and the Idempotency-Key is
+     * checked (a route without a body whose refusal comes first: /metrics). Otherwise it runs
+     * last, with the body read and parsed (a signature covers the body). */
+    bool before_body;
 };
 
 struct route {
     const char *method; /* "GET", "POST", ... */
     const char *pattern;
     route_handler handler;
-    enum route_auth auth;
-    int max_body;        /* bytes; 0 = no body allowed; -1 = server.max_body_size */
-    const char *summary; /* one line, also used by the OpenAPI check */
+    const struct route_guard *guard; /* NULL: public */
+    int max_body;                    /* bytes; 0 = no body allowed; -1 = server.max_body_size */
+    const char *summary;             /* one line, also used by the OpenAPI check */
 };
 
 enum router_result { ROUTER_MATCH, ROUTER_NOT_FOUND, ROUTER_METHOD_NOT_ALLOWED };

@@ -2,11 +2,13 @@
 #include "api.h"
 #include "app.h"
 #include "arena.h"
+#include "auth.h"
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
 #include "effects.h"
 #include "http.h"
+#include "http_server.h"
 #include "kv.h"
 #include "log.h"
 #include "login_throttle.h"
@@ -294,9 +296,10 @@ void api_readyz(struct req_ctx *rc)
  *    (401 otherwise), on whichever listener serves it;
  *  - with neither, requests on a listener bound to loopback, unless server.trust_proxy says a
  *    proxy forwards outside traffic to it (403 otherwise). */
-bool api_metrics_allowed_or_reply(struct req_ctx *rc, bool on_metrics_listener, bool on_loopback)
+static bool metrics_allowed_or_reply(struct req_ctx *rc)
 {
     const struct config *cfg = rc->app->cfg;
+    bool on_metrics_listener = rc->origin.metrics_only, on_loopback = rc->origin.loopback;
     if (*cfg->metrics_listen && !on_metrics_listener) {
         http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");
         return false;
@@ -329,6 +332,15 @@ bool api_metrics_allowed_or_reply(struct req_ctx *rc, bool on_metrics_listener, 
                      "server.metrics_listen");
     return false;
 }
+
+static void metrics_check(struct req_ctx *rc, route_handler next)
+{
+    if (metrics_allowed_or_reply(rc))
+        next(rc);
+}
+
+/* Before the body: a refusal here comes before any complaint about the request itself. */
+const struct route_guard api_guard_metrics = {"metrics", metrics_check, true};
 
 void api_metrics(struct req_ctx *rc)
 {

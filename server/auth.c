@@ -15,6 +15,7 @@
 #include "http.h"
 #include "kv.h"
 #include "log.h"
+#include "router.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -25,8 +26,10 @@
 /* The longest cached principal: three integers, a flag and the area, with separators. */
 #define CACHED_MAX (3 + 3 * 21 + 2 + sizeof((struct principal *)0)->area)
 
+/* The guard's own per-request state (rc->guard_state, arena): rc->state is the handler's. */
 struct auth_state {
-    void (*next)(struct req_ctx *rc);
+    route_handler next;
+    unsigned roles;      /* the caller must hold one of these; 0 = any person */
     char key[80];        /* sess:<hex> */
     char hash_param[70]; /* \x<hex>, the bytea parameter */
 };
@@ -52,12 +55,15 @@ unsigned auth_role_parse(const char *name)
     return 0;
 }
 
-bool auth_require_role_or_reply(struct req_ctx *rc, unsigned roles)
+/* The principal is known: the role gate of the route, then the handler. */
+static void resolved(struct req_ctx *rc)
 {
-    if (rc->principal.roles & roles)
-        return true;
-    http_reply_error(rc, ST_FORBIDDEN, "forbidden", NULL, "your roles do not allow this");
-    return false;
+    struct auth_state *as = rc->guard_state;
+    if (as->roles && !(rc->principal.roles & as->roles)) {
+        http_reply_error(rc, ST_FORBIDDEN, "forbidden", NULL, "your roles do not allow this");
+        return;
+    }
+    as->next(rc);
 }
 
 /* An org path as the claim gate compares it: ids joined by dots, nothing else. */
@@ -149,7 +155,7 @@ static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
 static void db_principal_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
-    struct auth_state *as = rc->state;
+    struct auth_state *as = rc->guard_state;
     if (db_result_status(res) != ST_OK) {
         http_reply_db(rc, res, 200);
         return;
@@ -174,18 +180,16 @@ static void db_principal_cb(struct db_result *res, void *arg)
              rc->principal.area);
     const char *argv[] = {"SET", as->key, cached, "EX", ttl};
     kv_command(rc->app->kv, NULL, NULL, 5, argv, NULL);
-    rc->state = NULL;
-    as->next(rc);
+    resolved(rc);
 }
 
 static void kv_principal_cb(struct redisReply *reply, enum status st, void *arg)
 {
     struct req_ctx *rc = arg;
-    struct auth_state *as = rc->state;
+    struct auth_state *as = rc->guard_state;
     if (st == ST_OK && reply && reply->type == REDIS_REPLY_STRING &&
         principal_from_cache(rc, reply->str, reply->len)) {
-        rc->state = NULL;
-        as->next(rc);
+        resolved(rc);
         return;
     }
     /* Miss, or Redis unavailable: PostgreSQL decides (fail open to the truth). */
@@ -204,7 +208,8 @@ static bool token_ok(const char *t)
     return true;
 }
 
-void auth_session_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
+/* Resolves the request's session token into rc->principal, then resolved(). */
+static void session_resolve(struct req_ctx *rc, route_handler next, unsigned roles)
 {
     const char *h = http_header(rc, "Authorization");
     if (!h) {
@@ -219,15 +224,31 @@ void auth_session_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
     }
     struct auth_state *as = arena_alloc(rc->arena, sizeof *as);
     as->next = next;
+    as->roles = roles;
     unsigned char d[32];
     crypto_sha256(h + 7, CRYPTO_TOKEN_LEN, d);
     crypto_hex(d, 32, rc->principal.token_hash);
     snprintf(as->key, sizeof as->key, "sess:%s", rc->principal.token_hash);
     snprintf(as->hash_param, sizeof as->hash_param, "\\x%s", rc->principal.token_hash);
-    rc->state = as;
+    rc->guard_state = as;
     const char *argv[] = {"GET", as->key};
     kv_command(rc->app->kv, kv_principal_cb, rc, 2, argv, NULL);
 }
+
+static void session_check(struct req_ctx *rc, route_handler next)
+{
+    session_resolve(rc, next, 0);
+}
+
+/* Every /audit/v1 route but the proof of one transaction (which a worker may ask about their
+ * own) is for auditors and street admins. */
+static void auditor_check(struct req_ctx *rc, route_handler next)
+{
+    session_resolve(rc, next, ROLE_AUDITOR | ROLE_STREET_ADMIN);
+}
+
+const struct route_guard auth_guard_session = {"session", session_check, false};
+const struct route_guard auth_guard_auditor = {"auditor", auditor_check, false};
 
 void auth_session_forget_hash(struct app *app, const char *token_hash_hex)
 {

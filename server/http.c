@@ -1,11 +1,9 @@
-/* http.c -- evhttp listeners, limits, request contexts, dispatch and replies.
+/* http.c -- the request side of the HTTP front: request contexts, dispatch through the route
+ * table (guard, then handler), request access helpers and replies.
  *
- * libevent's defaults are unbounded (RELIABILITY §5.1): we set header and body limits, a
- * timeout, the allowed methods and the default content type, refuse ambiguous framing
- * (Content-Length together with Transfer-Encoding, any coding other than plain chunked), and
- * cap connections through the open-file limit, pausing accept when it is reached. */
+ * The listeners that feed it are http_server.c. Who may reach a handler is the route's guard
+ * (router.h): this file calls it through the table and includes no auth module. */
 #include "http.h"
-#include "api.h"
 #include "app.h"
 #include "arena.h"
 #include "config.h"
@@ -13,55 +11,19 @@
 #include "db.h"
 #include "http_guard.h"
 #include "log.h"
-#include "merchant_auth.h"
 #include "metrics.h"
 #include "utf8.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <sys/resource.h>
 #include <unistd.h>
-
-#define MAX_LISTENERS 4
-
-struct listener {
-    struct http_server *hs;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
-    struct event *resume; /* re-enables accept after EMFILE */
-    bool metrics_only;    /* server.metrics_listen: serves /metrics and nothing else */
-    bool loopback;        /* bound to 127/8 or ::1 (from the socket, not the spelling) */
-};
-
-struct http_server {
-    struct app *app;
-    struct listener ls[MAX_LISTENERS];
-    int nls;
-    SSL_CTX *ssl_ctx;
-    struct http_guard *guard; /* framing, deadlines and the per-address cap, every listener */
-    int inflight;             /* requests between accept and reply */
-    int writing;              /* replies queued but not yet written out */
-    char rid_prefix[9];       /* random per process, for request ids */
-    uint64_t rid_counter;
-    bool stopping, drained;
-    void (*on_drained)(void *);
-    void *drained_arg;
-};
 
 static void dispatch(struct req_ctx *rc);
 
@@ -135,29 +97,27 @@ static void rc_free(struct req_ctx *rc)
     free(rc);
 }
 
-/* A shutdown may finish once no request is running and every reply has left the socket:
- * exiting the loop right after evhttp_send_reply would drop replies still in the buffer. */
-static void check_drained(struct http_server *hs)
+/* A counter dropped: while stopping, the owner checks whether the shutdown may finish (it
+ * must wait until every reply has left the socket, not only until it was queued). */
+static void settled(struct http_core *core)
 {
-    if (hs->stopping && !hs->drained && hs->inflight == 0 && hs->writing == 0 && hs->on_drained) {
-        hs->drained = true;
-        hs->on_drained(hs->drained_arg);
-    }
+    if (core->stopping && core->on_settled)
+        core->on_settled(core);
 }
 
 /* One reply on its way out. Exactly one of two callbacks ends it: libevent's on-complete
  * (the bytes are out), or the connection's close callback (the write failed or the client
  * went away first; libevent then frees the request without calling on-complete). */
 struct pending_write {
-    struct http_server *hs;
+    struct http_core *core;
 };
 
 static void write_done(struct pending_write *pw)
 {
-    struct http_server *hs = pw->hs;
+    struct http_core *core = pw->core;
     free(pw);
-    hs->writing--;
-    check_drained(hs);
+    core->writing--;
+    settled(core);
 }
 
 static void conn_closed_cb(struct evhttp_connection *conn, void *arg)
@@ -178,12 +138,12 @@ static void written_cb(struct evhttp_request *req, void *arg)
 /* Sends the buffer, logs, counts, frees the context; then checks whether a shutdown waits. */
 static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
 {
-    struct http_server *hs = rc->server;
+    struct http_core *core = rc->core;
     struct evkeyvalq *out = evhttp_request_get_output_headers(rc->req);
     evhttp_add_header(out, "X-Request-Id", rc->rid);
     evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
-    if (hs->stopping)
+    if (core->stopping)
         evhttp_add_header(out, "Connection", "close");
     if (rc->reply_hook) {
         size_t len = evbuffer_get_length(body);
@@ -195,8 +155,8 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     struct evhttp_connection *conn = evhttp_request_get_connection(rc->req);
     if (conn) {
         struct pending_write *pw = xmalloc(sizeof *pw);
-        pw->hs = hs;
-        hs->writing++;
+        pw->core = core;
+        core->writing++;
         evhttp_request_set_on_complete_cb(rc->req, written_cb, pw);
         evhttp_connection_set_closecb(conn, conn_closed_cb, pw);
     }
@@ -230,8 +190,8 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         log_write(LOG_LEVEL_INFO, ctx, "%s", "done");
     }
     rc_free(rc);
-    hs->inflight--;
-    check_drained(hs);
+    core->inflight--;
+    settled(core);
 }
 
 void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
@@ -452,11 +412,11 @@ static void set_request_id(struct req_ctx *rc)
     /* A random per-process prefix and a counter: unique across instances and restarts for
      * all practical purposes, without a CSPRNG call on every request. Request ids are labels
      * for logs, not secrets. */
-    struct http_server *hs = rc->server;
-    if (!hs->rid_prefix[0] && !crypto_random_hex(hs->rid_prefix, 4))
-        snprintf(hs->rid_prefix, sizeof hs->rid_prefix, "%08x", (unsigned)getpid());
-    snprintf(rc->rid, sizeof rc->rid, "%s%08llx", hs->rid_prefix,
-             (unsigned long long)++hs->rid_counter);
+    struct http_core *core = rc->core;
+    if (!core->rid_prefix[0] && !crypto_random_hex(core->rid_prefix, 4))
+        snprintf(core->rid_prefix, sizeof core->rid_prefix, "%08x", (unsigned)getpid());
+    snprintf(rc->rid, sizeof rc->rid, "%s%08llx", core->rid_prefix,
+             (unsigned long long)++core->rid_counter);
 }
 
 static void set_client_addr(struct req_ctx *rc)
@@ -510,20 +470,22 @@ static bool content_type_json(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-static void request_cb(struct evhttp_request *req, void *arg)
+static void read_body(struct req_ctx *rc);
+
+void http_request_run(struct http_core *core, const struct http_origin *origin,
+                      struct evhttp_request *req)
 {
-    struct listener *l = arg;
-    struct http_server *hs = l->hs;
-    struct app *app = hs->app;
     struct req_ctx *rc = xcalloc(1, sizeof *rc);
-    rc->app = app;
-    rc->server = hs;
+    rc->app = core->app;
+    rc->core = core;
+    rc->server = core->server;
+    rc->origin = *origin;
     rc->req = req;
     rc->arena = arena_new();
     rc->start_ms = common_mono_ms();
     rc->method = method_name(evhttp_request_get_command(req));
     TAILQ_INIT(&rc->query);
-    hs->inflight++;
+    core->inflight++;
     set_request_id(rc);
     set_client_addr(rc);
 
@@ -548,12 +510,12 @@ static void request_cb(struct evhttp_request *req, void *arg)
                          "malformed query string (bad escape, NUL or invalid UTF-8)");
         return;
     }
-    if (hs->stopping) {
+    if (core->stopping) {
         http_reply_error_retry(rc, ST_UNAVAILABLE, "shutting_down", 1, "server is shutting down");
         return;
     }
 
-    if (l->metrics_only && strcmp(rc->path, "/metrics") != 0) {
+    if (rc->origin.metrics_only && strcmp(rc->path, "/metrics") != 0) {
         http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");
         return;
     }
@@ -561,8 +523,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
     const struct route *route;
     /* HEAD is GET without the body (RFC 9110 §9.3.2): same route, same handler. */
     const char *as = strcmp(rc->method, "HEAD") == 0 ? "GET" : rc->method;
-    switch (router_match(routes_table, routes_count, as, rc->path, &route, &rc->params,
-                         allow, sizeof allow)) {
+    switch (router_match(routes_table, routes_count, as, rc->path, &route, &rc->params, allow,
+                         sizeof allow)) {
     case ROUTER_NOT_FOUND:
         http_reply_error(rc, ST_NOT_FOUND, "route_not_found", NULL, "no such route");
         return;
@@ -575,13 +537,22 @@ static void request_cb(struct evhttp_request *req, void *arg)
         break;
     }
     rc->route = route;
-    if (route->handler == api_metrics &&
-        !api_metrics_allowed_or_reply(rc, l->metrics_only, l->loopback))
+    if (route->guard && route->guard->before_body) {
+        route->guard->check(rc, read_body);
         return;
+    }
+    read_body(rc);
+}
 
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+/* The body, its JSON and the Idempotency-Key; then the route's guard (unless it ran before the
+ * body) and the handler. */
+static void read_body(struct req_ctx *rc)
+{
+    const struct route *route = rc->route;
+    const struct config *cfg = rc->app->cfg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(rc->req);
     size_t len = evbuffer_get_length(in);
-    int max_body = route->max_body < 0 ? app->cfg->max_body_size : route->max_body;
+    int max_body = route->max_body < 0 ? cfg->max_body_size : route->max_body;
     if (len > (size_t)max_body) {
         http_reply_error(rc, ST_TOO_LARGE, NULL, NULL, "request body exceeds %d bytes", max_body);
         return;
@@ -600,8 +571,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
                 return;
             }
             struct jv_err e = {0};
-            if (!jv_parse(body, len, app->cfg->json_max_depth, app->cfg->json_max_items, &rc->json,
-                          &e)) {
+            if (!jv_parse(body, len, cfg->json_max_depth, cfg->json_max_items, &rc->json, &e)) {
                 http_reply_jv(rc, &e);
                 return;
             }
@@ -620,12 +590,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
         }
         rc->idem_key = arena_strdup(rc->arena, idem);
     }
-    if (route->auth == AUTH_SESSION) {
-        auth_session_resolve(rc, dispatch);
-        return;
-    }
-    if (route->auth == AUTH_MERCHANT) {
-        merchant_auth_resolve(rc, dispatch);
+    if (route->guard && !route->guard->before_body) {
+        route->guard->check(rc, dispatch);
         return;
     }
     dispatch(rc);
@@ -634,266 +600,4 @@ static void request_cb(struct evhttp_request *req, void *arg)
 static void dispatch(struct req_ctx *rc)
 {
     rc->route->handler(rc);
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Listeners                                                                                 */
-/* ---------------------------------------------------------------------------------------- */
-
-static void resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct listener *l = arg;
-    evconnlistener_enable(evhttp_bound_socket_get_listener(l->bound));
-}
-
-/* accept() failing with EMFILE means we are at max_connections: pause accepting for a moment
- * instead of spinning on a listener that stays readable. */
-static void accept_error_cb(struct evconnlistener *lev, void *arg)
-{
-    struct listener *l = arg;
-    int err = EVUTIL_SOCKET_ERROR();
-    log_warn("accept failed (%s): pausing new connections for 100 ms",
-             evutil_socket_error_to_string(err));
-    evconnlistener_disable(lev);
-    struct timeval tv = {0, 100000};
-    event_add(l->resume, &tv);
-}
-
-/* Every connection's transport (a socket, or TLS over it) is wrapped by the guard. */
-static struct bufferevent *plain_bev_cb(struct event_base *base, void *arg)
-{
-    struct http_server *hs = arg;
-    return http_guard_wrap(hs->guard, bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE));
-}
-
-static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg)
-{
-    struct http_server *hs = arg;
-    SSL *ssl = SSL_new(hs->ssl_ctx);
-    return http_guard_wrap(hs->guard,
-                           bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                          BEV_OPT_CLOSE_ON_FREE));
-}
-
-/* The largest body any route takes: the guard refuses more per route, so evhttp's own limit
- * (and its HTML 413) is never reached. */
-static size_t largest_body(const struct config *cfg)
-{
-    size_t max = (size_t)cfg->max_body_size;
-    for (size_t i = 0; i < routes_count; i++)
-        if (routes_table[i].max_body > 0 && (size_t)routes_table[i].max_body > max)
-            max = (size_t)routes_table[i].max_body;
-    return max;
-}
-
-static size_t route_body_limit(const char *method, const char *path, void *arg)
-{
-    const struct config *cfg = arg;
-    const struct route *route;
-    struct router_params params;
-    char allow[64];
-    if (router_match(routes_table, routes_count, method, path, &route, &params, allow,
-                     sizeof allow) != ROUTER_MATCH)
-        return (size_t)cfg->max_body_size;
-    return route->max_body < 0 ? (size_t)cfg->max_body_size : (size_t)route->max_body;
-}
-
-static bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= hostlen)
-        return false;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    int64_t p;
-    if (!jv_parse_i64(colon + 1, 0, 65535, &p))
-        return false;
-    *port = (int)p;
-    return true;
-}
-
-/* Whether the socket listens on a loopback address only: read from the bound socket, so
- * that "127.1" or a name resolving to 127.0.0.1 count, and "0.0.0.0" does not. */
-static bool bound_to_loopback(evutil_socket_t fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-        return false;
-    if (ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss.ss_family != AF_INET6)
-        return false;
-    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-}
-
-static bool add_listener(struct http_server *hs, const char *hostport, bool tls)
-{
-    const struct config *cfg = hs->app->cfg;
-    char host[128];
-    int port;
-    if (!split_hostport(hostport, host, sizeof host, &port)) {
-        log_error("invalid listen address \"%s\": expected host:port", hostport);
-        return false;
-    }
-    struct listener *l = &hs->ls[hs->nls];
-    l->hs = hs;
-    l->http = evhttp_new(hs->app->base);
-    /* The guard enforces the real limits with JSON replies; these only back them up, with
-     * room for the guard's own stand-in requests. */
-    evhttp_set_max_headers_size(l->http, (ev_ssize_t)cfg->max_header_size + 1024);
-    evhttp_set_max_body_size(l->http, (ev_ssize_t)largest_body(cfg));
-    int timeout_ms =
-        cfg->read_timeout_ms > cfg->write_timeout_ms ? cfg->read_timeout_ms : cfg->write_timeout_ms;
-    evhttp_set_timeout(l->http, (timeout_ms + 999) / 1000);
-    evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_OPTIONS);
-    evhttp_set_default_content_type(l->http, "application/json; charset=utf-8");
-    evhttp_set_gencb(l->http, request_cb, l);
-    evhttp_set_bevcb(l->http, tls ? tls_bev_cb : plain_bev_cb, hs);
-    l->bound = evhttp_bind_socket_with_handle(l->http, host, (ev_uint16_t)port);
-    if (!l->bound) {
-        log_error("cannot listen on %s: %s", hostport, strerror(errno));
-        evhttp_free(l->http);
-        l->http = NULL;
-        return false;
-    }
-    struct evconnlistener *lev = evhttp_bound_socket_get_listener(l->bound);
-    evconnlistener_set_error_cb(lev, accept_error_cb);
-    l->loopback = bound_to_loopback(evhttp_bound_socket_get_fd(l->bound));
-    l->resume = evtimer_new(hs->app->base, resume_cb, l);
-    hs->nls++;
-    log_info("listening on %s%s", hostport, tls ? " (TLS)" : "");
-    return true;
-}
-
-static bool setup_tls(struct http_server *hs)
-{
-    const struct config *cfg = hs->app->cfg;
-    hs->ssl_ctx = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(hs->ssl_ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(hs->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (SSL_CTX_use_certificate_chain_file(hs->ssl_ctx, cfg->tls_cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(hs->ssl_ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(hs->ssl_ctx) != 1) {
-        char buf[256];
-        ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
-        log_error("cannot load TLS certificate %s / key %s: %s", cfg->tls_cert, cfg->tls_key, buf);
-        return false;
-    }
-    return true;
-}
-
-/* Caps connections through RLIMIT_NOFILE: max_connections plus a reserve for the database
- * pool, Redis, the worker pipe, logs and listeners. */
-static void apply_connection_limit(const struct config *cfg)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    rlim_t want = (rlim_t)cfg->max_connections + (rlim_t)cfg->db_pool_size + 64;
-    if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) {
-        log_warn("server.max_connections=%d exceeds the open-file hard limit %llu; capped",
-                 cfg->max_connections, (unsigned long long)rl.rlim_max);
-        want = rl.rlim_max;
-    }
-    rl.rlim_cur = want;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-        log_warn("cannot set the open-file limit to %llu: %s", (unsigned long long)want,
-                 strerror(errno));
-}
-
-struct http_server *http_server_new(struct app *app)
-{
-    const struct config *cfg = app->cfg;
-    struct http_server *hs = xcalloc(1, sizeof *hs);
-    hs->app = app;
-    struct http_guard_config gc = {
-        .max_header_size = (size_t)cfg->max_header_size,
-        .head_timeout_ms = cfg->head_timeout_ms,
-        .body_timeout_ms = cfg->body_timeout_ms,
-        .max_conns_per_addr = cfg->max_connections_per_addr,
-        .body_limit = route_body_limit,
-        .body_limit_arg = (void *)cfg,
-    };
-    hs->guard = http_guard_new(app->base, &gc);
-    apply_connection_limit(cfg);
-    if (!add_listener(hs, cfg->listen, false))
-        goto fail;
-    if (*cfg->tls_listen) {
-        if (!setup_tls(hs) || !add_listener(hs, cfg->tls_listen, true))
-            goto fail;
-    }
-    if (*cfg->metrics_listen) {
-        if (!add_listener(hs, cfg->metrics_listen, false))
-            goto fail;
-        hs->ls[hs->nls - 1].metrics_only = true;
-    }
-    return hs;
-fail:
-    http_server_free(hs);
-    return NULL;
-}
-
-void http_server_stop_accepting(struct http_server *hs)
-{
-    if (hs->stopping)
-        return;
-    hs->stopping = true;
-    for (int i = 0; i < hs->nls; i++) {
-        if (hs->ls[i].bound) {
-            evhttp_del_accept_socket(hs->ls[i].http, hs->ls[i].bound);
-            hs->ls[i].bound = NULL;
-        }
-    }
-    check_drained(hs);
-}
-
-void http_server_render_metrics(const struct http_server *hs, struct evbuffer *out)
-{
-    struct http_guard_stats gs;
-    http_guard_get_stats(hs->guard, &gs);
-    evbuffer_add_printf(
-        out,
-        "# HELP gridpoints_http_refused_total Requests refused for their framing, size or method.\n"
-        "# TYPE gridpoints_http_refused_total counter\ngridpoints_http_refused_total %llu\n"
-        "# HELP gridpoints_http_slow_closed_total Connections closed by the head or body "
-        "deadline.\n"
-        "# TYPE gridpoints_http_slow_closed_total counter\ngridpoints_http_slow_closed_total %llu\n"
-        "# HELP gridpoints_http_capped_total Connections refused by the per-address cap.\n"
-        "# TYPE gridpoints_http_capped_total counter\ngridpoints_http_capped_total %llu\n"
-        "# HELP gridpoints_http_connections Open client connections.\n"
-        "# TYPE gridpoints_http_connections gauge\ngridpoints_http_connections %d\n",
-        (unsigned long long)gs.refused, (unsigned long long)gs.timeouts,
-        (unsigned long long)gs.capped, gs.open);
-}
-
-int http_server_inflight(const struct http_server *hs)
-{
-    return hs->inflight;
-}
-
-void http_server_on_drained(struct http_server *hs, void (*cb)(void *arg), void *arg)
-{
-    hs->on_drained = cb;
-    hs->drained_arg = arg;
-}
-
-void http_server_free(struct http_server *hs)
-{
-    if (!hs)
-        return;
-    ASSERT(hs->inflight == 0);
-    for (int i = 0; i < hs->nls; i++) {
-        if (hs->ls[i].resume)
-            event_free(hs->ls[i].resume);
-        if (hs->ls[i].http)
-            evhttp_free(hs->ls[i].http);
-    }
-    if (hs->ssl_ctx)
-        SSL_CTX_free(hs->ssl_ctx);
-    http_guard_free(hs->guard); /* the last connection to go frees it, if any is still alive */
-    free(hs);
 }

@@ -4,6 +4,7 @@
 
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +16,7 @@ static const char *level_names[] = {"debug", "info", "warn", "error"};
 
 int log_level_parse(const char *s)
 {
-    for (unsigned i = 0; i < ARRAY_SIZE(level_names); i++)
+    for (unsigned i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
         if (strcmp(s, level_names[i]) == 0)
             return (int)i;
     return -1;

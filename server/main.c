@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "config.h"
 #include "db.h"
-#include "http.h"
+#include "http_server.h"
 #include "janitor.h"
 #include "kv.h"
 #include "ledger.h"

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "merchant_crypto.h"
 #include "ratelimit.h"
+#include "router.h"
 
 #include <event2/http.h>
 #include <hiredis/hiredis.h>
@@ -162,8 +163,9 @@ bool mauth_sig_equal(const unsigned char a[32], const unsigned char b[32])
 /* The request path                                                                          */
 /* ---------------------------------------------------------------------------------------- */
 
+/* The guard's own per-request state (rc->guard_state, arena): rc->state is the handler's. */
 struct mauth_state {
-    void (*next)(struct req_ctx *rc);
+    route_handler next;
     struct mauth_header h;
     char cache_key[40];            /* mkey:{<key id>} */
     char secret[MAUTH_SECRET_MAX]; /* the opened secret; wiped with the arena */
@@ -206,19 +208,18 @@ static void sign_reply(struct req_ctx *rc, int code, const char *body, size_t le
 static void rate_cb(enum status st, int retry_after_s, int remaining, void *arg)
 {
     struct req_ctx *rc = arg;
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     if (st == ST_RATE_LIMITED) {
         http_reply_error_retry(rc, ST_RATE_LIMITED, "rate_limited", retry_after_s,
                                "too many requests from this merchant; slow down");
         return;
     }
-    rc->state = NULL;
     ms->next(rc);
 }
 
 static void admitted(struct req_ctx *rc)
 {
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     const struct config *cfg = rc->app->cfg;
     if (ms->write && !rc->idem_key) {
         http_reply_error(rc, ST_INVALID, "missing_idempotency_key", "Idempotency-Key",
@@ -237,7 +238,7 @@ static void admitted(struct req_ctx *rc)
 static void nonce_cb(struct redisReply *reply, enum status st, void *arg)
 {
     struct req_ctx *rc = arg;
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     if (st == ST_OK && reply && reply->type == REDIS_REPLY_NIL) {
         reply_401(rc, "nonce_reused", "this nonce was used before: sign every request anew");
         return;
@@ -256,7 +257,7 @@ static void nonce_cb(struct redisReply *reply, enum status st, void *arg)
 /* The key is known and usable: open its secret and check the signature. */
 static void got_key(struct req_ctx *rc, int64_t merchant_id, const char *sealed)
 {
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     const struct config *cfg = rc->app->cfg;
     unsigned char kek[32];
     if (!mcrypto_parse_kek(cfg->merchant_key_encryption_key, kek) ||
@@ -295,7 +296,7 @@ static void got_key(struct req_ctx *rc, int64_t merchant_id, const char *sealed)
 static void key_db_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     if (db_result_status(res) != ST_OK) {
         http_reply_db(rc, res, 200);
         return;
@@ -350,7 +351,7 @@ static void key_db_cb(struct db_result *res, void *arg)
 
 static void key_from_db(struct req_ctx *rc)
 {
-    struct mauth_state *ms = rc->state;
+    struct mauth_state *ms = rc->guard_state;
     const char *params[] = {ms->h.key_id};
     db_query(rc->app->db, "SELECT gp_merchant_key_lookup($1)", 1, params, key_db_cb, rc);
 }
@@ -375,7 +376,9 @@ static void key_cache_cb(struct redisReply *reply, enum status st, void *arg)
     key_from_db(rc); /* a miss, or Redis down: PostgreSQL is the truth */
 }
 
-void merchant_auth_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
+/* Verifies the request's signature, nonce and rate limit, sets rc->principal.merchant_id and
+ * key_id and the reply-signing hook, then calls next(rc); otherwise replies itself. */
+static void merchant_check(struct req_ctx *rc, route_handler next)
 {
     const struct config *cfg = rc->app->cfg;
     struct mauth_state *ms = arena_alloc(rc->arena, sizeof *ms);
@@ -397,10 +400,12 @@ void merchant_auth_resolve(struct req_ctx *rc, void (*next)(struct req_ctx *rc))
         return;
     }
     snprintf(ms->cache_key, sizeof ms->cache_key, "mkey:{%s}", ms->h.key_id);
-    rc->state = ms;
+    rc->guard_state = ms;
     const char *argv[] = {"GET", ms->cache_key};
     kv_command(rc->app->kv, key_cache_cb, rc, 2, argv, NULL);
 }
+
+const struct route_guard merchant_auth_guard = {"merchant signature", merchant_check, false};
 
 void merchant_auth_forget_key(struct app *app, const char *key_id)
 {

@@ -1,0 +1,86 @@
+/* test_routes.c -- the guards named by the route table (routes.c): which routes each scheme
+ * protects, and the shape the HTTP core relies on (a name and a check for every guard; only
+ * the /metrics guard runs before the body). The API tests (tests/api/test_route_guards.py)
+ * check what the guards answer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "api.h"
+#include "auth.h"
+#include "merchant_auth.h"
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The guard each route must have, from its path alone: the rule routes.c follows. */
+static const struct route_guard *expected_guard(const struct route *r)
+{
+    if (starts_with(r->pattern, "/merchant/v1/"))
+        return &merchant_auth_guard;
+    if (!strcmp(r->pattern, "/audit/v1/transactions/{id}/proof"))
+        return &auth_guard_session; /* a worker may ask about their own transaction */
+    if (starts_with(r->pattern, "/audit/v1/"))
+        return &auth_guard_auditor;
+    if (!strcmp(r->pattern, "/metrics"))
+        return &api_guard_metrics;
+    if (!strcmp(r->pattern, "/api/v1/auth/login") || starts_with(r->pattern, "/api/v1/public/"))
+        return NULL;
+    if (starts_with(r->pattern, "/api/v1/"))
+        return &auth_guard_session;
+    return NULL; /* /healthz, /readyz, /.well-known/... */
+}
+
+static void test_every_route_has_its_guard(void **state)
+{
+    (void)state;
+    assert_true(routes_count > 50);
+    size_t merchant = 0, auditor = 0, open = 0;
+    for (size_t i = 0; i < routes_count; i++) {
+        const struct route *r = &routes_table[i];
+        const struct route_guard *want = expected_guard(r);
+        if (r->guard != want)
+            fail_msg("%s %s: guard %s, want %s", r->method, r->pattern,
+                     r->guard ? r->guard->name : "none", want ? want->name : "none");
+        merchant += r->guard == &merchant_auth_guard;
+        auditor += r->guard == &auth_guard_auditor;
+        open += r->guard == NULL;
+    }
+    assert_true(merchant >= 10 && auditor >= 10 && open >= 5);
+}
+
+static void test_guard_shapes(void **state)
+{
+    (void)state;
+    const struct route_guard *all[] = {&auth_guard_session, &auth_guard_auditor,
+                                       &merchant_auth_guard, &api_guard_metrics};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        assert_non_null(all[i]->name);
+        assert_non_null(all[i]->check);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(all[i]->name, all[j]->name);
+    }
+    /* Signatures cover the body and session routes refuse a bad body first: both run after
+     * it. Only /metrics refuses before reading anything. */
+    assert_false(auth_guard_session.before_body);
+    assert_false(auth_guard_auditor.before_body);
+    assert_false(merchant_auth_guard.before_body);
+    assert_true(api_guard_metrics.before_body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_route_has_its_guard),
+        cmocka_unit_test(test_guard_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
