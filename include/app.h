@@ -16,6 +16,7 @@ struct ledger_cache;
 struct task_gate;
 struct audit;
 struct webhooks;
+struct static_files;
 
 struct app {
     const struct config *cfg;
@@ -30,6 +31,7 @@ struct app {
     struct task_gate *gate;      /* Redis claim gate */
     struct audit *audit;         /* checkpoint signing key and the sealer's state */
     struct webhooks *webhooks;   /* merchant webhook deliveries in flight */
+    struct static_files *web;    /* the browser apps, in memory (static.c); NULL = none */
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
 };
 

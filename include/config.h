@@ -96,6 +96,11 @@ struct config {
     /* [tasks] */
     int report_future_skew_s;
     int claim_rate_limit; /* claims per worker per minute */
+    /* [web] (static.c: loaded into memory at start-up) */
+    char *web_dir;          /* the built browser apps: <dir>/app/ is served under /app/ */
+    int web_max_files;      /* start-up fails when web_dir holds more files */
+    int web_max_size;       /* ... or more bytes (gzip copies of text files come on top) */
+    char *web_openapi_file; /* served at /openapi.yaml; "" = not served */
 };
 
 /* Parses `path` (NULL = defaults only), then applies environment overrides.

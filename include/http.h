@@ -86,6 +86,11 @@ void http_reply_json(struct req_ctx *rc, int code, json_t *body);
 void http_reply_json_text(struct req_ctx *rc, int code, const char *json, size_t len);
 void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
                     size_t len);
+/* Sends len bytes at data without copying them: they must stay valid until the HTTP server is
+ * freed (the in-memory web files of static.c). content_type NULL sends none (a 304). A
+ * Cache-Control set with http_set_header before replaces the API's no-store. */
+void http_reply_borrowed(struct req_ctx *rc, int code, const char *content_type, const void *data,
+                         size_t len);
 /* The SPEC §5 error body; adds Retry-After to 429 and 503 (retry_after_s, or 1 when 0). */
 void http_reply_error(struct req_ctx *rc, enum status st, const char *code, const char *field,
                       const char *fmt, ...) PRINTF_LIKE(5, 6);

@@ -2,8 +2,11 @@
  *
  * Patterns are literal segments and {name} parameters ("/api/v1/tasks/{id}/claim"). A
  * parameter matches one non-empty segment of [A-Za-z0-9_.-], at most ROUTER_MAX_PARAM_LEN
- * bytes, so no decoding or traversal games reach a handler. The table itself lives in
- * routes.c: it is the one place that lists the API. */
+ * bytes, so no decoding or traversal games reach a handler. A pattern may end in the wildcard
+ * "/{*}" ("/app/{*}"): it matches the prefix with or without its slash ("/app", "/app/") and
+ * every path below it, of any depth; nothing is captured, the handler reads rc->path and makes
+ * its own checks (static.c). The table itself lives in routes.c: it is the one place that lists
+ * the API. */
 #ifndef GP_ROUTER_H
 #define GP_ROUTER_H
 

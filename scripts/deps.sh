@@ -9,6 +9,7 @@ PACKAGES=(
     # build
     build-essential pkg-config clang-format
     libevent-dev libpq-dev libhiredis-dev libjansson-dev libssl-dev libinih-dev libcmocka-dev
+    zlib1g-dev
     # run: our private PostgreSQL cluster and Redis (scripts/services.sh)
     postgresql-15 postgresql-contrib redis-server
     # test: black-box API tests (tests/api), load and clock tools

@@ -134,6 +134,11 @@ static const struct cfg_entry table[] = {
     I("timers", "batch_size", timer_batch_size, "200", 1, 100000),
     T("timers", "reconcile_interval", reconcile_interval_s, "5m", 1, 86400),
     D("timers", "sweep_interval", timer_sweep_interval_ms, "1s", 10, 3600000),
+
+    S("web", "dir", web_dir, "build/web"),
+    I("web", "max_files", web_max_files, "10000", 1, 1000000),
+    Z("web", "max_size", web_max_size, "64m", 0, 1 << 30),
+    S("web", "openapi_file", web_openapi_file, "docs/openapi.yaml"),
 };
 
 /* A run of decimal digits at the start of s (no sign, no leading blanks: strtoll would take

@@ -141,7 +141,9 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     struct http_core *core = rc->core;
     struct evkeyvalq *out = evhttp_request_get_output_headers(rc->req);
     evhttp_add_header(out, "X-Request-Id", rc->rid);
-    evhttp_add_header(out, "Cache-Control", "no-store");
+    /* API replies are never cached; a handler that may be cached (static.c) sets its own. */
+    if (!evhttp_find_header(out, "Cache-Control"))
+        evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
     if (core->stopping)
         evhttp_add_header(out, "Connection", "close");
@@ -162,7 +164,7 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     }
     /* After this call the request belongs to libevent again (it frees it, also when the client
      * is gone and the request was detached). */
-    if (evhttp_request_get_command(rc->req) == EVHTTP_REQ_HEAD) {
+    if (evhttp_request_get_command(rc->req) == EVHTTP_REQ_HEAD && code != 304) {
         /* libevent 2.1 would send a HEAD reply's body, without a length: send the length of
          * the body a GET would get, and no body. */
         char len[24];
@@ -200,6 +202,19 @@ void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, cons
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, data, len);
     evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type", content_type);
+    send_and_finish(rc, code, b);
+    evbuffer_free(b);
+}
+
+void http_reply_borrowed(struct req_ctx *rc, int code, const char *content_type, const void *data,
+                         size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (len)
+        evbuffer_add_reference(b, data, len, NULL, NULL);
+    if (content_type)
+        evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type",
+                          content_type);
     send_and_finish(rc, code, b);
     evbuffer_free(b);
 }

@@ -22,10 +22,12 @@
 #include "login_throttle.h"
 #include "ratelimit.h"
 #include "sql_build.h"
+#include "static.h"
 #include "webhook.h"
 #include "workpool.h"
 
 #include <event2/event.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +182,14 @@ static int serve(const struct config *cfg)
         goto teardown;
     }
 
+    char why_web[PATH_MAX + 200];
+    app->web = static_load(cfg, why_web, sizeof why_web); /* reads web.dir: start-up file I/O */
+    if (!app->web) {
+        log_error("%s", why_web);
+        s.exit_code = 1;
+        goto teardown;
+    }
+
     s.http = http_server_new(app);
     if (!s.http) {
         s.exit_code = 1;
@@ -208,6 +218,7 @@ teardown:
     if (s.sigint)
         event_free(s.sigint);
     http_server_free(s.http);
+    static_free(app->web); /* after the HTTP server: replies borrow its bytes */
     workpool_free(app->wp);
     task_gate_free(app->gate);
     ledger_cache_free(app->ledger);

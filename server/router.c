@@ -19,6 +19,10 @@ static bool match(const char *pat, const char *path, struct router_params *param
         if (*pat != '/' || *path != '/')
             return false;
         pat++, path++;
+        if (!strcmp(pat, "{*}")) {
+            *params = tmp;
+            return true;
+        }
         if (*pat == '{') {
             const char *close = strchr(pat, '}');
             if (!close || tmp.n == ROUTER_MAX_PARAMS)
@@ -45,6 +49,11 @@ static bool match(const char *pat, const char *path, struct router_params *param
             if (*path && *path != '/')
                 return false;
         }
+    }
+    /* "/app" for "/app/{*}": its handler redirects to "/app/". */
+    if (!*path && !strcmp(pat, "/{*}")) {
+        *params = tmp;
+        return true;
     }
     if (*pat || *path)
         return false;

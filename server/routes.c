@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "merchant_auth.h"
 #include "router.h"
+#include "static.h"
 
 /* Guards (router.h): who may reach the handler. */
 #define GUARD_NONE     NULL                   /* public */
@@ -22,6 +23,10 @@ const struct route routes_table[] = {
     {"GET", "/readyz", api_readyz, GUARD_NONE, BODY_NONE,
      "readiness: PostgreSQL and Redis reachable"},
     {"GET", "/metrics", api_metrics, GUARD_METRICS, BODY_NONE, "Prometheus metrics"},
+    {"GET", "/openapi.yaml", static_openapi, GUARD_NONE, BODY_NONE, "this API's OpenAPI document"},
+
+    /* The browser apps, from memory (static.h): one line per app, its files in web.dir/<app>/. */
+    {"GET", "/app/{*}", static_serve, GUARD_NONE, BODY_NONE, "the worker web app"},
 
     {"POST", "/api/v1/auth/login", api_login, GUARD_NONE, BODY_SMALL,
      "log in with phone and password"},
