@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+struct config;
 struct db_result;
 struct req_ctx;
 struct route_guard;
@@ -105,6 +106,12 @@ void api_person_get(struct req_ctx *rc);
 void api_person_update(struct req_ctx *rc);
 void api_person_role_grant(struct req_ctx *rc);
 void api_person_role_revoke(struct req_ctx *rc);
+
+/* api_evidence.c: evidence photos (evidence.h) */
+void api_evidence_put(struct req_ctx *rc);
+void api_evidence_get(struct req_ctx *rc);
+/* The body limit of an upload (routes.c): evidence.max_size. */
+int api_evidence_max_size(const struct config *cfg);
 
 /* api_tasks.c */
 void api_task_publish(struct req_ctx *rc);

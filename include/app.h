@@ -16,6 +16,7 @@ struct ledger_cache;
 struct task_gate;
 struct audit;
 struct webhooks;
+struct evidence_store;
 struct static_files;
 
 struct app {
@@ -33,6 +34,8 @@ struct app {
     struct webhooks *webhooks;   /* merchant webhook deliveries in flight */
     struct static_files *web;    /* the browser apps, in memory (static.c); NULL = none */
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
+    /* evidence photos' bytes (evidence_store.h) */
+    struct evidence_store *evidence;
 };
 
 #endif

@@ -43,6 +43,12 @@ struct config {
     int db_reconnect_max_ms;
     int db_retries;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
+    /* [evidence] */
+    char *evidence_dir;               /* the directory store's root (evidence_store.h) */
+    int evidence_max_size;            /* bytes: the body limit of an upload */
+    int evidence_retention_s;         /* kept this long after upload ... */
+    int evidence_flagged_retention_s; /* ... or this long when a flagged/rejected report uses it */
+    int evidence_cache_max_age_s;     /* Cache-Control: private, max-age of a download */
     /* [redis] */
     char *redis_url;
     char *redis_password; /* AUTH password; "" = the one in redis_url, if any */

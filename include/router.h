@@ -15,8 +15,34 @@
 #define ROUTER_MAX_PARAMS    4
 #define ROUTER_MAX_PARAM_LEN 64
 
+struct config;
 struct req_ctx;
 typedef void (*route_handler)(struct req_ctx *rc);
+
+/* What a route takes as its request body. */
+enum route_body_kind {
+    ROUTE_BODY_JSON, /* application/json, parsed into rc->json (an empty body is {}) */
+    ROUTE_BODY_RAW,  /* the bytes as sent, in rc->body; the handler checks what they are */
+};
+
+/* A route's body: its kind and its limit, which the connection guard enforces (413) before
+ * the body is read. */
+struct route_body {
+    enum route_body_kind kind;
+    int max; /* bytes; 0 = no body allowed; -1 = server.max_body_size */
+    /* When set, the limit in bytes comes from the configuration instead (evidence.max_size). */
+    int (*max_of)(const struct config *cfg);
+};
+/* A JSON body of at most max bytes (0 = none, -1 = server.max_body_size). */
+#define ROUTE_JSON(max)                                                                            \
+    {                                                                                              \
+        ROUTE_BODY_JSON, (max), NULL                                                               \
+    }
+/* Raw bytes up to max_of(cfg). */
+#define ROUTE_RAW(max_of)                                                                          \
+    {                                                                                              \
+        ROUTE_BODY_RAW, 0, (max_of)                                                                \
+    }
 
 /* Who may reach a route's handler. The HTTP core calls check(rc, next) once the request is
  * read; the guard either lets the request through by calling next(rc) (at once or from an
@@ -38,7 +64,7 @@ struct route {
     const char *pattern;
     route_handler handler;
     const struct route_guard *guard; /* NULL: public */
-    int max_body;                    /* bytes; 0 = no body allowed; -1 = server.max_body_size */
+    struct route_body body;          /* its kind and limit */
     const char *summary;             /* one line, also used by the OpenAPI check */
 };
 
@@ -55,6 +81,9 @@ struct router_params {
 enum router_result router_match(const struct route *routes, size_t nroutes, const char *method,
                                 const char *path, const struct route **out,
                                 struct router_params *params, char *allow, size_t allowlen);
+
+/* The most bytes `route` takes as its body under cfg (0 = none). */
+size_t router_body_limit(const struct route *route, const struct config *cfg);
 
 /* The application's table (routes.c). */
 extern const struct route routes_table[];

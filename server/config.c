@@ -81,6 +81,12 @@ static const struct cfg_entry table[] = {
     D("database", "statement_timeout", db_statement_timeout_ms, "5s", 10, 3600000),
     S("database", "url", database_url, "postgresql://gp_app@127.0.0.1:5432/gridpoints"),
 
+    T("evidence", "cache_max_age", evidence_cache_max_age_s, "1h", 0, 31536000),
+    S("evidence", "dir", evidence_dir, "var/evidence"),
+    T("evidence", "flagged_retention", evidence_flagged_retention_s, "1095d", 1, 315360000),
+    Z("evidence", "max_size", evidence_max_size, "8m", 1024, 256 << 20),
+    T("evidence", "retention", evidence_retention_s, "180d", 1, 315360000),
+
     S("log", "level", log_level, "info"),
 
     T("merchant", "key_cache_ttl", merchant_key_cache_ttl_s, "60s", 0, 3600),

@@ -567,16 +567,17 @@ static void read_body(struct req_ctx *rc)
     const struct config *cfg = rc->app->cfg;
     struct evbuffer *in = evhttp_request_get_input_buffer(rc->req);
     size_t len = evbuffer_get_length(in);
-    int max_body = route->max_body < 0 ? cfg->max_body_size : route->max_body;
-    if (len > (size_t)max_body) {
-        http_reply_error(rc, ST_TOO_LARGE, NULL, NULL, "request body exceeds %d bytes", max_body);
+    size_t max_body = router_body_limit(route, cfg);
+    if (len > max_body) {
+        http_reply_error(rc, ST_TOO_LARGE, NULL, NULL, "request body exceeds %zu bytes", max_body);
         return;
     }
     char *body = arena_alloc(rc->arena, len + 1);
     evbuffer_remove(in, body, len);
     rc->body = body;
     rc->body_len = len;
-    if (route->max_body != 0) {
+    /* A raw body (ROUTE_BODY_RAW) stays bytes for its handler, whatever its Content-Type. */
+    if (route->body.kind == ROUTE_BODY_JSON && max_body != 0) {
         if (len == 0) {
             rc->json = json_object();
         } else {

@@ -117,8 +117,8 @@ static size_t largest_body(const struct config *cfg)
 {
     size_t max = (size_t)cfg->max_body_size;
     for (size_t i = 0; i < routes_count; i++)
-        if (routes_table[i].max_body > 0 && (size_t)routes_table[i].max_body > max)
-            max = (size_t)routes_table[i].max_body;
+        if (router_body_limit(&routes_table[i], cfg) > max)
+            max = router_body_limit(&routes_table[i], cfg);
     return max;
 }
 
@@ -131,7 +131,7 @@ static size_t route_body_limit(const char *method, const char *path, void *arg)
     if (router_match(routes_table, routes_count, method, path, &route, &params, allow,
                      sizeof allow) != ROUTER_MATCH)
         return (size_t)cfg->max_body_size;
-    return route->max_body < 0 ? (size_t)cfg->max_body_size : (size_t)route->max_body;
+    return router_body_limit(route, cfg);
 }
 
 static bool split_hostport(const char *s, char *host, size_t hostlen, int *port)

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "config.h"
 #include "db.h"
+#include "evidence_store.h"
 #include "http_server.h"
 #include "janitor.h"
 #include "kv.h"
@@ -190,6 +191,14 @@ static int serve(const struct config *cfg)
         goto teardown;
     }
 
+    char why_evidence[512];
+    app->evidence = evidence_store_dir_new(cfg->evidence_dir, why_evidence, sizeof why_evidence);
+    if (!app->evidence) { /* creates evidence.dir: start-up file I/O */
+        log_error("%s", why_evidence);
+        s.exit_code = 1;
+        goto teardown;
+    }
+
     s.http = http_server_new(app);
     if (!s.http) {
         s.exit_code = 1;
@@ -220,6 +229,7 @@ teardown:
     http_server_free(s.http);
     static_free(app->web); /* after the HTTP server: replies borrow its bytes */
     workpool_free(app->wp);
+    evidence_store_free(app->evidence); /* after the pool: its jobs use the store */
     task_gate_free(app->gate);
     ledger_cache_free(app->ledger);
     login_throttle_free(app->login);

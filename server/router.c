@@ -1,6 +1,7 @@
 /* router.c -- segment-by-segment matching of a path against route patterns. Linear over the
  * table: with ~60 routes this costs less than parsing the request line. */
 #include "router.h"
+#include "config.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,13 @@ static bool match(const char *pat, const char *path, struct router_params *param
         return false;
     *params = tmp;
     return true;
+}
+
+size_t router_body_limit(const struct route *route, const struct config *cfg)
+{
+    if (route->body.max_of)
+        return (size_t)route->body.max_of(cfg);
+    return route->body.max < 0 ? (size_t)cfg->max_body_size : (size_t)route->body.max;
 }
 
 enum router_result router_match(const struct route *routes, size_t nroutes, const char *method,

@@ -14,9 +14,11 @@
 #define GUARD_MERCHANT (&merchant_auth_guard) /* a signed merchant request */
 #define GUARD_METRICS  (&api_guard_metrics)   /* server.metrics_listen / metrics_token rules */
 
-#define BODY_NONE    0
-#define BODY_DEFAULT (-1)
-#define BODY_SMALL   4096
+/* Bodies (router.h): JSON up to a limit, or raw bytes. */
+#define BODY_NONE    ROUTE_JSON(0)
+#define BODY_DEFAULT ROUTE_JSON(-1) /* server.max_body_size */
+#define BODY_SMALL   ROUTE_JSON(4096)
+#define BODY_PHOTO   ROUTE_RAW(api_evidence_max_size) /* evidence.max_size */
 
 const struct route routes_table[] = {
     {"GET", "/healthz", api_healthz, GUARD_NONE, BODY_NONE, "liveness"},
@@ -76,6 +78,10 @@ const struct route routes_table[] = {
      "submit a completion report (idempotent by client_report_id)"},
     {"GET", "/api/v1/reviews", api_review_queue, GUARD_SESSION, BODY_NONE,
      "submitted reports awaiting review (staff)"},
+    {"PUT", "/api/v1/evidence/{sha256}", api_evidence_put, GUARD_SESSION, BODY_PHOTO,
+     "upload an evidence photo (JPEG, PNG or WebP), addressed by its SHA-256"},
+    {"GET", "/api/v1/evidence/{sha256}", api_evidence_get, GUARD_SESSION, BODY_NONE,
+     "an evidence photo: its uploader, or who may read a report that refers to it"},
 
     {"GET", "/api/v1/workers/{id}/balance", api_balance, GUARD_SESSION, BODY_NONE,
      "available and pending points (Redis first); id may be me"},

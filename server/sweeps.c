@@ -4,6 +4,7 @@
 #include "audit.h"
 #include "config.h"
 #include "effects.h"
+#include "evidence.h"
 #include "log.h"
 #include "metrics.h"
 #include "webhook.h"
@@ -133,5 +134,8 @@ const struct sweep_def sweep_defs[] = {
      audit_sealed, audit_seal_args},
     {"vouchers", "SELECT gp_merchant_sweep($1)", 1, every_sweep_interval, merchant_swept, NULL},
     {"webhooks", "SELECT gp_webhook_claim($1)", 1, every_sweep_interval, webhooks_claimed, NULL},
+    /* evidence past its retention: claimed here, removed from the store by evidence.c */
+    {"evidence", "SELECT gp_evidence_sweep($1, $2::jsonb)", 2, every_sweep_interval, evidence_swept,
+     evidence_sweep_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

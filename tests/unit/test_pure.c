@@ -110,12 +110,12 @@ static void noop(struct req_ctx *rc)
 }
 
 static const struct route table[] = {
-    {"GET", "/healthz", noop, NULL, 0, ""},
-    {"GET", "/api/v1/tasks", noop, NULL, 0, ""},
-    {"POST", "/api/v1/tasks", noop, NULL, -1, ""},
-    {"GET", "/api/v1/tasks/{id}", noop, NULL, 0, ""},
-    {"POST", "/api/v1/tasks/{id}/claim", noop, NULL, 0, ""},
-    {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", noop, NULL, 0, ""},
+    {"GET", "/healthz", noop, NULL, ROUTE_JSON(0), ""},
+    {"GET", "/api/v1/tasks", noop, NULL, ROUTE_JSON(0), ""},
+    {"POST", "/api/v1/tasks", noop, NULL, ROUTE_JSON(-1), ""},
+    {"GET", "/api/v1/tasks/{id}", noop, NULL, ROUTE_JSON(0), ""},
+    {"POST", "/api/v1/tasks/{id}/claim", noop, NULL, ROUTE_JSON(0), ""},
+    {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", noop, NULL, ROUTE_JSON(0), ""},
 };
 
 static void test_router_table(void **state)
