@@ -43,6 +43,9 @@ void api_run_secret(struct req_ctx *rc, const char *sql, int nparams, const char
  * (db_result_json, a new reference), or NULL after replying with the error, 404 for no row,
  * or 500 for a reply that is not JSON. */
 json_t *api_result_json_or_reply(struct req_ctx *rc, struct db_result *res, int success_code);
+/* The body of every successful login (password or WeChat): {token, token_type: "Bearer",
+ * expires_at, person}, person being the principal gp_session_create returned (borrowed). */
+json_t *api_session_body(const char *token, json_t *principal);
 /* A zeroed heap buffer for a secret, wiped and freed with the request. */
 char *api_secret_buf(struct req_ctx *rc, size_t size);
 /* The caller's person id as a SQL parameter. */
@@ -112,6 +115,13 @@ void api_evidence_put(struct req_ctx *rc);
 void api_evidence_get(struct req_ctx *rc);
 /* The body limit of an upload (routes.c): evidence.max_size. */
 int api_evidence_max_size(const struct config *cfg);
+
+/* api_wechat.c: WeChat login, binding with invite codes, unbinding (wechat.h) */
+void api_wechat_login(struct req_ctx *rc);
+void api_wechat_bind(struct req_ctx *rc);
+void api_wechat_invite_create(struct req_ctx *rc);
+void api_wechat_unbind_me(struct req_ctx *rc);
+void api_wechat_unbind_person(struct req_ctx *rc);
 
 /* api_tasks.c */
 void api_task_publish(struct req_ctx *rc);

@@ -16,6 +16,7 @@ struct ledger_cache;
 struct task_gate;
 struct audit;
 struct webhooks;
+struct wechat;
 struct evidence_store;
 struct static_files;
 
@@ -32,6 +33,7 @@ struct app {
     struct task_gate *gate;      /* Redis claim gate */
     struct audit *audit;         /* checkpoint signing key and the sealer's state */
     struct webhooks *webhooks;   /* merchant webhook deliveries in flight */
+    struct wechat *wechat;       /* WeChat login client (wechat.h); NULL = no WeChat */
     struct static_files *web;    /* the browser apps, in memory (static.c); NULL = none */
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
     /* evidence photos' bytes (evidence_store.h) */

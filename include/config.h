@@ -107,6 +107,20 @@ struct config {
     int web_max_files;      /* start-up fails when web_dir holds more files */
     int web_max_size;       /* ... or more bytes (gzip copies of text files come on top) */
     char *web_openapi_file; /* served at /openapi.yaml; "" = not served */
+    /* [wechat] (wechat.h; the secrets come from the environment) */
+    char *wechat_api_base;                /* https://api.weixin.qq.com, or a proxy of it */
+    char *wechat_app_id;                  /* official account: web OAuth (kind "web") */
+    char *wechat_app_secret;              /* its AppSecret */
+    int wechat_bind_ticket_attempts;      /* bind attempts one ticket allows */
+    int wechat_bind_ticket_ttl_s;         /* an unbound openid's bind ticket lives this long */
+    char *wechat_ca_file;                 /* CA bundle for WeChat's TLS; "" = system default */
+    int wechat_invite_ttl_s;              /* an invite code staff issue lives this long */
+    int wechat_max_inflight;              /* calls to WeChat at once; more get 503 */
+    char *wechat_mini_app_id;             /* mini-program: wx.login codes (kind "mini") */
+    char *wechat_mini_app_secret;         /* its AppSecret */
+    int wechat_rate_limit_retry_after_s;  /* Retry-After when WeChat rate-limits us (45011) */
+    int wechat_timeout_ms;                /* one call to WeChat, resolution included */
+    int wechat_unavailable_retry_after_s; /* Retry-After of 503 wechat_unavailable */
 };
 
 /* Parses `path` (NULL = defaults only), then applies environment overrides.

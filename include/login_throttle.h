@@ -76,4 +76,12 @@ void login_throttle_check(struct login_throttle *lt, const struct login_throttle
 void login_throttle_success(struct login_throttle *lt, const struct login_throttle_req *r,
                             bool known_device, const char *remember_device_hash, int64_t person_id);
 
+/* Logins that present no phone (a WeChat code): only the address counter applies
+ * (auth.login_limit_per_addr per auth.login_window). The callback gets ALLOW or ADDR (never
+ * known_device), exactly once and never from inside the call; fails open like the rest. */
+void login_throttle_check_addr(struct login_throttle *lt, const char *addr, login_throttle_cb cb,
+                               void *arg);
+/* Takes an address-only attempt back (the login was not a failure). Fire and forget. */
+void login_throttle_success_addr(struct login_throttle *lt, const char *addr);
+
 #endif

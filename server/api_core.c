@@ -520,6 +520,15 @@ static void verify_done(void *arg, bool cancelled)
     login_step(rc);
 }
 
+json_t *api_session_body(const char *token, json_t *principal)
+{
+    json_t *body =
+        json_pack("{s:s, s:s, s:O?, s:O}", "token", token, "token_type", "Bearer", "expires_at",
+                  json_object_get(principal, "expires_at"), "person", principal);
+    ASSERT(body != NULL); /* token is base64url, principal an object */
+    return body;
+}
+
 static void login_session_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
@@ -527,9 +536,7 @@ static void login_session_cb(struct db_result *res, void *arg)
     json_t *principal = api_result_json_or_reply(rc, res, 200);
     if (!principal)
         return;
-    json_t *body =
-        json_pack("{s:s, s:s, s:O, s:O}", "token", ls->token, "token_type", "Bearer", "expires_at",
-                  json_object_get(principal, "expires_at"), "person", principal);
+    json_t *body = api_session_body(ls->token, principal);
     json_decref(principal);
     /* The presented token when it is known (it passed jv_str, so it is valid UTF-8). */
     const char *device = ls->known_device ? ls->device_token : ls->new_device;

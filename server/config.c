@@ -145,6 +145,20 @@ static const struct cfg_entry table[] = {
     I("web", "max_files", web_max_files, "10000", 1, 1000000),
     Z("web", "max_size", web_max_size, "64m", 0, 1 << 30),
     S("web", "openapi_file", web_openapi_file, "docs/openapi.yaml"),
+
+    S("wechat", "api_base", wechat_api_base, "https://api.weixin.qq.com"),
+    S("wechat", "app_id", wechat_app_id, ""),
+    S("wechat", "app_secret", wechat_app_secret, ""),
+    I("wechat", "bind_ticket_attempts", wechat_bind_ticket_attempts, "5", 1, 100),
+    T("wechat", "bind_ticket_ttl", wechat_bind_ticket_ttl_s, "10m", 60, 86400),
+    S("wechat", "ca_file", wechat_ca_file, ""),
+    T("wechat", "invite_ttl", wechat_invite_ttl_s, "7d", 600, 7776000),
+    I("wechat", "max_inflight", wechat_max_inflight, "256", 1, 100000),
+    S("wechat", "mini_app_id", wechat_mini_app_id, ""),
+    S("wechat", "mini_app_secret", wechat_mini_app_secret, ""),
+    T("wechat", "rate_limit_retry_after", wechat_rate_limit_retry_after_s, "60s", 1, 3600),
+    D("wechat", "timeout", wechat_timeout_ms, "5s", 100, 60000),
+    T("wechat", "unavailable_retry_after", wechat_unavailable_retry_after_s, "5s", 1, 3600),
 };
 
 /* A run of decimal digits at the start of s (no sign, no leading blanks: strtoll would take

@@ -259,6 +259,38 @@ void login_throttle_check(struct login_throttle *lt, const struct login_throttle
     kv_eval(lt->kv, lt->addr, 1, (int)ARRAY_SIZE(argv), argv, addr_cb, c);
 }
 
+/* The address counter alone: its verdict is the whole verdict. */
+static void addr_only_cb(struct redisReply *reply, enum status st, void *arg)
+{
+    struct check *c = arg;
+    long long v[2];
+    if (st != ST_OK || !read_ints(reply, 2, v)) {
+        log_script_failure(reply, st, "address");
+        finish(c, LOGIN_THROTTLE_ALLOW, 0, false);
+        return;
+    }
+    if (v[0] == 1)
+        finish(c, LOGIN_THROTTLE_ADDR, ms_to_retry_s(v[1]), false);
+    else
+        finish(c, LOGIN_THROTTLE_ALLOW, 0, false);
+}
+
+void login_throttle_check_addr(struct login_throttle *lt, const char *addr, login_throttle_cb cb,
+                               void *arg)
+{
+    ASSERT(addr && cb);
+    struct check *c = xcalloc(1, sizeof *c);
+    c->lt = lt;
+    c->cb = cb;
+    c->arg = arg;
+    snprintf(c->k.addr, sizeof c->k.addr, "login:addr:{%s}", addr);
+    char limit[24], window[24];
+    snprintf(limit, sizeof limit, "%d", lt->cfg->login_limit_per_addr);
+    snprintf(window, sizeof window, "%lld", (long long)lt->cfg->login_window_s * 1000);
+    const char *argv[] = {c->k.addr, limit, window};
+    kv_eval(lt->kv, lt->addr, 1, (int)ARRAY_SIZE(argv), argv, addr_only_cb, c);
+}
+
 static void success_cb(struct redisReply *reply, enum status st, void *arg)
 {
     if (st == ST_OK && reply && reply->type == REDIS_REPLY_INTEGER)
@@ -288,5 +320,14 @@ void login_throttle_success(struct login_throttle *lt, const struct login_thrott
     kv_eval(lt->kv, lt->success, 3, (int)ARRAY_SIZE(argv), argv, success_cb, (void *)"success");
 
     const char *undo[] = {k.addr};
+    kv_eval(lt->kv, lt->addr_undo, 1, 1, undo, success_cb, (void *)"address undo");
+}
+
+void login_throttle_success_addr(struct login_throttle *lt, const char *addr)
+{
+    ASSERT(addr);
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "login:addr:{%s}", addr);
+    const char *undo[] = {key};
     kv_eval(lt->kv, lt->addr_undo, 1, 1, undo, success_cb, (void *)"address undo");
 }

@@ -25,6 +25,7 @@
 #include "sql_build.h"
 #include "static.h"
 #include "webhook.h"
+#include "wechat.h"
 #include "workpool.h"
 
 #include <event2/event.h>
@@ -86,6 +87,7 @@ static void force_cb(evutil_socket_t fd, short what, void *arg)
              http_server_inflight(s->http));
     db_pool_shutdown(s->app.db);
     kv_shutdown(s->app.kv);
+    wechat_fail_all(s->app.wechat);
     /* The failures above complete every request on the next loop turns. A reply whose write
      * failed (client gone mid-write) never reports back; do not wait for it forever. */
     struct timeval last = {1, 0};
@@ -182,6 +184,11 @@ static int serve(const struct config *cfg)
         s.exit_code = 1;
         goto teardown;
     }
+    app->wechat = wechat_new(app->base, cfg); /* checks [wechat], loads its CA file */
+    if (!app->wechat) {
+        s.exit_code = 1;
+        goto teardown;
+    }
 
     char why_web[PATH_MAX + 200];
     app->web = static_load(cfg, why_web, sizeof why_web); /* reads web.dir: start-up file I/O */
@@ -238,6 +245,7 @@ teardown:
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
+    wechat_free(app->wechat);     /* after the HTTP server drained: no exchange left */
     audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
     kv_free(app->kv);
     metrics_free(app->metrics);

@@ -32,8 +32,16 @@ const struct route routes_table[] = {
 
     {"POST", "/api/v1/auth/login", api_login, GUARD_NONE, BODY_SMALL,
      "log in with phone and password"},
+    /* WeChat (wechat.h): a bound WeChat user logs in by code alone; an unbound one binds
+     * once, with the phone and an invite code staff issued */
+    {"POST", "/api/v1/auth/wechat", api_wechat_login, GUARD_NONE, BODY_SMALL,
+     "log in with a WeChat code: a session, or a bind ticket when unbound"},
+    {"POST", "/api/v1/auth/wechat/bind", api_wechat_bind, GUARD_NONE, BODY_SMALL,
+     "bind WeChat with the phone and an invite code: a session"},
     {"POST", "/api/v1/auth/logout", api_logout, GUARD_SESSION, BODY_SMALL, "revoke the session"},
     {"GET", "/api/v1/me", api_me, GUARD_SESSION, BODY_NONE, "the caller, their unit and roles"},
+    {"DELETE", "/api/v1/me/wechat", api_wechat_unbind_me, GUARD_SESSION, BODY_NONE,
+     "unbind the caller's WeChat accounts"},
 
     {"POST", "/api/v1/units", api_unit_create, GUARD_SESSION, BODY_SMALL, "create a child unit"},
     {"GET", "/api/v1/units", api_unit_list, GUARD_SESSION, BODY_NONE, "list units in scope"},
@@ -46,6 +54,10 @@ const struct route routes_table[] = {
      "update name, tags, status"},
     {"POST", "/api/v1/people/{id}/roles", api_person_role_grant, GUARD_SESSION, BODY_SMALL,
      "grant a role"},
+    {"POST", "/api/v1/people/{id}/invites", api_wechat_invite_create, GUARD_SESSION, BODY_SMALL,
+     "issue a one-time WeChat invite code (staff; shown once)"},
+    {"DELETE", "/api/v1/people/{id}/wechat", api_wechat_unbind_person, GUARD_SESSION, BODY_NONE,
+     "unbind a person's WeChat accounts (staff)"},
     {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", api_person_role_revoke, GUARD_SESSION,
      BODY_NONE, "revoke a role"},
 

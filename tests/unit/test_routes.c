@@ -34,6 +34,10 @@ static const struct route_guard *expected_guard(const struct route *r)
         return &api_guard_metrics;
     if (!strcmp(r->pattern, "/api/v1/auth/login") || starts_with(r->pattern, "/api/v1/public/"))
         return NULL;
+    /* WeChat login and binding: credentials in the body, like the password login */
+    if (!strcmp(r->pattern, "/api/v1/auth/wechat") ||
+        !strcmp(r->pattern, "/api/v1/auth/wechat/bind"))
+        return NULL;
     if (starts_with(r->pattern, "/api/v1/"))
         return &auth_guard_session;
     return NULL; /* /healthz, /readyz, /.well-known/... */
