@@ -289,21 +289,30 @@ fail:
     return NULL;
 }
 
-/* Whether anything but the schema's own functions depends on the function schema or on one
- * of its functions (a view, a default, a table someone created there): DROP SCHEMA ... CASCADE
- * would take it along. Logs each such object. */
+/* Whether anything but what the function files create depends on the function schema or on
+ * one of its objects: DROP SCHEMA ... CASCADE would take it along. The files create functions
+ * and composite types (each with its array type and its pg_class row), so those may depend
+ * on the schema and on each other; anything else that does (a view on a function, a column of
+ * one of the types, a table someone created in the schema) is logged, and nothing is
+ * dropped. */
 static bool function_schema_droppable(PGconn *c)
 {
     static const char sql[] =
+        "WITH s AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1), "
+        "own (classid, objid) AS ("
+        " SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid FROM pg_catalog.pg_proc p, s "
+        "  WHERE p.pronamespace = s.oid "
+        " UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid "
+        "  FROM pg_catalog.pg_type t, s WHERE t.typnamespace = s.oid "
+        " UNION ALL SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, r.oid "
+        "  FROM pg_catalog.pg_class r, s WHERE r.relnamespace = s.oid AND r.relkind = 'c') "
         "SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) || ' depends on ' "
         "|| pg_catalog.pg_describe_object(d.refclassid, d.refobjid, d.refobjsubid) "
-        "FROM pg_catalog.pg_depend d, pg_catalog.pg_namespace s "
-        "WHERE s.nspname = $1 AND "
-        "((d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = s.oid) "
-        " OR (d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid IN "
-        "     (SELECT oid FROM pg_catalog.pg_proc WHERE pronamespace = s.oid))) "
-        "AND NOT (d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid IN "
-        "     (SELECT oid FROM pg_catalog.pg_proc WHERE pronamespace = s.oid)) "
+        "FROM pg_catalog.pg_depend d, s "
+        "WHERE ((d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass "
+        "        AND d.refobjid = s.oid) "
+        "       OR (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM own)) "
+        "  AND (d.classid, d.objid) NOT IN (SELECT classid, objid FROM own) "
         "ORDER BY 1";
     const char *p[] = {SQL_BUILD_SCHEMA};
     PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
@@ -312,8 +321,8 @@ static bool function_schema_droppable(PGconn *c)
         log_error("cannot read what depends on schema %s: %s", SQL_BUILD_SCHEMA,
                   PQresultErrorMessage(r));
     for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++)
-        log_error("%s: schema %s holds only the functions `migrate` re-creates; move it out "
-                  "or drop it, then migrate again",
+        log_error("%s: schema %s holds only what sql/functions creates, which `migrate` "
+                  "re-creates; move it out or drop it, then migrate again",
                   PQgetvalue(r, i, 0), SQL_BUILD_SCHEMA);
     PQclear(r);
     return ok;

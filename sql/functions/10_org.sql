@@ -175,7 +175,7 @@ END
 $$;
 
 -- p_args: any of {name, tags, status}. Suspending also revokes the person's sessions.
-CREATE OR REPLACE FUNCTION gp_person_update(p_actor bigint, p_person bigint, p_args jsonb) RETURNS jsonb
+CREATE FUNCTION gp_person_update(p_actor bigint, p_person bigint, p_args jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     before persons;

@@ -15,7 +15,7 @@ $$;
 -- What a request needs to know about its caller; NULL when the token is unknown, expired or
 -- revoked, or the person is suspended. "area" and "worker" let the server's claim gate check
 -- gp_task_in_area without asking PostgreSQL.
-CREATE OR REPLACE FUNCTION gp_session_principal(p_token_hash bytea) RETURNS jsonb
+CREATE FUNCTION gp_session_principal(p_token_hash bytea) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('person_id', p.id, 'name', p.name, 'unit_id', p.unit_id,
                               'roles', gp_roles_json(p.id), 'expires_at', s.expires_at,

@@ -987,12 +987,11 @@ BEGIN
 END
 $$;
 
-------------------------------------------------------------------------------------------
--- Statements carry the log position (replaces 0003's gp_postings_page; same shape plus
--- "log_index", NULL until the sealer has sealed the transaction).
-------------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION gp_postings_page(p_accounts bigint[], p_kind text, p_from timestamptz,
-                                            p_to timestamptz, p_after bigint, p_limit int)
+-- The postings of the accounts p_accounts, newest first, keyset-paginated on the posting id;
+-- each with the log position of its transaction ("log_index", NULL until the sealer has
+-- sealed it).
+CREATE FUNCTION gp_postings_page(p_accounts bigint[], p_kind text, p_from timestamptz,
+                                 p_to timestamptz, p_after bigint, p_limit int)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_limit int := least(greatest(coalesce(p_limit, 50), 1), 200);

@@ -23,7 +23,7 @@ CREATE FUNCTION gp_task_free_slots(t tasks) RETURNS int LANGUAGE sql IMMUTABLE A
                 ELSE 0 END
 $$;
 
-CREATE OR REPLACE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id,
                               'free_slots', gp_task_free_slots(t), 'slots_version', t.version)
 $$;
@@ -182,7 +182,7 @@ $$;
 -- gp_assignment_set_state on each, with one counter update of the task row. Assignments of
 -- p_ids no longer in p_from are left alone. p_award_txns: the award of each (approvals).
 -- Returns how many moved.
-CREATE OR REPLACE FUNCTION gp_assignments_move(p_task bigint, p_ids bigint[], p_from text, p_to text,
+CREATE FUNCTION gp_assignments_move(p_task bigint, p_ids bigint[], p_from text, p_to text,
                                     p_actor bigint, p_timer text, p_reason text,
                                     p_award_txns bigint[] DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql AS $$

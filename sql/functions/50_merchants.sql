@@ -1027,9 +1027,9 @@ $$;
 -- exist: a merchant learns nothing about the codes of workers it does not serve), and it must
 -- be unused and unexpired by the database clock (409 paycode_used / paycode_expired).
 -- Idempotent on (merchant principal, key): the same key with another amount is 422.
-CREATE OR REPLACE FUNCTION gp_mrc_charge(p_key_id text, p_nonce text, p_worker bigint,
-                                         p_amount bigint, p_memo text, p_idem_principal text,
-                                         p_idem_key text, p_request_hash text)
+CREATE FUNCTION gp_mrc_charge(p_key_id text, p_nonce text, p_worker bigint,
+                              p_amount bigint, p_memo text, p_idem_principal text,
+                              p_idem_key text, p_request_hash text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);

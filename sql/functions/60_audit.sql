@@ -161,7 +161,7 @@ $$;
 --     last checkpoint, make the head the candidate to sign.
 -- Returns {"busy"} or {"size", "sealed", "verified", "more", "alarm", "candidate": {"size",
 -- "root" (base64), "at"}}; "more" asks the janitor to run again at once.
-CREATE OR REPLACE FUNCTION gp_audit_seal(p_batch int, p_verify_batch int, p_interval_s int, p_max_tx bigint)
+CREATE FUNCTION gp_audit_seal(p_batch int, p_verify_batch int, p_interval_s int, p_max_tx bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     h audit_head;
