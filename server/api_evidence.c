@@ -176,8 +176,6 @@ void api_evidence_put(struct req_ctx *rc)
 {
     struct put_state *ps = arena_alloc(rc->arena, sizeof *ps);
     memset(ps, 0, sizeof *ps);
-    if (!store_or_reply(rc))
-        return;
     if (!evidence_hash_parse(rc->params.values[0], ps->hash)) {
         http_reply_error(rc, ST_INVALID, "invalid_sha256", "sha256",
                          "the path must end in the photo's SHA-256 as 64 hex digits");
@@ -203,6 +201,8 @@ void api_evidence_put(struct req_ctx *rc)
                          ps->type ? ps->type : "");
         return;
     }
+    if (!store_or_reply(rc))
+        return;
     ps->store = rc->app->evidence;
     ps->body = rc->body;
     ps->len = rc->body_len;

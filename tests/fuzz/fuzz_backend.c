@@ -325,6 +325,17 @@ static char *plausible_json(const char *sql, const char *const *params, int npar
         return dump_free(json_pack("{s:I, s:I, s:I, s:I}", "worker_id", (json_int_t)1, "available",
                                    (json_int_t)(v % 1000), "pending", (json_int_t)0, "version",
                                    (json_int_t)(1 + v % 7)));
+    if (strstr(sql, "gp_evidence_get") || strstr(sql, "gp_evidence_put")) {
+        static const char *const types[] = {"image/jpeg", "image/png", "image/webp"};
+        const char *hash = nparams > 1 && params[1] ? params[1] : "00";
+        json_t *e = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "sha256", hash, "size",
+                              (json_int_t)(1 + v % 4096), "content_type", types[v % 3], "path",
+                              "/api/v1/evidence/00", "created_at", "2030-01-01T00:00:00+00:00",
+                              "expires_at", "2030-06-30T00:00:00+00:00");
+        if (strstr(sql, "gp_evidence_get"))
+            return dump_free(e);
+        return dump_free(json_pack("{s:b, s:o}", "created", (int)(v % 2), "evidence", e));
+    }
     if (strstr(sql, "gp_task_claim") || strstr(sql, "gp_task_slots"))
         return dump_free(json_pack("{s:I, s:I, s:I, s:{s:I, s:I, s:I}}", "task_id", (json_int_t)1,
                                    "free_slots", (json_int_t)(v % 3), "slots_version",

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
+#include "evidence_store.h"
 #include "http_server.h"
 #include "kv.h"
 #include "ledger.h"
@@ -41,6 +42,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -79,6 +81,19 @@ static void die(const char *what)
 {
     fprintf(stderr, "fuzz_http: %s\n", what);
     abort();
+}
+
+/* The evidence store's temporary directory, removed at exit. */
+static char evidence_dir[] = "/tmp/fuzz-evidence-XXXXXX";
+
+static int remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void remove_evidence_dir(void)
+{
+    nftw(evidence_dir, remove_cb, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -144,6 +159,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     app->webhooks = webhooks_new(app);
     if (!app->webhooks)
         die("webhooks_new failed");
+    if (!mkdtemp(evidence_dir))
+        die("cannot create the evidence directory");
+    atexit(remove_evidence_dir);
+    app->evidence = evidence_store_dir_new(evidence_dir, why, sizeof why);
+    if (!app->evidence)
+        die(why);
     G.http = http_server_new(app);
     if (!G.http)
         die("http_server_new failed");
