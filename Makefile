@@ -3,7 +3,8 @@
 #   make              build build/gridpointsd (debug, -Werror)
 #   make run          install what is missing, start private PostgreSQL + Redis under var/,
 #                     migrate, load demo data once, serve on 127.0.0.1:8080
-#   make test         unit tests + black-box API tests, under ASan+UBSan
+#   make test         unit tests + black-box API tests, under ASan+UBSan, + browser tests
+#   make web          the worker app (web/worker) into build/web/app/ (skipped without npm)
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
 #   make format / format-check / clean
 #   make V=1 ...      show full compiler commands
@@ -45,11 +46,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PY ?= /usr/bin/python3
 
-.PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs \
+.PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs web browser \
 	check-includes
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/gridpointsd
+all: $(BUILD)/gridpointsd web
 
 # A change of flags rebuilds everything (Redis's .make-settings idea).
 SETTINGS := $(BUILD)/.settings
@@ -97,7 +98,7 @@ run: deps
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
 test: deps check-config-docs check-includes
-	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 
 unit: $(UNIT_BIN)
@@ -149,6 +150,39 @@ $(FUZZ_BUILD)/fuzz_http: tests/fuzz/fuzz_http.c tests/fuzz/fuzz_backend.c tests/
 bench: deps
 	@$(MAKE) --no-print-directory OPT=-O2 DEBUG=-g BUILD=build/bench all
 	@scripts/bench.sh
+
+# The browser apps (web/): built with npm into build/web/, which gridpointsd serves (web.dir).
+# `npm ci` runs once per lockfile (a stamp in node_modules); `npm run build` generates the API
+# types from docs/openapi.yaml, type-checks, bundles and prints the first-load size. Without npm
+# the web build is skipped with a message: the C build never depends on it.
+WEB_WORKER := web/worker
+WEB_OUT    := build/web/app
+WEB_STAMP  := $(WEB_WORKER)/node_modules/.npm-ci.stamp
+WEB_SRC    := $(shell find $(WEB_WORKER)/src $(WEB_WORKER)/public $(WEB_WORKER)/sw -type f \
+                -not -name '*.gen.ts' 2>/dev/null) $(addprefix $(WEB_WORKER)/,index.html \
+                vite.config.ts tsconfig.json env.d.ts package.json scripts/size.mjs)
+HAVE_NPM   := $(shell command -v npm 2>/dev/null)
+
+web:
+ifeq ($(HAVE_NPM),)
+	@echo "web: npm not found: the worker app is NOT built (install nodejs and npm, then make web)"
+else
+	@$(MAKE) --no-print-directory $(WEB_OUT)/index.html
+endif
+
+$(WEB_STAMP): $(WEB_WORKER)/package-lock.json
+	cd $(WEB_WORKER) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_OUT)/index.html: $(WEB_STAMP) $(WEB_SRC) docs/openapi.yaml
+	cd $(WEB_WORKER) && npm run build
+
+# Browser tests (tests/browser, node:test + playwright-core driving /usr/bin/chromium as a
+# phone) against this build's gridpointsd with its own PostgreSQL and Redis; screenshots and
+# speed figures in build/browser-artifacts/.
+browser: web $(BUILD)/gridpointsd
+	@test -n "$(HAVE_NPM)" || { echo "browser: npm not found: install nodejs and npm" >&2; exit 1; }
+	GRIDPOINTS_BIN=$(abspath $(BUILD)/gridpointsd) node --test $(wildcard tests/browser/*.test.mjs)
 
 check-config-docs:
 	@scripts/check-config-docs.sh

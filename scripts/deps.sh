@@ -17,6 +17,9 @@ PACKAGES=(
     python3-hypothesis wrk faketime openssl
     # fuzzing (tests/fuzz): clang with its libFuzzer and sanitizer runtimes
     clang libclang-rt-14-dev
+    # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and
+    # CJK fonts so that the screenshots show the Chinese screens as a phone would
+    chromium fonts-noto-cjk
 )
 
 die() {

@@ -1,14 +1,16 @@
-// One route per screen, each loaded on demand (its own chunk): the first screen downloads only
-// itself. History mode under /app/; gridpointsd answers index.html for any path without an
+// One route per screen, each loaded on demand (its own chunk), but for the login screen. History mode under /app/; gridpointsd answers index.html for any path without an
 // extension, and the service worker does the same offline.
 import { createRouter, createWebHistory } from 'vue-router';
 import { loggedIn } from './stores/session';
+// The login screen is the first screen of a new phone: part of the entry chunk, so that a slow
+// link fetches one script, not a script and then the screen.
+import LoginView from './views/login/LoginView.vue';
 
 export const router = createRouter({
   history: createWebHistory(import.meta.env.BASE_URL),
   routes: [
     { path: '/', redirect: '/tasks' },
-    { path: '/login', name: 'login', component: () => import('./views/login/LoginView.vue'), meta: { public: true } },
+    { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
     { path: '/bind', name: 'bind', component: () => import('./views/bind/BindView.vue'), meta: { public: true } },
     { path: '/tasks', name: 'tasks', component: () => import('./views/tasks/TasksView.vue'), meta: { tab: true } },
     { path: '/tasks/:id(\\d+)', name: 'task', component: () => import('./views/task/TaskView.vue'), props: true },

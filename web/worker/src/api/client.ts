@@ -31,8 +31,9 @@ export interface CallOptions<P extends keyof paths, M extends Method> {
   path?: ParamsOf<Op<P, M>, 'path'>;
   query?: ParamsOf<Op<P, M>, 'query'>;
   body?: JsonBody<Op<P, M>>;
-  /** a raw body (a photo): sent as is, with its own Content-Type */
-  raw?: Blob;
+  /** a raw body (a photo), sent as is with rawType as its Content-Type */
+  raw?: ArrayBuffer;
+  rawType?: string;
   headers?: Record<string, string>;
   /** give up after this many ms (default 20 s): a hung request must not block the sync */
   timeoutMs?: number;
@@ -77,11 +78,13 @@ export function setUnauthorizedHandler(fn: () => void): void {
 }
 
 function fillPath(tpl: string, params: Record<string, unknown> | undefined): string {
-  return tpl.replace(/\{([a-z_]+)\}/g, (_m, k: string) => {
+  const path = tpl.replace(/\{([A-Za-z0-9_]+)\}/g, (_m, k: string) => {
     const v = params?.[k];
     if (v === undefined || v === null) throw new Error(`missing path parameter ${k}`);
     return encodeURIComponent(String(v));
   });
+  if (/[{}]/.test(path)) throw new Error(`unfilled path template ${tpl}`);
+  return path;
 }
 
 function queryString(q: Record<string, unknown> | undefined): string {
@@ -105,7 +108,7 @@ async function call<P extends PathsWith<M>, M extends Method>(
   let body: BodyInit | undefined;
   if (opt.raw) {
     body = opt.raw;
-    headers['Content-Type'] = opt.raw.type || 'application/octet-stream';
+    headers['Content-Type'] = opt.rawType || 'application/octet-stream';
   } else if (opt.body !== undefined) {
     body = JSON.stringify(opt.body);
     headers['Content-Type'] = 'application/json';

@@ -64,9 +64,8 @@ const en: Messages = {
     rankOf: 'No. {rank} of {total}', noRank: 'No rank yet', board: 'Points board of my grid',
     boardEmpty: 'No points this month yet', scope: { grid: 'Grid', community: 'Community', street: 'Street' },
     kind: {
-      award: 'Task done', adjustment: 'Adjustment', voucher_hold: 'Voucher', voucher_void: 'Voucher returned',
-      voucher_expire: 'Voucher expired', charge: 'Paid at a shop', refund: 'Shop refund', expiry: 'Points expired',
-      release: 'Notice period over', exchange: 'Exchange',
+      award: 'Task done', adjust: 'Adjustment', hold: 'Voucher ordered', void: 'Voucher returned', capture: 'Voucher used',
+      charge: 'Paid at a shop', refund: 'Shop refund', expire: 'Points expired', vest: 'Notice period over: usable', release: 'Released',
     },
     month: 'This month', all: 'All time',
   },

@@ -62,9 +62,8 @@ const zhCN = {
     rankOf: '第 {rank} 名 / 共 {total} 人', noRank: '暂无排名', board: '本网格积分公示',
     boardEmpty: '本月还没有积分记录', scope: { grid: '网格', community: '社区', street: '街道' },
     kind: {
-      award: '完成任务', adjustment: '积分调整', voucher_hold: '兑换商品', voucher_void: '兑换退回',
-      voucher_expire: '兑换过期退回', charge: '门店消费', refund: '门店退款', expiry: '积分过期',
-      release: '公示结束', exchange: '积分互通',
+      award: '完成任务', adjust: '积分调整', hold: '兑换商品', void: '兑换退回', capture: '兑换券已使用',
+      charge: '门店消费', refund: '门店退款', expire: '积分过期', vest: '公示结束，可以使用', release: '释放',
     },
     month: '本月', all: '全部',
   },

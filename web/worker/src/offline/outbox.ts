@@ -9,6 +9,7 @@
 // before a report reaches the server before it.
 import { api, ApiError } from '../api/client';
 import * as db from './db';
+import { sha256Hex } from './photo';
 
 export type ItemState = 'saved' | 'sending' | 'received' | 'approved' | 'rejected' | 'refused';
 
@@ -224,7 +225,12 @@ async function uploadPhotos(item: ReportItem): Promise<void> {
     const p = await getPhoto(sha);
     if (!p) throw new ApiError(400, 'photo_missing', 'a photo of this report is no longer on the phone');
     if (p.uploaded) continue;
-    await api.put('/api/v1/evidence/{sha256}', { path: { sha256: sha }, raw: p.blob, timeoutMs: 120000 });
+    // The bytes, checked against their hash before they leave: storage that changed a photo
+    // is said as such, not as a server refusal the worker cannot understand.
+    const bytes = await p.blob.arrayBuffer();
+    if ((await sha256Hex(bytes)) !== sha)
+      throw new ApiError(400, 'hash_mismatch', 'a photo of this report changed on the phone');
+    await api.put('/api/v1/evidence/{sha256}', { path: { sha256: sha }, raw: bytes, rawType: p.type, timeoutMs: 120000 });
     await db.update<PhotoRecord>(db.PHOTOS, sha, (r) => ({ ...r, uploaded: true }));
   }
 }
