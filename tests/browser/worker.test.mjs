@@ -9,11 +9,13 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ARTIFACTS, Stack, sleep } from './lib/stack.mjs';
 import { makeWorld, NEAR, FAR } from './lib/world.mjs';
+import { WechatPeer } from './lib/wechat.mjs';
 import { PHONE, PersistentPhone, launch, photoPng, shot, slow3g, swReady } from './lib/browser.mjs';
 
 // One server for the whole file; the steps that need a route of issue 13 that this gridpointsd
 // does not have yet are TODO (reported as such by node:test, not skipped silently).
-const stack = await Stack.up('worker');
+const peer = await new WechatPeer().start();
+const stack = await Stack.up('worker', peer.env());
 let world;
 let browser;
 try {
@@ -21,17 +23,20 @@ try {
   browser = await launch();
 } catch (e) {
   await stack.stop();
+  await peer.stop();
   throw e;
 }
 const speed = {};
 for (const p of stack.pending) console.log(`# PENDING (TODO until it lands): ${p}`);
 const needEvidence = stack.has.evidence ? {} : { todo: 'PUT /api/v1/evidence/{sha256} is not in this gridpointsd yet (issue 13, item 3)' };
+const needWechat = stack.has.wechat ? {} : { todo: 'POST /api/v1/auth/wechat is not in this gridpointsd yet (issue 13, item 2)' };
 const needStatic = stack.pending.some((p) => p.startsWith('static')) ? { todo: 'gridpointsd does not serve /app/ yet (issue 13, item 1)' } : {};
 
 after(async () => {
   await browser?.close();
   const errors = stack ? stack.errorLines() : [];
   await stack?.stop();
+  await peer.stop();
   mkdirSync(ARTIFACTS, { recursive: true });
   writeFileSync(join(ARTIFACTS, 'speed.json'), JSON.stringify(speed, null, 2) + '\n');
   console.log(`speed: ${JSON.stringify(speed)}`);
@@ -373,5 +378,51 @@ test('every screen in zh-CN and en at phone size, and the large-text mode', asyn
     } finally {
       await ctx.close();
     }
+  }
+});
+
+test('WeChat: the first login binds with an invite code, later logins need the code alone', needWechat, async () => {
+  const w = await world.worker('吴师傅');
+  const openid = `oWeb_${Date.now()}`;
+  const invite = await stack.ok('POST', `/api/v1/people/${w.id}/invites`, { token: world.admin.token, body: {} });
+  // Inside WeChat's browser; the official account's menu link came back from WeChat's OAuth
+  // with ?code=...
+  const wechatUA = `${PHONE.userAgent} MicroMessenger/8.0.47.2560(0x28002F35) WeChat/arm64 NetType/4G Language/zh_CN`;
+  const ctx = await phoneCtx({ userAgent: wechatUA });
+  try {
+    const page = await ctx.newPage();
+    // A code WeChat does not know: said plainly, and the password form is still there.
+    await page.goto(app('login?code=code_unknown'));
+    const err = page.locator('[data-test=error]');
+    await err.waitFor();
+    assert.match(await err.innerText(), /微信登录没有成功/);
+
+    await page.goto(app(`login?code=${peer.code(openid)}`));
+    await page.waitForSelector('[data-screen=bind]');
+    await shot(page, 'zh-CN-wechat-bind');
+    await page.locator('[data-test=bind-phone] input').fill(w.phone);
+    await page.locator('[data-test=bind-invite] input').fill('WRONG-CODE-0000-0000');
+    await page.locator('[data-test=bind]').click();
+    await err.waitFor();
+    assert.match(await err.innerText(), /邀请码不对/);
+    await page.locator('[data-test=bind-invite] input').fill(invite.code.toLowerCase());
+    await page.locator('[data-test=bind]').click();
+    await page.waitForSelector('[data-screen=tasks]');
+    const [[person]] = stack.sql('SELECT person_id FROM wechat_bindings WHERE openid = $1', openid);
+    assert.equal(Number(person), w.id, 'bound to the worker of the invite');
+  } finally {
+    await ctx.close();
+  }
+  // Later, on a fresh phone: the code alone logs in.
+  const again = await phoneCtx({ userAgent: wechatUA });
+  try {
+    const page = await again.newPage();
+    await page.goto(app(`login?code=${peer.code(openid)}`));
+    await page.waitForSelector('[data-screen=tasks]');
+    await page.goto(app('me'));
+    await page.waitForSelector('[data-screen=me]');
+    assert.match(await page.locator('[data-screen=me]').innerText(), /吴师傅/);
+  } finally {
+    await again.close();
   }
 });

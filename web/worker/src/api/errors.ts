@@ -7,6 +7,7 @@ export interface ErrLike {
   status: number;
   code: string;
   message: string;
+  field?: string;
   retryAfterS?: number;
 }
 
@@ -18,7 +19,7 @@ function waitText(s: number | undefined): string {
 export function errorText(e: unknown): string {
   const err: ErrLike =
     e instanceof ApiError
-      ? { status: e.status, code: e.code, message: e.message, retryAfterS: e.retryAfterS }
+      ? { status: e.status, code: e.code, message: e.message, field: e.field, retryAfterS: e.retryAfterS }
       : e && typeof e === 'object' && 'code' in e
         ? (e as ErrLike)
         : { status: 0, code: 'generic', message: String(e) };
@@ -35,6 +36,9 @@ export function errorText(e: unknown): string {
   if (err.status === 401 && err.code !== 'invalid_credentials' && !err.code.startsWith('wechat') && !err.code.startsWith('invite'))
     return t('err.unauthorized');
   if (err.status >= 500) return t('err.server');
+  // A field the worker typed that the server cannot use: said about that field.
+  if (err.status === 400 && err.field === 'invite_code') return t('err.invite_invalid');
+  if (err.status === 400 && err.field === 'phone') return t('login.badPhone');
   if (err.status === 413) return t('err.too_large');
   return tOr(`err.${err.code}`, t('err.generic', { message: err.message }));
 }
