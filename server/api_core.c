@@ -49,43 +49,22 @@ char *api_secret_buf(struct req_ctx *rc, size_t size)
     return s;
 }
 
-/* "key_ids" (and "key_id") of a reply leave the merchant key cache; the list is for us only. */
-static void forget_keys(struct req_ctx *rc, json_t *j)
-{
-    size_t i;
-    json_t *k;
-    json_array_foreach(json_object_get(j, "key_ids"), i, k)
-    {
-        if (json_is_string(k))
-            merchant_auth_forget_key(rc->app, json_string_value(k));
-    }
-    json_object_del(j, "key_ids");
-    if (json_is_string(json_object_get(j, "key_id")))
-        merchant_auth_forget_key(rc->app, json_string_value(json_object_get(j, "key_id")));
-}
-
 static void run_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct run_state *rs = rc->state;
-    bool rewrite = (rs->post & (API_STRIP_BALANCES | API_FORGET_KEYS)) || rs->secret_name;
-    /* Parsed only when an effect or a rewrite needs it, and then once; a reply nobody changes
-     * goes out as the database wrote it. */
-    json_t *j = rs->post || rs->secret_name ? db_result_json(res) : NULL;
-    if (j && (rs->post & API_EFFECTS))
-        effects_apply(rc->app, j);
-    if (!j || !rewrite) {
-        json_decref(j);
+    /* A write answers SELECT body, effects (gp_reply): the effects column is applied after the
+     * commit and is the only part read here; the body goes out as the database wrote it. */
+    if ((rs->post & API_EFFECTS) && db_result_status(res) == ST_OK)
+        effects_apply_text(rc->app, db_result_value(res, 0, 1));
+    json_t *j = rs->secret_name ? db_result_json(res) : NULL;
+    if (!j) {
         http_reply_db(rc, res, rs->code);
         return;
     }
-    if (rs->post & API_STRIP_BALANCES)
-        json_object_del(j, "balances");
-    if (rs->post & API_FORGET_KEYS)
-        forget_keys(rc, j);
     /* A replayed idempotent write answers what it answered the first time, which never held
      * the secret: it is shown once. */
-    if (rs->secret_name && !json_is_true(json_object_get(j, "idempotent_replay")))
+    if (!json_is_true(json_object_get(j, "idempotent_replay")))
         json_object_set_new(j, rs->secret_name, json_string(rs->secret));
     http_reply_json(rc, rs->code, j);
 }

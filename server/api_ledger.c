@@ -31,7 +31,8 @@ static void balance_from_ledger(struct req_ctx *rc)
 {
     struct balance_state *bs = rc->state;
     const char *params[] = {api_actor(rc), api_i64(rc, bs->worker)};
-    api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200); /* its effect refills the cache */
+    api_write(rc, "SELECT body, effects FROM gp_balance($1, $2)", 2, params,
+              200); /* its effect refills the cache */
 }
 
 static void balance_cache_cb(enum status st, const struct ledger_balance *bal, void *arg)
@@ -71,7 +72,7 @@ void api_points(struct req_ctx *rc)
     if (!worker_param_or_reply(rc, &worker))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, worker)};
-    api_write(rc, "SELECT gp_balance($1, $2)", 2, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_balance($1, $2)", 2, params, 200);
 }
 
 void api_statement(struct req_ctx *rc)
@@ -150,7 +151,7 @@ void api_budget_issue(struct req_ctx *rc)
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {
         api_actor(rc), api_i64(rc, unit), api_i64(rc, amount), memo, principal, key, hash};
-    api_write(rc, "SELECT gp_issue($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
+    api_query(rc, "SELECT gp_issue($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
 }
 
 void api_budget_grant(struct req_ctx *rc)
@@ -178,7 +179,7 @@ void api_budget_grant(struct req_ctx *rc)
                             principal,
                             key,
                             hash};
-    api_write(rc, "SELECT gp_grant($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201);
+    api_query(rc, "SELECT gp_grant($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201);
 }
 
 void api_adjust(struct req_ctx *rc)
@@ -203,7 +204,8 @@ void api_adjust(struct req_ctx *rc)
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {
         api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason, principal, key, hash};
-    api_write(rc, "SELECT gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params, 201);
+    api_write(rc, "SELECT body, effects FROM gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params,
+              201);
 }
 
 void api_task_reservation(struct req_ctx *rc)
@@ -232,5 +234,5 @@ void api_policy_set(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
-    api_write(rc, "SELECT gp_policy_set($1, $2, $3::jsonb)", 3, params, 200);
+    api_query(rc, "SELECT gp_policy_set($1, $2, $3::jsonb)", 3, params, 200);
 }

@@ -42,7 +42,7 @@ void api_mall_order(struct req_ctx *rc)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_i64(rc, id), principal, key, hash};
-    api_write(rc, "SELECT gp_mall_order($1, $2, $3, $4, $5)", 5, params, 201);
+    api_write(rc, "SELECT body, effects FROM gp_mall_order($1, $2, $3, $4, $5)", 5, params, 201);
 }
 
 void api_voucher_list(struct req_ctx *rc)
@@ -71,7 +71,7 @@ void api_voucher_cancel(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_write(rc, "SELECT gp_voucher_cancel($1, $2)", 2, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_voucher_cancel($1, $2)", 2, params, 200);
 }
 
 /* The row is made first (its expiry by the database clock), then the code is signed. */

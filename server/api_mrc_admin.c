@@ -65,7 +65,8 @@ static void set_status(struct req_ctx *rc, const char *status)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), status, reason};
-    api_run(rc, "SELECT gp_merchant_set_status($1, $2, $3, $4)", 4, params, 200, API_FORGET_KEYS);
+    api_write(rc, "SELECT body, effects FROM gp_merchant_set_status($1, $2, $3, $4)", 4, params,
+              200);
 }
 
 void api_merchant_suspend(struct req_ctx *rc)
@@ -132,7 +133,7 @@ void api_merchant_key_revoke(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), rc->params.values[1]};
-    api_run(rc, "SELECT gp_merchant_key_revoke($1, $2, $3)", 3, params, 200, API_FORGET_KEYS);
+    api_write(rc, "SELECT body, effects FROM gp_merchant_key_revoke($1, $2, $3)", 3, params, 200);
 }
 
 void api_merchant_staff_add(struct req_ctx *rc)

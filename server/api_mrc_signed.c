@@ -1,7 +1,8 @@
 /* api_mrc_signed.c -- /merchant/v1: the merchant's own signed API (merchant_auth.h;
  * SPEC §5; docs/MERCHANTS.md): offers, vouchers at the counter, charges, refunds,
  * statements, webhooks. Pay codes are checked here; PostgreSQL decides whether they are
- * still usable. A merchant never sees a worker's balance (API_STRIP_BALANCES). */
+ * still usable. A merchant never sees a worker's balance: the gp_mrc_* functions leave it out
+ * of the body and return it as an effect for the cache (docs/CONVENTIONS.md, "Effects"). */
 #include "api.h"
 #include "api_mrc.h"
 #include "app.h"
@@ -92,8 +93,7 @@ void api_mrc_voucher_capture(struct req_ctx *rc)
     const char *principal, *key, *hash;
     idem(rc, &principal, &key, &hash);
     const char *params[] = {key_param(rc), rc->params.values[0], principal, key, hash};
-    api_run(rc, "SELECT gp_mrc_voucher_capture($1, $2, $3, $4, $5)", 5, params, 200,
-            API_EFFECTS | API_STRIP_BALANCES);
+    api_query(rc, "SELECT gp_mrc_voucher_capture($1, $2, $3, $4, $5)", 5, params, 200);
 }
 
 static void refund(struct req_ctx *rc, const char *kind)
@@ -111,8 +111,8 @@ static void refund(struct req_ctx *rc, const char *kind)
                             principal,
                             key,
                             hash};
-    api_run(rc, "SELECT gp_mrc_refund($1, $2, $3, $4::jsonb, $5, $6, $7, $8)", 8, params, 201,
-            API_EFFECTS | API_STRIP_BALANCES);
+    api_write(rc, "SELECT body, effects FROM gp_mrc_refund($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+              8, params, 201);
 }
 
 void api_mrc_voucher_refund(struct req_ctx *rc)
@@ -161,8 +161,8 @@ void api_mrc_charge(struct req_ctx *rc)
                             principal,
                             key,
                             hash};
-    api_run(rc, "SELECT gp_mrc_charge($1, $2, $3, $4, $5, $6, $7, $8)", 8, params, 201,
-            API_EFFECTS | API_STRIP_BALANCES);
+    api_write(rc, "SELECT body, effects FROM gp_mrc_charge($1, $2, $3, $4, $5, $6, $7, $8)", 8,
+              params, 201);
 }
 
 void api_mrc_charge_get(struct req_ctx *rc)

@@ -199,26 +199,6 @@ void api_person_get(struct req_ctx *rc)
     api_query(rc, "SELECT gp_person_get($1, $2)", 2, params, 200);
 }
 
-/* Drops the cached sessions that the update revoked (a suspension), strips their hashes
- * from the body, and replies. */
-static void person_updated_cb(struct db_result *res, void *arg)
-{
-    struct req_ctx *rc = arg;
-    json_t *body = api_result_json_or_reply(rc, res, 200);
-    if (!body)
-        return;
-    size_t i;
-    json_t *h;
-    json_array_foreach(json_object_get(body, "_revoked_sessions"), i, h)
-    {
-        const char *hex = json_string_value(h);
-        if (hex)
-            auth_session_forget_hash(rc->app, hex);
-    }
-    json_object_del(body, "_revoked_sessions");
-    http_reply_json(rc, 200, body);
-}
-
 void api_person_update(struct req_ctx *rc)
 {
     static const char *const fields[] = {"name", "tags", "status", NULL};
@@ -244,8 +224,8 @@ void api_person_update(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
-    db_query(rc->app->db, "SELECT gp_person_update($1, $2, $3::jsonb)", 3, params,
-             person_updated_cb, rc);
+    /* A suspension's revoked sessions leave the session cache as an effect ("drop_sessions"). */
+    api_write(rc, "SELECT body, effects FROM gp_person_update($1, $2, $3::jsonb)", 3, params, 200);
 }
 
 void api_person_role_grant(struct req_ctx *rc)

@@ -12,6 +12,7 @@
 #include "arena.h"
 #include "config.h"
 #include "db.h"
+#include "effects.h"
 #include "http.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -31,7 +32,8 @@ void api_task_publish(struct req_ctx *rc)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_json_text(rc, rc->json), principal, key, hash};
-    api_write(rc, "SELECT gp_task_publish($1, $2::jsonb, $3, $4, $5)", 5, params, 201);
+    api_write(rc, "SELECT body, effects FROM gp_task_publish($1, $2::jsonb, $3, $4, $5)", 5, params,
+              201);
 }
 
 void api_task_update(struct req_ctx *rc)
@@ -40,7 +42,7 @@ void api_task_update(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json)};
-    api_write(rc, "SELECT gp_task_update($1, $2, $3::jsonb)", 3, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_task_update($1, $2, $3::jsonb)", 3, params, 200);
 }
 
 void api_task_cancel(struct req_ctx *rc)
@@ -56,7 +58,7 @@ void api_task_cancel(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), reason};
-    api_write(rc, "SELECT gp_task_cancel($1, $2, $3)", 3, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_task_cancel($1, $2, $3)", 3, params, 200);
 }
 
 void api_task_get(struct req_ctx *rc)
@@ -127,7 +129,7 @@ void api_assignment_release(struct req_ctx *rc)
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
     const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_write(rc, "SELECT gp_assignment_release($1, $2)", 2, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_assignment_release($1, $2)", 2, params, 200);
 }
 
 void api_assignment_checkin(struct req_ctx *rc)
@@ -146,7 +148,7 @@ void api_assignment_checkin(struct req_ctx *rc)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), api_json_text(rc, rc->json), skew(rc)};
-    api_write(rc, "SELECT gp_checkin($1, $2, $3::jsonb, $4::interval)", 4, params, 201);
+    api_query(rc, "SELECT gp_checkin($1, $2, $3::jsonb, $4::interval)", 4, params, 201);
 }
 
 static void decide(struct req_ctx *rc, bool approve)
@@ -162,7 +164,8 @@ static void decide(struct req_ctx *rc, bool approve)
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, id), approve ? "true" : "false", reason};
-    api_write(rc, "SELECT gp_report_decide($1, $2, $3::boolean, $4)", 4, params, 200);
+    api_write(rc, "SELECT body, effects FROM gp_report_decide($1, $2, $3::boolean, $4)", 4, params,
+              200);
 }
 
 void api_assignment_approve(struct req_ctx *rc)
@@ -178,7 +181,8 @@ void api_assignment_reject(struct req_ctx *rc)
 void api_report_submit(struct req_ctx *rc)
 {
     const char *params[] = {api_actor(rc), api_json_text(rc, rc->json), skew(rc)};
-    api_write(rc, "SELECT gp_report_submit($1, $2::jsonb, $3::interval)", 3, params, 201);
+    api_write(rc, "SELECT body, effects FROM gp_report_submit($1, $2::jsonb, $3::interval)", 3,
+              params, 201);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -209,16 +213,8 @@ static void claim_db_cb(struct db_result *res, void *arg)
     struct claim_state *cs = rc->state;
     enum status st = db_result_status(res);
     if (st == ST_OK) {
-        json_t *body = db_result_json(res);
-        json_t *gate = json_object_get(body, "gate");
-        json_t *f = json_object_get(gate, "free_slots"), *u = json_object_get(gate, "unit_id"),
-               *v = json_object_get(gate, "slots_version");
-        /* An idempotent replay answers the first claim's gate, possibly older than the
-         * stored one: task_gate_won writes the count only to a gate without a unit. */
-        if (json_is_integer(f) && json_is_integer(u) && json_is_integer(v))
-            task_gate_won(rc->app->gate, cs->task, json_integer_value(u), json_integer_value(f),
-                          json_integer_value(v), rc->principal.person_id);
-        json_decref(body);
+        /* The effects carry the gate PostgreSQL left ("gate_won"); the body goes out as is. */
+        effects_apply_text(rc->app, db_result_value(res, 0, 1));
         http_reply_db(rc, res, 201);
         return;
     }
@@ -251,7 +247,8 @@ static void claim_gate_cb(enum task_gate_answer answer, void *arg)
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
     const char *params[] = {api_actor(rc), api_i64(rc, cs->task), principal, key, hash};
-    db_query(rc->app->db, "SELECT gp_task_claim($1, $2, $3, $4, $5)", 5, params, claim_db_cb, rc);
+    db_query(rc->app->db, "SELECT body, effects FROM gp_task_claim($1, $2, $3, $4, $5)", 5, params,
+             claim_db_cb, rc);
 }
 
 static void claim_limit_cb(enum status st, int retry_after_s, int remaining, void *arg)

@@ -45,12 +45,12 @@ static void count(struct app *app, json_t *j, const char *key, const char *metri
         metrics_count(app->metrics, metric, (uint64_t)n);
 }
 
-/* gp_timers_sweep: claim expiry, auto-approval, task close, reservation release. The awards
- * and slot counts it returns go to Redis; per-task errors are logged (the sweep itself goes
+/* gp_timers_sweep: claim expiry, auto-approval, task close, reservation release. Its effects
+ * (awards, claim gates) go to Redis; per-task errors are logged (the sweep itself goes
  * on: one bad task must not stall every other timer). */
 static int64_t timers_swept(struct app *app, json_t *j)
 {
-    effects_apply(app, j);
+    effects_apply(app, json_object_get(j, "effects"));
     count(app, j, "expired", "timer_claims_expired");
     count(app, j, "approved", "timer_reports_auto_approved");
     count(app, j, "closed", "timer_tasks_closed");
@@ -72,7 +72,7 @@ static int64_t timers_swept(struct app *app, json_t *j)
 /* gp_ledger_sweep: pending points vest after the objection period, lots expire. */
 static int64_t ledger_swept(struct app *app, json_t *j)
 {
-    effects_apply(app, j);
+    effects_apply(app, json_object_get(j, "effects"));
     count(app, j, "vested", "timer_points_vested");
     count(app, j, "expired", "timer_points_expired");
     json_int_t done = json_integer_value(json_object_get(j, "vested")) +
@@ -86,10 +86,10 @@ static int64_t ledger_swept(struct app *app, json_t *j)
 static int64_t reconciled(struct app *app, json_t *j)
 {
     json_t *items = json_object_get(j, "items");
-    json_t *wrapped = json_pack("{s:O}", "balances", items ? items : json_null());
-    effects_apply(app, wrapped);
+    json_t *effects = json_pack("{s:O}", "balances", items ? items : json_null());
+    effects_apply(app, effects); /* the page is the "balances" effect of every worker on it */
     metrics_count(app->metrics, "reconciled_balances", json_array_size(items));
-    json_decref(wrapped);
+    json_decref(effects);
     const char *next = json_string_value(json_object_get(j, "next_cursor"));
     int64_t cursor = next ? strtoll(next, NULL, 10) : 0;
     return cursor > 0 ? cursor : 0;
@@ -99,7 +99,7 @@ static int64_t reconciled(struct app *app, json_t *j)
  * past theirs are pruned); the workers' new balances go to Redis. */
 static int64_t merchant_swept(struct app *app, json_t *j)
 {
-    effects_apply(app, j);
+    effects_apply(app, json_object_get(j, "effects"));
     count(app, j, "expired", "timer_vouchers_expired");
     size_t i;
     json_t *e;

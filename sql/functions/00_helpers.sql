@@ -493,3 +493,27 @@ $$;
 CREATE FUNCTION gp_ts_micros(p timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT (extract(epoch FROM p) * 1000000)::numeric(20, 0)::text
 $$;
+
+------------------------------------------------------------------------------------------
+-- Replies with post-commit effects (docs/CONVENTIONS.md, "Effects"). A function whose commit
+-- must reach Redis returns gp_reply: the body its caller may see, and separately what the
+-- server applies after the commit. The server sends body as it is and reads only effects:
+--   {"balances": [{worker_id, available, pending, version}],        balance cache
+--    "awards": [{worker_id, available, pending, version, earned_month, earned_total,
+--                rank_units, period}],                                balances and rankings
+--    "gates": [{task_id, unit_id, free_slots, slots_version}],       claim gates
+--    "gate_won": {task_id, unit_id, free_slots, slots_version, worker_id},  a claim's gate
+--    "forget_keys": [key_id],                                         merchant key cache
+--    "drop_sessions": [token hash hex]}                               session cache
+-- every member optional, effects NULL when there is none. The server calls it as
+-- SELECT body, effects FROM gp_x(...).
+------------------------------------------------------------------------------------------
+CREATE TYPE gp_reply AS (body jsonb, effects jsonb);
+
+-- A gp_reply from a body and its effects; null members and empty lists are dropped, and
+-- effects with nothing left are NULL.
+CREATE FUNCTION gp_out(p_body jsonb, p_effects jsonb DEFAULT NULL) RETURNS gp_reply
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p_body, (SELECT jsonb_object_agg(k, v) FROM jsonb_each(p_effects) x (k, v)
+                      WHERE v NOT IN ('null'::jsonb, '[]'::jsonb)))::gp_reply
+$$;

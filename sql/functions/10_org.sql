@@ -175,7 +175,7 @@ END
 $$;
 
 -- p_args: any of {name, tags, status}. Suspending also revokes the person's sessions.
-CREATE FUNCTION gp_person_update(p_actor bigint, p_person bigint, p_args jsonb) RETURNS jsonb
+CREATE FUNCTION gp_person_update(p_actor bigint, p_person bigint, p_args jsonb) RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     before persons;
@@ -203,9 +203,9 @@ BEGIN
     END IF;
     PERFORM gp_audit(p_actor, 'person.update', 'person', p.id::text, p.unit_id,
                      gp_person_json(before), gp_person_json(p));
-    -- The server drops these sessions from its Redis cache and strips the field before
-    -- replying (a hash is not a token, but it is nobody's business either).
-    RETURN gp_person_json(p) || jsonb_build_object('_revoked_sessions', to_jsonb(revoked));
+    -- The revoked sessions leave the server's Redis cache; their hashes are an effect, not
+    -- part of the body (a hash is not a token, but it is nobody's business either).
+    RETURN gp_out(gp_person_json(p), jsonb_build_object('drop_sessions', to_jsonb(revoked)));
 END
 $$;
 

@@ -328,6 +328,13 @@ BEGIN
 END
 $$;
 
+-- The effect that puts these workers' balances into the cache: {"balances": [state, ...]}.
+CREATE FUNCTION gp_fx_balances(p_workers bigint[]) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('balances',
+        (SELECT coalesce(jsonb_agg(gp_worker_state(w) ORDER BY w), '[]')
+           FROM (SELECT DISTINCT unnest(p_workers) AS w) x))
+$$;
+
 ------------------------------------------------------------------------------------------
 -- Lots (expiring points)
 ------------------------------------------------------------------------------------------
@@ -579,7 +586,8 @@ $$;
 -- and up to p_batch due lots with FOR UPDATE SKIP LOCKED (instances share the work, each timer
 -- fires once), posts one 'vest' (worker_pending -> worker) or 'expire' (worker -> expiry)
 -- transaction for each, and returns {"vested": n, "expired": m, "skipped": k,
--- "touched": [{worker_id, available, pending, version}, ...]} for the cache. Due times use the
+-- "effects": {"balances": [{worker_id, available, pending, version}, ...]}} for the cache (the
+-- effect format of 00_helpers.sql). Due times use the
 -- database clock. A row whose worker is busy is skipped this round and picked up by the next.
 CREATE FUNCTION gp_ledger_sweep(p_batch int DEFAULT 100)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
@@ -646,8 +654,7 @@ BEGIN
     END LOOP;
 
     RETURN jsonb_build_object('vested', v_vested, 'expired', v_expired, 'skipped', v_skipped,
-        'touched', (SELECT coalesce(jsonb_agg(gp_worker_state(w) ORDER BY w), '[]')
-                      FROM (SELECT DISTINCT unnest(v_touched) AS w) x));
+                              'effects', gp_fx_balances(v_touched));
 END
 $$;
 
@@ -782,11 +789,11 @@ $$;
 -- takes from it, GP402 insufficient_budget when it cannot; a negative one returns to it, GP402
 -- insufficient_points when the worker does not have it). Audited with the reason. Receipt:
 -- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "available", "pending",
--- "version", "balance", "created_at"}; the caller puts the balance in the cache after commit.
+-- "version", "balance", "created_at"}; effects: the worker's balance (none on a replay).
 CREATE FUNCTION gp_adjust(p_actor bigint, p_worker bigint, p_amount bigint, p_reason text,
                           p_idem_principal text DEFAULT NULL, p_idem_key text DEFAULT NULL,
                           p_request_hash text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
@@ -798,7 +805,7 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        RETURN gp_out(v_replay);
     END IF;
     w := gp_require_person(p_actor, p_worker, gp_reader_roles());
     IF gp_admin_rank(p_actor, w.unit_id) < 3 THEN
@@ -837,7 +844,8 @@ BEGIN
                      v_receipt, btrim(p_reason));
     PERFORM gp_outbox('points.adjusted', p_worker,
         jsonb_build_object('txn_id', v_txn, 'amount', p_amount, 'reason', btrim(p_reason)));
-    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_receipt);
+    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_receipt),
+                  gp_fx_balances(ARRAY[p_worker]));
 END
 $$;
 
@@ -969,21 +977,23 @@ $$;
 
 -- {"worker_id", "available", "balance" (= available), "pending", "expiring_soon" (points of
 -- the available balance that expire within 30 days), "next_expiry", "version"}: one snapshot,
--- so (available, pending, version) is what ledger_cache_put wants on a cache miss.
-CREATE FUNCTION gp_balance(p_actor bigint, p_worker bigint) RETURNS jsonb
+-- so (available, pending, version) is what ledger_cache_put wants on a cache miss; effects:
+-- that state for the cache (a read that refills it).
+CREATE FUNCTION gp_balance(p_actor bigint, p_worker bigint) RETURNS gp_reply
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     st jsonb;
 BEGIN
     PERFORM gp_require_ledger_reader(p_actor, p_worker);
     st := gp_worker_state(p_worker);
-    RETURN st || (
+    RETURN gp_out(st || (
         SELECT jsonb_build_object(
             'expiring_soon', least(coalesce(sum(remaining) FILTER (
                                         WHERE expires_at <= now() + interval '30 days'), 0),
                                    (st ->> 'available')::bigint),
             'next_expiry', min(expires_at))
-          FROM point_lots WHERE worker_id = p_worker AND remaining > 0);
+          FROM point_lots WHERE worker_id = p_worker AND remaining > 0),
+        jsonb_build_object('balances', jsonb_build_array(st)));
 END
 $$;
 

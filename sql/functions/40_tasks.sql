@@ -442,7 +442,7 @@ $$;
 -- Idempotent on (p_idem_principal, p_idem_key).
 CREATE FUNCTION gp_task_publish(p_actor bigint, p_args jsonb, p_idem_principal text DEFAULT NULL,
                                 p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
@@ -453,7 +453,7 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        RETURN gp_out(v_replay);
     END IF;
     v_args := gp_targ_object(p_args, gp_task_fields());
     PERFORM gp_require_unit(p_actor, gp_targ_int(v_args, 'unit_id', 1, 9223372036854775807, true),
@@ -480,7 +480,7 @@ BEGIN
     PERFORM gp_audit(p_actor, 'task.publish', 'task', t.id::text, t.unit_id, NULL, gp_task_json(t));
     v_resp := gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
                                                     'receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
+    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp), jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
 END
 $$;
 
@@ -489,7 +489,7 @@ $$;
 -- field_not_editable), plus an optional "version" (409 version_conflict when the task has
 -- changed since). A change of reward or slots reserves the difference, or releases it, in the
 -- same transaction (402 insufficient_budget: nothing changes).
-CREATE FUNCTION gp_task_update(p_actor bigint, p_task bigint, p_args jsonb) RETURNS jsonb
+CREATE FUNCTION gp_task_update(p_actor bigint, p_task bigint, p_args jsonb) RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     v_args jsonb;
@@ -552,14 +552,15 @@ BEGIN
     PERFORM gp_outbox('task.updated', t.publisher_id,
         jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id, 'version', t.version));
     PERFORM gp_audit(p_actor, 'task.update', 'task', t.id::text, t.unit_id, v_before, v_after);
-    RETURN v_after || jsonb_build_object('gate', gp_task_slots_json(t), 'receipt', v_receipt);
+    RETURN gp_out(v_after || jsonb_build_object('gate', gp_task_slots_json(t), 'receipt', v_receipt),
+                  jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
 END
 $$;
 
 -- Cancels an open task (staff over its unit; p_reason required). Live claims expire (a report
 -- made before the cancellation may still be synced); submitted reports are still reviewed;
 -- the unused reservation is released once the task is final (docs/TASKS.md).
-CREATE FUNCTION gp_task_cancel(p_actor bigint, p_task bigint, p_reason text) RETURNS jsonb
+CREATE FUNCTION gp_task_cancel(p_actor bigint, p_task bigint, p_reason text) RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 tasks;
@@ -579,9 +580,10 @@ BEGIN
     t := gp_task_after_change(p_task, p_actor, NULL);
     PERFORM gp_audit(p_actor, 'task.cancel', 'task', t.id::text, t.unit_id, gp_task_json(t0),
                      gp_task_json(t), v_reason);
-    RETURN gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
+    RETURN gp_out(gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
         'receipt', CASE WHEN t.released_at IS NOT NULL
-                        THEN jsonb_build_object('release_txn', t.release_txn) END);
+                        THEN jsonb_build_object('release_txn', t.release_txn) END),
+        jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
 END
 $$;
 
@@ -798,7 +800,7 @@ $$;
 -- Returns the assignment + {"gate": {...}}.
 CREATE FUNCTION gp_task_claim(p_actor bigint, p_task bigint, p_idem_principal text DEFAULT NULL,
                               p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
@@ -809,7 +811,9 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        -- The first claim's gate: task_gate_won writes it only to a gate without a unit.
+        RETURN gp_out(v_replay, jsonb_build_object('gate_won',
+                          v_replay -> 'gate' || jsonb_build_object('worker_id', p_actor)));
     END IF;
     SELECT * INTO t FROM tasks WHERE id = p_task;
     IF NOT FOUND OR NOT (gp_task_in_area(p_actor, t.unit_id)
@@ -874,7 +878,9 @@ BEGIN
         jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', NULL,
                            'to', 'claimed', 'due_at', a.due_at, 'at', now()));
     v_resp := gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
-    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
+    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp),
+        jsonb_build_object('gate_won',
+                           gp_task_slots_json(t) || jsonb_build_object('worker_id', p_actor)));
 END
 $$;
 
@@ -899,7 +905,7 @@ $$;
 -- The worker gives up a live claim; the slot is free again. Releasing an assignment the
 -- worker already released returns it again with "idempotent_replay": true. Errors: 404
 -- assignment_not_found, 409 assignment_not_live. Returns the assignment + {"gate": {...}}.
-CREATE FUNCTION gp_assignment_release(p_actor bigint, p_assignment bigint) RETURNS jsonb
+CREATE FUNCTION gp_assignment_release(p_actor bigint, p_assignment bigint) RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     a assignments;
@@ -908,8 +914,9 @@ BEGIN
     a := gp_assignment_lock_own(p_actor, p_assignment);
     SELECT * INTO t FROM tasks WHERE id = a.task_id;
     IF a.state = 'released' THEN
-        RETURN gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t),
-                                                           'idempotent_replay', true);
+        RETURN gp_out(gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t),
+                                                                  'idempotent_replay', true),
+                      jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
     END IF;
     IF a.state <> 'claimed' THEN
         PERFORM gp_raise('409', 'assignment_not_live', format('the assignment is %s', a.state),
@@ -917,7 +924,8 @@ BEGIN
     END IF;
     a := gp_assignment_set_state(a.id, 'released', p_actor, NULL, 'released_by_worker');
     SELECT * INTO t FROM tasks WHERE id = a.task_id;
-    RETURN gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
+    RETURN gp_out(gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t)),
+                  jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
 END
 $$;
 
@@ -1067,7 +1075,7 @@ $$;
 -- auto-approved at review_due_at unless staff decide first.
 CREATE FUNCTION gp_report_submit(p_actor bigint, p_args jsonb,
                                  p_skew interval DEFAULT interval '2 minutes')
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_args jsonb;
     v_crid text;
@@ -1105,7 +1113,7 @@ BEGIN
                 'this client_report_id was already used for a different report',
                 'client_report_id');
         END IF;
-        RETURN r.response || jsonb_build_object('idempotent_replay', true);
+        RETURN gp_out(r.response || jsonb_build_object('idempotent_replay', true));
     END IF;
 
     v_made := gp_targ_ts(v_args, 'made_at', true);
@@ -1219,7 +1227,7 @@ BEGIN
     VALUES (r.id, r.worker_id, r.client_report_id, r.assignment_id, r.task_id, r.made_at,
             r.received_at, r.lat, r.lng, r.distance_m, r.notes, r.evidence, r.flags,
             r.device_id, v_hash, v_resp);
-    RETURN v_resp;
+    RETURN gp_out(v_resp, jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
 END
 $$;
 
@@ -1305,7 +1313,7 @@ $$;
 -- {"txn_id"} or null, "task": {id, status, released_at, release_txn}}.
 CREATE FUNCTION gp_report_decide(p_actor bigint, p_assignment bigint, p_approve boolean,
                                  p_reason text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     a assignments;
     t tasks;
@@ -1351,11 +1359,14 @@ BEGIN
     PERFORM gp_audit(p_actor, CASE WHEN p_approve THEN 'report.approve' ELSE 'report.reject' END,
                      'assignment', a.id::text, t.unit_id,
                      jsonb_build_object('state', 'submitted'), gp_assignment_json(a), v_reason);
-    RETURN gp_assignment_json(a) || jsonb_build_object(
+    RETURN gp_out(gp_assignment_json(a) || jsonb_build_object(
         'gate', gp_task_slots_json(t), 'award', v_award,
         'receipt', CASE WHEN p_approve THEN jsonb_build_object('txn_id', a.award_txn) END,
         'task', jsonb_build_object('id', t.id, 'status', t.status, 'released_at', t.released_at,
-                                   'release_txn', t.release_txn));
+                                   'release_txn', t.release_txn)),
+        jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t)),
+                           'awards', CASE WHEN v_award IS NOT NULL
+                                          THEN jsonb_build_array(v_award) END));
 END
 $$;
 
@@ -1482,9 +1493,10 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Runs every timer that is due by the database clock, in one transaction, and returns what
 -- the server must refresh in Redis:
---   {"expired", "approved", "closed", "released", "skipped", "awards": [gp_task_award's jsonb,
---    which carries txn_id, task_id, assignment_id, worker_id, balance/available, pending,
---    version, ...], "slots": [{"task_id", "free_slots", "slots_version"}],
+--   {"expired", "approved", "closed", "released", "skipped",
+--    "effects": {"awards": [gp_task_award's jsonb, which carries txn_id, task_id,
+--    assignment_id, worker_id, balance/available, pending, version, ...],
+--    "gates": [{"task_id", "unit_id", "free_slots", "slots_version"}]} (00_helpers.sql),
 --    "errors": [{"task_id", "sqlstate", "message"}], "more": bool}
 -- (a) claims due (due_at <= now()) expire; (b) submitted reports whose review window ended are
 -- approved and paid; (c) open tasks past ends_at, or with every slot approved, close (their
@@ -1610,8 +1622,8 @@ BEGIN
         END;
     END LOOP;
     RETURN jsonb_build_object('expired', v_expired, 'approved', v_approved, 'closed', v_closed,
-                              'released', v_released, 'skipped', v_skipped, 'awards', v_awards,
-                              'slots', v_slots, 'errors', v_errors,
+                              'released', v_released, 'skipped', v_skipped, 'errors', v_errors,
+                              'effects', jsonb_build_object('awards', v_awards, 'gates', v_slots),
                               'more', v_budget <= 0 OR v_ncand >= v_max_tasks);
 END
 $$;

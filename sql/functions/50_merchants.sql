@@ -410,9 +410,9 @@ $$;
 
 -- Suspends ('suspended') or reinstates ('active') a merchant, with a reason. A suspended
 -- merchant's keys answer 403 at once (gp_mrc_principal) and its offers leave the mall.
--- Returns the merchant and "key_ids" (so that the server can drop them from its cache).
+-- Returns the merchant; effects: its live keys leave the server's key cache ("forget_keys").
 CREATE FUNCTION gp_merchant_set_status(p_actor bigint, p_merchant bigint, p_status text,
-                                       p_reason text) RETURNS jsonb LANGUAGE plpgsql AS $$
+                                       p_reason text) RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     before merchants;
     m merchants;
@@ -432,9 +432,9 @@ BEGIN
                                             ELSE 'merchant.suspend' END,
                      'merchant', m.id::text, m.street_id, gp_merchant_json(before),
                      gp_merchant_json(m), p_reason);
-    RETURN gp_merchant_json(m) || jsonb_build_object('key_ids',
+    RETURN gp_out(gp_merchant_json(m), jsonb_build_object('forget_keys',
         (SELECT coalesce(jsonb_agg(key_id ORDER BY key_id), '[]') FROM merchant_keys
-          WHERE merchant_id = m.id AND revoked_at IS NULL));
+          WHERE merchant_id = m.id AND revoked_at IS NULL)));
 END
 $$;
 
@@ -475,7 +475,7 @@ $$;
 
 -- Revocation is effective at once: every /merchant/v1 statement re-checks the key.
 CREATE FUNCTION gp_merchant_key_revoke(p_actor bigint, p_merchant bigint, p_key_id text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     m merchants;
     k merchant_keys;
@@ -492,7 +492,7 @@ BEGIN
     END IF;
     PERFORM gp_audit(p_actor, 'merchant.key_revoke', 'merchant', m.id::text, m.street_id, NULL,
                      jsonb_build_object('key_id', k.key_id));
-    RETURN gp_merchant_key_json(k);
+    RETURN gp_out(gp_merchant_key_json(k), jsonb_build_object('forget_keys', jsonb_build_array(k.key_id)));
 END
 $$;
 
@@ -770,7 +770,7 @@ $$;
 -- limit_reached, 409 insufficient_points. Idempotent on (principal, key).
 CREATE FUNCTION gp_mall_order(p_actor bigint, p_offer bigint, p_idem_principal text DEFAULT NULL,
                               p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
     v_replay jsonb;
@@ -788,7 +788,7 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        RETURN gp_out(v_replay);
     END IF;
     SELECT * INTO o FROM offers WHERE id = p_offer;
     IF NOT FOUND OR NOT gp_mall_visible(p_actor, o) THEN
@@ -842,7 +842,8 @@ BEGIN
     v_resp := gp_voucher_json(v, 'worker')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
                               'balances', jsonb_build_array(gp_worker_state(p_actor)));
-    RETURN gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp);
+    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp),
+                  gp_fx_balances(ARRAY[p_actor]));
 END
 $$;
 
@@ -865,7 +866,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION gp_voucher_cancel(p_actor bigint, p_voucher bigint) RETURNS jsonb
+CREATE FUNCTION gp_voucher_cancel(p_actor bigint, p_voucher bigint) RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     v vouchers;
@@ -884,9 +885,10 @@ BEGIN
      WHERE id = v.id RETURNING * INTO v;
     PERFORM gp_outbox('voucher.cancelled', p_actor,
         jsonb_build_object('voucher_id', v.id, 'txn_id', v_txn));
-    RETURN gp_voucher_json(v, 'worker')
+    RETURN gp_out(gp_voucher_json(v, 'worker')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
-                              'balances', jsonb_build_array(gp_worker_state(p_actor)));
+                              'balances', jsonb_build_array(gp_worker_state(p_actor))),
+        gp_fx_balances(ARRAY[p_actor]));
 END
 $$;
 
@@ -1030,7 +1032,7 @@ $$;
 CREATE FUNCTION gp_mrc_charge(p_key_id text, p_nonce text, p_worker bigint,
                               p_amount bigint, p_memo text, p_idem_principal text,
                               p_idem_key text, p_request_hash text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
     v_replay jsonb;
@@ -1044,7 +1046,7 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        RETURN gp_out(v_replay - 'balances'); -- stored before 'balances' left the body
     END IF;
     IF p_amount IS NULL OR p_amount < 1 OR p_amount > 1000000000 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'amount must be between 1 and 1000000000', 'amount');
@@ -1079,10 +1081,11 @@ BEGIN
     PERFORM gp_outbox('charge.created', p_worker,
         jsonb_build_object('charge_id', c.id, 'txn_id', v_txn, 'amount', p_amount,
                            'merchant_id', m.id));
+    -- A merchant never sees a worker's balance: it goes to the cache, not into the body.
     v_resp := gp_charge_json(c, 'merchant')
-        || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
-                              'balances', jsonb_build_array(gp_worker_state(p_worker)));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
+        || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
+    RETURN gp_out(gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp),
+                  gp_fx_balances(ARRAY[p_worker]));
 END
 $$;
 
@@ -1129,7 +1132,7 @@ $$;
 CREATE FUNCTION gp_mrc_refund(p_key_id text, p_kind text, p_ref text, p_args jsonb,
                               p_window_s int, p_idem_principal text, p_idem_key text,
                               p_request_hash text)
-RETURNS jsonb LANGUAGE plpgsql AS $$
+RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
     v_replay jsonb;
@@ -1151,7 +1154,7 @@ DECLARE
 BEGIN
     v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
-        RETURN v_replay;
+        RETURN gp_out(v_replay - 'balances'); -- stored before 'balances' left the body
     END IF;
     a := gp_targ_object(p_args, ARRAY['amount', 'reason']);
     v_amount := gp_targ_int(a, 'amount', 1, 1000000000);
@@ -1210,9 +1213,10 @@ BEGIN
                            'merchant_id', m.id));
     v_resp := gp_refund_json(r) || jsonb_build_object(
         'refunded_total', v_done + v_amount, 'original', v_total,
-        'receipt', jsonb_build_object('txn_id', v_txn),
-        'balances', jsonb_build_array(gp_worker_state(v_worker)));
-    RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
+        'receipt', jsonb_build_object('txn_id', v_txn));
+    -- A merchant never sees a worker's balance: it goes to the cache, not into the body.
+    RETURN gp_out(gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp),
+                  gp_fx_balances(ARRAY[v_worker]));
 END
 $$;
 
@@ -1557,7 +1561,7 @@ $$;
 -- Expires due vouchers (FOR UPDATE SKIP LOCKED: instances share the work, each voucher
 -- expires once): the held points go back to the worker (kind 'void') and the item back to
 -- stock. Also prunes pay codes a day past their expiry. Returns {"expired": n, "pruned": k,
--- "more", "touched": [worker states for the cache], "errors": [...]}.
+-- "more", "effects": {"balances": [worker states for the cache]}, "errors": [...]}.
 CREATE FUNCTION gp_merchant_sweep(p_batch int) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_batch int := least(greatest(coalesce(p_batch, 200), 1), 10000);
@@ -1590,8 +1594,7 @@ BEGIN
     GET DIAGNOSTICS v_pruned = ROW_COUNT;
     RETURN jsonb_build_object('expired', v_n, 'pruned', v_pruned, 'errors', v_errors,
         'more', v_n + jsonb_array_length(v_errors) >= v_batch,
-        'touched', (SELECT coalesce(jsonb_agg(gp_worker_state(w) ORDER BY w), '[]')
-                      FROM (SELECT DISTINCT unnest(v_touched) AS w) x));
+        'effects', gp_fx_balances(v_touched));
 END
 $$;
 

@@ -92,7 +92,7 @@ class Tree:
         return r.json()
 
     def balance(self, worker_id):
-        return self.sql.scalar("SELECT (gp_balance(%s, %s) ->> 'available')::bigint",
+        return self.sql.scalar("SELECT (body ->> 'available')::bigint FROM gp_balance(%s, %s)",
                                (worker_id, worker_id))
 
     def ledger_ok(self):

@@ -239,9 +239,9 @@ static char *odd_json(uint32_t v)
     }
     default:
         return strdup(
-            "{\"gate\": [], \"slots\": {}, \"award\": [1], \"awards\": {}, \"balances\": "
-            "[null, 1, {\"worker_id\": \"1\"}], \"key_ids\": [1, null], \"worker_id\": 1, "
-            "\"version\": 1, \"available\": 1, \"_revoked_sessions\": [1, \"zz\"]}");
+            "{\"gate\": [], \"gates\": {}, \"gate_won\": [1], \"awards\": [1, {}], \"balances\": "
+            "[null, 1, {\"worker_id\": \"1\"}], \"forget_keys\": [1, null], \"worker_id\": 1, "
+            "\"version\": 1, \"available\": 1, \"drop_sessions\": [1, \"zz\"]}");
     }
 }
 
@@ -353,6 +353,37 @@ static char *plausible_json(const char *sql, const char *const *params, int npar
     return dump_free(j);
 }
 
+/* The effects column of a gp_reply (sql/functions/00_helpers.sql) as a healthy database
+ * answers it: what the statement's function would ask the server to apply after commit. */
+static char *plausible_effects(const char *sql, uint32_t v)
+{
+    if (v % 4 == 0)
+        return NULL; /* nothing to apply */
+    json_t *gate =
+        json_pack("{s:I, s:I, s:I, s:I}", "task_id", (json_int_t)1, "unit_id", (json_int_t)1,
+                  "free_slots", (json_int_t)(v % 3), "slots_version", (json_int_t)(1 + v % 5));
+    if (strstr(sql, "gp_task_claim")) {
+        json_object_set_new(gate, "worker_id", json_integer(1));
+        return dump_free(json_pack("{s:o}", "gate_won", gate));
+    }
+    json_t *bal = json_pack("{s:I, s:I, s:I, s:I}", "worker_id", (json_int_t)1, "available",
+                            (json_int_t)(v % 1000), "pending", (json_int_t)0, "version",
+                            (json_int_t)(1 + v % 7));
+    json_t *award = json_deep_copy(bal);
+    json_object_update_new(award, json_pack("{s:I, s:I, s:[I], s:s}", "earned_month", (json_int_t)5,
+                                            "earned_total", (json_int_t)9, "rank_units",
+                                            (json_int_t)1, "period", "2030-01"));
+    return dump_free(json_pack("{s:[o], s:[o], s:[o], s:[s], s:[s]}", "balances", bal, "awards",
+                               award, "gates", gate, "forget_keys", "mk_0123456789abcdef",
+                               "drop_sessions", "00ff"));
+}
+
+/* Statements that read a gp_reply: body and effects (api_write). */
+static bool reply_with_effects(const char *sql)
+{
+    return strstr(sql, "SELECT body, effects FROM") != NULL;
+}
+
 /* Statements whose one column is text, not JSON. */
 static bool text_result(const char *sql)
 {
@@ -442,10 +473,31 @@ static struct db_result *answer_login_lookup(uint8_t b, uint32_t v)
     return r;
 }
 
+static struct db_result *answer_db_as(const char *sql, int nparams, const char *const *params,
+                                      uint8_t b, uint32_t v);
+
+/* A gp_reply statement answers two columns: the body as answer_db_as makes it and the
+ * effects, plausible or (for the modes that answer oddities) of an odd shape. */
 static struct db_result *answer_db(const char *sql, int nparams, const char *const *params)
 {
     uint32_t v;
     uint8_t b = choose(sql, &v);
+    struct db_result *r = answer_db_as(sql, nparams, params, b, v);
+    if (!reply_with_effects(sql) || r->st != ST_OK || r->ntuples != 1 || r->nfields != 1)
+        return r;
+    struct db_result *two = result_new(1, 2);
+    two->values[0] = r->values[0];
+    r->values[0] = NULL;
+    result_free(r);
+    unsigned mode = b & 15;
+    two->values[1] =
+        mode == 12 || mode == 14 || mode == 15 ? odd_json(v >> 3) : plausible_effects(sql, v);
+    return two;
+}
+
+static struct db_result *answer_db_as(const char *sql, int nparams, const char *const *params,
+                                      uint8_t b, uint32_t v)
+{
     unsigned mode = b & 15;
     /* Only our SQL functions raise GPxxx errors or hit unique constraints; a bare statement
      * ("SELECT 1") fails only by being unavailable or broken. */

@@ -51,7 +51,7 @@ END
 $$;
 
 CREATE FUNCTION pg_temp.bal(p_worker bigint) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT gp_balance(p_worker, p_worker)
+    SELECT body FROM gp_balance(p_worker, p_worker)
 $$;
 
 CREATE FUNCTION pg_temp.budget(p_unit bigint) RETURNS bigint LANGUAGE sql AS $$
@@ -263,12 +263,21 @@ SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'reservation' AND o
 SELECT pg_temp.check_clean('after awards');
 
 \echo '== adjust'
-INSERT INTO r SELECT 'adj1', gp_adjust(101, 201, 50, 'missed award for task 17', 'person:101', 'k-adj-1', 'ha');
+INSERT INTO r SELECT 'adj1', body FROM gp_adjust(101, 201, 50, 'missed award for task 17', 'person:101', 'k-adj-1', 'ha');
 SELECT pg_temp.eq((SELECT (v ->> 'available')::bigint FROM r WHERE name = 'adj1'), 350::bigint, 'adjust +50');
 SELECT pg_temp.eq((SELECT v ->> 'txn_id' FROM r WHERE name = 'adj1'),
-                  gp_adjust(101, 201, 50, 'missed award for task 17', 'person:101', 'k-adj-1', 'ha') ->> 'txn_id',
+                  (gp_adjust(101, 201, 50, 'missed award for task 17', 'person:101', 'k-adj-1', 'ha')).body ->> 'txn_id',
                   'adjust replay');
-SELECT gp_adjust(101, 201, -25, 'duplicate payment');
+-- the body is the receipt; the balance for the cache comes back separately, as an effect
+DO $$
+DECLARE
+    x gp_reply := gp_adjust(101, 201, -25, 'duplicate payment');
+BEGIN
+    PERFORM pg_temp.eq(x.effects, jsonb_build_object('balances', jsonb_build_array(gp_worker_state(201))),
+                       'adjust effect: the new balance for the cache');
+    PERFORM pg_temp.eq((x.body ->> 'available')::bigint, 325::bigint, 'adjust body: the receipt');
+END
+$$;
 SELECT pg_temp.eq((pg_temp.bal(201) ->> 'available')::bigint, 325::bigint, 'adjust -25');
 SELECT pg_temp.expect($$SELECT gp_adjust(102, 201, 5, 'x')$$, 'GP403', 'forbidden');
 SELECT pg_temp.expect($$SELECT gp_adjust(104, 201, 5, 'x')$$, 'GP403', 'forbidden');
@@ -283,9 +292,9 @@ SELECT pg_temp.eq((SELECT count(*) FROM audit_log WHERE action = 'ledger.adjust'
                   2::bigint, 'adjustments audited with their reason');
 
 \echo '== reads and their scope'
-SELECT pg_temp.eq((gp_balance(201, 201) ->> 'available')::bigint, 325::bigint, 'own balance');
-SELECT pg_temp.eq((gp_balance(103, 201) ->> 'available')::bigint, 325::bigint, 'grid staff read');
-SELECT pg_temp.eq((gp_balance(104, 201) ->> 'available')::bigint, 325::bigint, 'auditor read');
+SELECT pg_temp.eq(((gp_balance(201, 201)).body ->> 'available')::bigint, 325::bigint, 'own balance');
+SELECT pg_temp.eq(((gp_balance(103, 201)).body ->> 'available')::bigint, 325::bigint, 'grid staff read');
+SELECT pg_temp.eq(((gp_balance(104, 201)).body ->> 'available')::bigint, 325::bigint, 'auditor read');
 SELECT pg_temp.expect($$SELECT gp_balance(202, 201)$$, 'GP404', 'person_not_found');
 SELECT pg_temp.expect($$SELECT gp_balance(106, 201)$$, 'GP404', 'person_not_found');
 SELECT pg_temp.expect($$SELECT gp_statement(202, 201, NULL, NULL, NULL, NULL, 10)$$, 'GP404', 'person_not_found');
@@ -497,9 +506,9 @@ DECLARE
     s jsonb := gp_ledger_sweep(100);
 BEGIN
     PERFORM pg_temp.eq((s ->> 'vested')::int, 1, 'vested once');
-    PERFORM pg_temp.eq(s -> 'touched' -> 0 ->> 'worker_id', '205', 'touched worker');
-    PERFORM pg_temp.eq((s -> 'touched' -> 0 ->> 'available')::bigint, 30::bigint, 'touched balance');
-    PERFORM pg_temp.eq((s -> 'touched' -> 0 ->> 'version')::bigint, 3::bigint, 'touched version');
+    PERFORM pg_temp.eq(s #>> '{effects,balances,0,worker_id}', '205', 'touched worker');
+    PERFORM pg_temp.eq((s #>> '{effects,balances,0,available}')::bigint, 30::bigint, 'touched balance');
+    PERFORM pg_temp.eq((s #>> '{effects,balances,0,version}')::bigint, 3::bigint, 'touched version');
 END
 $$;
 SELECT pg_temp.eq((gp_ledger_sweep(100) ->> 'vested')::int, 0, 'a timer fires once');
@@ -515,7 +524,7 @@ DECLARE
     s jsonb := gp_ledger_sweep(100);
 BEGIN
     PERFORM pg_temp.eq((s ->> 'expired')::int, 1, 'expired once');
-    PERFORM pg_temp.eq((s -> 'touched' -> 0 ->> 'available')::bigint, 0::bigint, 'expired balance');
+    PERFORM pg_temp.eq((s #>> '{effects,balances,0,available}')::bigint, 0::bigint, 'expired balance');
 END
 $$;
 SELECT pg_temp.eq((gp_ledger_sweep(100) ->> 'expired')::int, 0, 'expiry fires once');

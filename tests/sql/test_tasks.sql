@@ -152,12 +152,12 @@ $$;
 
 CREATE FUNCTION gp_test.publish(p_actor bigint, p_unit bigint, p_extra jsonb DEFAULT '{}')
 RETURNS bigint LANGUAGE sql AS $$
-    SELECT (gp_test.run(format('SELECT gp_task_publish(%s, %L)', p_actor,
+    SELECT (gp_test.run(format('SELECT body FROM gp_task_publish(%s, %L)', p_actor,
                                gp_test.task_args(p_unit, p_extra))) ->> 'id')::bigint
 $$;
 
 CREATE FUNCTION gp_test.claim(p_worker bigint, p_task bigint) RETURNS bigint LANGUAGE sql AS $$
-    SELECT (gp_test.run(format('SELECT gp_task_claim(%s, %s)', p_worker, p_task)) ->> 'id')::bigint
+    SELECT (gp_test.run(format('SELECT body FROM gp_task_claim(%s, %s)', p_worker, p_task)) ->> 'id')::bigint
 $$;
 
 -- Report arguments for an assignment, made now unless p_extra says otherwise.
@@ -173,7 +173,7 @@ $$;
 
 CREATE FUNCTION gp_test.report(p_worker bigint, p_assignment bigint, p_crid text,
                                p_extra jsonb DEFAULT '{}') RETURNS jsonb LANGUAGE sql AS $$
-    SELECT gp_test.run(format('SELECT gp_report_submit(%s, %L)', p_worker,
+    SELECT gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', p_worker,
                               gp_test.report_args(p_assignment, p_crid, p_extra)))
 $$;
 
@@ -369,7 +369,7 @@ DO $$
 DECLARE
     gs bigint := gp_test.id('gstaff');
     g1 bigint := gp_test.id('g1');
-    v_sql text := 'SELECT gp_task_publish(%s, %L)';
+    v_sql text := 'SELECT body FROM gp_task_publish(%s, %L)';
     n_before bigint;
     r jsonb;
     r2 jsonb;
@@ -473,10 +473,10 @@ BEGIN
                        'publication in the history');
 
     -- Idempotent publication: same key and body -> same task, replayed; other body -> 422.
-    r := gp_test.run(format('SELECT gp_task_publish(%s, %L, %L, %L, %L)', gs,
+    r := gp_test.run(format('SELECT body FROM gp_task_publish(%s, %L, %L, %L, %L)', gs,
                             gp_test.task_args(g1, '{"title": "idem"}'), 'person:' || gs,
                             'pub-key-1', 'hash-A'));
-    r2 := gp_test.run(format('SELECT gp_task_publish(%s, %L, %L, %L, %L)', gs,
+    r2 := gp_test.run(format('SELECT body FROM gp_task_publish(%s, %L, %L, %L, %L)', gs,
                              gp_test.task_args(g1, '{"title": "idem"}'), 'person:' || gs,
                              'pub-key-1', 'hash-A'));
     PERFORM gp_test.eq(r2 ->> 'id', r ->> 'id', 'idempotent publish returns the same task');
@@ -484,7 +484,7 @@ BEGIN
     PERFORM gp_test.eq((SELECT count(*) FROM tasks WHERE title = 'idem'
                                                     AND unit_id = g1), 1::bigint,
                        'one task for one key');
-    PERFORM gp_test.expect(format('SELECT gp_task_publish(%s, %L, %L, %L, %L)', gs,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_publish(%s, %L, %L, %L, %L)', gs,
                                   gp_test.task_args(g1, '{"title": "idem2"}'), 'person:' || gs,
                                   'pub-key-1', 'hash-B'), 'GP422:idempotency_key_reused');
     PERFORM gp_test.set('t_tags', v_task);
@@ -510,15 +510,15 @@ BEGIN
     r := gp_test.run(format('SELECT gp_task_get(%s, %s)', gp_test.id('w2'), t));
     PERFORM gp_test.eq(r -> 'missing_tags', '["first_aid"]'::jsonb, 'missing_tags shown');
     PERFORM gp_test.eq(r ->> 'can_claim', 'false', 'w2 cannot claim');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('w2'), t),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('w2'), t),
                            'GP403:missing_tags');
     -- w3 lives in G2: the task does not exist for them.
     PERFORM gp_test.expect(format('SELECT gp_task_get(%s, %s)', gp_test.id('w3'), t),
                            'GP404:task_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('w3'), t),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('w3'), t),
                            'GP404:task_not_found');
     -- A person without a worker role in the area, and an unknown task.
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('nobody'), t),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('nobody'), t),
                            'GP404:task_not_found');
     PERFORM gp_test.expect(format('SELECT gp_task_list(%s, %L)', gp_test.id('nobody'), '{}'),
                            'GP403:not_a_worker');
@@ -528,9 +528,9 @@ BEGIN
     -- Staff of another grid: 404 on everything.
     PERFORM gp_test.expect(format('SELECT gp_task_get(%s, %s)', gp_test.id('gstaff2'), t),
                            'GP404:task_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gp_test.id('gstaff2'), t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gp_test.id('gstaff2'), t,
                                   '{"title": "x"}'), 'GP404:task_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_task_cancel(%s, %s, %L)', gp_test.id('gstaff2'), t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gp_test.id('gstaff2'), t,
                                   'x'), 'GP404:task_not_found');
     PERFORM gp_test.expect(format('SELECT gp_task_history(%s, %s)', gp_test.id('gstaff2'), t),
                            'GP404:task_not_found');
@@ -550,12 +550,12 @@ BEGIN
     PERFORM gp_test.ok(r -> 'items' @> jsonb_build_array(jsonb_build_object('id', t)),
                        'auditor lists tasks of a subtree');
     -- But the auditor cannot change anything.
-    PERFORM gp_test.expect(format('SELECT gp_task_cancel(%s, %s, %L)', gp_test.id('auditor'), t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gp_test.id('auditor'), t,
                                   'x'), 'GP404:task_not_found');
     PERFORM gp_test.expect(format('SELECT gp_task_list(%s, %L)', gp_test.id('w1'),
                                   '{"view": "staff"}'), 'GP403:not_staff');
     -- The publisher may not claim their own task.
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('gstaff'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('gstaff'),
                                   gp_test.publish(gp_test.id('gstaff'), gp_test.id('g1'))),
                            'GP403:own_task');
 END
@@ -576,7 +576,7 @@ DECLARE
     t2 bigint;
     t3 bigint;
 BEGIN
-    r := gp_test.run(format('SELECT gp_task_claim(%s, %s)', w1, t));
+    r := gp_test.run(format('SELECT body FROM gp_task_claim(%s, %s)', w1, t));
     a := (r ->> 'id')::bigint;
     PERFORM gp_test.eq(r ->> 'state', 'claimed', 'claim -> claimed');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 3, 'claim takes a slot');
@@ -586,26 +586,26 @@ BEGIN
                        least((r ->> 'claimed_at')::timestamptz + interval '1 hour',
                              (SELECT ends_at FROM tasks WHERE id = t)),
                        'due_at = least(claimed_at + claim_ttl, ends_at)');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', w1, t), 'GP409:already_claimed');
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', w1, t), 'GP409:already_claimed');
     -- Idempotent claim with a key: replayed, no second assignment.
     -- Release: the slot comes back; releasing again replays.
-    r := gp_test.run(format('SELECT gp_assignment_release(%s, %s)', w1, a));
+    r := gp_test.run(format('SELECT body FROM gp_assignment_release(%s, %s)', w1, a));
     PERFORM gp_test.eq(r ->> 'state', 'released', 'release -> released');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 4, 'release frees the slot');
     PERFORM gp_test.ok((r -> 'gate' ->> 'slots_version')::bigint > v_ver, 'slots_version grows');
-    r := gp_test.run(format('SELECT gp_assignment_release(%s, %s)', w1, a));
+    r := gp_test.run(format('SELECT body FROM gp_assignment_release(%s, %s)', w1, a));
     PERFORM gp_test.eq(r ->> 'idempotent_replay', 'true', 'second release replays');
-    PERFORM gp_test.expect(format('SELECT gp_assignment_release(%s, %s)', gp_test.id('w2'), a),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_assignment_release(%s, %s)', gp_test.id('w2'), a),
                            'GP404:assignment_not_found');
     -- A report on a released claim is refused.
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a, 'rel-1')), 'GP409:assignment_released');
     -- After a release the worker may claim again.
-    r := gp_test.run(format('SELECT gp_task_claim(%s, %s, %L, %L, %L)', w1, t, 'person:' || w1,
+    r := gp_test.run(format('SELECT body FROM gp_task_claim(%s, %s, %L, %L, %L)', w1, t, 'person:' || w1,
                             'claim-key-1', 'h'));
     a2 := (r ->> 'id')::bigint;
     PERFORM gp_test.ok(a2 <> a, 'a new assignment after release');
-    PERFORM gp_test.eq(gp_test.run(format('SELECT gp_task_claim(%s, %s, %L, %L, %L)', w1, t,
+    PERFORM gp_test.eq(gp_test.run(format('SELECT body FROM gp_task_claim(%s, %s, %L, %L, %L)', w1, t,
                                           'person:' || w1, 'claim-key-1', 'h')) ->> 'id',
                        a2::text, 'an idempotent claim replays');
     -- Submit, then decide.
@@ -614,9 +614,9 @@ BEGIN
     PERFORM gp_test.ok((r -> 'assignment' ->> 'review_due_at')::timestamptz
                        = (r -> 'assignment' ->> 'submitted_at')::timestamptz + interval '1 hour',
                        'review_due_at = submitted_at + review_window');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a2, 'sm-2')), 'GP409:already_submitted');
-    PERFORM gp_test.expect(format('SELECT gp_assignment_release(%s, %s)', w1, a2),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_assignment_release(%s, %s)', w1, a2),
                            'GP409:assignment_not_live');
     -- Review queue: gstaff sees it, gstaff2 does not.
     r := gp_test.run(format('SELECT gp_review_queue(%s, %L)', gs, '{}'));
@@ -627,23 +627,23 @@ BEGIN
                        'not in another grid''s queue');
     PERFORM gp_test.expect(format('SELECT gp_review_queue(%s, %L)', w1, '{}'),
                            'GP403:not_staff');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)',
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)',
                                   gp_test.id('gstaff2'), a2), 'GP404:assignment_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)', w1, a2),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', w1, a2),
                            'GP404:assignment_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)',
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)',
                                   gp_test.id('auditor'), a2), 'GP404:assignment_not_found');
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, true, %L)', gs, a2, 'well done'));
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, true, %L)', gs, a2, 'well done'));
     PERFORM gp_test.eq(r ->> 'state', 'approved', 'approve -> approved');
     PERFORM gp_test.ok(r -> 'receipt' ->> 'txn_id' IS NOT NULL
                        AND r -> 'receipt' ->> 'txn_id' = r ->> 'award_txn', 'approval receipt');
     PERFORM gp_test.eq((r -> 'award' ->> 'worker_id')::bigint, w1, 'award to the worker');
     PERFORM gp_test.eq((r ->> 'decided_by')::bigint, gs, 'decided_by');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a2),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a2),
                            'GP409:already_approved');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, false, %L)', gs, a2, 'no'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, false, %L)', gs, a2, 'no'),
                            'GP409:already_approved');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', w1, t), 'GP409:already_claimed');
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', w1, t), 'GP409:already_claimed');
     PERFORM gp_test.ok(EXISTS (SELECT 1 FROM audit_log WHERE action = 'report.approve'
                                                         AND object_id = a2::text),
                        'approval audited');
@@ -652,33 +652,33 @@ BEGIN
     t2 := gp_test.publish(gp_test.id('admin'), gp_test.id('g1'), '{"slots": 2}');
     a := gp_test.claim(gs, t2);
     PERFORM gp_test.report(gs, a, 'self-1');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a),
                            'GP403:self_approval');
     PERFORM gp_test.ok(NOT (gp_test.run(format('SELECT gp_review_queue(%s, %L)', gs,
                             jsonb_build_object('task_id', t2))) -> 'items' -> 0 ->> 'can_decide')::boolean,
                        'can_decide false on one''s own report');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, false, NULL)',
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, false, NULL)',
                                   gp_test.id('admin'), a), 'GP400:reason_required');
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, false, %L)',
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, false, %L)',
                                   gp_test.id('admin'), a, '   '), 'GP400:invalid_length');
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, false, %L)', gp_test.id('admin'), a,
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, false, %L)', gp_test.id('admin'), a,
                             'photos do not show the exits'));
     PERFORM gp_test.eq(r ->> 'state', 'rejected', 'reject -> rejected');
     PERFORM gp_test.eq(r ->> 'reason', 'photos do not show the exits', 'rejection reason kept');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 2, 'a rejection frees the slot');
     PERFORM gp_test.ok(r -> 'receipt' = 'null'::jsonb, 'no receipt for a rejection');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gs, t2), 'GP409:already_claimed');
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gs, t2), 'GP409:already_claimed');
 
     -- task_full and task_not_open.
     t3 := gp_test.publish(gs, gp_test.id('g1'), '{"slots": 1}');
     PERFORM gp_test.claim(w1, t3);
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('vol'), t3),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('vol'), t3),
                            'GP409:task_full');
     PERFORM gp_test.eq(gp_task_slots(t3) ->> 'free_slots', '0', 'full task has no free slot');
     t3 := gp_test.publish(gs, gp_test.id('g1'), jsonb_build_object(
               'starts_at', gp_test.ts(now() + interval '1 hour'),
               'ends_at', gp_test.ts(now() + interval '2 hours')));
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('vol'), t3),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('vol'), t3),
                            'GP409:task_not_open');
     PERFORM gp_test.set('t_future', t3);
     -- A volunteer can claim like a worker.
@@ -698,46 +698,46 @@ DECLARE
     v_ver bigint;
 BEGIN
     SELECT balance INTO v_bal FROM accounts WHERE kind = 'budget' AND owner_id = gp_test.id('g1');
-    r := gp_test.run(format('SELECT gp_task_update(%s, %s, %L)', gs, t, '{"title": "Renamed"}'));
+    r := gp_test.run(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t, '{"title": "Renamed"}'));
     PERFORM gp_test.eq(r ->> 'title', 'Renamed', 'title edited');
     PERFORM gp_test.ok(r -> 'receipt' = 'null'::jsonb, 'no ledger change for a title');
     v_ver := (r ->> 'version')::bigint;
-    r := gp_test.run(format('SELECT gp_task_update(%s, %s, %L)', gs, t,
+    r := gp_test.run(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t,
                             jsonb_build_object('slots', 5, 'version', v_ver)));
     PERFORM gp_test.ok(r -> 'receipt' ->> 'txn_id' IS NOT NULL, 'more slots reserve more');
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'budget'
                                                       AND owner_id = gp_test.id('g1')),
                        v_bal - 20, 'two more slots x 10 reserved');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 5, 'gate follows the slots');
-    r := gp_test.run(format('SELECT gp_task_update(%s, %s, %L)', gs, t, '{"reward": 4}'));
+    r := gp_test.run(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t, '{"reward": 4}'));
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'reservation' AND owner_id = t),
                        20::bigint, 'a lower reward releases the difference');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t,
                                   jsonb_build_object('title', 'x', 'version', v_ver)),
                            'GP409:version_conflict');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t,
                                   jsonb_build_object('unit_id', gp_test.id('m1'))),
                            'GP400:field_not_editable');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t,
                                   '{"reward": 100000000000}'), 'GP402:insufficient_budget');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, t,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t,
                                   '{"ends_at": "2001-01-01T00:00:00Z"}'), 'GP400:invalid_window');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, gp_test.id('t_tags'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, gp_test.id('t_tags'),
                                   '{"title": "x"}'), 'GP409:task_claimed');
     -- Cancel: reason required; nothing claimed, so the reservation comes back at once.
-    PERFORM gp_test.expect(format('SELECT gp_task_cancel(%s, %s, NULL)', gs, t),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_cancel(%s, %s, NULL)', gs, t),
                            'GP400:reason_required');
-    r := gp_test.run(format('SELECT gp_task_cancel(%s, %s, %L)', gs, t, 'weather'));
+    r := gp_test.run(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gs, t, 'weather'));
     PERFORM gp_test.eq(r ->> 'status', 'cancelled', 'cancel -> cancelled');
     PERFORM gp_test.ok(r -> 'receipt' ->> 'release_txn' IS NOT NULL, 'cancel releases at once');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 0, 'no free slot once cancelled');
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'reservation' AND owner_id = t),
                        0::bigint, 'reservation emptied');
-    PERFORM gp_test.expect(format('SELECT gp_task_cancel(%s, %s, %L)', gs, t, 'again'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gs, t, 'again'),
                            'GP409:task_not_open');
-    PERFORM gp_test.expect(format('SELECT gp_task_claim(%s, %s)', gp_test.id('w1'), t),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('w1'), t),
                            'GP409:task_not_open');
-    PERFORM gp_test.expect(format('SELECT gp_task_update(%s, %s, %L)', gs, t, '{"title": "x"}'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_task_update(%s, %s, %L)', gs, t, '{"title": "x"}'),
                            'GP409:task_not_open');
     PERFORM gp_test.ok(EXISTS (SELECT 1 FROM audit_log WHERE action = 'task.cancel'
                                                         AND object_id = t::text),
@@ -763,16 +763,16 @@ BEGIN
     t := gp_test.publish(gs, g1, '{"slots": 5}');
     a := gp_test.claim(w1, t);
     v_args := gp_test.report_args(a, 'idem-report-1', '{"device_id": "phone-A"}');
-    r := gp_test.run(format('SELECT gp_report_submit(%s, %L)', w1, v_args));
-    r2 := gp_test.run(format('SELECT gp_report_submit(%s, %L)', w1, v_args));
+    r := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', w1, v_args));
+    r2 := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', w1, v_args));
     PERFORM gp_test.eq(r2 - 'idempotent_replay', r, 'a retry returns the stored response');
     PERFORM gp_test.eq(r2 ->> 'idempotent_replay', 'true', 'and says it is a replay');
     -- The same report from another device, after the decision too: still the same response.
-    PERFORM gp_test.run(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a));
-    r2 := gp_test.run(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a));
+    r2 := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                              v_args || '{"device_id": "phone-B"}'));
     PERFORM gp_test.eq(r2 - 'idempotent_replay', r, 'another device replays the same response');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   v_args || '{"notes": "changed"}'),
                            'GP422:client_report_id_reused');
     PERFORM gp_test.eq((SELECT count(*) FROM reports WHERE worker_id = w1
@@ -787,42 +787,42 @@ BEGIN
 
     -- Validation.
     a := gp_test.claim(gp_test.id('racer1'), t);
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'future', jsonb_build_object(
                                       'made_at', gp_test.ts(now() + interval '10 minutes')))),
                            'GP400:report_in_future');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'early', jsonb_build_object(
                                       'made_at', gp_test.ts(now() - interval '1 hour')))),
                            'GP409:report_before_claim');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'has space')),
                            'GP400:invalid_client_report_id');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'x', '{"evidence": [{"url": "https://a/b", "sha256": "xyz"}]}')),
                            'GP400:invalid_evidence');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'x', '{"evidence": [{"url": "ftp://a/b", "sha256": "00"}]}')),
                            'GP400:invalid_evidence');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'x') || jsonb_build_object('task_id', t)),
                            'GP400:invalid_target');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'x', '{"lat": 30}')),
                            'GP400:invalid_place');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                   gp_test.report_args(a, 'x', '{"made_at": "yesterday"}')),
                            'GP400:invalid_timestamp');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer2'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer2'),
                                   gp_test.report_args(a, 'x')), 'GP404:assignment_not_found');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer2'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer2'),
                                   (gp_test.report_args(a, 'x') - 'assignment_id')
                                   || jsonb_build_object('task_id', t)),
                            'GP404:assignment_not_found');
     PERFORM gp_test.eq((SELECT count(*) FROM reports WHERE worker_id = gp_test.id('racer1')),
                        0::bigint, 'refused reports leave no trace');
     -- By task_id instead of assignment_id.
-    r := gp_test.run(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    r := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                             (gp_test.report_args(a, 'by-task') - 'assignment_id')
                             || jsonb_build_object('task_id', t)));
     PERFORM gp_test.eq((r -> 'assignment' ->> 'id')::bigint, a, 'task_id resolves the assignment');
@@ -831,9 +831,9 @@ BEGIN
     -- Evidence requirements.
     t := gp_test.publish(gs, g1, '{"evidence_photos": 2, "evidence_checkin": true}');
     a := gp_test.claim(w1, t);
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a, 'ev-1')), 'GP400:evidence_required');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a, 'ev-1', jsonb_build_object('evidence',
                                       jsonb_build_array(
                                           jsonb_build_object('url', 'https://x/1', 'sha256', repeat('0', 64)),
@@ -842,7 +842,7 @@ BEGIN
     r := gp_test.run(format('SELECT gp_checkin(%s, %s, %L)', w1, a,
                             jsonb_build_object('lat', 30.6, 'lng', 104.06, 'at', gp_test.ts(now()))));
     PERFORM gp_test.ok((r ->> 'id') IS NOT NULL, 'check-in stored');
-    r := gp_test.run(format('SELECT gp_report_submit(%s, %L)', w1,
+    r := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                             gp_test.report_args(a, 'ev-1', jsonb_build_object('evidence',
                                 jsonb_build_array(
                                     jsonb_build_object('url', 'https://x/1', 'sha256', repeat('0', 64)),
@@ -866,10 +866,10 @@ BEGIN
     -- Geofence, enforced.
     t := gp_test.publish(gs, g1, '{"lat": 30.6, "lng": 104.06, "geofence_m": 100, "geofence_enforced": true}');
     a := gp_test.claim(w1, t);
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a, 'geo-enf-1', '{"lat": 30.6, "lng": 104.065}')),
                            'GP409:outside_geofence');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', w1,
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', w1,
                                   gp_test.report_args(a, 'geo-enf-1')), 'GP400:location_required');
     PERFORM gp_test.expect(format('SELECT gp_checkin(%s, %s, %L)', w1, a,
                                   jsonb_build_object('lat', 30.61, 'lng', 104.06, 'at', gp_test.ts(now()))),
@@ -971,7 +971,7 @@ BEGIN
     PERFORM gp_test.eq(gp_test.state(gp_test.id('a_late')), 'expired', 'a_late expired');
     PERFORM gp_test.eq(gp_test.state(gp_test.id('a_toolate')), 'expired', 'a_toolate expired');
     PERFORM gp_test.eq(gp_test.state(gp_test.id('a_lost')), 'expired', 'a_lost expired');
-    PERFORM gp_test.ok(r -> 'slots' @> jsonb_build_array(jsonb_build_object(
+    PERFORM gp_test.ok(r -> 'effects' -> 'gates' @> jsonb_build_array(jsonb_build_object(
                            'task_id', gp_test.id('t_exp'), 'free_slots', 2)),
                        'the sweep reports the freed slots');
     PERFORM gp_test.ok(EXISTS (SELECT 1 FROM assignment_events
@@ -990,7 +990,7 @@ BEGIN
     PERFORM gp_test.ok(t.released_at IS NOT NULL AND t.release_txn IS NOT NULL, 't_end released');
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'reservation' AND owner_id = t.id),
                        0::bigint, 't_end reservation empty');
-    PERFORM gp_test.ok(r -> 'awards' @> jsonb_build_array(jsonb_build_object(
+    PERFORM gp_test.ok(r -> 'effects' -> 'awards' @> jsonb_build_array(jsonb_build_object(
                            'assignment_id', gp_test.id('a_end_sub'))), 'the award is reported');
     PERFORM gp_test.ok(EXISTS (SELECT 1 FROM task_events WHERE task_id = t.id AND event = 'closed'
                                                           AND timer = 'task_close'),
@@ -999,7 +999,7 @@ BEGIN
                                                           AND event = 'reservation_released'),
                        'release in the history');
     -- No report after the sync window (grace 0).
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('w1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('w1'),
                                   gp_test.report_args(gp_test.id('a_end_live'), 'end-late', jsonb_build_object(
                                       'made_at', gp_test.ts((SELECT claimed_at FROM assignments
                                                              WHERE id = gp_test.id('a_end_live')))))),
@@ -1021,13 +1021,13 @@ BEGIN
     PERFORM gp_test.eq(r2 ->> 'idempotent_replay', 'true', 'late report retry replays');
     -- Made after the claim ended: refused (no skew tolerance here).
     SELECT * INTO a_row FROM assignments WHERE id = gp_test.id('a_toolate');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L, %L)', gp_test.id('vol'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L, %L)', gp_test.id('vol'),
                                   gp_test.report_args(a_row.id, 'toolate', jsonb_build_object(
                                       'made_at', gp_test.ts(a_row.due_at + interval '300 milliseconds'))),
                                   '100 milliseconds'),
                            'GP409:claim_expired');
     -- ... but within the skew it is accepted and flagged.
-    r := gp_test.run(format('SELECT gp_report_submit(%s, %L, %L)', gp_test.id('vol'),
+    r := gp_test.run(format('SELECT body FROM gp_report_submit(%s, %L, %L)', gp_test.id('vol'),
                             gp_test.report_args(a_row.id, 'skewed', jsonb_build_object(
                                 'made_at', gp_test.ts(a_row.due_at + interval '300 milliseconds'))),
                             '1 second'));
@@ -1035,7 +1035,7 @@ BEGIN
     -- Slot reassigned: t_one's only slot went to w2 after a_lost expired.
     PERFORM gp_test.claim(gp_test.id('w2'), gp_test.id('t_one'));
     SELECT * INTO a_row FROM assignments WHERE id = gp_test.id('a_lost');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('w1'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('w1'),
                                   gp_test.report_args(a_row.id, 'lost-1', jsonb_build_object(
                                       'made_at', gp_test.ts(a_row.claimed_at + interval '100 milliseconds')))),
                            'GP409:slot_reassigned');
@@ -1063,23 +1063,23 @@ BEGIN
     PERFORM gp_test.eq(a_row.state, 'approved', 'late report auto-approved');
     PERFORM gp_test.ok(a_row.decided_by IS NULL AND a_row.award_txn IS NOT NULL,
                        'approved by the timer, paid');
-    PERFORM gp_test.ok(r -> 'awards' @> jsonb_build_array(jsonb_build_object(
+    PERFORM gp_test.ok(r -> 'effects' -> 'awards' @> jsonb_build_array(jsonb_build_object(
                            'assignment_id', a_row.id, 'worker_id', gp_test.id('w1'))),
                        'the sweep returns the award for the cache');
     -- Manual approval after the timer (I8): one award, a clear 409.
-    PERFORM gp_test.expect(format('SELECT gp_report_decide(%s, %s, true, NULL)',
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)',
                                   gp_test.id('gstaff'), a_row.id), 'GP409:already_approved');
     -- a_old expired; w2 claims t_reclaim again, then syncs a report for the old claim.
     PERFORM gp_test.eq(gp_test.state(gp_test.id('a_old')), 'expired', 'a_old expired');
     v_new := gp_test.claim(gp_test.id('w2'), gp_test.id('t_reclaim'));
     SELECT * INTO a_row FROM assignments WHERE id = gp_test.id('a_old');
-    PERFORM gp_test.expect(format('SELECT gp_report_submit(%s, %L)', gp_test.id('w2'),
+    PERFORM gp_test.expect(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('w2'),
                                   gp_test.report_args(a_row.id, 'old-1', jsonb_build_object(
                                       'made_at', gp_test.ts(a_row.claimed_at + interval '100 milliseconds')))),
                            'GP409:claim_superseded');
     -- A sweep with nothing due does nothing.
     r := gp_timers_sweep(1000);
-    PERFORM gp_test.ok(NOT (r -> 'slots' @> jsonb_build_array(jsonb_build_object(
+    PERFORM gp_test.ok(NOT (r -> 'effects' -> 'gates' @> jsonb_build_array(jsonb_build_object(
                            'task_id', gp_test.id('t_exp')))), 'nothing twice');
 END
 $$;
@@ -1118,14 +1118,14 @@ BEGIN
     a_sub := gp_test.claim(gp_test.id('w1'), t);
     PERFORM gp_test.report(gp_test.id('w1'), a_sub, 'cancel-sub');
     a_live := gp_test.claim(gp_test.id('vol'), t);
-    r := gp_test.run(format('SELECT gp_task_cancel(%s, %s, %L)', gs, t, 'duplicate task'));
+    r := gp_test.run(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gs, t, 'duplicate task'));
     PERFORM gp_test.eq(r ->> 'status', 'cancelled', 'cancelled with work in flight');
     PERFORM gp_test.ok(r -> 'receipt' = 'null'::jsonb, 'not released while a report is pending');
     PERFORM gp_test.eq(gp_test.state(a_live), 'expired', 'live claim ended by the cancel');
     PERFORM gp_test.eq((SELECT reason FROM assignments WHERE id = a_live), 'task_cancelled',
                        'with the reason');
     -- The submitted report is still reviewed and paid.
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
     PERFORM gp_test.eq(r ->> 'state', 'approved', 'report on a cancelled task approved');
     PERFORM gp_test.ok(r -> 'task' ->> 'released_at' IS NULL, 'held for the sync grace');
     -- Work done before the cancel, synced later: accepted.
@@ -1134,15 +1134,15 @@ BEGIN
              'made_at', gp_test.ts(v_claimed)));
     PERFORM gp_test.eq(r -> 'assignment' ->> 'state', 'submitted', 'late report after cancel accepted');
     PERFORM gp_test.eq((r -> 'gate' ->> 'free_slots')::int, 0, 'a cancelled task has no free slot');
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, false, %L)', gs, a_live, 'not needed'));
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, false, %L)', gs, a_live, 'not needed'));
     PERFORM gp_test.eq(r ->> 'state', 'rejected', 'and reviewed');
 
     -- Same with no grace: released as soon as the last report is decided.
     t := gp_test.publish(gs, g1, '{"slots": 3, "sync_grace_s": 0}');
     a_sub := gp_test.claim(gp_test.id('w1'), t);
     PERFORM gp_test.report(gp_test.id('w1'), a_sub, 'cancel-sub-0');
-    PERFORM gp_test.run(format('SELECT gp_task_cancel(%s, %s, %L)', gs, t, 'no longer needed'));
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
+    PERFORM gp_test.run(format('SELECT body FROM gp_task_cancel(%s, %s, %L)', gs, t, 'no longer needed'));
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
     PERFORM gp_test.ok(r -> 'task' ->> 'released_at' IS NOT NULL, 'released after the last decision');
     PERFORM gp_test.eq((SELECT balance FROM accounts WHERE kind = 'reservation' AND owner_id = t),
                        0::bigint, 'reservation empty');
@@ -1151,7 +1151,7 @@ BEGIN
     t := gp_test.publish(gs, g1, '{"slots": 1}');
     a_sub := gp_test.claim(gp_test.id('w1'), t);
     PERFORM gp_test.report(gp_test.id('w1'), a_sub, 'full-1');
-    r := gp_test.run(format('SELECT gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
+    r := gp_test.run(format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)', gs, a_sub));
     PERFORM gp_test.eq(r -> 'task' ->> 'status', 'closed', 'closed when every slot is approved');
     PERFORM gp_test.ok(r -> 'task' ->> 'released_at' IS NOT NULL, 'and settled');
     PERFORM gp_test.ok(EXISTS (SELECT 1 FROM task_events WHERE task_id = t AND event = 'closed'
@@ -1343,7 +1343,7 @@ BEGIN
         RAISE WARNING 'race tests skipped (no dblink)';
         RETURN;
     END IF;
-    v_sqls := ARRAY(SELECT format('SELECT gp_task_claim(%s, %s)', gp_test.id('racer' || i), t1)
+    v_sqls := ARRAY(SELECT format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('racer' || i), t1)
                       FROM generate_series(1, 200) i);
     v_res := gp_test.race(v_sqls, v_conns);
     SELECT count(*) FILTER (WHERE (x ->> 'ok')::boolean),
@@ -1356,7 +1356,7 @@ BEGIN
     PERFORM gp_test.eq((SELECT claimed FROM tasks WHERE id = t1), 10, 'claim storm: counter');
     PERFORM gp_test.eq(gp_task_slots(t1) ->> 'free_slots', '0', 'claim storm: gate at 0');
 
-    v_sqls := array_fill(format('SELECT gp_task_claim(%s, %s)', gp_test.id('racer7'), t2),
+    v_sqls := array_fill(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('racer7'), t2),
                          ARRAY[20]);
     v_res := gp_test.race(v_sqls, least(v_conns, 20));
     SELECT count(*) FILTER (WHERE (x ->> 'ok')::boolean),
@@ -1368,7 +1368,7 @@ BEGIN
                        'same worker: one assignment');
     PERFORM gp_test.eq((SELECT claimed FROM tasks WHERE id = t2), 1, 'same worker: counter');
 
-    v_sqls := array_fill(format('SELECT gp_report_submit(%s, %L)', gp_test.id('racer1'),
+    v_sqls := array_fill(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                 gp_test.report_args(a, 'race-report')), ARRAY[10]);
     v_res := gp_test.race(v_sqls, least(v_conns, 10));
     PERFORM gp_test.eq((SELECT count(*) FROM unnest(v_res) x WHERE (x ->> 'ok')::boolean), 10::bigint,
@@ -1430,7 +1430,7 @@ BEGIN
                                                  AND state = 'submitted' ORDER BY id);
     -- 6 sweepers with small batches, 3 rounds each, plus 3 manual approvals of every report.
     v_sqls := array_fill('SELECT gp_timers_sweep(4)'::text, ARRAY[18])
-              || ARRAY(SELECT format('SELECT gp_report_decide(%s, %s, true, NULL)',
+              || ARRAY(SELECT format('SELECT body FROM gp_report_decide(%s, %s, true, NULL)',
                                      gp_test.id('gstaff'), s)
                          FROM unnest(v_subs) s, generate_series(1, 3));
     v_res := gp_test.race(v_sqls, least(v_conns, 30));
