@@ -19,20 +19,18 @@ struct route_guard;
 /* Runs one statement and replies with its row 0 column 0 JSON (success_code) or its error. */
 void api_query(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code);
-/* Like api_query for statements that changed something: on success the response's post-commit
- * effects (claim gates, balances, rankings) are pushed to Redis before replying. */
+/* For the functions that return gp_reply: sql is "SELECT body, effects FROM gp_x(...)". On
+ * success the effects column (docs/CONVENTIONS.md, "Effects") is pushed to Redis before
+ * replying with the body, which is sent as the database wrote it, never parsed. */
 void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
                int success_code);
-/* What happens to a reply between the database and the client (api_run). */
+/* What happens to a reply between the database and the client (api_run). What a caller may
+ * see is decided by the SQL function for its audience: nothing is stripped here. */
 enum api_post {
-    API_EFFECTS = 1 << 0,        /* push the post-commit effects it carries to Redis */
-    API_STRIP_BALANCES = 1 << 1, /* drop "balances" (merchant-facing replies: a merchant never
-                                  * sees a worker's balance) */
-    API_FORGET_KEYS = 1 << 2,    /* drop "key_ids"/"key_id" from the merchant key cache */
+    API_EFFECTS = 1 << 0, /* column 1 holds the post-commit effects (effects_apply) */
 };
 /* The one query path of the handlers: api_query is api_run(..., 0) and api_write is
- * api_run(..., API_EFFECTS). The reply is parsed at most once, and only when post asks for
- * it. Sets rc->state. */
+ * api_run(..., API_EFFECTS). The body is parsed only by api_run_secret. Sets rc->state. */
 void api_run(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
              int success_code, unsigned post);
 /* api_run that adds the field name = secret to a successful reply, unless the reply is an
@@ -110,18 +108,18 @@ void api_person_update(struct req_ctx *rc);
 void api_person_role_grant(struct req_ctx *rc);
 void api_person_role_revoke(struct req_ctx *rc);
 
-/* api_evidence.c: evidence photos (evidence.h) */
-void api_evidence_put(struct req_ctx *rc);
-void api_evidence_get(struct req_ctx *rc);
-/* The body limit of an upload (routes.c): evidence.max_size. */
-int api_evidence_max_size(const struct config *cfg);
-
 /* api_wechat.c: WeChat login, binding with invite codes, unbinding (wechat.h) */
 void api_wechat_login(struct req_ctx *rc);
 void api_wechat_bind(struct req_ctx *rc);
 void api_wechat_invite_create(struct req_ctx *rc);
 void api_wechat_unbind_me(struct req_ctx *rc);
 void api_wechat_unbind_person(struct req_ctx *rc);
+
+/* api_evidence.c: evidence photos (evidence.h) */
+void api_evidence_put(struct req_ctx *rc);
+void api_evidence_get(struct req_ctx *rc);
+/* The body limit of an upload (routes.c): evidence.max_size. */
+int api_evidence_max_size(const struct config *cfg);
 
 /* api_tasks.c */
 void api_task_publish(struct req_ctx *rc);
