@@ -31,7 +31,7 @@ const en: Messages = {
     claim: 'Take this task', claimed: 'Taken: please finish by {time}', checkin: 'Check in here',
     checkedIn: 'Checked in ({d} from the place)', checkinQueued: 'Check-in saved on the phone, sent when the network is back',
     report: 'Write the report', missingTags: 'This task needs: {tags}. You cannot take it yet',
-    cannotClaim: 'This task cannot be taken now', photosNeeded: '{n} photos needed', needCheckin: 'Check in at the place',
+    cannotClaim: 'This task cannot be taken now', photosNeeded: 'photos needed: {n}', needCheckin: 'Check in at the place',
     farAway: 'You are {d} from the place: go closer to check in', status: { open: 'Open', closed: 'Closed', cancelled: 'Cancelled' },
   },
   report: {
