@@ -40,7 +40,11 @@ echo "== demo data (logins are generated once, on the first load)"
 cat <<EOF
 
 == gridpointsd on http://$LISTEN  (PostgreSQL 127.0.0.1:$GP_PG_PORT, Redis 127.0.0.1:$GP_REDIS_PORT)
-Log in with one of the logins above, then call the API with the token:
+The worker app: open http://$LISTEN/app/ (a phone-sized window) and log in as one of the
+workers above; the demo tasks are in Chengdu, so let the browser use a location near
+30.652, 104.084 (Chromium: DevTools > Sensors) or see them listed without distance.
+
+Or log in with one of the logins above and call the API with the token:
 
   TOKEN=\$(curl -s http://$LISTEN/api/v1/auth/login \\
       -H 'Content-Type: application/json' \\
