@@ -97,7 +97,7 @@ run: deps
 	@scripts/run.sh
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
-test: deps check-config-docs check-includes
+test: deps check-config-docs check-includes format-check
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 

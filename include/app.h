@@ -27,7 +27,7 @@ struct app {
     struct kv *kv;
     struct ratelimit *rl;
     struct login_throttle *login; /* login throttling and known devices */
-    struct workpool *wp; /* CPU-heavy work off the loop (password hashing) */
+    struct workpool *wp;          /* CPU-heavy work off the loop (password hashing) */
     struct metrics *metrics;
     struct ledger_cache *ledger; /* Redis balance/ranking scripts */
     struct task_gate *gate;      /* Redis claim gate */

@@ -21,11 +21,11 @@ enum status {
     ST_UNAVAILABLE,         /* 503: a dependency is down or saturated, with Retry-After */
     ST_INTERNAL,            /* 500: a bug or an unexpected dependency answer */
     /* HTTP framing, answered by the connection guard (http_guard.h) */
-    ST_TIMEOUT,               /* 408: request head or body not received in time */
-    ST_URI_TOO_LONG,          /* 414 */
-    ST_EXPECTATION_FAILED,    /* 417: an Expect other than 100-continue */
-    ST_HEADERS_TOO_LARGE,     /* 431 */
-    ST_NOT_IMPLEMENTED,       /* 501: an unknown request method */
+    ST_TIMEOUT,            /* 408: request head or body not received in time */
+    ST_URI_TOO_LONG,       /* 414 */
+    ST_EXPECTATION_FAILED, /* 417: an Expect other than 100-continue */
+    ST_HEADERS_TOO_LARGE,  /* 431 */
+    ST_NOT_IMPLEMENTED,    /* 501: an unknown request method */
     ST__COUNT
 };
 

@@ -213,8 +213,7 @@ void http_reply_borrowed(struct req_ctx *rc, int code, const char *content_type,
     if (len)
         evbuffer_add_reference(b, data, len, NULL, NULL);
     if (content_type)
-        evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type",
-                          content_type);
+        evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type", content_type);
     send_and_finish(rc, code, b);
     evbuffer_free(b);
 }

@@ -1,8 +1,9 @@
 /* test_merchant_auth.c -- cmocka tests of the merchant signing helpers (merchant_auth.c), the
  * sealing of stored secrets and pay codes (merchant_crypto.c) and the webhook signature (the
- * webhook address policy is in test_netaddr.c). Table-driven where the cases are data. test_doc_example reads the worked
- * example of docs/MERCHANTS.md and checks it against these functions, so that the document
- * cannot drift from the server (run from the repository root, as `make test` does). */
+ * webhook address policy is in test_netaddr.c). Table-driven where the cases are data.
+ * test_doc_example reads the worked example of docs/MERCHANTS.md and checks it against these
+ * functions, so that the document cannot drift from the server (run from the repository root, as
+ * `make test` does). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
