@@ -21,6 +21,8 @@ void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t
                         unsigned char out[32]);
 /* The one hex encoder: lower case, NUL-terminated. */
 void crypto_hex(const unsigned char *in, size_t n, char *out /* 2n+1 */);
+/* The value of one hex digit (either case), or -1. */
+int crypto_hexval(char c);
 /* Decodes exactly 2n hex chars into n bytes; false on bad input. */
 bool crypto_unhex(const char *in, unsigned char *out, size_t n);
 /* The one base64 (RFC 4648 §4, with padding), through OpenSSL's EVP_EncodeBlock and

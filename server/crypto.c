@@ -98,7 +98,7 @@ void crypto_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int crypto_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -112,10 +112,10 @@ static int hexval(char c)
 bool crypto_unhex(const char *in, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(in[2 * i]);
+        int hi = crypto_hexval(in[2 * i]);
         if (hi < 0)
             return false;
-        int lo = hexval(in[2 * i + 1]);
+        int lo = crypto_hexval(in[2 * i + 1]);
         if (lo < 0)
             return false;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -12,6 +12,7 @@
  * guard passes is a strict subset of what evhttp parses, so the two never disagree on where a
  * message ends. */
 #include "http_guard.h"
+#include "crypto.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -219,16 +220,6 @@ static bool is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static bool is_hex(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static int hex_val(unsigned char c)
-{
-    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-}
-
 /* A field value byte: HTAB, SP, VCHAR, obs-text. Everything else is a control byte. */
 static bool is_field_byte(unsigned char c)
 {
@@ -431,8 +422,8 @@ static int check_request_line(struct guard_conn *c, char *line, size_t len)
         unsigned char ch = (unsigned char)target[i];
         if (ch <= 0x20 || ch >= 0x7f || ch == '#')
             return FAIL(V_REQUEST_LINE);
-        if (ch == '%' && (i + 2 >= tlen || !is_hex((unsigned char)target[i + 1]) ||
-                          !is_hex((unsigned char)target[i + 2])))
+        if (ch == '%' &&
+            (i + 2 >= tlen || crypto_hexval(target[i + 1]) < 0 || crypto_hexval(target[i + 2]) < 0))
             return FAIL(V_REQUEST_LINE);
     }
     target[tlen] = '\0';
@@ -583,10 +574,10 @@ static int step_chunk_size(struct guard_conn *c)
         return r;
     size_t i = 0;
     uint64_t n = 0;
-    while (i < len && is_hex((unsigned char)line[i])) {
+    while (i < len && crypto_hexval(line[i]) >= 0) {
         if (i == 15)
             return FAIL(V_CHUNKED);
-        n = n * 16 + (uint64_t)hex_val((unsigned char)line[i++]);
+        n = n * 16 + (uint64_t)crypto_hexval(line[i++]);
     }
     if (i == 0)
         return FAIL(V_CHUNKED);

@@ -148,24 +148,13 @@ bool static_is_hashed(const char *relpath)
 /* Request helpers                                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool static_normalize(const char *rest, char *out, size_t cap)
 {
     size_t n = 0;
     for (const char *p = rest; *p; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '%') {
-            int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+            int hi = crypto_hexval(p[1]), lo = hi < 0 ? -1 : crypto_hexval(p[2]);
             if (lo < 0)
                 return false;
             c = (unsigned char)(hi * 16 + lo);
