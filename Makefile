@@ -87,7 +87,7 @@ SQL_FILES := $(sort $(wildcard sql/migrations/*.sql sql/functions/*.sql))
 $(BUILD)/gen/sql_build.h: scripts/sql-build-header.sh $(SQL_FILES) sql/migrations sql/functions
 	@mkdir -p $(@D)
 	$(Q)scripts/sql-build-header.sh sql $@
-$(BUILD)/cli.o $(BUILD)/janitor.o $(BUILD)/main.o: $(BUILD)/gen/sql_build.h
+$(BUILD)/cli.o $(BUILD)/janitor.o $(BUILD)/main.o $(BUILD)/metrics.o: $(BUILD)/gen/sql_build.h
 
 deps:
 	@scripts/deps.sh

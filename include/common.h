@@ -34,6 +34,8 @@ char *xstrndup(const char *s, size_t n);
 
 /* Monotonic milliseconds, for durations and in-process timeouts only. */
 int64_t common_mono_ms(void);
+/* Monotonic microseconds, for request latency. */
+int64_t common_mono_us(void);
 /* Wall-clock milliseconds since the epoch, for logs. Business time comes from PostgreSQL. */
 int64_t common_wall_ms(void);
 

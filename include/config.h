@@ -99,6 +99,7 @@ struct config {
     int timer_sweep_interval_ms;
     int timer_batch_size;
     int reconcile_interval_s;
+    int ops_gauges_interval_ms; /* how often the gauges of gp_ops_gauges are read */
     /* [tasks] */
     int report_future_skew_s;
     int claim_rate_limit; /* claims per worker per minute */

@@ -65,7 +65,7 @@ struct req_ctx {
     char rid[40];         /* request id, echoed in X-Request-Id */
     char addr[64];        /* client address */
     struct principal principal;
-    int64_t start_ms;
+    int64_t start_us;  /* common_mono_us() when the request began */
     void *state;       /* the handler's own state (arena); guards never touch it */
     void *guard_state; /* the route guard's own state (arena), e.g. the session lookup */
     /* Called with the final status and body just before the reply is sent, to add headers

@@ -70,6 +70,10 @@ void ledger_cache_free(struct ledger_cache *lc);
  * same or a newer version. Negative or absurd values are refused (logged, not sent). */
 void ledger_cache_put(struct ledger_cache *lc, int64_t worker_id, int64_t available,
                       int64_t pending, int64_t version);
+/* ledger_cache_put that calls changed(arg) once Redis answered that it wrote (the entry was
+ * missing or older): the reconciler counts its repairs with it. Not called otherwise. */
+void ledger_cache_put_then(struct ledger_cache *lc, int64_t worker_id, int64_t available,
+                           int64_t pending, int64_t version, void (*changed)(void *arg), void *arg);
 
 /* Puts every worker balance found in the JSON text returned by a ledger SQL function: one
  * object {worker_id, available|balance, pending, version} (gp_balance, gp_task_award,

@@ -287,7 +287,7 @@ start_server
 N_BAL=$(sqlv "SELECT count(DISTINCT owner_id) FROM accounts WHERE kind IN ('worker', 'worker_pending')")
 T0=$SECONDS
 for ((;;)); do
-    DONE=$(metric 'gridpoints_events_total{event="reconciled_balances"}' || true)
+    DONE=$(metric gridpoints_reconcile_balances_checked_total || true)
     ((${DONE:-0} >= N_BAL)) && break
     ((SECONDS - T0 < 180)) || die "the start-up reconciliation did not finish in 180 s"
     sleep 1

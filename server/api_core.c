@@ -331,30 +331,38 @@ void api_metrics(struct req_ctx *rc)
     db_pool_get_stats(app->db, &ds);
     struct kv_stats ks;
     kv_get_stats(app->kv, &ks);
-    evbuffer_add_printf(
-        b,
-        "# TYPE gridpoints_db_pool_size gauge\ngridpoints_db_pool_size %d\n"
-        "# TYPE gridpoints_db_pool_connected gauge\ngridpoints_db_pool_connected %d\n"
-        "# TYPE gridpoints_db_pool_in_use gauge\ngridpoints_db_pool_in_use %d\n"
-        "# TYPE gridpoints_db_pool_waiting gauge\ngridpoints_db_pool_waiting %d\n"
-        "# TYPE gridpoints_db_queries_total counter\ngridpoints_db_queries_total %llu\n"
-        "# TYPE gridpoints_db_errors_total counter\ngridpoints_db_errors_total %llu\n"
-        "# TYPE gridpoints_db_retries_total counter\ngridpoints_db_retries_total %llu\n"
-        "# TYPE gridpoints_db_timeouts_total counter\ngridpoints_db_timeouts_total %llu\n"
-        "# TYPE gridpoints_db_rejected_total counter\ngridpoints_db_rejected_total %llu\n"
-        "# TYPE gridpoints_redis_up gauge\ngridpoints_redis_up %d\n"
-        "# TYPE gridpoints_redis_pending gauge\ngridpoints_redis_pending %d\n"
-        "# TYPE gridpoints_redis_commands_total counter\ngridpoints_redis_commands_total %llu\n"
-        "# TYPE gridpoints_redis_errors_total counter\ngridpoints_redis_errors_total %llu\n"
-        "# TYPE gridpoints_redis_timeouts_total counter\ngridpoints_redis_timeouts_total %llu\n"
-        "# TYPE gridpoints_redis_reconnects_total counter\ngridpoints_redis_reconnects_total %llu\n"
-        "# TYPE gridpoints_workpool_pending gauge\ngridpoints_workpool_pending %d\n",
-        ds.size, ds.connected, ds.in_use, ds.waiting, (unsigned long long)ds.queries,
-        (unsigned long long)ds.errors, (unsigned long long)ds.retries,
-        (unsigned long long)ds.timeouts, (unsigned long long)ds.rejected, ks.up ? 1 : 0, ks.pending,
-        (unsigned long long)ks.commands, (unsigned long long)ks.errors,
-        (unsigned long long)ks.timeouts, (unsigned long long)ks.reconnects,
-        workpool_pending(app->wp));
+    /* HELP and TYPE on each (promtool check metrics runs over this in tests/api). */
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long value;
+    } rows[] = {
+        {"db_pool_size", "gauge", "PostgreSQL connections the pool may open.", ds.size},
+        {"db_pool_connected", "gauge", "PostgreSQL connections open now.", ds.connected},
+        {"db_pool_in_use", "gauge", "PostgreSQL connections running a query now.", ds.in_use},
+        {"db_pool_waiting", "gauge", "Queries waiting for a free connection.", ds.waiting},
+        {"db_queries_total", "counter", "Queries sent to PostgreSQL.", ds.queries},
+        {"db_errors_total", "counter", "Queries that failed (any error).", ds.errors},
+        {"db_retries_total", "counter", "Queries run again after a serialization failure.",
+         ds.retries},
+        {"db_timeouts_total", "counter",
+         "Queries that timed out: waiting for a connection or by the statement timeout.",
+         ds.timeouts},
+        {"db_rejected_total", "counter",
+         "Queries refused at once: wait queue full or PostgreSQL known to be down.", ds.rejected},
+        {"redis_up", "gauge", "1 while the Redis connection is up, else 0.", ks.up ? 1 : 0},
+        {"redis_pending", "gauge", "Redis commands sent and not answered yet.", ks.pending},
+        {"redis_commands_total", "counter", "Commands sent to Redis.", ks.commands},
+        {"redis_errors_total", "counter", "Redis commands that failed.", ks.errors},
+        {"redis_timeouts_total", "counter", "Redis commands that timed out.", ks.timeouts},
+        {"redis_reconnects_total", "counter", "Reconnections to Redis.", ks.reconnects},
+        {"workpool_pending", "gauge",
+         "Jobs queued for the worker threads (password hashing, file writes).",
+         workpool_pending(app->wp)},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+        evbuffer_add_printf(
+            b, "# HELP gridpoints_%s %s\n# TYPE gridpoints_%s %s\ngridpoints_%s %llu\n",
+            rows[i].name, rows[i].help, rows[i].name, rows[i].type, rows[i].name, rows[i].value);
     size_t len = evbuffer_get_length(b);
     char *text = arena_alloc(rc->arena, len + 1);
     evbuffer_remove(b, text, len);

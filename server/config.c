@@ -139,6 +139,7 @@ static const struct cfg_entry table[] = {
 
     I("timers", "batch_size", timer_batch_size, "200", 1, 100000),
     T("timers", "reconcile_interval", reconcile_interval_s, "5m", 1, 86400),
+    D("timers", "ops_gauges_interval", ops_gauges_interval_ms, "15s", 100, 3600000),
     D("timers", "sweep_interval", timer_sweep_interval_ms, "1s", 10, 3600000),
 
     S("web", "dir", web_dir, "build/web"),

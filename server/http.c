@@ -175,9 +175,13 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     evhttp_send_reply(rc->req, code, NULL, body);
     rc->req = NULL;
 
-    double secs = (double)(common_mono_ms() - rc->start_ms) / 1000.0;
+    int64_t micros = common_mono_us() - rc->start_us;
+    double secs = (double)micros / 1e6;
+    /* A path no route matches (404) or a method its route lacks (405) counts as "unmatched":
+     * raw paths never become labels. The method is one of method_name's static names. */
     const char *route = rc->route ? rc->route->pattern : "unmatched";
-    metrics_observe(rc->app->metrics, rc->route ? rc->route->method : "OTHER", route, code, secs);
+    const char *method = rc->route ? rc->route->method : rc->method ? rc->method : "OTHER";
+    metrics_observe(rc->app->metrics, method, route, code, micros);
     if (log_min_level <= LOG_LEVEL_INFO) {
         char ctx[512], tmp[32];
         log_ctx(rc, ctx, sizeof ctx);
@@ -496,7 +500,7 @@ void http_request_run(struct http_core *core, const struct http_origin *origin,
     rc->origin = *origin;
     rc->req = req;
     rc->arena = arena_new();
-    rc->start_ms = common_mono_ms();
+    rc->start_us = common_mono_us();
     rc->method = method_name(evhttp_request_get_command(req));
     TAILQ_INIT(&rc->query);
     core->inflight++;

@@ -68,6 +68,7 @@ static void sweep_cb(struct db_result *res, void *arg)
     struct janitor *j = s->j;
     s->running = false;
     s->cursor = 0;
+    metrics_sweep(j->app->metrics, s->def->name, db_result_status(res) == ST_OK);
     if (db_result_status(res) == ST_OK) {
         json_t *reply = j->stopped ? NULL : db_result_json(res);
         if (reply)

@@ -160,8 +160,27 @@ static bool json_i64(const json_t *obj, const char *key, int64_t *out)
 /* ------------------------------------------------------------------------------------------ */
 /* balances */
 
+struct put_then {
+    void (*changed)(void *arg);
+    void *arg;
+};
+
+static void put_then_cb(struct redisReply *r, enum status st, void *arg)
+{
+    struct put_then *pt = arg;
+    if (st == ST_OK && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        pt->changed(pt->arg);
+    free(pt);
+}
+
 void ledger_cache_put(struct ledger_cache *lc, int64_t worker_id, int64_t available,
                       int64_t pending, int64_t version)
+{
+    ledger_cache_put_then(lc, worker_id, available, pending, version, NULL, NULL);
+}
+
+void ledger_cache_put_then(struct ledger_cache *lc, int64_t worker_id, int64_t available,
+                           int64_t pending, int64_t version, void (*changed)(void *arg), void *arg)
 {
     if (worker_id <= 0 || available < 0 || pending < 0 || version < 0) {
         log_warn("ledger: refusing to cache worker=%" PRId64 " available=%" PRId64
@@ -176,7 +195,13 @@ void ledger_cache_put(struct ledger_cache *lc, int64_t worker_id, int64_t availa
     snprintf(v, sizeof(v), "%" PRId64, version);
     snprintf(ttl, sizeof(ttl), "%d", LEDGER_BALANCE_TTL_S);
     const char *argv[] = {key, a, p, v, ttl};
-    kv_eval(lc->kv, lc->balance_put, 1, (int)ARRAY_SIZE(argv), argv, NULL, NULL);
+    struct put_then *pt = NULL;
+    if (changed) {
+        pt = xcalloc(1, sizeof *pt);
+        pt->changed = changed;
+        pt->arg = arg;
+    }
+    kv_eval(lc->kv, lc->balance_put, 1, (int)ARRAY_SIZE(argv), argv, pt ? put_then_cb : NULL, pt);
 }
 
 /* One balance object; false when it lacks the fields. */

@@ -24,6 +24,7 @@
 #include "ratelimit.h"
 #include "sql_build.h"
 #include "static.h"
+#include "version.h"
 #include "webhook.h"
 #include "wechat.h"
 #include "workpool.h"
@@ -35,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define GRIDPOINTS_VERSION "0.1.0"
 
 struct server {
     struct app app;

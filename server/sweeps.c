@@ -5,6 +5,7 @@
 #include "config.h"
 #include "effects.h"
 #include "evidence.h"
+#include "ledger.h"
 #include "log.h"
 #include "metrics.h"
 #include "webhook.h"
@@ -83,13 +84,30 @@ static int64_t ledger_swept(struct app *app, json_t *j)
 /* One page of gp_ledger_snapshot: every worker balance, put into Redis under the version guard
  * (so a page read before a newer commit cannot overwrite it). Repairs what a crash between a
  * commit and its post-commit push left stale, and refills a flushed Redis. */
+static void repaired(void *arg)
+{
+    struct app *app = arg;
+    metrics_count(app->metrics, "reconcile_balances_repaired", 1);
+}
+
 static int64_t reconciled(struct app *app, json_t *j)
 {
-    json_t *items = json_object_get(j, "items");
-    json_t *effects = json_pack("{s:O}", "balances", items ? items : json_null());
-    effects_apply(app, effects); /* the page is the "balances" effect of every worker on it */
+    json_t *items = json_object_get(j, "items"), *b;
+    size_t i;
+    /* Each is a "balances" effect (effects.c), put with a count of those Redis lacked. */
+    json_array_foreach(items, i, b)
+    {
+        json_t *w = json_object_get(b, "worker_id"), *a = json_object_get(b, "available"),
+               *p = json_object_get(b, "pending"), *v = json_object_get(b, "version");
+        if (!json_is_integer(w) || !json_is_integer(a) || !json_is_integer(v)) {
+            log_warn("reconcile: a balance without worker_id, available and version");
+            continue;
+        }
+        ledger_cache_put_then(app->ledger, json_integer_value(w), json_integer_value(a),
+                              json_is_integer(p) ? json_integer_value(p) : 0, json_integer_value(v),
+                              repaired, app);
+    }
     metrics_count(app->metrics, "reconciled_balances", json_array_size(items));
-    json_decref(effects);
     const char *next = json_string_value(json_object_get(j, "next_cursor"));
     int64_t cursor = next ? strtoll(next, NULL, 10) : 0;
     return cursor > 0 ? cursor : 0;
@@ -123,6 +141,25 @@ static int64_t webhooks_claimed(struct app *app, json_t *j)
     return more && webhooks_inflight(app->webhooks) < 64;
 }
 
+static int every_ops_gauges_interval(const struct config *cfg)
+{
+    return cfg->ops_gauges_interval_ms;
+}
+
+/* gp_ops_gauges: what the alerting rules watch that only the database knows. */
+static int64_t ops_gauges_read(struct app *app, json_t *j)
+{
+    static const char *const names[] = {"timer_lag_seconds", "audit_checkpoint_age_seconds"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        metrics_gauge(app->metrics, names[i], json_number_value(json_object_get(j, names[i])));
+    metrics_gauge(app->metrics, "audit_checkpoint_timestamp_seconds",
+                  json_number_value(json_object_get(j, "audit_checkpoint_at")));
+    metrics_gauge(app->metrics, "audit_alarm",
+                  json_is_true(json_object_get(j, "audit_alarm")) ? 1 : 0);
+    metrics_gauge(app->metrics, "ops_gauges_timestamp_seconds", (double)common_wall_ms() / 1000.0);
+    return 0;
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -137,5 +174,6 @@ const struct sweep_def sweep_defs[] = {
     /* evidence past its retention: claimed here, removed from the store by evidence.c */
     {"evidence", "SELECT gp_evidence_sweep($1, $2::jsonb)", 2, every_sweep_interval, evidence_swept,
      evidence_sweep_args},
+    {"ops_gauges", "SELECT gp_ops_gauges()", 0, every_ops_gauges_interval, ops_gauges_read, NULL},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

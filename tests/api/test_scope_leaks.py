@@ -49,7 +49,7 @@ def wait_for(pred, timeout=15.0, step=0.2):
 
 def gate_refusals(api):
     for line in api.get("/metrics").text.splitlines():
-        if line.startswith('gridpoints_events_total{event="claim_gate_refused"}'):
+        if line.startswith('gridpoints_claim_gate_refused_total '):
             return int(line.split()[-1])
     return 0
 
