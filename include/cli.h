@@ -17,6 +17,10 @@ struct pg_conn; /* libpq's PGconn */
  * records their hash in schema_functions. Refuses, before connecting, an sql_dir whose last
  * migration or function hash is not the one this build was made with. */
 int cli_migrate(const struct config *cfg);
+/* check-config: what `serve` checks before it opens a socket (the files the configuration
+ * names: TLS, audit key, CA files, web.dir, evidence.dir), without opening one or connecting
+ * anywhere. 0 and "configuration OK: PATH" on stdout, or 2 and one line per problem. */
+int cli_check_config(const struct config *cfg, const char *path);
 /* create-admin --phone P --name N --street S (password from GRIDPOINTS_ADMIN_PASSWORD). */
 int cli_create_admin(const struct config *cfg, int argc, char **argv);
 /* demo-data [--credentials FILE]: the demo street of seeds/002, loaded once. */

@@ -30,6 +30,7 @@
 #include "workpool.h"
 
 #include <event2/event.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,29 +47,93 @@ struct server {
     int exit_code;
 };
 
-static void usage(void)
+/* The commands, their synopsis and what they do: `gridpointsd --help` lists them, `gridpointsd
+ * help CMD` and `gridpointsd CMD --help` show one. */
+static const struct command_help {
+    const char *name, *synopsis, *summary, *details;
+} commands[] = {
+    {"serve", "serve", "run the server (the default command)",
+     "Serves HTTP on server.listen (and tls_listen, metrics_listen) until SIGTERM or SIGINT,\n"
+     "then drains in-flight requests (server.shutdown_timeout). Refuses to start when the\n"
+     "database's schema is not the one this build needs (run `migrate`).\n"},
+    {"migrate", "migrate", "apply pending migrations, re-create the SQL functions",
+     "One transaction over database.admin_url: applies the migrations of database.sql_dir not\n"
+     "yet applied and re-creates every SQL function. Safe to run again.\n"},
+    {"check-config", "check-config",
+     "validate the configuration (and the files it names) without starting",
+     "Reads the configuration like `serve` does -- every key, its type and bounds, the\n"
+     "listen addresses, the Redis URL -- and the files it names (TLS certificate and key,\n"
+     "audit key, CA files, web.dir, evidence.dir), without opening a socket or connecting\n"
+     "anywhere. Prints \"configuration OK\" and exits 0, or one line per problem on stderr\n"
+     "and exits 2.\n"},
+    {"create-admin", "create-admin --phone P --name N --street S", "create a street and its admin",
+     "The password comes from GRIDPOINTS_ADMIN_PASSWORD (at least 8 characters). Prints the\n"
+     "new ids as one JSON line.\n"},
+    {"demo-data", "demo-data [--credentials FILE]", "load the demo street once; print its logins",
+     "Loads the demo street of seeds/ unless it is there already; --credentials writes its\n"
+     "logins to FILE (0600) instead of stdout.\n"},
+    {"rebuild-cache", "rebuild-cache [--dry-run]",
+     "rebuild Redis balances and rankings from the ledger",
+     "Compares every cached balance and ranking with the ledger and fixes each difference,\n"
+     "one line each; --dry-run only reports them.\n"},
+    {"audit-keygen", "audit-keygen [--if-missing]",
+     "create the checkpoint signing key (audit.key_file)",
+     "Writes a new Ed25519 key to audit.key_file (0600) and registers its public half;\n"
+     "--if-missing does nothing when the file exists.\n"},
+    {"audit-rotate-key", "audit-rotate-key",
+     "replace the signing key; old checkpoints still verify",
+     "The old key file is kept as <key_file>.<key id>.retired. Restart the servers: they sign\n"
+     "with the key they loaded at start-up.\n"},
+    {"audit-pubkey", "audit-pubkey", "print the checkpoint public keys (JSON)",
+     "The document GET /.well-known/gridpoints/checkpoint-keys serves and `verify --pubkey`\n"
+     "reads.\n"},
+    {"export", "export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]",
+     "stream the sealed ledger with its checkpoints",
+     "Without --unit/--from/--to the export is complete (the verifier recomputes every root);\n"
+     "with them each transaction carries its inclusion proof.\n"},
+    {"verify", "verify --export FILE --pubkey FILE | --proofs FILE --pubkey FILE",
+     "check an export or proofs offline (no database)",
+     "Recomputes the roots of an export (or checks inclusion proofs) against the signed\n"
+     "checkpoints and the public keys of FILE.\n"},
+    {"print-config", "print-config", "print the effective configuration",
+     "Every key with its value after the file and the environment (GRIDPOINTS_<SECTION>_<KEY>)\n"
+     "were read; secrets are masked.\n"},
+    {"version", "version", "print the version (as --version does)", ""},
+    {"help", "help [COMMAND]", "show this help, or the help of COMMAND", ""},
+};
+
+static const struct command_help *command_find(const char *name)
 {
-    fprintf(stderr,
-            "usage: gridpointsd [-c CONFIG] [COMMAND]\n"
-            "commands:\n"
-            "  serve                 run the server (default)\n"
-            "  migrate               apply pending migrations, re-create the SQL functions\n"
-            "  create-admin --phone P --name N --street S\n"
-            "                        create a street and its admin (password from\n"
-            "                        GRIDPOINTS_ADMIN_PASSWORD)\n"
-            "  demo-data [--credentials FILE]\n"
-            "                        load the demo street once; print its logins\n"
-            "  rebuild-cache         rebuild Redis balances and rankings from the ledger\n"
-            "  audit-keygen [--if-missing]\n"
-            "                        create the checkpoint signing key (audit.key_file)\n"
-            "  audit-rotate-key      replace the signing key; old checkpoints still verify\n"
-            "  audit-pubkey          print the checkpoint public keys (JSON)\n"
-            "  export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]\n"
-            "                        stream the sealed ledger with its checkpoints\n"
-            "  verify --export FILE --pubkey FILE | --proofs FILE --pubkey FILE\n"
-            "                        check an export or proofs offline (no database)\n"
-            "  print-config          print the effective configuration\n"
-            "  version\n");
+    for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: gridpointsd [-c CONFIG] [COMMAND [ARGS]]\n"
+                 "       gridpointsd --help | --version | help COMMAND | COMMAND --help\n"
+                 "options:\n"
+                 "  -c, --config FILE     the configuration file (default: built-in defaults;\n"
+                 "                        GRIDPOINTS_<SECTION>_<KEY> variables override both)\n"
+                 "  -h, --help            show this help and exit\n"
+                 "  -V, --version         show the version and exit\n"
+                 "commands:\n");
+    for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+        const struct command_help *c = &commands[i];
+        if (strlen(c->synopsis) <= 20)
+            fprintf(out, "  %-20s  %s\n", c->synopsis, c->summary);
+        else
+            fprintf(out, "  %s\n  %-20s  %s\n", c->synopsis, "", c->summary);
+    }
+}
+
+static void command_usage(const struct command_help *c)
+{
+    printf("usage: gridpointsd [-c CONFIG] %s\n\n%s.\n", c->synopsis, c->summary);
+    if (*c->details)
+        printf("\n%s", c->details);
 }
 
 static void part_idle_cb(void *arg)
@@ -259,17 +324,65 @@ static void print_line(const char *line, void *arg)
     printf("%s\n", line);
 }
 
+/* Whether the command's own arguments ask for its help. */
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
     const char *config_path = NULL;
-    int i = 1;
-    if (i + 1 < argc && !strcmp(argv[i], "-c")) {
-        config_path = argv[i + 1];
-        i += 2;
+    int opt;
+    /* "+": options end at the command; what follows belongs to the command. */
+    while ((opt = getopt_long(argc, argv, "+c:hV", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("gridpointsd %s\n", GRIDPOINTS_VERSION);
+            return 0;
+        default: /* getopt said what was wrong */
+            fprintf(stderr, "see gridpointsd --help\n");
+            return 2;
+        }
     }
+    int i = optind;
     const char *cmd = i < argc ? argv[i] : "serve";
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
-        usage();
+    if (!strcmp(cmd, "help")) {
+        if (i + 1 >= argc) {
+            usage(stdout);
+            return 0;
+        }
+        const struct command_help *c = command_find(argv[i + 1]);
+        if (!c) {
+            fprintf(stderr, "gridpointsd: no command \"%s\" (see gridpointsd --help)\n",
+                    argv[i + 1]);
+            return 2;
+        }
+        command_usage(c);
+        return 0;
+    }
+    const struct command_help *known = command_find(cmd);
+    if (!known) {
+        fprintf(stderr, "gridpointsd: no command \"%s\" (see gridpointsd --help)\n", cmd);
+        return 2;
+    }
+    if (i < argc && wants_help(argc - i, argv + i)) {
+        command_usage(known);
         return 0;
     }
     if (!strcmp(cmd, "version")) {
@@ -313,11 +426,13 @@ int main(int argc, char **argv)
         rc = cli_export(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "verify"))
         rc = cli_verify(argc - i, argv + i);
+    else if (!strcmp(cmd, "check-config"))
+        rc = cli_check_config(&cfg, config_path);
     else if (!strcmp(cmd, "print-config")) {
         config_dump(&cfg, print_line, NULL);
         rc = 0;
     } else {
-        usage();
+        usage(stderr);
         rc = 2;
     }
     config_free(&cfg);
