@@ -3,6 +3,7 @@
 #   make              build build/gridpointsd (debug, -Werror)
 #   make run          install what is missing, start private PostgreSQL + Redis under var/,
 #                     migrate, load demo data once, serve on 127.0.0.1:8080
+#   make stop         stop the server of `make run` and its PostgreSQL + Redis
 #   make test         unit tests + black-box API tests, under ASan+UBSan, + browser tests
 #   make web          the worker app (web/worker) into build/web/app/ (skipped without npm)
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
@@ -95,6 +96,11 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run.sh
+
+# make stop: the server of `make run` (SIGTERM) and its private PostgreSQL and Redis.
+.PHONY: stop
+stop:
+	@scripts/run.sh stop
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
 test: deps check-config-docs check-includes format-check

@@ -363,7 +363,7 @@ int main(int argc, char **argv)
     int i = optind;
     const char *cmd = i < argc ? argv[i] : "serve";
     if (!strcmp(cmd, "help")) {
-        if (i + 1 >= argc) {
+        if (i + 1 >= argc || !strcmp(argv[i + 1], "--help") || !strcmp(argv[i + 1], "-h")) {
             usage(stdout);
             return 0;
         }
