@@ -15,6 +15,8 @@ PACKAGES=(
     # test: black-box API tests (tests/api), load and clock tools
     python3 python3-pytest python3-requests python3-psycopg2 python3-redis python3-yaml python3-jsonschema
     python3-hypothesis wrk faketime openssl
+    # promtool (tests/api/test_metrics.py checks /metrics and deploy/prometheus/ with it)
+    prometheus
     # fuzzing (tests/fuzz): clang with its libFuzzer and sanitizer runtimes
     clang libclang-rt-14-dev
     # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and
