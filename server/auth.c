@@ -1,6 +1,6 @@
 /* auth.c -- resolving a session token into a principal.
  *
- * Redis holds "sess:<sha256 hex>" -> principal JSON for at most SESSION_CACHE_TTL seconds; on
+ * Redis holds "sess:{<sha256 hex>}" -> principal JSON for at most SESSION_CACHE_TTL seconds; on
  * a miss, or when Redis is down (we fail open to PostgreSQL, which is the truth), the principal
  * comes from gp_session_principal() and is cached again. The short TTL bounds how long a
  * suspension or a role change takes to reach the route gates; the SQL functions re-check
@@ -30,7 +30,7 @@
 struct auth_state {
     route_handler next;
     unsigned roles;      /* the caller must hold one of these; 0 = any person */
-    char key[80];        /* sess:<hex> */
+    char key[80];        /* sess:{<hex>} */
     char hash_param[70]; /* \x<hex>, the bytea parameter */
 };
 
@@ -228,7 +228,7 @@ static void session_resolve(struct req_ctx *rc, route_handler next, unsigned rol
     unsigned char d[32];
     crypto_sha256(h + 7, CRYPTO_TOKEN_LEN, d);
     crypto_hex(d, 32, rc->principal.token_hash);
-    snprintf(as->key, sizeof as->key, "sess:%s", rc->principal.token_hash);
+    snprintf(as->key, sizeof as->key, "sess:{%s}", rc->principal.token_hash);
     snprintf(as->hash_param, sizeof as->hash_param, "\\x%s", rc->principal.token_hash);
     rc->guard_state = as;
     const char *argv[] = {"GET", as->key};
@@ -253,7 +253,7 @@ const struct route_guard auth_guard_auditor = {"auditor", auditor_check, false};
 void auth_session_forget_hash(struct app *app, const char *token_hash_hex)
 {
     char key[80];
-    snprintf(key, sizeof key, "sess:%s", token_hash_hex);
+    snprintf(key, sizeof key, "sess:{%s}", token_hash_hex);
     const char *argv[] = {"DEL", key};
     kv_command(app->kv, NULL, NULL, 2, argv, NULL);
 }

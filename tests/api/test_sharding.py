@@ -1,0 +1,187 @@
+"""The path to sharding (docs/SCALING.md): which tables carry street_id (the distribution
+column PostgreSQL with Citus would shard by), read from the catalogue; and every Redis key a
+workload leaves carries a hash tag, so that Redis Cluster can take over."""
+
+import re
+
+import pytest
+
+from gp import error_code, unique_phone
+from loop import Tree, iso, now, report_body
+
+# Tables that hold no one street's data, or are found before any street is known. Each says
+# where it goes under Citus. A new table goes here only with such a reason; a table holding a
+# street's data carries `street_id bigint NOT NULL` instead.
+GLOBAL = {
+    # bookkeeping of migrate (docs/OPERATIONS.md, "Upgrading"): stays on the coordinator
+    "schema_migrations": "coordinator",
+    "schema_functions": "coordinator",
+    # the org tree: small, read by every scope check; a reference table (copied to every
+    # node). A unit's street is the root of its path (street_of_unit).
+    "org_units": "reference",
+    # the state machines' allowed transitions: constant reference tables
+    "task_transitions": "reference",
+    "assignment_transitions": "reference",
+    # one Merkle log over the whole ledger (docs/AUDIT.md): the sealer and the verifier work on
+    # one tree; it stays on the coordinator (per-street logs would be a new verifier)
+    "audit_keys": "coordinator",
+    "audit_leaves": "coordinator",
+    "audit_nodes": "coordinator",
+    "audit_checkpoints": "coordinator",
+    "audit_head": "coordinator",
+    "audit_alarms": "coordinator",
+    # found by a token's hash before the person (and so the street) is known: distributed by
+    # token_hash, its own colocation group
+    "sessions": "distributed by token_hash",
+    # found by (principal, key) before the function runs: distributed by principal
+    "idempotency_keys": "distributed by principal",
+    # found by WeChat openid / ticket before the person is known
+    "wechat_bindings": "distributed by openid",
+    "wechat_invites": "distributed by its code",
+    "wechat_bind_tickets": "distributed by ticket",
+    # content-addressed: the same bytes are one row whoever uploaded them
+    "evidence": "distributed by sha256",
+    "evidence_uploaders": "distributed by sha256",
+}
+
+# Street data whose rows do not carry street_id yet: the rest of the migration (docs/SCALING.md,
+# "What is left"). Each names the way to its street. This list only shrinks: a table that gets
+# street_id must leave it (checked below).
+PENDING = {
+    "persons": "unit_id -> street (login by phone needs a global phone directory)",
+    "role_grants": "unit_id -> street",
+    "audit_log": "unit_id -> street",
+    "outbox": "person_id -> persons.unit_id -> street",
+    "accounts": "unit_id -> street",
+    "ledger_txns": "its postings' accounts (one street per transaction)",
+    "postings": "account_id -> accounts",
+    "ledger_policies": "street_unit_id (is the street: rename)",
+    "pending_points": "worker_id -> persons",
+    "point_lots": "worker_id -> persons",
+    "worker_earnings": "person_id -> persons",
+    "merchant_keys": "merchant_id -> merchants.street_id",
+    "merchant_staff": "merchant_id -> merchants.street_id",
+    "offers": "merchant_id -> merchants.street_id",
+    "vouchers": "offer_id -> offers",
+    "paycodes": "voucher_id -> vouchers",
+    "charges": "merchant_id -> merchants.street_id",
+    "refunds": "charge_id -> charges",
+    "settlements": "merchant_id -> merchants.street_id",
+    "merchant_events": "merchant_id -> merchants.street_id",
+}
+
+
+def catalogue(sql):
+    tables = {r[0] for r in sql("""SELECT c.relname FROM pg_class c
+                                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                                   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')""")}
+    with_street = {r[0]: (r[1], r[2]) for r in sql(
+        """SELECT c.relname, format_type(a.atttypid, a.atttypmod),
+                  CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attname = 'street_id'
+              AND NOT a.attisdropped""")}
+    return tables, with_street
+
+
+def test_every_street_table_carries_street_id(sql, migrated):
+    tables, with_street = catalogue(sql)
+    assert len(tables) > 30, sorted(tables)  # the migrated schema, not an empty database
+    unplaced = sorted(tables - set(with_street) - set(GLOBAL) - set(PENDING))
+    assert not unplaced, (
+        f"tables without street_id: {unplaced}. A table holding a street's data carries "
+        "`street_id bigint NOT NULL`; a global one goes into GLOBAL with its reason")
+    for t, (typ, nullable) in with_street.items():
+        if t in tables:
+            assert typ == "bigint" and nullable == "NO", (t, typ, nullable)
+    done = sorted(set(PENDING) & set(with_street))
+    assert not done, f"{done} carry street_id now: take them off PENDING"
+    stale = sorted((set(GLOBAL) | set(PENDING)) - tables)
+    assert not stale, f"no such tables any more: {stale}"
+    # the tables of the work loop carry it (migration 0017)
+    for t in ("tasks", "assignments", "reports", "checkins", "task_events", "assignment_events",
+              "merchants"):
+        assert t in with_street, t
+
+
+def test_street_id_follows_the_rows_parent(api, admin, sql):
+    """Rows written by the SQL functions carry the street of the unit their task is in, also
+    through the claim, check-in, report and review path."""
+    tree = Tree(api, admin, sql)
+    task = tree.publish(slots=2, reward=5)
+    (w,) = tree.workers(1)
+    r = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w["token"])
+    assert r.status_code == 201, r.text
+    a = r.json()
+    r = api.post(f"/api/v1/assignments/{a['id']}/checkins",
+                 {"lat": 30.6571, "lng": 104.0801, "at": iso(now())}, token=w["token"])
+    assert r.status_code == 201, r.text
+    r = api.post("/api/v1/reports", report_body(a["id"]), token=w["token"])
+    assert r.status_code == 201, r.text
+    r = api.post(f"/api/v1/assignments/{a['id']}/approve", {}, token=tree.staff["token"])
+    assert r.status_code == 200, r.text
+    street = tree.street
+    rows = {
+        "tasks": sql("SELECT street_id FROM tasks WHERE id = %s", (task["id"],)),
+        "assignments": sql("SELECT street_id FROM assignments WHERE task_id = %s", (task["id"],)),
+        "reports": sql("SELECT street_id FROM reports WHERE task_id = %s", (task["id"],)),
+        "checkins": sql("SELECT street_id FROM checkins WHERE assignment_id = %s", (a["id"],)),
+        "task_events": sql("SELECT street_id FROM task_events WHERE task_id = %s", (task["id"],)),
+        "assignment_events": sql("SELECT street_id FROM assignment_events WHERE task_id = %s",
+                                 (task["id"],)),
+    }
+    for t, got in rows.items():
+        assert got and all(g[0] == street for g in got), (t, got, street)
+    # and in the whole database: no row of these tables disagrees with its parent
+    bad = sql("""SELECT 'tasks', count(*) FROM tasks WHERE street_id <> street_of_unit(unit_id)
+                 UNION ALL SELECT 'assignments', count(*) FROM assignments a JOIN tasks t
+                   ON t.id = a.task_id WHERE a.street_id <> t.street_id
+                 UNION ALL SELECT 'reports', count(*) FROM reports r JOIN tasks t
+                   ON t.id = r.task_id WHERE r.street_id <> t.street_id
+                 UNION ALL SELECT 'checkins', count(*) FROM checkins c JOIN assignments a
+                   ON a.id = c.assignment_id WHERE c.street_id <> a.street_id""")
+    assert all(n == 0 for _, n in bad), bad
+
+
+HASH_TAG = re.compile(r"\{[^{}]+\}")
+
+
+def test_redis_keys_carry_hash_tags(api, admin, sql, redis):
+    """After a workload that touches every kind of key -- sessions, login throttling, the
+    claim rate limit and gate, balances, rankings -- every key in Redis has a non-empty hash
+    tag, so Redis Cluster maps each multi-key script to one slot."""
+    tree = Tree(api, admin, sql)
+    task = tree.publish(slots=1, reward=7)
+    workers = tree.workers(2)
+    # sessions: a fresh login and requests with the token
+    r = api.post("/api/v1/auth/login", {"phone": admin["phone"], "password": admin["password"]},
+                 token=None)
+    assert r.status_code == 200
+    assert api.get("/api/v1/me", token=r.json()["token"]).status_code == 200
+    # login throttling: a wrong password
+    r = api.post("/api/v1/auth/login", {"phone": unique_phone(), "password": "wrong-password"},
+                 token=None)
+    assert r.status_code in (401, 429)
+    # claim: rate limit, gate (the second worker is refused by the gate)
+    r = api.post(f"/api/v1/tasks/{task['id']}/claim", token=workers[0]["token"])
+    assert r.status_code == 201, r.text
+    a = r.json()
+    r = api.post(f"/api/v1/tasks/{task['id']}/claim", token=workers[1]["token"])
+    assert r.status_code == 409 and error_code(r) == "task_full"
+    # balance and rankings: report, approve, read them
+    r = api.post("/api/v1/reports", report_body(a["id"]), token=workers[0]["token"])
+    assert r.status_code == 201, r.text
+    r = api.post(f"/api/v1/assignments/{a['id']}/approve", {}, token=tree.staff["token"])
+    assert r.status_code == 200, r.text
+    w = workers[0]
+    assert api.get(f"/api/v1/workers/{w['id']}/balance", token=w["token"]).status_code == 200
+    assert api.get(f"/api/v1/workers/{w['id']}/rank", token=w["token"]).status_code == 200
+
+    keys = list(redis.scan_iter(count=1000))
+    assert keys
+    prefixes = {k.split(":", 1)[0] for k in keys}
+    for p in ("sess", "login", "rl", "gate", "bal"):
+        assert p in prefixes, (p, sorted(prefixes))
+    untagged = sorted(k for k in keys if not HASH_TAG.search(k))
+    assert not untagged, untagged[:20]
