@@ -280,7 +280,8 @@ void api_task_claim(struct req_ctx *rc)
     cs->task = id;
     rc->state = cs;
     /* Fail open: without Redis the limit lapses, but PostgreSQL still decides every claim. */
-    const char *key = arena_printf(rc->arena, "rl:claim:{%lld}", (long long)rc->principal.person_id);
+    const char *key =
+        arena_printf(rc->arena, "rl:claim:{%lld}", (long long)rc->principal.person_id);
     ratelimit_hit(rc->app->rl, key, rc->app->cfg->claim_rate_limit, 60, RATELIMIT_FAIL_OPEN,
                   claim_limit_cb, rc);
 }
