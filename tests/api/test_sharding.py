@@ -3,10 +3,13 @@ column PostgreSQL with Citus would shard by), read from the catalogue; and every
 workload leaves carries a hash tag, so that Redis Cluster can take over."""
 
 import re
+import socket
+import subprocess
+import time
 
 import pytest
 
-from gp import error_code, unique_phone
+from gp import Api, error_code, kv, unique_phone
 from loop import Tree, iso, now, report_body
 
 # Tables that hold no one street's data, or are found before any street is known. Each says
@@ -147,10 +150,9 @@ def test_street_id_follows_the_rows_parent(api, admin, sql):
 HASH_TAG = re.compile(r"\{[^{}]+\}")
 
 
-def test_redis_keys_carry_hash_tags(api, admin, sql, redis):
-    """After a workload that touches every kind of key -- sessions, login throttling, the
-    claim rate limit and gate, balances, rankings -- every key in Redis has a non-empty hash
-    tag, so Redis Cluster maps each multi-key script to one slot."""
+def redis_workload(api, admin, sql):
+    """Touches every kind of key: sessions, login throttling, the claim rate limit and gate,
+    balances, rankings."""
     tree = Tree(api, admin, sql)
     task = tree.publish(slots=1, reward=7)
     workers = tree.workers(2)
@@ -175,9 +177,14 @@ def test_redis_keys_carry_hash_tags(api, admin, sql, redis):
     r = api.post(f"/api/v1/assignments/{a['id']}/approve", {}, token=tree.staff["token"])
     assert r.status_code == 200, r.text
     w = workers[0]
-    assert api.get(f"/api/v1/workers/{w['id']}/balance", token=w["token"]).status_code == 200
+    r = api.get(f"/api/v1/workers/{w['id']}/balance", token=w["token"])
+    assert r.status_code == 200 and r.json()["available"] == 7, r.text
     assert api.get(f"/api/v1/workers/{w['id']}/rank", token=w["token"]).status_code == 200
 
+
+def test_redis_keys_carry_hash_tags(api, admin, sql, redis):
+    """After the workload every key in Redis has a non-empty hash tag."""
+    redis_workload(api, admin, sql)
     keys = list(redis.scan_iter(count=1000))
     assert keys
     prefixes = {k.split(":", 1)[0] for k in keys}
@@ -185,3 +192,85 @@ def test_redis_keys_carry_hash_tags(api, admin, sql, redis):
         assert p in prefixes, (p, sorted(prefixes))
     untagged = sorted(k for k in keys if not HASH_TAG.search(k))
     assert not untagged, untagged[:20]
+
+
+def free_port_pair():
+    """A port p with p + 10000 free too (Redis Cluster's bus port)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            continue
+    pytest.skip("no free port pair for a Redis Cluster node")
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    """A one-node Redis Cluster holding all 16384 slots: it refuses, like a real cluster, any
+    command or script whose keys hash to different slots (CROSSSLOT), and never redirects."""
+    port = free_port_pair()
+    d = tmp_path / "redis-cluster"
+    d.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(d / "nodes.conf"), "--dir", str(d), "--save", "",
+         "--appendonly", "no"], stdout=open(d / "log", "w"), stderr=subprocess.STDOUT)
+    try:
+        client = None
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = kv.connect(f"redis://127.0.0.1:{port}/0")
+                client.ping()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, (d / "log").read_text()
+                time.sleep(0.1)
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        while "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, client.execute_command("CLUSTER", "INFO")
+            time.sleep(0.1)
+        # the property this fixture exists for
+        with pytest.raises(Exception, match="CROSSSLOT"):
+            client.eval("return 1", 2, "a{x}", "b{y}")
+        yield client, f"redis://127.0.0.1:{port}/0"
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_runs_on_redis_cluster(make_server, make_admin, sql, redis_cluster):
+    """The server against a Redis Cluster node: every script and multi-key command keeps its
+    keys in one slot (or the cluster refuses it with CROSSSLOT, counted as a Redis error)."""
+    client, url = redis_cluster
+    srv = make_server(env={"GRIDPOINTS_REDIS_URL": url})
+    api = Api(srv)
+
+    def redis_metric(name):
+        for ln in api.get("/metrics").text.splitlines():
+            if ln.startswith(name + " "):
+                return int(float(ln.split()[1]))
+        raise AssertionError(name)
+
+    # connected (commands sent while a first connect is still under way fail as unavailable)
+    deadline = time.monotonic() + 20
+    while redis_metric("gridpoints_redis_up") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    admin = make_admin(srv)
+    errors_before = redis_metric("gridpoints_redis_errors_total")
+    redis_workload(api, admin, sql)
+    assert redis_metric("gridpoints_redis_errors_total") == errors_before
+    assert "CROSSSLOT" not in srv.log_text()
+    keys = list(client.scan_iter(count=1000))
+    assert {k.split(":", 1)[0] for k in keys} >= {"sess", "login", "rl", "gate", "bal"}, keys
+    assert all(HASH_TAG.search(k) for k in keys)
+    api.close()
