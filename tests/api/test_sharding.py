@@ -11,6 +11,7 @@ import pytest
 
 from gp import Api, error_code, kv, unique_phone
 from loop import Tree, iso, now, report_body
+from mall import Street
 
 # Tables that hold no one street's data, or are found before any street is known. Each says
 # where it goes under Citus. A new table goes here only with such a reason; a table holding a
@@ -62,15 +63,7 @@ PENDING = {
     "pending_points": "worker_id -> persons",
     "point_lots": "worker_id -> persons",
     "worker_earnings": "person_id -> persons",
-    "merchant_keys": "merchant_id -> merchants.street_id",
-    "merchant_staff": "merchant_id -> merchants.street_id",
-    "offers": "merchant_id -> merchants.street_id",
-    "vouchers": "offer_id -> offers",
     "paycodes": "voucher_id -> vouchers",
-    "charges": "merchant_id -> merchants.street_id",
-    "refunds": "charge_id -> charges",
-    "settlements": "merchant_id -> merchants.street_id",
-    "merchant_events": "merchant_id -> merchants.street_id",
 }
 
 
@@ -107,13 +100,15 @@ def test_every_street_table_carries_street_id(sql, migrated):
     assert not stale, f"no such tables any more: {stale}"
     # the tables of the work loop carry it (migration 0017)
     for t in ("tasks", "assignments", "reports", "checkins", "task_events", "assignment_events",
-              "merchants"):
+              "merchants", "merchant_keys", "merchant_staff", "offers", "vouchers", "charges",
+              "refunds", "settlements", "merchant_events"):
         assert t in with_street, t
 
 
-def test_street_id_follows_the_rows_parent(api, admin, sql, redis):
+def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
     """Rows written by the SQL functions carry the street of the unit their task is in, also
-    through the claim, check-in, report and review path."""
+    through the claim, check-in, report and review path; and the merchant's rows the street of
+    their merchant."""
     tree = Tree(api, admin, sql)
     task = tree.publish(slots=2, reward=5)
     (w,) = tree.workers(1)
@@ -148,6 +143,22 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis):
                  UNION ALL SELECT 'checkins', count(*) FROM checkins c JOIN assignments a
                    ON a.id = c.assignment_id WHERE c.street_id <> a.street_id""")
     assert all(n == 0 for _, n in bad), bad
+    # the merchant tables: a merchant with a key, an offer, a voucher and a charge
+    st = Street(api, admin, sql, server)
+    m, client = st.merchant()
+    offer = st.offer(client, price=10)
+    (mw,) = st.workers(1, points=100)
+    assert st.order(mw, offer["id"]).status_code == 201
+    r = st.charge(client, mw, 5)
+    assert r.status == 201, r.text
+    for t in ("merchant_keys", "offers", "vouchers", "charges"):
+        got = sql(f"SELECT street_id FROM {t} WHERE merchant_id = %s", (m["id"],))
+        assert got and all(g[0] == street for g in got), (t, got, street)
+    for t in ("merchant_keys", "merchant_staff", "offers", "vouchers", "charges", "refunds",
+              "settlements", "merchant_events"):
+        n = sql.scalar(f"""SELECT count(*) FROM {t} x JOIN merchants m ON m.id = x.merchant_id
+                            WHERE x.street_id <> m.street_id""")
+        assert n == 0, t
     # and the keys this (and any earlier test of the session) left in Redis are hash-tagged,
     # but for those tests/api/test_harness.py writes itself to test the harness
     untagged = sorted(k for k in redis.scan_iter(count=1000)
