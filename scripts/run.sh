@@ -64,7 +64,8 @@ fi
 
 scripts/services.sh start "$VAR" >/dev/null
 echo $$ >"$RUNPIDFILE"
-trap 'rm -f "$PIDFILE" "$RUNPIDFILE"; scripts/services.sh stop "$VAR"' EXIT
+# run.pid goes last: `make stop` waits for this script while it names it.
+trap 'rm -f "$PIDFILE"; scripts/services.sh stop "$VAR"; rm -f "$RUNPIDFILE"' EXIT
 # shellcheck disable=SC1091 # written by services.sh start
 . "$VAR/env"
 # The merchant module's two secrets (docs/MERCHANTS.md), made once for this development setup

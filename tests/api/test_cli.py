@@ -149,17 +149,21 @@ def test_make_stop_stops_what_make_run_started(tmp_path):
     log = open(tmp_path / "run.log", "w")
     run = subprocess.Popen([str(ROOT / "scripts/run.sh")], cwd=ROOT, env=env, stdout=log,
                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+
+    def wait_ready(proc):
         deadline = time.monotonic() + 120
         while True:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
+                    return
             except requests.RequestException:
                 pass
-            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-3000:]
             time.sleep(0.3)
+
+    try:
+        wait_ready(run)
         server_pid = int((d / "gridpointsd.pid").read_text())
         assert services_status(d).returncode == 0
         # the terminal goes away: the script dies, its EXIT trap never runs
@@ -182,6 +186,17 @@ def test_make_stop_stops_what_make_run_started(tmp_path):
         p = subprocess.run(["make", "--no-print-directory", "stop"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
+        # `make run` again on the same data, still in its terminal: `make stop` from another
+        # one ends it cleanly (the server drains, the script stops the services and exits 0)
+        run = subprocess.Popen([str(ROOT / "scripts/run.sh")], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        wait_ready(run)
+        p = subprocess.run(["make", "--no-print-directory", "stop"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert run.wait(timeout=30) == 0
+        assert services_status(d).returncode == 3
+        assert not (d / "gridpointsd.pid").exists() and not (d / "run.pid").exists()
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
