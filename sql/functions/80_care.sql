@@ -867,6 +867,13 @@ BEGIN
         INSERT INTO care_followups (street_id, unit_id, resident_id, kind, help_kind, visit_id)
         VALUES (r.street_id, r.unit_id, r.id, v.outcome, v.help_kind, v.id)
         RETURNING * INTO f;
+        INSERT INTO outbox (topic, person_id, payload)
+        SELECT 'care.' || v.outcome, g.person_id, jsonb_build_object('followup_id', f.id,
+                   'resident_id', r.id, 'visit_id', v.id, 'help_kind', v.help_kind,
+                   'unit_id', r.unit_id)
+          FROM org_units mu JOIN role_grants g ON g.unit_id = mu.parent_id
+                                              AND g.role = 'grid_staff'
+         WHERE mu.id = r.unit_id;
     END IF;
     v_resp := jsonb_build_object('visit', gp_care_visit_json(v), 'due', gp_care_due_json(d),
                                  'next_due', gp_care_due_json(nd),
@@ -1100,7 +1107,8 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Escalates due visits whose grace ran out to grid staff (a follow-up of kind 'overdue'),
 -- exactly once each: the due row is claimed with FOR UPDATE SKIP LOCKED and marked in the
--- same transaction, and a unique index backs it. Then purges the sealed fields of residents
+-- same transaction, and a unique index backs it; the grid's staff get an outbox notice
+-- (care.overdue, ids only). Then purges the sealed fields of residents
 -- removed more than p_args.retention_s seconds ago (care.retention).
 -- Returns {escalated, purged, more}.
 CREATE FUNCTION gp_care_sweep(p_batch int, p_args jsonb) RETURNS jsonb
@@ -1122,6 +1130,13 @@ BEGIN
         INSERT INTO care_followups (street_id, unit_id, resident_id, kind, due_id)
         SELECT m.street_id, r.unit_id, m.resident_id, 'overdue', m.id
           FROM marked m JOIN care_residents r ON r.id = m.resident_id
+        RETURNING *),
+    told AS (
+        INSERT INTO outbox (topic, person_id, payload)
+        SELECT 'care.overdue', g.person_id, jsonb_build_object('followup_id', i.id,
+                   'resident_id', i.resident_id, 'due_id', i.due_id, 'unit_id', i.unit_id)
+          FROM ins i JOIN org_units mu ON mu.id = i.unit_id
+          JOIN role_grants g ON g.unit_id = mu.parent_id AND g.role = 'grid_staff'
         RETURNING 1)
     SELECT count(*) INTO v_esc FROM ins;
     WITH gone AS (
@@ -1134,13 +1149,13 @@ BEGIN
                address_sealed = NULL, id_number_sealed = NULL, health_sealed = NULL,
                phone_hash = NULL, id_hash = NULL, lat = NULL, lng = NULL, purged_at = now()
           FROM gone WHERE r.id = gone.id
-        RETURNING r.id)
+        RETURNING r.id),
+    -- visit notes (and the stored replies that hold them) go with the resident
+    notes AS (
+        UPDATE care_visits v SET notes_sealed = NULL, response = '{}'
+         WHERE v.resident_id IN (SELECT id FROM purged)
+        RETURNING 1)
     SELECT count(*) INTO v_purged FROM purged;
-    -- visit notes of purged residents go with them
-    UPDATE care_visits v SET notes_sealed = NULL, response = '{}'
-      FROM care_residents r
-     WHERE r.id = v.resident_id AND r.purged_at IS NOT NULL
-       AND (v.notes_sealed IS NOT NULL OR v.response ? 'visit');
     RETURN jsonb_build_object('escalated', v_esc, 'purged', v_purged,
                               'more', v_esc >= p_batch OR v_purged >= p_batch);
 END

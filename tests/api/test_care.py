@@ -200,6 +200,9 @@ def test_visit_offline_sync_once_award_and_followup(api, care, sql):
     r = api.get("/api/v1/care/followups", token=care.staff["token"])
     (f,) = [x for x in r.json()["items"] if x["resident_id"] == res["id"]]
     assert f["kind"] == "needs_help" and f["help_kind"] == "repairs" and f["state"] == "open"
+    assert sql.scalar("SELECT count(*) FROM outbox WHERE topic = 'care.needs_help' "
+                      "AND person_id = %s AND (payload ->> 'followup_id')::bigint = %s",
+                      (care.staff["id"], f["id"])) == 1
     r = api.get("/api/v1/care/followups", token=care.w1["token"])
     assert r.status_code == 403
     r = api.post(f"/api/v1/care/followups/{f['id']}/close", {"note": "物业已修"},
@@ -285,6 +288,12 @@ def test_overdue_escalates_once_then_late_visit_closes_it(api, care, sql):
     time.sleep(1.0)  # more sweeps run: still one
     assert sql.scalar("SELECT count(*) FROM care_followups WHERE resident_id = %s "
                       "AND kind = 'overdue'", (rid,)) == 1
+    # the grid's staff were told once, with ids only
+    notices = sql.query("SELECT payload FROM outbox WHERE topic = 'care.overdue' "
+                        "AND person_id = %s AND (payload ->> 'resident_id')::bigint = %s",
+                        (care.staff["id"], rid))
+    assert len(notices) == 1 and set(notices[0][0]) == {"followup_id", "resident_id", "due_id",
+                                                        "unit_id"}
     # the backup sees the overdue visit, staff see it in their follow-ups
     r = api.get("/api/v1/care/due", token=care.w2["token"])
     (d,) = [x for x in r.json()["items"] if x["resident_id"] == rid]
