@@ -4,6 +4,7 @@ the test policy (seconds), offline visits applied once, follow-ups, coverage, re
 exactly-once escalation across three instances with a kill -9."""
 
 import concurrent.futures as cf
+import datetime as dt
 import secrets
 import subprocess
 import threading
@@ -307,12 +308,18 @@ def test_overdue_escalates_once_then_late_visit_closes_it(api, care, sql):
     assert sql.scalar("SELECT state FROM care_followups WHERE resident_id = %s "
                       "AND kind = 'overdue'", (rid,)) == "closed"
     # coverage of the micro-grid, grid and community
+    window = {"from": iso(now() - dt.timedelta(hours=1)), "to": iso(now() + dt.timedelta(hours=1))}
     for unit in (care.micro, care.grid, care.community):
-        r = api.get(f"/api/v1/care/coverage?unit_id={unit}", token=care.staff["token"]
-                    if unit != care.community else care.admin["token"])
+        r = api.get("/api/v1/care/coverage", params=dict(window, unit_id=unit),
+                    token=care.staff["token"] if unit != care.community else care.admin["token"])
         assert r.status_code == 200, r.text
         c = r.json()
-        assert c["residents"]["red"] >= 1 and c["visits"]["done_late"] >= 1
+        assert c["residents"] == {"total": 1, "red": 1, "yellow": 0, "blue": 0, "paused": 0}
+        assert c["visits"]["done_late"] == 1 and c["visits"]["done_on_time"] == 0
+        assert c["visits"]["due"] == 2  # the completed one and the next (due in 3 s)
+        assert [x["resident_id"] for x in c["not_seen_longest"]] == [rid]
+        assert c["not_seen_longest"][0]["name"].endswith("*")
+    assert len(c["children"]) == 1 and c["children"][0]["unit_id"] == care.grid
     r = api.get(f"/api/v1/care/coverage?unit_id={care.community}", token=care.staff["token"])
     assert r.status_code == 404
 
