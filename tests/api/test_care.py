@@ -229,6 +229,34 @@ def test_visit_offline_sync_once_award_and_followup(api, care, sql):
     care.ledger_ok()
 
 
+def test_worker_and_backup_race_colour_change(api, care, sql):
+    """The worker and the backup visit at the same moment while staff change the colour: one
+    visit completes the due visit and is paid, the other is an extra; one open due visit
+    remains, the ledger balances."""
+    res = care.resident(colour="red", backup=care.w2)
+    rid = res["id"]
+    barrier = threading.Barrier(3)
+
+    def go(i):
+        barrier.wait()
+        if i == 2:
+            return api.patch(f"/api/v1/care/residents/{rid}", {"colour": "yellow"},
+                             token=care.staff["token"])
+        return care.visit(rid, worker=(care.w1, care.w2)[i])
+
+    with cf.ThreadPoolExecutor(max_workers=3) as ex:
+        results = list(ex.map(go, range(3)))
+    assert [r.status_code for r in results] == [201, 201, 200], [r.text for r in results]
+    paid = [r.json() for r in results[:2] if r.json()["award"]]
+    assert len(paid) == 1
+    assert sql.scalar("SELECT count(*) FROM care_dues WHERE resident_id = %s AND state = 'done'",
+                      (rid,)) == 1
+    assert sql.scalar("SELECT count(*) FROM care_dues WHERE resident_id = %s AND state = 'open'",
+                      (rid,)) == 1
+    assert care.balance(care.w1["id"]) + care.balance(care.w2["id"]) == 5
+    care.ledger_ok()
+
+
 def test_schedule_colour_change_pause_resume(api, care, sql):
     # red: every 3 s, grace 2 s (the test policy)
     res = care.resident(colour="red")
