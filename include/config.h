@@ -43,6 +43,8 @@ struct config {
     int db_reconnect_max_ms;
     int db_retries;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
+    /* [care] */
+    int care_retention_s; /* sealed data of a removed resident is purged this long after */
     /* [evidence] */
     char *evidence_dir;               /* the directory store's root (evidence_store.h) */
     int evidence_max_size;            /* bytes: the body limit of an upload */

@@ -70,6 +70,8 @@ static const struct cfg_entry table[] = {
     I("auth", "pbkdf2_iterations", pbkdf2_iterations, "210000", 1000, 10000000),
     T("auth", "session_ttl", session_ttl_s, "12h", 60, 2592000),
 
+    T("care", "retention", care_retention_s, "365d", 0, 315360000),
+
     S("database", "admin_url", database_admin_url, ""),
     D("database", "connect_timeout", db_connect_timeout_ms, "5s", 100, 600000),
     I("database", "pool_size", db_pool_size, "6", 1, 256),

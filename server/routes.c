@@ -2,6 +2,7 @@
  * This table is the one place that lists the API; docs/openapi.yaml must list the same
  * routes (tests/api/test_openapi.py checks it). */
 #include "api.h"
+#include "api_care.h"
 #include "auth.h"
 #include "merchant_auth.h"
 #include "router.h"
@@ -209,6 +210,47 @@ const struct route routes_table[] = {
      "remove the webhook"},
     {"GET", "/merchant/v1/webhook/events", api_mrc_webhook_events, GUARD_MERCHANT, BODY_NONE,
      "recent webhook events and their delivery"},
+
+    /* care visits from the red / yellow / blue lists (docs/CARE.md): staff keep the lists,
+     * workers visit; personal fields are sealed and opened in api_care.c */
+    {"GET", "/api/v1/care/policies/{id}", api_care_policy_get, GUARD_SESSION, BODY_NONE,
+     "the street's care policy: interval, grace and points per colour"},
+    {"PUT", "/api/v1/care/policies/{id}", api_care_policy_set, GUARD_SESSION, BODY_SMALL,
+     "set the street's care policy (street admin)"},
+    {"POST", "/api/v1/care/residents", api_care_resident_create, GUARD_SESSION, BODY_SMALL,
+     "put a resident on a care list (staff)"},
+    {"GET", "/api/v1/care/residents", api_care_resident_list, GUARD_SESSION, BODY_NONE,
+     "residents: staff's subtree masked, a worker's own in the visit view"},
+    {"GET", "/api/v1/care/residents/{id}", api_care_resident_get, GUARD_SESSION, BODY_NONE,
+     "one resident with the open due visit and the last visits"},
+    {"PATCH", "/api/v1/care/residents/{id}", api_care_resident_update, GUARD_SESSION, BODY_SMALL,
+     "change colour, categories, worker, backup, contact (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/pause", api_care_resident_pause, GUARD_SESSION,
+     BODY_SMALL, "pause a resident's visits with a reason (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/resume", api_care_resident_resume, GUARD_SESSION,
+     BODY_SMALL, "resume a paused resident's visits (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/remove", api_care_resident_remove, GUARD_SESSION,
+     BODY_SMALL, "remove a resident from the lists with a reason (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/open", api_care_resident_open, GUARD_SESSION, BODY_SMALL,
+     "open a resident's full record with a reason, audited (staff)"},
+    {"POST", "/api/v1/care/lookup", api_care_lookup, GUARD_SESSION, BODY_SMALL,
+     "find residents by phone or ID number, masked (staff)"},
+    {"GET", "/api/v1/care/due", api_care_due, GUARD_SESSION, BODY_NONE,
+     "open due visits: the worker's own, or a staff subtree's"},
+    {"POST", "/api/v1/care/visits", api_care_visit_submit, GUARD_SESSION, BODY_SMALL,
+     "record a visit (offline sync: client_visit_id, applied once)"},
+    {"GET", "/api/v1/care/followups", api_care_followup_list, GUARD_SESSION, BODY_NONE,
+     "follow-ups of needs-help, moved and overdue visits (staff)"},
+    {"POST", "/api/v1/care/followups/{id}/close", api_care_followup_close, GUARD_SESSION,
+     BODY_SMALL, "close a follow-up with a note (staff)"},
+    {"GET", "/api/v1/care/coverage", api_care_coverage, GUARD_SESSION, BODY_NONE,
+     "coverage of a unit: residents by colour, visits due, on time, late, missed"},
+    {"POST", "/api/v1/care/export", api_care_export, GUARD_SESSION, BODY_SMALL,
+     "one page of a subtree's residents in full, with a reason (street admin)"},
+    {"GET", "/api/v1/care/budgets/{id}", api_care_budget_get, GUARD_SESSION, BODY_NONE,
+     "a grid's care budget"},
+    {"POST", "/api/v1/care/budgets/{id}/fund", api_care_budget_fund, GUARD_SESSION, BODY_SMALL,
+     "move points of the grid's budget into its care budget (staff)"},
 
     /* audit (docs/AUDIT.md): auditors and street admins, scoped to their subtree; public keys,
      * the latest checkpoint and the points board need no session */
