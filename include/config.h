@@ -28,6 +28,7 @@ struct config {
     int body_timeout_ms;          /* end of the head to the end of the body */
     int max_connections_per_addr; /* open connections from one peer address; 0 = no cap */
     int shutdown_timeout_ms;
+    int drain_delay_ms; /* after SIGTERM: /readyz 503, still serving, before the listeners close */
     int page_size_default;
     int page_size_max;
     int worker_threads; /* CPU pool for password hashing */

@@ -260,6 +260,12 @@ static void ready_kv_cb(struct redisReply *reply, enum status st, void *arg)
 
 void api_readyz(struct req_ctx *rc)
 {
+    if (rc->app->stopping) { /* draining (server.drain_delay): the balancer takes us out */
+        http_set_header(rc, "Retry-After", "1");
+        static const char draining[] = "{\"status\":\"draining\"}";
+        http_reply_json_text(rc, 503, draining, sizeof draining - 1);
+        return;
+    }
     struct ready_state *rs = arena_alloc(rc->arena, sizeof *rs);
     rs->pending = 2;
     rc->state = rs;

@@ -113,6 +113,7 @@ static const struct cfg_entry table[] = {
     S("redis", "url", redis_url, "redis://127.0.0.1:6379/0"),
 
     D("server", "body_timeout", body_timeout_ms, "60s", 100, 3600000),
+    D("server", "drain_delay", drain_delay_ms, "0s", 0, 600000),
     D("server", "head_timeout", head_timeout_ms, "10s", 100, 3600000),
     I("server", "json_max_depth", json_max_depth, "16", 1, 1000),
     I("server", "json_max_items", json_max_items, "1000", 1, 10000000),

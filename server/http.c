@@ -145,7 +145,7 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     if (!evhttp_find_header(out, "Cache-Control"))
         evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
-    if (core->stopping)
+    if (core->stopping || core->app->stopping) /* draining: the client reconnects elsewhere */
         evhttp_add_header(out, "Connection", "close");
     if (rc->reply_hook) {
         size_t len = evbuffer_get_length(body);
