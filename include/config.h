@@ -43,6 +43,11 @@ struct config {
     int db_connect_timeout_ms;
     int db_reconnect_max_ms;
     int db_retries;
+    char *db_replica_url; /* read replica (replica.h); "" = none */
+    int db_replica_pool_size;
+    int db_replica_max_lag_ms;
+    int db_replica_poll_interval_ms;
+    int db_replica_own_writes_window_ms;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
     /* [evidence] */
     char *evidence_dir;               /* the directory store's root (evidence_store.h) */

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "login_throttle.h"
 #include "ratelimit.h"
+#include "replica.h"
 #include "sql_build.h"
 #include "static.h"
 #include "webhook.h"
@@ -121,6 +122,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     s->app.stopping = 1; /* /readyz answers 503 from now on, replies close their connection */
     s->parts_running = 3;
     janitor_stop(s->janitor, part_idle_cb, s);
+    replica_stop(s->app.replica);
     webhooks_stop(s->app.webhooks, part_idle_cb, s);
     int drain = s->app.cfg->drain_delay_ms;
     if (drain > 0) {
@@ -227,6 +229,13 @@ static int serve(const struct config *cfg)
         goto teardown;
     }
 
+    bool replica_ok;
+    app->replica = replica_new(app, &replica_ok); /* NULL without database.replica_url */
+    if (!replica_ok) {
+        s.exit_code = 1;
+        goto teardown;
+    }
+
     s.http = http_server_new(app);
     if (!s.http) {
         s.exit_code = 1;
@@ -268,6 +277,7 @@ teardown:
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    replica_free(app->replica);   /* after the primary's pool: its lag poll calls back into it */
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
     wechat_free(app->wechat);     /* after the HTTP server drained: no exchange left */
     audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
