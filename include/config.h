@@ -69,8 +69,10 @@ struct config {
     int audit_checkpoint_max_tx;       /* ... or once this many transactions were sealed */
     char *audit_key_file;              /* Ed25519 private key (PEM); "" = no checkpoints */
     char *audit_origin;                /* log origin = key name of the checkpoints */
-    int audit_seal_batch;              /* transactions sealed per sealer round */
-    int audit_verify_batch;            /* leaves re-derived per round of a verification pass */
+    char *audit_state_dir;   /* the latest published checkpoint, outside the database; "" = none */
+    bool audit_allow_rewind; /* start although the database is behind that checkpoint */
+    int audit_seal_batch;    /* transactions sealed per sealer round */
+    int audit_verify_batch;  /* leaves re-derived per round of a verification pass */
     /* [auth] */
     int session_ttl_s;
     int pbkdf2_iterations;

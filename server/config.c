@@ -56,6 +56,8 @@ static const struct cfg_entry table[] = {
     I("audit", "checkpoint_max_tx", audit_checkpoint_max_tx, "10000", 1, 100000000),
     S("audit", "key_file", audit_key_file, ""),
     S("audit", "origin", audit_origin, "gridpoints.local/ledger"),
+    B("audit", "allow_rewind", audit_allow_rewind, "false"),
+    S("audit", "state_dir", audit_state_dir, ""),
     I("audit", "seal_batch", audit_seal_batch, "1000", 1, 100000),
     I("audit", "verify_batch", audit_verify_batch, "20000", 1, 10000000),
 
