@@ -34,6 +34,7 @@ struct replica {
     int64_t
         applied_as_of; /* wall ms: the replica holds the primary's WAL as of then; 0 = unknown */
     int64_t last_answer_ms; /* wall ms of the replica's last good poll answer */
+    bool warned_primary;    /* the URL names a primary: said once */
     bool was_fresh;         /* for logging the transitions */
 };
 
@@ -95,9 +96,11 @@ static void replica_cb(struct db_result *res, void *arg)
     uint64_t replayed;
     const char *v = db_result_status(res) == ST_OK ? db_result_value(res, 0, 0) : NULL;
     if (!parse_lsn(v, &replayed)) {
-        if (db_result_status(res) == ST_OK) /* NULL: not in recovery, or nothing replayed */
+        if (db_result_status(res) == ST_OK && !r->warned_primary) { /* NULL: not in recovery */
+            r->warned_primary = true;
             log_warn("database.replica_url is not a replica in recovery "
-                     "(pg_last_wal_replay_lsn() is NULL)");
+                     "(pg_last_wal_replay_lsn() is NULL): replica routes read the primary");
+        }
         return;
     }
     r->last_answer_ms = common_wall_ms();

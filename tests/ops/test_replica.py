@@ -180,3 +180,31 @@ def test_replica_down_reads_primary(make_server, make_admin, services, sql, repl
     retried = srv.log_text().count("the read replica failed this read")
     record_figures("read_replica_down", reads=len(codes), failed=len(bad),
                    retried_on_primary=retried)
+
+
+def test_own_writes_window_below_max_lag_refused(server_factory, migrated, services):
+    """After the window a person's reads rely on the lag bound alone: a window shorter than the
+    bound could serve them a replica without their write, so the server does not start."""
+    srv = server_factory.new(env={
+        "GRIDPOINTS_DATABASE_REPLICA_URL": services.database_url,
+        "GRIDPOINTS_DATABASE_REPLICA_MAX_LAG": "10s",
+        "GRIDPOINTS_DATABASE_REPLICA_OWN_WRITES_WINDOW": "5s",
+    }, start=False, allow_errors=True)
+    srv.start(wait=False)
+    assert srv.wait_exit(20) == 1
+    assert "replica_own_writes_window must be at least database.replica_max_lag" in srv.log_text()
+
+
+def test_primary_as_replica_is_never_used(make_server, make_admin, services):
+    """A replica_url that points at a primary (pg_last_wal_replay_lsn() is NULL) is reported and
+    never read: every read goes to the primary."""
+    srv = make_server(env={"GRIDPOINTS_DATABASE_REPLICA_URL": services.database_url,
+                           "GRIDPOINTS_DATABASE_REPLICA_POLL_INTERVAL": "100ms"})
+    adm = make_admin(srv)
+    api = Api(srv)
+    time.sleep(0.5)
+    mark = log_size(srv)
+    r = api.get(f"/api/v1/workers/{adm['person_id']}/statement", token=adm["token"])
+    assert r.status_code in (200, 404), r.text
+    assert not replica_reads(srv, mark)
+    assert "is not a replica in recovery" in srv.log_text()
