@@ -240,3 +240,30 @@ def test_backup_restore_drill(drill):
     record_figures("restore_drill", txns_at_restore_point=txns_at_point,
                    lost_after_point=sum(lost_balances.values()) - sum(balances_at_point.values()),
                    checkpoint_before=s1["size"], checkpoint_lost=s2["size"], **timings)
+
+
+def test_kept_checkpoint_refusals(server_factory, migrated, gp_tmp):
+    """The start-up check on its own, against the session's database (which holds no signed
+    checkpoint): a kept note it does not hold stops the server; so does a kept file that is not
+    a note; audit.allow_rewind sets the note aside and starts."""
+    state = gp_tmp / unique_name("state")
+    state.mkdir()
+    kept = state / "published-checkpoint.note"
+    kept.write_text("gridpoints.local/ledger\n42\n" + "A" * 43 + "=\ntime 2026-12-07T14:00:00Z\n\n"
+                    "\u2014 gridpoints.local/ledger AAAA\n")
+    env = {"GRIDPOINTS_AUDIT_STATE_DIR": str(state)}
+    srv = server_factory.new(env=env, start=False, allow_errors=True)
+    srv.start(wait=False)
+    assert srv.wait_exit(30) == 1
+    assert "behind the checkpoint of size 42 already published" in srv.log_text()
+
+    srv = server_factory.new(env={**env, "GRIDPOINTS_AUDIT_ALLOW_REWIND": "true"})
+    assert not kept.exists()
+    assert len(list(state.glob("published-checkpoint.note.superseded-*"))) == 1
+    srv.stop()
+
+    kept.write_text("not a checkpoint note")
+    srv = server_factory.new(env=env, start=False, allow_errors=True)
+    srv.start(wait=False)
+    assert srv.wait_exit(30) == 1
+    assert "is not a checkpoint note" in srv.log_text()
