@@ -15,6 +15,12 @@
 #define GUARD_MERCHANT (&merchant_auth_guard) /* a signed merchant request */
 #define GUARD_METRICS  (&api_guard_metrics)   /* server.metrics_listen / metrics_token rules */
 
+/* A row may leave out its last member, flags (0). */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+/* Rows ending in ROUTE_READ_REPLICA (router.h) read the replica when one is configured and fresh
+ * enough (replica.h): one read-only statement each, through rc->db. */
+
 /* Bodies (router.h): JSON up to a limit, or raw bytes. */
 #define BODY_NONE    ROUTE_JSON(0)
 #define BODY_DEFAULT ROUTE_JSON(-1) /* server.max_body_size */
@@ -101,11 +107,11 @@ const struct route routes_table[] = {
     {"GET", "/api/v1/workers/{id}/points", api_points, GUARD_SESSION, BODY_NONE,
      "balance from the ledger with points expiring soon"},
     {"GET", "/api/v1/workers/{id}/statement", api_statement, GUARD_SESSION, BODY_NONE,
-     "postings, newest first, by kind and time"},
+     "postings, newest first, by kind and time", ROUTE_READ_REPLICA},
     {"GET", "/api/v1/workers/{id}/rank", api_rank, GUARD_SESSION, BODY_NONE,
-     "rank in grid, community or street, by month or all-time"},
+     "rank in grid, community or street, by month or all-time", ROUTE_READ_REPLICA},
     {"GET", "/api/v1/budgets", api_budgets, GUARD_SESSION, BODY_NONE,
-     "budgets of a unit's subtree (staff)"},
+     "budgets of a unit's subtree (staff)", ROUTE_READ_REPLICA},
     {"POST", "/api/v1/budgets/issue", api_budget_issue, GUARD_SESSION, BODY_SMALL,
      "issue points into a street's budget (street admin)"},
     {"POST", "/api/v1/budgets/grants", api_budget_grant, GUARD_SESSION, BODY_SMALL,
@@ -267,21 +273,21 @@ const struct route routes_table[] = {
     {"GET", "/audit/v1/workers/{id}/statement", api_audit_statement, GUARD_AUDITOR, BODY_NONE,
      "a worker's statement with log positions and inclusion proofs"},
     {"GET", "/audit/v1/trial-balance", api_audit_trial_balance, GUARD_AUDITOR, BODY_NONE,
-     "trial balance of a subtree by account kind and unit"},
+     "trial balance of a subtree by account kind and unit", ROUTE_READ_REPLICA},
     {"GET", "/audit/v1/budget-use", api_audit_budget_use, GUARD_AUDITOR, BODY_NONE,
-     "budget use per community and per task"},
+     "budget use per community and per task", ROUTE_READ_REPLICA},
     {"GET", "/audit/v1/log", api_audit_log, GUARD_AUDITOR, BODY_NONE,
      "the audit log of privileged actions"},
     {"GET", "/audit/v1/anomalies", api_audit_anomalies, GUARD_AUDITOR, BODY_NONE,
      "anomalies of the work loop with their evidence"},
     {"GET", "/audit/v1/export", api_audit_export, GUARD_AUDITOR, BODY_NONE,
-     "one page of the ledger export (JSON Lines or CSV)"},
+     "one page of the ledger export (JSON Lines or CSV)", ROUTE_READ_REPLICA},
     {"GET", "/.well-known/gridpoints/checkpoint-keys", api_audit_keys, GUARD_NONE, BODY_NONE,
      "public keys of the checkpoints with validity"},
     {"GET", "/.well-known/gridpoints/checkpoint", api_audit_latest_checkpoint, GUARD_NONE,
      BODY_NONE, "the latest signed checkpoint (signed note)"},
     {"GET", "/api/v1/public/grids/{id}/points-board", api_points_board, GUARD_NONE, BODY_NONE,
-     "points board of a grid for a month, names masked"},
+     "points board of a grid for a month, names masked", ROUTE_READ_REPLICA},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];
