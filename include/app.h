@@ -19,6 +19,7 @@ struct webhooks;
 struct wechat;
 struct evidence_store;
 struct static_files;
+struct replica;
 
 struct app {
     const struct config *cfg;
@@ -38,6 +39,7 @@ struct app {
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
     /* evidence photos' bytes (evidence_store.h) */
     struct evidence_store *evidence;
+    struct replica *replica; /* read replica routing (replica.h); NULL = none */
 };
 
 #endif

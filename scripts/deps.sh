@@ -17,6 +17,8 @@ PACKAGES=(
     python3-hypothesis wrk faketime openssl
     # promtool (tests/api/test_metrics.py checks /metrics and deploy/prometheus/ with it)
     prometheus
+    # operations drills (make test-ops, tests/ops): the load balancer of deploy/haproxy/
+    haproxy
     # fuzzing (tests/fuzz): clang with its libFuzzer and sanitizer runtimes
     clang libclang-rt-14-dev
     # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and

@@ -62,6 +62,10 @@ static const struct counter_def counter_defs[] = {
      WEBHOOK_HELP},
     {"webhook_attempt_failed", "gridpoints_webhook_attempts_total", "result=\"failed\"",
      WEBHOOK_HELP},
+    {"care_visits_escalated", "gridpoints_care_visits_escalated_total", NULL,
+     "Overdue care visits escalated to grid staff (docs/CARE.md)."},
+    {"care_residents_purged", "gridpoints_care_residents_purged_total", NULL,
+     "Removed residents whose sealed data was purged after care.retention."},
 };
 #define NCOUNTERS (sizeof counter_defs / sizeof counter_defs[0])
 

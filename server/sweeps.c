@@ -11,6 +11,7 @@
 #include "webhook.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static int every_sweep_interval(const struct config *cfg)
@@ -81,15 +82,15 @@ static int64_t ledger_swept(struct app *app, json_t *j)
     return done >= app->cfg->timer_batch_size ? 1 : 0;
 }
 
-/* One page of gp_ledger_snapshot: every worker balance, put into Redis under the version guard
- * (so a page read before a newer commit cannot overwrite it). Repairs what a crash between a
- * commit and its post-commit push left stale, and refills a flushed Redis. */
 static void repaired(void *arg)
 {
     struct app *app = arg;
     metrics_count(app->metrics, "reconcile_balances_repaired", 1);
 }
 
+/* One page of gp_ledger_snapshot: every worker balance, put into Redis under the version guard
+ * (so a page read before a newer commit cannot overwrite it). Repairs what a crash between a
+ * commit and its post-commit push left stale, and refills a flushed Redis. */
 static int64_t reconciled(struct app *app, json_t *j)
 {
     json_t *items = json_object_get(j, "items"), *b;
@@ -160,6 +161,25 @@ static int64_t ops_gauges_read(struct app *app, json_t *j)
     return 0;
 }
 
+/* gp_care_sweep: due care visits past their grace escalate to grid staff (once each), and the
+ * sealed data of residents removed longer than care.retention ago is purged (docs/CARE.md). */
+static void care_sweep_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"retention_s\":%d}", cfg->care_retention_s);
+}
+
+static int64_t care_swept(struct app *app, json_t *j)
+{
+    count(app, j, "escalated", "care_visits_escalated");
+    count(app, j, "purged", "care_residents_purged");
+    json_int_t esc = json_integer_value(json_object_get(j, "escalated"));
+    json_int_t purged = json_integer_value(json_object_get(j, "purged"));
+    if (esc > 0 || purged > 0)
+        log_info("care sweep: %lld overdue visits escalated, %lld removed residents purged",
+                 (long long)esc, (long long)purged);
+    return json_is_true(json_object_get(j, "more"));
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -175,5 +195,8 @@ const struct sweep_def sweep_defs[] = {
     {"evidence", "SELECT gp_evidence_sweep($1, $2::jsonb)", 2, every_sweep_interval, evidence_swept,
      evidence_sweep_args},
     {"ops_gauges", "SELECT gp_ops_gauges()", 0, every_ops_gauges_interval, ops_gauges_read, NULL},
+    /* care visits: overdue escalation and retention (docs/CARE.md) */
+    {"care", "SELECT gp_care_sweep($1, $2::jsonb)", 2, every_sweep_interval, care_swept,
+     care_sweep_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

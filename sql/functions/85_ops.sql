@@ -1,4 +1,4 @@
--- sql/functions/80_ops.sql
+-- sql/functions/85_ops.sql
 -- What an operator watches that only the database knows (server/sweeps.c, "ops_gauges", puts it
 -- into /metrics; the alerting rules in deploy/prometheus/alerts.yml read it).
 
