@@ -89,7 +89,8 @@ SELECT i, x.p0 + i - 1 AS id, mg.id AS unit_id, mg.grid
   JOIN b_mg mg ON mg.k = (i - 1) % (SELECT count(*) FROM b_mg);
 ALTER TABLE b_w ADD PRIMARY KEY (id);
 
-INSERT INTO persons (id, phone, name, unit_id, tags, password_hash, created_at, updated_at)
+INSERT INTO persons (id, phone, name, unit_id, tags, password_hash, created_at, updated_at,
+                     street_id)
 SELECT w.id, '138' || lpad(w.i::text, 8, '0'),
        (ARRAY['王','李','张','刘','陈','杨','赵','黄','周','吴'])[w.i % 10 + 1] ||
        (ARRAY['秀英','建国','桂兰','志强','丽','军','芳','伟','敏','静','磊','洋'])[w.i % 12 + 1],
@@ -100,12 +101,13 @@ SELECT w.id, '138' || lpad(w.i::text, 8, '0'),
             ELSE ARRAY[]::text[] END,
        -- Nobody logs in with a password here: a hash no password matches.
        'pbkdf2-sha256$1000$AA==$AA==',
-       now() - interval '400 days', now() - interval '400 days'
+       now() - interval '400 days', now() - interval '400 days',
+       street_of_unit(w.unit_id) -- the street_id triggers are off with the others here
   FROM b_w w;
 
-INSERT INTO role_grants (person_id, role, unit_id, created_at)
+INSERT INTO role_grants (person_id, role, unit_id, created_at, street_id)
 SELECT id, CASE WHEN i % 4 = 0 THEN 'volunteer' ELSE 'worker' END, unit_id,
-       now() - interval '400 days'
+       now() - interval '400 days', street_of_unit(unit_id)
   FROM b_w;
 
 -- bench.workers: n = 1..workers, the worker's token and a random point in their grid's cell

@@ -1,6 +1,6 @@
 -- sql/migrations/0017_street_keys.sql
--- The path to sharding (issue 17, item 5; docs/SCALING.md): the tables of the work loop and of
--- the merchants carry the street their row belongs to, so that PostgreSQL with Citus can
+-- The path to sharding (issue 17, item 5; docs/SCALING.md): people and their role grants, the
+-- tables of the work loop and of the merchants carry the street their row belongs to, so that PostgreSQL with Citus can
 -- distribute them by street_id (co-located: a task, its claims, reports, check-ins and events
 -- on one node; a merchant, its keys, staff, offers, vouchers, charges, refunds, settlements
 -- and events on one node) and every query of a request can name its shard.
@@ -57,6 +57,8 @@ BEGIN
 END
 $$;
 
+ALTER TABLE persons ADD COLUMN street_id bigint;      -- the street of the home unit
+ALTER TABLE role_grants ADD COLUMN street_id bigint;  -- the street of the granted unit
 ALTER TABLE tasks ADD COLUMN street_id bigint;
 ALTER TABLE assignments ADD COLUMN street_id bigint;
 ALTER TABLE reports ADD COLUMN street_id bigint;
@@ -79,6 +81,8 @@ ALTER TABLE assignment_events DISABLE TRIGGER assignment_events_append_only;
 ALTER TABLE refunds DISABLE TRIGGER refunds_append_only;
 ALTER TABLE settlements DISABLE TRIGGER settlements_append_only;
 
+UPDATE persons SET street_id = street_of_unit(unit_id);
+UPDATE role_grants SET street_id = street_of_unit(unit_id);
 UPDATE tasks SET street_id = street_of_unit(unit_id);
 UPDATE assignments a SET street_id = t.street_id FROM tasks t WHERE t.id = a.task_id;
 UPDATE reports r SET street_id = t.street_id FROM tasks t WHERE t.id = r.task_id;
@@ -101,6 +105,8 @@ ALTER TABLE assignment_events ENABLE TRIGGER assignment_events_append_only;
 ALTER TABLE refunds ENABLE TRIGGER refunds_append_only;
 ALTER TABLE settlements ENABLE TRIGGER settlements_append_only;
 
+ALTER TABLE persons ALTER COLUMN street_id SET NOT NULL;
+ALTER TABLE role_grants ALTER COLUMN street_id SET NOT NULL;
 ALTER TABLE tasks ALTER COLUMN street_id SET NOT NULL;
 ALTER TABLE assignments ALTER COLUMN street_id SET NOT NULL;
 ALTER TABLE reports ALTER COLUMN street_id SET NOT NULL;
@@ -118,6 +124,12 @@ ALTER TABLE merchant_events ALTER COLUMN street_id SET NOT NULL;
 
 -- Named *_0street so that they run before any other BEFORE INSERT trigger of the table
 -- (PostgreSQL fires them in name order): a later trigger may read street_id.
+-- A person's home unit and a grant's unit never change (no function updates them), so the
+-- street is set once, on insert.
+CREATE TRIGGER persons_0street BEFORE INSERT ON persons
+    FOR EACH ROW EXECUTE FUNCTION street_id_from_unit();
+CREATE TRIGGER role_grants_0street BEFORE INSERT ON role_grants
+    FOR EACH ROW EXECUTE FUNCTION street_id_from_unit();
 CREATE TRIGGER tasks_0street BEFORE INSERT ON tasks
     FOR EACH ROW EXECUTE FUNCTION street_id_from_unit();
 CREATE TRIGGER assignments_0street BEFORE INSERT ON assignments

@@ -52,8 +52,6 @@ GLOBAL = {
 # "What is left"). Each names the way to its street. This list only shrinks: a table that gets
 # street_id must leave it (checked below).
 PENDING = {
-    "persons": "unit_id -> street (login by phone needs a global phone directory)",
-    "role_grants": "unit_id -> street",
     "audit_log": "unit_id -> street",
     "outbox": "person_id -> persons.unit_id -> street",
     "accounts": "unit_id -> street",
@@ -99,8 +97,8 @@ def test_every_street_table_carries_street_id(sql, migrated):
     stale = sorted((set(GLOBAL) | set(PENDING)) - tables)
     assert not stale, f"no such tables any more: {stale}"
     # the tables of the work loop carry it (migration 0017)
-    for t in ("tasks", "assignments", "reports", "checkins", "task_events", "assignment_events",
-              "merchants", "merchant_keys", "merchant_staff", "offers", "vouchers", "charges",
+    for t in ("persons", "role_grants", "tasks", "assignments", "reports", "checkins",
+              "task_events", "assignment_events", "merchants", "merchant_keys", "merchant_staff", "offers", "vouchers", "charges",
               "refunds", "settlements", "merchant_events"):
         assert t in with_street, t
 
@@ -132,6 +130,10 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
         "assignment_events": sql("SELECT street_id FROM assignment_events WHERE task_id = %s",
                                  (task["id"],)),
     }
+    rows["persons"] = sql("SELECT street_id FROM persons WHERE id IN (%s, %s)",
+                          (w["id"], admin["person_id"]))
+    rows["role_grants"] = sql("SELECT street_id FROM role_grants WHERE person_id IN (%s, %s)",
+                              (w["id"], admin["person_id"]))
     for t, got in rows.items():
         assert got and all(g[0] == street for g in got), (t, got, street)
     # and in the whole database: no row of these tables disagrees with its parent
@@ -141,7 +143,11 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
                  UNION ALL SELECT 'reports', count(*) FROM reports r JOIN tasks t
                    ON t.id = r.task_id WHERE r.street_id <> t.street_id
                  UNION ALL SELECT 'checkins', count(*) FROM checkins c JOIN assignments a
-                   ON a.id = c.assignment_id WHERE c.street_id <> a.street_id""")
+                   ON a.id = c.assignment_id WHERE c.street_id <> a.street_id
+                 UNION ALL SELECT 'persons', count(*) FROM persons
+                   WHERE street_id <> street_of_unit(unit_id)
+                 UNION ALL SELECT 'role_grants', count(*) FROM role_grants
+                   WHERE street_id <> street_of_unit(unit_id)""")
     assert all(n == 0 for _, n in bad), bad
     # the merchant tables: a merchant with a key, an offer, a voucher and a charge
     st = Street(api, admin, sql, server)
