@@ -16,6 +16,7 @@ struct ledger_cache;
 struct task_gate;
 struct audit;
 struct webhooks;
+struct exchange;
 struct wechat;
 struct evidence_store;
 struct static_files;
@@ -38,6 +39,7 @@ struct app {
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
     /* evidence photos' bytes (evidence_store.h) */
     struct evidence_store *evidence;
+    struct exchange *exchange; /* calls to partner schemes (exchange.h) */
 };
 
 #endif

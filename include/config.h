@@ -43,6 +43,18 @@ struct config {
     int db_reconnect_max_ms;
     int db_retries;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
+    /* [exchange] (exchange.h, docs/EXCHANGE.md) */
+    bool exchange_allow_private;     /* partner URLs may resolve to loopback/private (tests) */
+    int exchange_backoff_s;          /* first retry of an unanswered transfer, doubled per try */
+    int exchange_backoff_max_s;      /* ... at most this */
+    char *exchange_ca_file;          /* CA bundle for partner TLS; "" = system default */
+    char *exchange_hosts_file;       /* extra hosts file for partner names; "" = none */
+    int exchange_link_code_ttl_s;    /* a link code's life */
+    int exchange_nonce_ttl_s;        /* replay memory of partner request nonces */
+    int exchange_recon_lag_s;        /* a day is reconciled this long after it ended */
+    int exchange_send_for_s;         /* resend a transfer this long, then ask for its status */
+    int exchange_signature_window_s; /* accepted clock skew of signed requests and replies */
+    int exchange_timeout_s;          /* one call to a partner */
     /* [evidence] */
     char *evidence_dir;               /* the directory store's root (evidence_store.h) */
     int evidence_max_size;            /* bytes: the body limit of an upload */

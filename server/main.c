@@ -12,6 +12,7 @@
 #include "config.h"
 #include "db.h"
 #include "evidence_store.h"
+#include "exchange.h"
 #include "http_server.h"
 #include "janitor.h"
 #include "kv.h"
@@ -104,9 +105,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     log_info("received %s: shutting down (%d requests in flight)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", http_server_inflight(s->http));
     s->app.stopping = 1;
-    s->parts_running = 3;
+    s->parts_running = 4;
     janitor_stop(s->janitor, part_idle_cb, s);
     webhooks_stop(s->app.webhooks, part_idle_cb, s);
+    exchange_stop(s->app.exchange, part_idle_cb, s);
     struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
                          (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
     evtimer_add(s->deadline, &tv);
@@ -184,6 +186,11 @@ static int serve(const struct config *cfg)
         s.exit_code = 1;
         goto teardown;
     }
+    app->exchange = exchange_new(app); /* loads the exchange CA file: start-up I/O */
+    if (!app->exchange) {
+        s.exit_code = 1;
+        goto teardown;
+    }
     app->wechat = wechat_new(app->base, cfg); /* checks [wechat], loads its CA file */
     if (!app->wechat) {
         s.exit_code = 1;
@@ -245,6 +252,7 @@ teardown:
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
+    exchange_free(app->exchange); /* likewise */
     wechat_free(app->wechat);     /* after the HTTP server drained: no exchange left */
     audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
     kv_free(app->kv);

@@ -5,11 +5,13 @@
 #include "config.h"
 #include "effects.h"
 #include "evidence.h"
+#include "exchange.h"
 #include "log.h"
 #include "metrics.h"
 #include "webhook.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static int every_sweep_interval(const struct config *cfg)
@@ -123,6 +125,33 @@ static int64_t webhooks_claimed(struct app *app, json_t *j)
     return more && webhooks_inflight(app->webhooks) < 64;
 }
 
+/* gp_xchg_claim: pending transfers out whose timer is due, sent again or asked about by
+ * exchange.c (exchange.h). */
+static int64_t exchange_claimed(struct app *app, json_t *j)
+{
+    exchange_transfers_run(app->exchange, j);
+    bool more = json_is_true(json_object_get(j, "more"));
+    return more && exchange_inflight(app->exchange) < 64;
+}
+
+static void exchange_claim_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"lease_s\": %d}", cfg->exchange_timeout_s + 5);
+}
+
+/* gp_xchg_recon_claim: partners whose next statement day is due for reconciliation. */
+static int64_t exchange_recon_claimed(struct app *app, json_t *j)
+{
+    exchange_recon_run(app->exchange, j);
+    return 0;
+}
+
+static void exchange_recon_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"lag_s\": %d, \"lease_s\": %d}", cfg->exchange_recon_lag_s,
+             cfg->exchange_timeout_s + 5);
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -137,5 +166,10 @@ const struct sweep_def sweep_defs[] = {
     /* evidence past its retention: claimed here, removed from the store by evidence.c */
     {"evidence", "SELECT gp_evidence_sweep($1, $2::jsonb)", 2, every_sweep_interval, evidence_swept,
      evidence_sweep_args},
+    /* points exchange with partner schemes (exchange.h): transfers out, daily reconciliation */
+    {"exchange", "SELECT gp_xchg_claim($1, $2::jsonb)", 2, every_sweep_interval, exchange_claimed,
+     exchange_claim_args},
+    {"exchange_recon", "SELECT gp_xchg_recon_claim($1, $2::jsonb)", 2, every_minute,
+     exchange_recon_claimed, exchange_recon_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];
