@@ -18,10 +18,12 @@ completed or released, the clearing accounts mirror, reconciliation clean; a row
 hand -> reconciliation names the transfer; the worked example of docs/EXCHANGE.md, byte for
 byte."""
 
+import copy
 import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,19 +41,26 @@ TIMEOUT_S = 2
 
 
 class Proxy:
-    """TCP proxy 127.0.0.1:port -> 127.0.0.1:target. mode: "pass"; "refuse" (accept and close
-    at once); "drop_reply" (forward the request, read the reply and throw it away, then close
-    the client's connection)."""
+    """An HTTPS proxy 127.0.0.1:port -> 127.0.0.1:target that terminates TLS with the test
+    certificate (which the street trusts) and forwards each request. mode: "pass"; "refuse"
+    (accept and close at once: the partner is down); "drop" (forward the request, read the
+    partner's reply and throw it away, then close: the reply is lost after the partner
+    committed). .seen lists (mode, request line) of every request forwarded."""
 
-    def __init__(self, target):
+    def __init__(self, target, cert, key):
         self.target = target
         self.mode = "pass"
-        self.dropped = 0
+        self.seen = []
+        self.sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.sctx.load_cert_chain(str(cert), str(key))
+        self.cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.cctx.check_hostname = False
+        self.cctx.verify_mode = ssl.CERT_NONE
         self.port = free_port()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(64)
+        self.sock.listen(128)
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -63,47 +72,51 @@ class Proxy:
                 return
             threading.Thread(target=self._serve, args=(c, self.mode), daemon=True).start()
 
-    def _serve(self, c, mode):
-        if mode == "refuse":
-            c.close()
-            return
-        try:
-            u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-        except OSError:
-            c.close()
-            return
-        drop = mode == "drop_reply"
-
-        def pump(a, b, is_reply):
-            try:
-                while True:
-                    data = a.recv(65536)
-                    if not data:
-                        break
-                    if is_reply and drop and len(data) > 0 and self._app_data(data):
-                        self.dropped += 1
-                        break
-                    b.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (a, b):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        t = threading.Thread(target=pump, args=(u, c, True), daemon=True)
-        t.start()
-        pump(c, u, False)
-        t.join(15)
-        c.close()
-        u.close()
-
     @staticmethod
-    def _app_data(data):
-        # TLS records: 0x17 = application data (the HTTP reply); the handshake passes.
-        return data[0] == 0x17
+    def _read_http(s):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        want = int(m.group(1)) if m else 0
+        while len(body) < want:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+
+    def _serve(self, raw, mode):
+        if mode == "refuse":
+            raw.close()
+            return
+        c = u = None
+        try:
+            raw.settimeout(15)
+            c = self.sctx.wrap_socket(raw, server_side=True)
+            req = self._read_http(c)
+            if not req:
+                return
+            u = self.cctx.wrap_socket(socket.create_connection(("127.0.0.1", self.target),
+                                                               timeout=15))
+            u.sendall(req)
+            resp = self._read_http(u)
+            self.seen.append((mode, req.split(b"\r\n", 1)[0].decode()))
+            if mode != "drop":
+                c.sendall(resp)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            for x in (c, u, raw):
+                try:
+                    if x is not None:
+                        x.close()
+                except OSError:
+                    pass
 
     def close(self):
         self.stopped = True
@@ -201,18 +214,10 @@ def pair(server_factory, migrated, cli, services, gp_tmp):
     city = Deployment("city", gp_tmp, env=exchange_env(cert, key, city_tls))
     street_srv = server_factory.new("street", env=exchange_env(cert, key, street_tls))
     street_sql = Sql(services.admin_url)
-    proxy = Proxy(city_tls)
+    proxy = Proxy(city_tls, cert, key)
     s = Side("street", street_srv, street_sql, cli, street_tls)
     c = Side("city", city.server, city.sql, city.cli, city_tls)
-    a_kid, a_sec, b_kid, b_sec = key_id(), secrets.token_hex(24), key_id(), secrets.token_hex(24)
-    # street -> city signed with key A, city -> street with key B
-    s.register("city", f"https://127.0.0.1:{proxy.port}", a_kid, a_sec, b_kid, b_sec,
-               RATE_STREET, RATE_CITY)
-    c.register("street", f"https://127.0.0.1:{street_tls}", b_kid, b_sec, a_kid, a_sec,
-               RATE_CITY, RATE_STREET)
-    s.proxy = proxy
-    s.deployment = None
-    c.deployment = city
+    s.proxy = c.proxy = proxy
     yield s, c
     proxy.close()
     s.api.close()
@@ -220,6 +225,20 @@ def pair(server_factory, migrated, cli, services, gp_tmp):
     street_sql.close()
     street_srv.stop()
     city.stop()
+
+
+def fresh(pair, street_over=None, city_over=None):
+    """A new partner pair on both deployments (its own keys and clearing accounts, so that each
+    test's clearing positions and statements are its own): street -> city through the proxy."""
+    s, c = copy.copy(pair[0]), copy.copy(pair[1])
+    code = "p" + secrets.token_hex(4)
+    a_kid, a_sec, b_kid, b_sec = key_id(), secrets.token_hex(24), key_id(), secrets.token_hex(24)
+    # street -> city signed with key A, city -> street with key B
+    s.register(code, f"https://127.0.0.1:{s.proxy.port}", a_kid, a_sec, b_kid, b_sec,
+               RATE_STREET, RATE_CITY, **(street_over or {}))
+    c.register(code, f"https://127.0.0.1:{s.tls_port}", b_kid, b_sec, a_kid, a_sec,
+               RATE_CITY, RATE_STREET, **(city_over or {}))
+    return s, c
 
 
 def link(s, c, sw, cw):
@@ -284,8 +303,9 @@ def reconcile(side, day=None):
 
 
 def test_link_and_transfer_both_ways(pair):
-    s, c = pair
+    s, c = fresh(pair)
     s0, c0 = s.clearing(), c.clearing()
+    assert s0 == 0 and c0 == 0
     sw, cw = linked_pair(s, c)
     links = s.api.get("/api/v1/exchange/links", token=sw["token"]).json()["items"]
     assert len(links) == 1 and links[0]["partner_id"] == s.partner["id"]
@@ -316,3 +336,266 @@ def test_link_and_transfer_both_ways(pair):
     assert c.ledger_ok() == []
     assert reconcile(s)["mismatches"] == []
     assert reconcile(c)["mismatches"] == []
+
+
+def city_rows(c, tid):
+    return c.sql.query("SELECT state, amount, reason FROM exchange_transfers "
+                       "WHERE partner_id = %s AND transfer_id = %s", (c.partner["id"], tid),
+                       dicts=True)
+
+
+def transfer_id_of(side, row_id):
+    return side.sql.scalar("SELECT transfer_id FROM exchange_transfers WHERE id = %s", (row_id,))
+
+
+def test_partner_down_then_completed_once(pair):
+    s, c = fresh(pair)
+    sw, cw = linked_pair(s, c)
+    s.proxy.mode = "refuse"
+    try:
+        t = send(s, sw, 200)
+        deadline = time.monotonic() + 10
+        while s.sql.scalar("SELECT attempts FROM exchange_transfers WHERE id = %s", (t["id"],)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        row = s.api.get(f"/api/v1/exchange/transfers/{t['id']}", token=sw["token"]).json()
+        assert row["state"] == "pending" and row["last_error"], row
+        assert s.balance(sw) == 9800 and c.balance(cw) == 1000  # held, nothing credited
+    finally:
+        s.proxy.mode = "pass"
+    done = wait_state(s, sw, t["id"])
+    assert done["state"] == "completed", done
+    tid = transfer_id_of(s, t["id"])
+    assert [r["state"] for r in city_rows(c, tid)] == ["accepted"]
+    assert c.balance(cw) == 1020 and s.balance(sw) == 9800
+    mirror_ok(s, c)
+
+
+def test_partner_down_past_deadline_releases_by_status_query(pair):
+    s, c = fresh(pair)
+    sw, cw = linked_pair(s, c)
+    s.proxy.mode = "refuse"
+    try:
+        t = send(s, sw, 300)
+        # past exchange.send_for (3 s) the timer asks for the status instead of sending
+        time.sleep(4)
+        assert s.balance(sw) == 9700
+    finally:
+        s.proxy.mode = "pass"
+    done = wait_state(s, sw, t["id"])
+    # the city never received it: the status query records it as rejected for good, and the
+    # hold goes back to the worker
+    assert done["state"] == "rejected" and done["reason"] == "not_received", done
+    assert s.balance(sw) == 10000 and c.balance(cw) == 1000
+    tid = transfer_id_of(s, t["id"])
+    assert [r["state"] for r in city_rows(c, tid)] == ["rejected"]
+    # delivering it now changes nothing: the answer is final
+    body = s.sql.scalar("SELECT gp_xchg_message(t) FROM exchange_transfers t WHERE id = %s",
+                        (t["id"],))
+    r = c.signed().request("POST", "/exchange/v1/transfers", body)
+    assert r.status == 200 and r.verified and r.json()["state"] == "rejected", r.text
+    assert c.balance(cw) == 1000
+    mirror_ok(s, c)
+    assert s.clearing() == 0 and c.clearing() == 0
+
+
+def test_reply_lost_no_double_credit_completed_by_status_query(pair):
+    s, c = fresh(pair)
+    sw, cw = linked_pair(s, c)
+    s.proxy.seen.clear()
+    s.proxy.mode = "drop"
+    try:
+        t = send(s, sw, 500)
+        tid = None
+        deadline = time.monotonic() + 10
+        while not tid or not city_rows(c, tid):
+            tid = transfer_id_of(s, t["id"])
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the city committed; the street heard nothing and keeps the transfer pending, sending
+        # it again with the same id until send_for, then asking for its status
+        time.sleep(4)
+        row = s.api.get(f"/api/v1/exchange/transfers/{t['id']}", token=sw["token"]).json()
+        assert row["state"] == "pending" and row["attempts"] >= 2, row
+    finally:
+        s.proxy.mode = "pass"
+    done = wait_state(s, sw, t["id"])
+    assert done["state"] == "completed", done
+    assert [r["state"] for r in city_rows(c, tid)] == ["accepted"]
+    assert c.balance(cw) == 1050 and s.balance(sw) == 9500  # credited once
+    assert any(m == "drop" and ln.startswith("POST /exchange/v1/transfers ")
+               for m, ln in s.proxy.seen), s.proxy.seen
+    assert any(m == "pass" and ln.startswith(f"POST /exchange/v1/transfers/{tid}/status ")
+               for m, ln in s.proxy.seen), s.proxy.seen
+    mirror_ok(s, c)
+
+
+def message(s, sw, tid=None, amount=100, **over):
+    """A transfer message street -> city as the street would send it, for sending by hand."""
+    ref, remote = s.sql.one("SELECT local_ref, remote_ref FROM exchange_links WHERE worker_id = %s "
+                            "AND partner_id = %s AND unlinked_at IS NULL",
+                            (sw["id"], s.partner["id"]))
+    m = {"transfer_id": tid or "xt_" + secrets.token_hex(12), "from_account": ref,
+         "to_account": remote, "amount": amount, "credit": amount * RATE_CITY // RATE_STREET,
+         "sent_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    m.update(over)
+    return m
+
+
+def test_same_transfer_ten_times_concurrently_one_credit(pair):
+    s, c = fresh(pair)
+    sw, cw = linked_pair(s, c)
+    m = message(s, sw, amount=700)
+    client = c.signed()
+    with ThreadPoolExecutor(10) as ex:
+        replies = list(ex.map(lambda _: client.request("POST", "/exchange/v1/transfers", m),
+                              range(10)))
+    assert all(r.status == 200 and r.verified for r in replies), [r.text for r in replies]
+    assert {r.body for r in replies} == {replies[0].body}  # the same answer, byte for byte
+    assert replies[0].json()["state"] == "accepted"
+    assert c.balance(cw) == 1070
+    assert len(city_rows(c, m["transfer_id"])) == 1
+    # the same id with another amount is a conflict, not a second transfer
+    r = client.request("POST", "/exchange/v1/transfers", dict(m, amount=800, credit=80))
+    assert r.status == 409 and r.verified and r.json()["error"]["code"] == "transfer_conflict"
+    assert c.balance(cw) == 1070
+
+
+def test_refusals_change_nothing(pair):
+    s, c = fresh(pair, city_over={"worker_daily_limit": 50})
+    sw, cw = linked_pair(s, c)
+    client = c.signed()
+    clearing0, n0 = c.clearing(), len(c.transfers())
+
+    def unchanged():
+        assert c.balance(cw) == 1000 and c.clearing() == clearing0
+
+    # a bad signature: another secret
+    bad = mc.Client(c.server.url, c.keys[2], "x" * 48)
+    r = bad.request("POST", "/exchange/v1/transfers", message(s, sw))
+    assert r.status == 401 and r.json()["error"]["code"] == "bad_signature"
+    # an unknown key
+    r = mc.Client(c.server.url, key_id(), "y" * 48).request("POST", "/exchange/v1/transfers",
+                                                           message(s, sw))
+    assert r.status == 401 and r.json()["error"]["code"] == "unknown_key"
+    # a stale request (outside exchange.signature_window)
+    r = client.request("POST", "/exchange/v1/transfers", message(s, sw),
+                       ts=int(time.time()) - 3600)
+    assert r.status == 401 and r.json()["error"]["code"] == "timestamp_out_of_window"
+    # a replayed request: the same signed bytes again
+    m = message(s, sw, amount=10)
+    body = json.dumps(m).encode()
+    auth, ts, nonce = mc.authorization(client.key_id, client.secret, "POST",
+                                       "/exchange/v1/transfers", body)
+    h = {"Authorization": auth, "Content-Type": "application/json"}
+    first = client.send_raw("POST", "/exchange/v1/transfers", body, h, request_nonce=nonce)
+    assert first.status == 200 and first.verified and first.json()["state"] == "accepted"
+    replay = client.send_raw("POST", "/exchange/v1/transfers", body, h, request_nonce=nonce)
+    assert replay.status == 401 and replay.json()["error"]["code"] == "nonce_reused"
+    assert c.balance(cw) == 1001
+    clearing0 -= 1
+    n0 += 1
+
+    def unchanged():  # noqa: F811 -- after the one accepted transfer above
+        assert c.balance(cw) == 1001 and c.clearing() == clearing0
+
+    unchanged()
+    assert len(c.transfers()) == n0  # refused requests left no row
+    # an unknown link: refused (rejected, the answer recorded so that it stays the same)
+    r = client.request("POST", "/exchange/v1/transfers",
+                       message(s, sw, to_account="xa_" + "0" * 24))
+    assert r.status == 200 and r.json()["state"] == "rejected" and \
+        r.json()["reason"] == "unknown_link", r.text
+    unchanged()
+    # over the worker's daily limit at the city (50 city points)
+    r = client.request("POST", "/exchange/v1/transfers", message(s, sw, amount=600))
+    assert r.status == 200 and r.json()["reason"] == "worker_limit_exceeded", r.text
+    unchanged()
+    # a credit that is not the amount at the city's rate
+    r = client.request("POST", "/exchange/v1/transfers", message(s, sw, amount=100, credit=11))
+    assert r.json()["reason"] == "rate_mismatch", r.text
+    unchanged()
+    # hostile bodies: 400, nothing stored
+    for junk in ({}, {"transfer_id": "x"}, dict(message(s, sw), amount=-5),
+                 dict(message(s, sw), extra=1), dict(message(s, sw), sent_at="yesterday")):
+        r = client.request("POST", "/exchange/v1/transfers", junk)
+        assert r.status == 400, (junk, r.text)
+    unchanged()
+    # the street refuses what is over its own limits before holding anything
+    s2, c2 = fresh(pair, street_over={"worker_daily_limit": 100})
+    sw2, cw2 = linked_pair(s2, c2)
+    r = s2.api.post("/api/v1/exchange/transfers", {"partner_id": s2.partner["id"],
+                                                   "amount": 200}, token=sw2["token"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "worker_limit_exceeded"
+    assert s2.balance(sw2) == 10000
+    # without a link
+    lone, = s2.workers(1, 100)
+    r = s2.api.post("/api/v1/exchange/transfers", {"partner_id": s2.partner["id"], "amount": 10},
+                    token=lone["token"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_linked"
+    # another street's partner answers as a missing one
+    r = s2.api.get(f"/api/v1/exchange/partners/{s2.partner['id']}", token=c.admin["token"])
+    assert r.status_code in (401, 404)
+
+
+def test_kill9_either_side_mid_transfers(pair):
+    s, c = fresh(pair)
+    pairs = [linked_pair(s, c) for _ in range(3)]
+    sent = []
+
+    def fire(n):
+        for i in range(n):
+            sw, cw = pairs[i % 3]
+            sent.append(("s", sw, send(s, sw, 10)))
+            sent.append(("c", cw, send(c, cw, 1)))
+
+    fire(6)
+    s.server.kill9()
+    s.server.start()
+    fire(6)
+    c.server.kill9()
+    time.sleep(0.5)
+    c.server.start()
+    fire(3)
+    wait_no_pending(s)
+    wait_no_pending(c)
+    for side, w, t in sent:
+        st = (s if side == "s" else c).api.get(f"/api/v1/exchange/transfers/{t['id']}",
+                                               token=w["token"]).json()["state"]
+        assert st in ("completed", "rejected")
+    # every worker's balance is what the completed transfers say
+    for sw, cw in pairs:
+        out_s = s.sql.scalar("SELECT coalesce(sum(amount), 0) FROM exchange_transfers "
+                             "WHERE worker_id = %s AND direction = 'out' AND state = 'completed'",
+                             (sw["id"],))
+        in_s = s.sql.scalar("SELECT coalesce(sum(amount), 0) FROM exchange_transfers "
+                            "WHERE worker_id = %s AND direction = 'in' AND state = 'accepted'",
+                            (sw["id"],))
+        assert s.balance(sw) == 10000 - out_s + in_s
+    mirror_ok(s, c)
+    assert s.ledger_ok() == [] and c.ledger_ok() == []
+    assert reconcile(s)["mismatches"] == []
+    assert reconcile(c)["mismatches"] == []
+
+
+def test_row_deleted_by_hand_named_by_reconciliation(pair):
+    s, c = fresh(pair)
+    sw, cw = linked_pair(s, c)
+    t = send(s, sw, 100)
+    assert wait_state(s, sw, t["id"])["state"] == "completed"
+    tid = transfer_id_of(s, t["id"])
+    c.sql.execute("DELETE FROM exchange_transfers WHERE partner_id = %s AND transfer_id = %s",
+                  (c.partner["id"], tid))
+    rs = reconcile(s)
+    assert [(m["transfer_id"], m["kind"]) for m in rs["mismatches"]] == [(tid, "missing_there")]
+    rc = reconcile(c)
+    assert [(m["transfer_id"], m["kind"]) for m in rc["mismatches"]] == [(tid, "missing_here")]
+    # an auditor's view: the anomaly names the transfer
+    r = s.api.get("/audit/v1/exchange/mismatches", params={"unit_id": s.street},
+                  token=s.admin["token"])
+    assert r.status_code == 200, r.text
+    assert any(i["subject"]["transfer_id"] == tid and i["rule"] == "exchange_mismatch"
+               for i in r.json()["items"])
+    r = s.api.get(f"/api/v1/exchange/partners/{s.partner['id']}/reconciliations",
+                  token=s.admin["token"])
+    assert r.json()["items"][0]["mismatches"][0]["transfer_id"] == tid
