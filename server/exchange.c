@@ -161,7 +161,7 @@ static struct xcall *start_call(struct exchange *x, json_t *info, const char *me
 bool exchange_call(struct exchange *x, json_t *info, const char *method, const char *path,
                    const char *body, const char *label, exchange_cb cb, void *arg)
 {
-    return start_call(x, info, method, path, body, label, cb, arg) != NULL;
+    return x && start_call(x, info, method, path, body, label, cb, arg) != NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -28,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -599,3 +600,53 @@ def test_row_deleted_by_hand_named_by_reconciliation(pair):
     r = s.api.get(f"/api/v1/exchange/partners/{s.partner['id']}/reconciliations",
                   token=s.admin["token"])
     assert r.json()["items"][0]["mismatches"][0]["transfer_id"] == tid
+
+
+def doc_example():
+    """The worked example of docs/EXCHANGE.md: (values, [fenced block texts])."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "EXCHANGE.md").read_text()
+    ex = text[text.index("## 8. Worked example"):]
+    values = dict(re.findall(r"(?m)^    (key id|secret|method|path|ts|nonce) +(\S+)$", ex))
+    blocks = re.findall(r"```(?:json|text)\n(.*?)```", ex, re.S)
+    return values, blocks
+
+
+def test_worked_example():
+    """Byte for byte: the body's hash, the string to sign, the Authorization header, the
+    response string and GP-Signature of docs/EXCHANGE.md follow from its fixed values."""
+    v, (body, sts, auth, reply, rstr, gpsig) = doc_example()
+    body, reply = body.rstrip("\n").encode(), reply.rstrip("\n").encode()
+    ts = int(v["ts"])
+    assert mc.string_to_sign(v["key id"], v["method"], v["path"], ts, v["nonce"], body) == sts
+    want, _, _ = mc.authorization(v["key id"], v["secret"], v["method"], v["path"], body, ts,
+                                  v["nonce"])
+    assert want == auth.rstrip("\n")
+    rts = int(re.match(r"ts=(\d+),", gpsig).group(1))
+    assert mc.response_string(v["key id"], v["nonce"], 200, rts, reply) == rstr
+    assert f"ts={rts},sig={mc.hmac_hex(v['secret'], rstr)}" == gpsig.rstrip("\n")
+    assert mc.verify_response(v["key id"], v["secret"], v["nonce"], 200, gpsig.rstrip("\n"),
+                              reply, now=rts)
+    # the body is what the server sends for such a transfer (jsonb's key order), and the reply
+    # what it answers
+    m = json.loads(body)
+    assert m["credit"] * RATE_STREET == m["amount"] * RATE_CITY
+    assert list(json.loads(reply)) == ["state", "credit", "reason", "transfer_id"]
+
+
+def test_server_message_bytes_match_the_example(pair):
+    """gp_xchg_message and gp_xchg_wire_reply write the example's exact bytes."""
+    s, _ = pair
+    v, (body, _, _, reply, _, _) = doc_example()
+    m = json.loads(body)
+    got = s.sql.scalar(
+        "SELECT gp_xchg_message(ROW(0, 0, 0, %s, 'out', NULL, NULL, %s, %s, %s, %s, 'pending', "
+        "NULL, %s::timestamptz, now(), NULL, 0, now(), NULL, NULL, NULL, NULL)::exchange_transfers)",
+        (m["transfer_id"], m["from_account"], m["to_account"], m["amount"], m["credit"],
+         m["sent_at"]))
+    assert got == body.rstrip("\n")
+    r = json.loads(reply)
+    got = s.sql.scalar(
+        "SELECT gp_xchg_wire_reply(ROW(0, 0, 0, %s, 'in', NULL, NULL, 'a', 'b', %s, 100, "
+        "'accepted', NULL, now(), now(), now(), 0, NULL, NULL, NULL, NULL, NULL)"
+        "::exchange_transfers)::text", (r["transfer_id"], r["credit"]))
+    assert got == reply.rstrip("\n")
