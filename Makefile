@@ -94,7 +94,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run.sh
+	@GRIDPOINTS_RUN_CITY=$(if $(CITY),1,) scripts/run.sh
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
 test: deps check-config-docs check-includes format-check

@@ -2,6 +2,12 @@
 # scripts/run.sh -- `make run`: private PostgreSQL + Redis under var/, migrations, the demo
 # street (once), then gridpointsd in the foreground on 127.0.0.1:8080 until Ctrl-C.  The
 # services are stopped when the server exits, however it exits.
+#
+# With GRIDPOINTS_RUN_CITY=1 (`make run CITY=1`) a second deployment, the demo "city", runs
+# beside it for the points exchange (docs/EXCHANGE.md): its own PostgreSQL + Redis under
+# var/city, HTTP on 127.0.0.1:8090, HTTPS on 8453 (the street's HTTPS on 8443), a test
+# certificate for 127.0.0.1 in var/exchange-tls, and the two registered as partners of each
+# other at 10 street points : 1 city point (scripts/exchange-demo.py).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,7 +41,64 @@ fi
 export GRIDPOINTS_AUDIT_KEY_FILE=${GRIDPOINTS_AUDIT_KEY_FILE:-var/audit.key}
 "$BIN" -c "$CONF" audit-keygen --if-missing >/dev/null
 echo "== demo data (logins are generated once, on the first load)"
-"$BIN" -c "$CONF" demo-data
+"$BIN" -c "$CONF" demo-data --credentials var/demo-logins.txt
+
+if [[ ${GRIDPOINTS_RUN_CITY:-} == 1 ]]; then
+    CITY_LISTEN=${GRIDPOINTS_CITY_LISTEN:-127.0.0.1:8090}
+    STREET_TLS=${GRIDPOINTS_STREET_TLS_PORT:-8443} CITY_TLS=${GRIDPOINTS_CITY_TLS_PORT:-8453}
+    mkdir -p var/exchange-tls
+    if [[ ! -f var/exchange-tls/cert.pem ]]; then
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout var/exchange-tls/key.pem -out var/exchange-tls/cert.pem -days 365 \
+            -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+    fi
+    export GRIDPOINTS_EXCHANGE_ALLOW_PRIVATE=true GRIDPOINTS_EXCHANGE_CA_FILE=var/exchange-tls/cert.pem
+    export GRIDPOINTS_SERVER_TLS_CERT=var/exchange-tls/cert.pem GRIDPOINTS_SERVER_TLS_KEY=var/exchange-tls/key.pem
+    scripts/services.sh start var/city >/dev/null
+    trap 'kill "${CITY_PID:-0}" 2>/dev/null || true; scripts/services.sh stop var/city; scripts/services.sh stop var' EXIT
+    city() { (
+        # shellcheck disable=SC1091 # written by services.sh start
+        . var/city/env
+        GRIDPOINTS_AUDIT_KEY_FILE=var/city/audit.key "$BIN" -c "$CONF" "$@"
+    ); }
+    city migrate
+    city audit-keygen --if-missing >/dev/null
+    if [[ ! -f var/city/admin.txt ]]; then
+        CITY_PW=city-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')
+        GRIDPOINTS_ADMIN_PASSWORD=$CITY_PW city create-admin --phone 13800000001 \
+            --name "city admin" --street "蓉e报 city" >/dev/null
+        (umask 077 && echo "13800000001 $CITY_PW" >var/city/admin.txt)
+    fi
+    GRIDPOINTS_SERVER_LISTEN=$CITY_LISTEN GRIDPOINTS_SERVER_TLS_LISTEN=127.0.0.1:$CITY_TLS \
+        city serve >var/city/server.log 2>&1 &
+    CITY_PID=$!
+    export GRIDPOINTS_SERVER_TLS_LISTEN=127.0.0.1:$STREET_TLS
+    GRIDPOINTS_SERVER_LISTEN=$LISTEN "$BIN" -c "$CONF" serve &
+    STREET_PID=$!
+    for _ in $(seq 150); do
+        curl -sf "http://$LISTEN/readyz" >/dev/null && curl -sf "http://$CITY_LISTEN/readyz" >/dev/null && break
+        sleep 0.2
+    done
+    read -r CITY_PHONE CITY_PASS <var/city/admin.txt
+    ADMIN_PASS=$(sed -n 's|^  street admin + auditor *13900000001 / ||p' var/demo-logins.txt 2>/dev/null || true)
+    if [[ -n $ADMIN_PASS ]]; then
+        python3 scripts/exchange-demo.py --street "http://$LISTEN" 13900000001 "$ADMIN_PASS" \
+            --city "http://$CITY_LISTEN" "$CITY_PHONE" "$CITY_PASS" \
+            --street-tls "$STREET_TLS" --city-tls "$CITY_TLS" || true
+    else
+        echo "run.sh: var/demo-logins.txt is missing (the demo was loaded before it was kept):" \
+            "register the partners by hand (docs/EXCHANGE.md)" >&2
+    fi
+    cat <<EOF
+
+== the demo city on http://$CITY_LISTEN (HTTPS $CITY_TLS; log var/city/server.log); its street
+admin: $CITY_PHONE / $CITY_PASS. Workers link accounts with a code from
+POST /api/v1/exchange/link-codes on one side given to POST /api/v1/exchange/links on the other,
+then move points with POST /api/v1/exchange/transfers (docs/EXCHANGE.md).
+EOF
+    wait "$STREET_PID"
+    exit $?
+fi
 
 cat <<EOF
 
