@@ -169,7 +169,7 @@ const struct sweep_def sweep_defs[] = {
     /* points exchange with partner schemes (exchange.h): transfers out, daily reconciliation */
     {"exchange", "SELECT gp_xchg_claim($1, $2::jsonb)", 2, every_sweep_interval, exchange_claimed,
      exchange_claim_args},
-    {"exchange_recon", "SELECT gp_xchg_recon_claim($1, $2::jsonb)", 2, every_minute,
+    {"exchange_recon", "SELECT gp_xchg_recon_claim($1, $2::jsonb)", 2, every_sweep_interval,
      exchange_recon_claimed, exchange_recon_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

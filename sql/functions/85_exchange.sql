@@ -261,6 +261,9 @@ DECLARE
     c exchange_link_codes;
     l exchange_links;
 BEGIN
+    IF NOT (SELECT enabled FROM exchange_partners WHERE id = p_partner) THEN
+        PERFORM gp_raise('409', 'partner_disabled', 'exchange with this partner is disabled', NULL);
+    END IF;
     UPDATE exchange_link_codes SET used_at = now()
      WHERE code_hash = p_code_hash AND partner_id = p_partner AND used_at IS NULL
        AND expires_at > now()

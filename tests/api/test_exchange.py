@@ -135,7 +135,8 @@ def exchange_env(cert, key, tls_port):
                 "GRIDPOINTS_EXCHANGE_TIMEOUT": f"{TIMEOUT_S}s",
                 "GRIDPOINTS_EXCHANGE_BACKOFF": "1s",
                 "GRIDPOINTS_EXCHANGE_BACKOFF_MAX": "1s",
-                "GRIDPOINTS_EXCHANGE_SEND_FOR": "3s"})
+                "GRIDPOINTS_EXCHANGE_SEND_FOR": "3s",
+                "GRIDPOINTS_EXCHANGE_RECON_LAG": "0s"})
     return env
 
 
@@ -337,6 +338,38 @@ def test_link_and_transfer_both_ways(pair):
     assert c.ledger_ok() == []
     assert reconcile(s)["mismatches"] == []
     assert reconcile(c)["mismatches"] == []
+    # settlement of the net position: sent 100, received 50 (street points); decision times
+    # have sub-second precision, the period's end whole seconds
+    time.sleep(1.1)
+    now = datetime.now(timezone.utc)
+    period = {"from": "2020-01-01T00:00:00Z", "to": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    r = s.api.post(f"/api/v1/exchange/partners/{s.partner['id']}/settlements", period,
+                   token=s.admin["token"])
+    assert r.status_code == 201, r.text
+    assert (r.json()["sent"], r.json()["received"], r.json()["net"]) == (100, 50, 50)
+    r = s.api.post(f"/api/v1/exchange/partners/{s.partner['id']}/settlements", period,
+                   token=s.admin["token"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "period_overlaps"
+    # a worker of the street cannot settle or read another street's partner
+    r = s.api.post(f"/api/v1/exchange/partners/{s.partner['id']}/settlements", period,
+                   token=sw["token"])
+    assert r.status_code == 404
+
+
+def test_daily_reconciliation_timer(pair):
+    """The exchange_recon sweep reconciles each day once it is over (recon_lag 0 here): two
+    past days are due, both get reconciled in order, and the next day is today."""
+    s, c = fresh(pair)
+    s.sql.execute("UPDATE exchange_partners SET recon_next_day = current_date - 2 WHERE id = %s",
+                  (s.partner["id"],))
+    deadline = time.monotonic() + 20
+    while s.sql.scalar("SELECT recon_next_day < (now() AT TIME ZONE 'UTC')::date "
+                       "FROM exchange_partners WHERE id = %s", (s.partner["id"],)):
+        assert time.monotonic() < deadline, "the reconciliation timer did not run"
+        time.sleep(0.2)
+    rows = s.sql.query("SELECT day, error, mismatches FROM exchange_reconciliations "
+                       "WHERE partner_id = %s ORDER BY day", (s.partner["id"],), dicts=True)
+    assert len(rows) == 2 and all(r["error"] is None and r["mismatches"] == 0 for r in rows), rows
 
 
 def city_rows(c, tid):
