@@ -70,7 +70,8 @@ struct httpc_response {
     size_t body_len;
     const char *error; /* "" with a response, else a short text for logs and records
                         * ("timeout", "connection closed", "tls: ...", "address_not_allowed") */
-    const char *header; /* the value of httpc_request.want_header, NULL when absent */
+    /* The value of httpc_request.want_header, NULL when absent. */
+    const char *header;
 };
 
 /* Called exactly once per call unless the call is cancelled (httpc_cancel, httpc_free). */

@@ -22,6 +22,7 @@
 
 struct xcall {
     struct exchange *x;
+    struct xcall *prev, *next; /* every call in flight (exchange_free frees what is left) */
     struct httpc_call *call;
     char key_id[MAUTH_KEY_ID_LEN + 1];
     char nonce[40];
@@ -48,6 +49,7 @@ struct job {
 struct exchange {
     struct app *app;
     struct httpc *http;
+    struct xcall *calls;
     struct job *head;
     int inflight;
     bool stopping;
@@ -57,6 +59,12 @@ struct exchange {
 
 static void xcall_free(struct xcall *c)
 {
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->x->calls == c)
+        c->x->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     mcrypto_wipe(c->secret, sizeof c->secret);
     free(c);
 }
@@ -152,6 +160,10 @@ static struct xcall *start_call(struct exchange *x, json_t *info, const char *me
         .log_label = label,
         .want_header = "GP-Signature",
     };
+    c->next = x->calls;
+    if (x->calls)
+        x->calls->prev = c;
+    x->calls = c;
     c->call = httpc_send(x->http, &req, sent_cb, c);
     free(url);
     free(uri);
@@ -427,6 +439,11 @@ void exchange_free(struct exchange *x)
     x->idle = NULL;
     while (x->head)
         job_finish(x->head);
-    httpc_free(x->http); /* handler calls still in flight are dropped without callbacks */
+    /* Calls of handlers still in flight (a forced shutdown): their requests are gone. */
+    while (x->calls) {
+        httpc_cancel(x->calls->call);
+        xcall_free(x->calls);
+    }
+    httpc_free(x->http);
     free(x);
 }

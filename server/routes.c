@@ -14,7 +14,6 @@
 #define GUARD_AUDITOR  (&auth_guard_auditor)  /* ... holding the auditor or street admin role */
 #define GUARD_MERCHANT (&merchant_auth_guard) /* a signed merchant request */
 #define GUARD_METRICS  (&api_guard_metrics)   /* server.metrics_listen / metrics_token rules */
-#define GUARD_PARTNER  (&exchange_partner_guard) /* a signed exchange partner request */
 
 /* Bodies (router.h): JSON up to a limit, or raw bytes. */
 #define BODY_NONE    ROUTE_JSON(0)
@@ -250,8 +249,8 @@ const struct route routes_table[] = {
      "partner schemes the caller sees"},
     {"GET", "/api/v1/exchange/partners/{id}", api_xchg_partner_get, GUARD_SESSION, BODY_NONE,
      "one partner with its clearing balance"},
-    {"PATCH", "/api/v1/exchange/partners/{id}", api_xchg_partner_update, GUARD_SESSION,
-     BODY_SMALL, "enable or disable a partner, change its URL or limits"},
+    {"PATCH", "/api/v1/exchange/partners/{id}", api_xchg_partner_update, GUARD_SESSION, BODY_SMALL,
+     "enable or disable a partner, change its URL or limits"},
     {"POST", "/api/v1/exchange/partners/{id}/reconcile", api_xchg_reconcile, GUARD_SESSION,
      BODY_SMALL, "reconcile one day with the partner's signed statement now"},
     {"GET", "/api/v1/exchange/partners/{id}/reconciliations", api_xchg_reconciliations,
@@ -275,13 +274,14 @@ const struct route routes_table[] = {
     {"GET", "/api/v1/exchange/transfers/{id}", api_xchg_transfer_get, GUARD_SESSION, BODY_NONE,
      "one of the caller's transfers"},
     /* ... and partner schemes call these, signed */
-    {"POST", "/exchange/v1/transfers", api_xp_transfer_in, GUARD_PARTNER, BODY_SMALL,
+    {"POST", "/exchange/v1/transfers", api_xp_transfer_in, &exchange_partner_guard, BODY_SMALL,
      "receive a transfer (exactly once per transfer id)"},
-    {"POST", "/exchange/v1/transfers/{transfer_id}/status", api_xp_transfer_status, GUARD_PARTNER,
-     BODY_SMALL, "the final state of a transfer (never received: rejected for good)"},
-    {"POST", "/exchange/v1/links/confirm", api_xp_link_confirm, GUARD_PARTNER, BODY_SMALL,
+    {"POST", "/exchange/v1/transfers/{transfer_id}/status", api_xp_transfer_status,
+     &exchange_partner_guard, BODY_SMALL,
+     "the final state of a transfer (never received: rejected for good)"},
+    {"POST", "/exchange/v1/links/confirm", api_xp_link_confirm, &exchange_partner_guard, BODY_SMALL,
      "confirm a link code: our account reference"},
-    {"GET", "/exchange/v1/statements/{day}", api_xp_statement, GUARD_PARTNER, BODY_NONE,
+    {"GET", "/exchange/v1/statements/{day}", api_xp_statement, &exchange_partner_guard, BODY_NONE,
      "the signed statement of a day's transfers"},
     {"GET", "/audit/v1/exchange/mismatches", api_audit_xchg_mismatches, GUARD_AUDITOR, BODY_NONE,
      "exchange reconciliation mismatches as anomalies"},
