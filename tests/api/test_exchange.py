@@ -683,3 +683,63 @@ def test_server_message_bytes_match_the_example(pair):
         "'accepted', NULL, now(), now(), now(), 0, NULL, NULL, NULL, NULL, NULL)"
         "::exchange_transfers)::text", (r["transfer_id"], r["credit"]))
     assert got == reply.rstrip("\n")
+
+
+def test_inputs_guards_and_link_codes(pair):
+    s, c = fresh(pair)
+    tok = s.admin["token"]
+    base = {"unit_id": s.street, "code": "bad", "name": "x", "base_url": "https://127.0.0.1:1",
+            "out_key_id": key_id(), "out_secret": "s" * 20, "in_key_id": key_id(),
+            "in_secret": "t" * 20, "rate_num": 1, "rate_den": 1, "worker_daily_limit": 1,
+            "partner_daily_limit": 1}
+    for field, value in (("base_url", "http://127.0.0.1:1"), ("base_url", "https://u@h/"),
+                         ("out_key_id", "mk_0123456789abcdef"), ("code", "Bad Code"),
+                         ("rate_num", 0), ("in_key_id", base["out_key_id"]),
+                         ("extra", 1)):
+        r = s.api.post("/api/v1/exchange/partners", dict(base, **{field: value}), token=tok)
+        assert r.status_code == 400, (field, value, r.text)
+        assert r.json()["error"]["field"] == field, r.text
+    assert s.sql.scalar("SELECT count(*) FROM exchange_partners WHERE code = 'bad'") == 0
+    # a worker cannot register partners
+    w, = s.workers(1, 10)
+    r = s.api.post("/api/v1/exchange/partners", dict(base, code="bad2"), token=w["token"])
+    assert r.status_code in (403, 404), r.text
+    # partner routes want a partner signature: not a session, not a merchant key
+    r = c.api.post("/exchange/v1/transfers", {}, token=c.admin["token"])
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_signature"
+    r = c.api.get("/exchange/v1/statements/2026-01-01", token=None, headers={
+        "Authorization": "GP1-HMAC-SHA256 key=mk_0123456789abcdef,ts=1,nonce=n0123456789abcdef,"
+                         "sig=" + "0" * 64})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "malformed_signature"
+    r = c.signed().request("GET", "/exchange/v1/statements/2026-02-31")
+    assert r.status == 400 and r.verified
+    # link codes: unknown, used twice, and one worker linked once per partner
+    sw, = s.workers(1, 100)
+    cw, = c.workers(1, 100)
+    r = s.api.post("/api/v1/exchange/links", {"partner_id": s.partner["id"],
+                                              "code": "00000000AAAA"}, token=sw["token"])
+    assert r.status_code == 404 and r.json()["error"]["code"] == "link_code_not_found"
+    _, code = link(s, c, sw, cw)
+    sw2, = s.workers(1, 100)
+    r = s.api.post("/api/v1/exchange/links", {"partner_id": s.partner["id"], "code": code},
+                   token=sw2["token"])
+    assert r.status_code == 404, r.text
+    r = c.api.post("/api/v1/exchange/link-codes", {"partner_id": c.partner["id"]},
+                   token=cw["token"])
+    r = s.api.post("/api/v1/exchange/links", {"partner_id": s.partner["id"],
+                                              "code": r.json()["code"]}, token=sw["token"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_linked"
+    # another street's worker does not see this partner
+    r = c.api.post("/api/v1/exchange/link-codes", {"partner_id": s.partner["id"] + 10 ** 6},
+                   token=cw["token"])
+    assert r.status_code == 404
+    # unlink: transfers to the link are refused from then on, on the receiving side too
+    lid = s.api.get("/api/v1/exchange/links", token=sw["token"]).json()["items"][0]["id"]
+    assert s.api.delete(f"/api/v1/exchange/links/{lid}", token=sw["token"]).status_code == 200
+    r = s.api.post("/api/v1/exchange/transfers", {"partner_id": s.partner["id"], "amount": 10},
+                   token=sw["token"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_linked"
+    t = send(c, cw, 1)
+    done = wait_state(c, cw, t["id"])
+    assert done["state"] == "rejected" and done["reason"] == "unknown_link", done
+    assert c.balance(cw) == 100 and s.balance(sw) == 100
