@@ -48,6 +48,7 @@ struct config {
     int exchange_backoff_s;          /* first retry of an unanswered transfer, doubled per try */
     int exchange_backoff_max_s;      /* ... at most this */
     char *exchange_ca_file;          /* CA bundle for partner TLS; "" = system default */
+    bool exchange_enabled;           /* false: no calls to or from partners (routes 404) */
     char *exchange_hosts_file;       /* extra hosts file for partner names; "" = none */
     int exchange_link_code_ttl_s;    /* a link code's life */
     int exchange_nonce_ttl_s;        /* replay memory of partner request nonces */

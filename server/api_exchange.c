@@ -132,8 +132,20 @@ static void xg_key_cb(struct db_result *res, void *arg)
     kv_command(rc->app->kv, xg_nonce_cb, rc, 6, argv, NULL);
 }
 
+/* The exchange is off on this server (exchange.enabled = false): its routes answer 404. */
+static bool exchange_on_or_reply(struct req_ctx *rc)
+{
+    if (rc->app->exchange)
+        return true;
+    http_reply_error(rc, ST_NOT_FOUND, "exchange_disabled", NULL,
+                     "the points exchange is not enabled on this server");
+    return false;
+}
+
 static void partner_check(struct req_ctx *rc, route_handler next)
 {
+    if (!exchange_on_or_reply(rc))
+        return;
     struct xg_state *g = arena_alloc(rc->arena, sizeof *g);
     memset(g, 0, sizeof *g);
     arena_on_free(rc->arena, xg_wipe, g);
@@ -437,6 +449,8 @@ void api_xchg_reconcile(struct req_ctx *rc)
     struct jv_err e = {0};
     int64_t id;
     const char *day;
+    if (!exchange_on_or_reply(rc))
+        return;
     if (!http_param_id_or_reply(rc, 0, &id) || !http_body_only_or_reply(rc, fields))
         return;
     if (!jv_str(rc->json, "day", true, 10, 10, &day, &e)) {
@@ -499,6 +513,8 @@ void api_xchg_link_code_create(struct req_ctx *rc)
     static const char *const fields[] = {"partner_id", NULL};
     struct jv_err e = {0};
     int64_t partner;
+    if (!exchange_on_or_reply(rc))
+        return;
     if (!http_body_only_or_reply(rc, fields))
         return;
     if (!jv_i64(rc->json, "partner_id", true, 1, INT64_MAX, &partner, &e)) {
@@ -592,6 +608,8 @@ void api_xchg_link_create(struct req_ctx *rc)
     struct jv_err e = {0};
     int64_t partner;
     const char *code;
+    if (!exchange_on_or_reply(rc))
+        return;
     if (!http_body_only_or_reply(rc, fields))
         return;
     if (!jv_i64(rc->json, "partner_id", true, 1, INT64_MAX, &partner, &e) ||
@@ -625,6 +643,8 @@ void api_xchg_transfer_create(struct req_ctx *rc)
     static const char *const fields[] = {"partner_id", "amount", NULL};
     struct jv_err e = {0};
     int64_t partner, amount;
+    if (!exchange_on_or_reply(rc))
+        return;
     if (!http_body_only_or_reply(rc, fields))
         return;
     if (!jv_i64(rc->json, "partner_id", true, 1, INT64_MAX, &partner, &e) ||

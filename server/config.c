@@ -91,6 +91,7 @@ static const struct cfg_entry table[] = {
     T("exchange", "backoff", exchange_backoff_s, "2s", 1, 3600),
     T("exchange", "backoff_max", exchange_backoff_max_s, "5m", 1, 86400),
     S("exchange", "ca_file", exchange_ca_file, ""),
+    B("exchange", "enabled", exchange_enabled, "true"),
     S("exchange", "hosts_file", exchange_hosts_file, ""),
     T("exchange", "link_code_ttl", exchange_link_code_ttl_s, "10m", 60, 86400),
     T("exchange", "nonce_ttl", exchange_nonce_ttl_s, "10m", 2, 86400),

@@ -108,7 +108,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     s->parts_running = 4;
     janitor_stop(s->janitor, part_idle_cb, s);
     webhooks_stop(s->app.webhooks, part_idle_cb, s);
-    exchange_stop(s->app.exchange, part_idle_cb, s);
+    if (s->app.exchange)
+        exchange_stop(s->app.exchange, part_idle_cb, s);
+    else
+        s->parts_running--;
     struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
                          (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
     evtimer_add(s->deadline, &tv);
@@ -186,8 +189,9 @@ static int serve(const struct config *cfg)
         s.exit_code = 1;
         goto teardown;
     }
-    app->exchange = exchange_new(app); /* loads the exchange CA file: start-up I/O */
-    if (!app->exchange) {
+    /* the exchange client loads its CA file: start-up I/O; NULL when exchange.enabled is off */
+    app->exchange = cfg->exchange_enabled ? exchange_new(app) : NULL;
+    if (cfg->exchange_enabled && !app->exchange) {
         s.exit_code = 1;
         goto teardown;
     }

@@ -136,7 +136,8 @@ static int64_t exchange_claimed(struct app *app, json_t *j)
 
 static void exchange_claim_args(const struct config *cfg, char *buf, size_t len)
 {
-    snprintf(buf, len, "{\"lease_s\": %d}", cfg->exchange_timeout_s + 5);
+    snprintf(buf, len, "{\"lease_s\": %d, \"enabled\": %s}", cfg->exchange_timeout_s + 5,
+             cfg->exchange_enabled ? "true" : "false");
 }
 
 /* gp_xchg_recon_claim: partners whose next statement day is due for reconciliation. */
@@ -148,8 +149,9 @@ static int64_t exchange_recon_claimed(struct app *app, json_t *j)
 
 static void exchange_recon_args(const struct config *cfg, char *buf, size_t len)
 {
-    snprintf(buf, len, "{\"lag_s\": %d, \"lease_s\": %d}", cfg->exchange_recon_lag_s,
-             cfg->exchange_timeout_s + 5);
+    snprintf(buf, len, "{\"lag_s\": %d, \"lease_s\": %d, \"enabled\": %s}",
+             cfg->exchange_recon_lag_s, cfg->exchange_timeout_s + 5,
+             cfg->exchange_enabled ? "true" : "false");
 }
 
 const struct sweep_def sweep_defs[] = {

@@ -387,12 +387,15 @@ $$;
 
 -- The timer: leases due pending transfers. Each item says whether to send the transfer again
 -- (until its deadline) or to ask for its status, and how to call the partner.
--- p_cfg: {"lease_s"}.
+-- p_cfg: {"lease_s", "enabled"}.
 CREATE FUNCTION gp_xchg_claim(p_batch int, p_cfg jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_batch int := least(greatest(coalesce(p_batch, 32), 1), 32);
     items jsonb;
 BEGIN
+    IF (p_cfg ->> 'enabled') = 'false' THEN -- exchange.enabled off: nothing is due
+        RETURN jsonb_build_object('items', '[]'::jsonb, 'more', false);
+    END IF;
     WITH due AS (
         SELECT id FROM exchange_transfers
          WHERE state = 'pending' AND next_attempt_at <= now()
@@ -683,6 +686,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     items jsonb;
 BEGIN
+    IF (p_cfg ->> 'enabled') = 'false' THEN
+        RETURN jsonb_build_object('items', '[]'::jsonb);
+    END IF;
     WITH due AS (
         SELECT id FROM exchange_partners
          WHERE enabled AND (recon_next_day + 1)::timestamp AT TIME ZONE 'UTC'

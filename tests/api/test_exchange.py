@@ -743,3 +743,13 @@ def test_inputs_guards_and_link_codes(pair):
     done = wait_state(c, cw, t["id"])
     assert done["state"] == "rejected" and done["reason"] == "unknown_link", done
     assert c.balance(cw) == 100 and s.balance(sw) == 100
+
+
+def test_exchange_disabled_by_configuration(make_server, migrated):
+    """exchange.enabled = false: partner routes and the calls that need a partner answer 404
+    exchange_disabled; the server still starts and stops cleanly."""
+    srv = make_server(env={"GRIDPOINTS_EXCHANGE_ENABLED": "false"})
+    api = Api(srv)
+    r = api.post("/exchange/v1/transfers", {})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "exchange_disabled"
+    api.close()
