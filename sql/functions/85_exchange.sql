@@ -364,17 +364,17 @@ BEGIN
         jsonb_build_object('exchange_transfer', t.id, 'partner_id', p.id, 'step', 'hold',
                            'worker_id', p_actor), NULL,
         ARRAY[gp_account_of('worker', p_actor), v_hold], ARRAY[-p_amount, p_amount]);
-    PERFORM gp_worker_spend_lots(p_actor, p_amount);
+    t.spend := gp_worker_spend_lots(p_actor, p_amount);
     INSERT INTO exchange_transfers (id, street_id, partner_id, transfer_id, direction, link_id,
                                     worker_id, from_account, to_account, amount, remote_amount,
-                                    state, sent_at, next_attempt_at, deadline, hold_txn_id)
+                                    state, sent_at, next_attempt_at, deadline, hold_txn_id, spend)
     VALUES (t.id, p.street_id, p.id,
             'xt_' || substr(md5(random()::text || clock_timestamp()::text || t.id), 1, 24), 'out',
             l.id, p_actor, l.local_ref, l.remote_ref, p_amount,
             (p_amount::numeric * p.rate_den / p.rate_num)::bigint, 'pending',
             date_trunc('second', now()), now(),
             now() + make_interval(secs => coalesce((p_cfg ->> 'send_for_s')::int, 60)),
-            t.hold_txn_id)
+            t.hold_txn_id, t.spend)
     RETURNING * INTO t;
     PERFORM gp_audit(p_actor, 'exchange.transfer.out', 'exchange_transfer', t.transfer_id,
                      p.street_id, NULL, gp_xchg_transfer_json(t));
@@ -451,8 +451,8 @@ BEGIN
         jsonb_build_object('exchange_transfer', t.id, 'partner_id', t.partner_id,
                            'step', p_state, 'worker_id', t.worker_id), NULL,
         ARRAY[gp_account_of('xhold', t.id), v_acc], ARRAY[-t.amount, t.amount]);
-    IF p_state = 'rejected' THEN
-        PERFORM gp_worker_add_lot(t.worker_id, v_txn, t.amount);
+    IF p_state = 'rejected' THEN -- back into the lots the hold took them from
+        PERFORM gp_mrc_restore_lots(t.worker_id, v_txn, t.spend, 0, t.amount);
     END IF;
     UPDATE exchange_transfers SET state = CASE p_state WHEN 'accepted' THEN 'completed'
                                                        ELSE 'rejected' END,

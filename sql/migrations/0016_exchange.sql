@@ -104,6 +104,7 @@ CREATE TABLE exchange_transfers (
     last_error      text,
     hold_txn_id     bigint,
     final_txn_id    bigint,
+    spend           jsonb,  -- out: the lots the hold spent (given back to them on rejection)
     UNIQUE (partner_id, direction, transfer_id),
     CHECK (direction = 'out' AND state IN ('pending', 'completed', 'rejected')
            OR direction = 'in' AND state IN ('accepted', 'rejected')),

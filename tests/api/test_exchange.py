@@ -673,14 +673,15 @@ def test_server_message_bytes_match_the_example(pair):
     m = json.loads(body)
     got = s.sql.scalar(
         "SELECT gp_xchg_message(ROW(0, 0, 0, %s, 'out', NULL, NULL, %s, %s, %s, %s, 'pending', "
-        "NULL, %s::timestamptz, now(), NULL, 0, now(), NULL, NULL, NULL, NULL)::exchange_transfers)",
+        "NULL, %s::timestamptz, now(), NULL, 0, now(), NULL, NULL, NULL, NULL, NULL)"
+        "::exchange_transfers)",
         (m["transfer_id"], m["from_account"], m["to_account"], m["amount"], m["credit"],
          m["sent_at"]))
     assert got == body.rstrip("\n")
     r = json.loads(reply)
     got = s.sql.scalar(
         "SELECT gp_xchg_wire_reply(ROW(0, 0, 0, %s, 'in', NULL, NULL, 'a', 'b', %s, 100, "
-        "'accepted', NULL, now(), now(), now(), 0, NULL, NULL, NULL, NULL, NULL)"
+        "'accepted', NULL, now(), now(), now(), 0, NULL, NULL, NULL, NULL, NULL, NULL)"
         "::exchange_transfers)::text", (r["transfer_id"], r["credit"]))
     assert got == reply.rstrip("\n")
 
