@@ -738,6 +738,19 @@ BEGIN
 END
 $$;
 
+-- Reconciliation mismatches of the unit's street found in [from, to), as anomaly items
+-- (gp_audit_anomalies, rule exchange_mismatch); at most 100.
+CREATE FUNCTION gp_xchg_anomalies(u org_units, p_from timestamptz, p_to timestamptz)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('rule', 'exchange_mismatch', 'subject',
+               jsonb_build_object('partner_id', m.partner_id, 'transfer_id', m.transfer_id),
+               'at', m.found_at, 'evidence', jsonb_build_object('day', m.day, 'kind', m.kind,
+                   'ours', m.ours, 'theirs', m.theirs)) ORDER BY m.id DESC), '[]')
+      FROM (SELECT * FROM exchange_mismatches
+             WHERE street_id = gp_street_of_unit(u.id) AND found_at >= p_from AND found_at < p_to
+             ORDER BY id DESC LIMIT 100) m
+$$;
+
 -- Mismatches of every partner of a street (the audit API).
 CREATE FUNCTION gp_xchg_audit_mismatches(p_actor bigint, p_unit bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$

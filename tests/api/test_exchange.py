@@ -630,6 +630,11 @@ def test_row_deleted_by_hand_named_by_reconciliation(pair):
     assert r.status_code == 200, r.text
     assert any(i["subject"]["transfer_id"] == tid and i["rule"] == "exchange_mismatch"
                for i in r.json()["items"])
+    r = s.api.get("/audit/v1/anomalies", params={"unit_id": s.street, "rule": "exchange_mismatch"},
+                  token=s.admin["token"])
+    assert r.status_code == 200, r.text
+    assert any(i["subject"]["transfer_id"] == tid and i["evidence"]["kind"] == "missing_there"
+               for i in r.json()["items"]), r.json()
     r = s.api.get(f"/api/v1/exchange/partners/{s.partner['id']}/reconciliations",
                   token=s.admin["token"])
     assert r.json()["items"][0]["mismatches"][0]["transfer_id"] == tid
