@@ -4,6 +4,7 @@
 #   make run          install what is missing, start private PostgreSQL + Redis under var/,
 #                     migrate, load demo data once, serve on 127.0.0.1:8080
 #   make test         unit tests + black-box API tests, under ASan+UBSan, + browser tests
+#   make test-ops     operations drills (tests/ops): load balancer, read replica, restore
 #   make web          the worker app (web/worker) into build/web/app/ (skipped without npm)
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
 #   make format / format-check / clean
@@ -47,7 +48,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PY ?= /usr/bin/python3
 
 .PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs web browser \
-	check-includes
+	check-includes test-ops
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/gridpointsd web
@@ -106,6 +107,16 @@ unit: $(UNIT_BIN)
 
 api: $(BUILD)/gridpointsd
 	GRIDPOINTS_BIN=$(abspath $(BUILD)/gridpointsd) $(PY) -m pytest -q -p no:cacheprovider tests/api $(PYTEST_ARGS)
+
+# Operations drills (tests/ops, docs/OPERATIONS.md): HAProxy in front of three instances through
+# a rolling restart, a streaming read replica, backup and point-in-time restore. Long (a few
+# minutes), so not in `make test`; .ci/run runs it after. Figures go to build/test-ops-figures.txt.
+test-ops: deps
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan build/asan/gridpointsd
+	rm -f build/test-ops-figures.txt
+	GRIDPOINTS_BIN=$(abspath build/asan/gridpointsd) $(PY) -m pytest -q -p no:cacheprovider \
+		-rA tests/ops $(PYTEST_ARGS)
+	@cat build/test-ops-figures.txt
 
 # libFuzzer (tests/fuzz), built with clang and the fuzzer's instrumentation in FUZZ_BUILD:
 #   fuzz_input  the body parser and the router (every server object except main)

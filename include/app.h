@@ -20,6 +20,7 @@ struct exchange;
 struct wechat;
 struct evidence_store;
 struct static_files;
+struct replica;
 
 struct app {
     const struct config *cfg;
@@ -39,7 +40,9 @@ struct app {
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
     /* evidence photos' bytes (evidence_store.h) */
     struct evidence_store *evidence;
-    struct exchange *exchange; /* calls to partner schemes (exchange.h) */
+    /* calls to partner schemes (exchange.h); NULL when exchange.enabled is off */
+    struct exchange *exchange;
+    struct replica *replica; /* read replica routing (replica.h); NULL = none */
 };
 
 #endif

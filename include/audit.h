@@ -24,6 +24,14 @@ struct audit *audit_new(struct app *app);
 /* NULL allowed. Call after db_pool_free: a store in flight calls back into the audit state. */
 void audit_free(struct audit *a);
 
+/* Before the sweeps start (janitor.c): when audit.state_dir keeps a published checkpoint, checks
+ * that the database's signed history holds it. done(arg, NULL, false) when it does (or nothing
+ * is kept); done(arg, refusal, false) when the history is behind it or forks from it, unless
+ * audit.allow_rewind (then the kept one is set aside, logged); done(arg, NULL, true) when the
+ * database could not answer (ask again later). */
+void audit_history_check(struct audit *a, void (*done)(void *arg, const char *refusal, bool retry),
+                         void *arg);
+
 /* The sealer sweep (sweeps.c): $2 of gp_audit_seal as JSON from [audit]. */
 void audit_seal_args(const struct config *cfg, char *buf, size_t len);
 /* The sealer sweep's on_result: logs a new alarm once, signs and stores a candidate; returns

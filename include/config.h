@@ -28,6 +28,7 @@ struct config {
     int body_timeout_ms;          /* end of the head to the end of the body */
     int max_connections_per_addr; /* open connections from one peer address; 0 = no cap */
     int shutdown_timeout_ms;
+    int drain_delay_ms; /* after SIGTERM: /readyz 503, still serving, before the listeners close */
     int page_size_default;
     int page_size_max;
     int worker_threads; /* CPU pool for password hashing */
@@ -42,6 +43,11 @@ struct config {
     int db_connect_timeout_ms;
     int db_reconnect_max_ms;
     int db_retries;
+    char *db_replica_url; /* read replica (replica.h); "" = none */
+    int db_replica_pool_size;
+    int db_replica_max_lag_ms;
+    int db_replica_poll_interval_ms;
+    int db_replica_own_writes_window_ms;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
     /* [exchange] (exchange.h, docs/EXCHANGE.md) */
     bool exchange_allow_private;     /* partner URLs may resolve to loopback/private (tests) */
@@ -56,6 +62,8 @@ struct config {
     int exchange_send_for_s;         /* resend a transfer this long, then ask for its status */
     int exchange_signature_window_s; /* accepted clock skew of signed requests and replies */
     int exchange_timeout_s;          /* one call to a partner */
+    /* [care] */
+    int care_retention_s; /* sealed data of a removed resident is purged this long after */
     /* [evidence] */
     char *evidence_dir;               /* the directory store's root (evidence_store.h) */
     int evidence_max_size;            /* bytes: the body limit of an upload */
@@ -76,8 +84,10 @@ struct config {
     int audit_checkpoint_max_tx;       /* ... or once this many transactions were sealed */
     char *audit_key_file;              /* Ed25519 private key (PEM); "" = no checkpoints */
     char *audit_origin;                /* log origin = key name of the checkpoints */
-    int audit_seal_batch;              /* transactions sealed per sealer round */
-    int audit_verify_batch;            /* leaves re-derived per round of a verification pass */
+    char *audit_state_dir;   /* the latest published checkpoint, outside the database; "" = none */
+    bool audit_allow_rewind; /* start although the database is behind that checkpoint */
+    int audit_seal_batch;    /* transactions sealed per sealer round */
+    int audit_verify_batch;  /* leaves re-derived per round of a verification pass */
     /* [auth] */
     int session_ttl_s;
     int pbkdf2_iterations;

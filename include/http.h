@@ -66,8 +66,10 @@ struct req_ctx {
     char addr[64];        /* client address */
     struct principal principal;
     int64_t start_ms;
-    void *state;       /* the handler's own state (arena); guards never touch it */
-    void *guard_state; /* the route guard's own state (arena), e.g. the session lookup */
+    void *state;        /* the handler's own state (arena); guards never touch it */
+    void *guard_state;  /* the route guard's own state (arena), e.g. the session lookup */
+    struct db_pool *db; /* where the handler's reads go: app->db, or the replica (replica.h) */
+    bool write_marked;  /* replica_write_begin ran: replica_write_end at the reply */
     /* Called with the final status and body just before the reply is sent, to add headers
      * (merchant_auth signs replies to verified merchant requests with it). */
     void (*reply_hook)(struct req_ctx *rc, int code, const char *body, size_t len);

@@ -66,7 +66,12 @@ struct route {
     const struct route_guard *guard; /* NULL: public */
     struct route_body body;          /* its kind and limit */
     const char *summary;             /* one line, also used by the OpenAPI check */
+    unsigned flags;                  /* ROUTE_* below; 0 for most routes */
 };
+
+/* One read-only statement that may run on the read replica (replica.h): statements, boards,
+ * dashboards, exports. Its handler reads through rc->db (api_query, ...), never writes. */
+#define ROUTE_READ_REPLICA 1u
 
 enum router_result { ROUTER_MATCH, ROUTER_NOT_FOUND, ROUTER_METHOD_NOT_ALLOWED };
 

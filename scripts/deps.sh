@@ -15,6 +15,8 @@ PACKAGES=(
     # test: black-box API tests (tests/api), load and clock tools
     python3 python3-pytest python3-requests python3-psycopg2 python3-redis python3-yaml python3-jsonschema
     python3-hypothesis wrk faketime openssl
+    # operations drills (make test-ops, tests/ops): the load balancer of deploy/haproxy/
+    haproxy
     # fuzzing (tests/fuzz): clang with its libFuzzer and sanitizer runtimes
     clang libclang-rt-14-dev
     # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and

@@ -115,6 +115,9 @@ Or log in with one of the logins above and call the API with the token:
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   curl -s http://$LISTEN/api/v1/me -H "Authorization: Bearer \$TOKEN"
 
+Care visits (docs/CARE.md): worker 13930000001 has due visits of their care list:
+  curl -s http://$LISTEN/api/v1/care/due -H "Authorization: Bearer \$TOKEN"
+
 psql: psql "\$GRIDPOINTS_DATABASE_ADMIN_URL" after '. var/env' (the API functions are in schema
 gp: SET search_path = gp, public, or PGOPTIONS='-c search_path=gp,public').  Ctrl-C stops the
 server and the services.

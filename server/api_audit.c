@@ -243,7 +243,7 @@ static void text_query(struct req_ctx *rc, const char *content_type, const char 
     struct text_state *ts = arena_alloc(rc->arena, sizeof *ts);
     ts->content_type = content_type;
     rc->state = ts;
-    db_query(rc->app->db, sql, n, params, text_cb, rc);
+    db_query(rc->db, sql, n, params, text_cb, rc);
 }
 
 void api_audit_export(struct req_ctx *rc)

@@ -32,6 +32,10 @@
 struct run_state {
     int code;
     unsigned post;
+    /* A read on the replica that failed before reaching SQL is run once more on the primary. */
+    const char *sql;
+    int nparams;
+    const char **params;
     const char *secret_name;
     const char *secret; /* api_secret_buf: wiped and freed with the arena */
 };
@@ -53,6 +57,14 @@ static void run_cb(struct db_result *res, void *arg)
 {
     struct req_ctx *rc = arg;
     struct run_state *rs = rc->state;
+    if (rc->db != rc->app->db && db_result_status(res) == ST_UNAVAILABLE &&
+        !*db_result_sqlstate(res)) {
+        rlog(rc, LOG_LEVEL_WARN, "the read replica failed this read (%s): reading the primary",
+             db_result_log_detail(res));
+        rc->db = rc->app->db;
+        db_query(rc->db, rs->sql, rs->nparams, rs->params, run_cb, rc);
+        return;
+    }
     /* A write answers SELECT body, effects (gp_reply): the effects column is applied after the
      * commit and is the only part read here; the body goes out as the database wrote it. */
     if ((rs->post & API_EFFECTS) && db_result_status(res) == ST_OK)
@@ -83,8 +95,15 @@ void api_run_secret(struct req_ctx *rc, const char *sql, int nparams, const char
     rs->post = post;
     rs->secret_name = name;
     rs->secret = secret;
+    rs->sql = sql;
+    if (rc->db != rc->app->db) { /* kept for the retry on the primary */
+        rs->nparams = nparams;
+        rs->params = arena_alloc(rc->arena, sizeof *rs->params * (size_t)(nparams + 1));
+        for (int i = 0; i < nparams; i++)
+            rs->params[i] = params[i] ? arena_strdup(rc->arena, params[i]) : NULL;
+    }
     rc->state = rs;
-    db_query(rc->app->db, sql, nparams, params, run_cb, rc);
+    db_query(rc->db, sql, nparams, params, run_cb, rc);
 }
 
 json_t *api_result_json_or_reply(struct req_ctx *rc, struct db_result *res, int success_code)
@@ -260,6 +279,12 @@ static void ready_kv_cb(struct redisReply *reply, enum status st, void *arg)
 
 void api_readyz(struct req_ctx *rc)
 {
+    if (rc->app->stopping) { /* draining (server.drain_delay): the balancer takes us out */
+        http_set_header(rc, "Retry-After", "1");
+        static const char draining[] = "{\"status\":\"draining\"}";
+        http_reply_json_text(rc, 503, draining, sizeof draining - 1);
+        return;
+    }
     struct ready_state *rs = arena_alloc(rc->arena, sizeof *rs);
     rs->pending = 2;
     rc->state = rs;

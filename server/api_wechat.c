@@ -386,8 +386,10 @@ void api_wechat_invite_create(struct req_ctx *rc)
 
 void api_wechat_unbind_me(struct req_ctx *rc)
 {
-    const char *params[] = {api_actor(rc), api_actor(rc)};
-    api_query(rc, "SELECT gp_wechat_unbind($1, $2)", 2, params, 200);
+    /* The caller's own session survives: they unbind from the phone they hold. */
+    const char *params[] = {api_actor(rc), api_actor(rc), rc->principal.token_hash};
+    api_write(rc, "SELECT body, effects FROM gp_wechat_unbind($1, $2, decode($3, 'hex'))", 3,
+              params, 200);
 }
 
 void api_wechat_unbind_person(struct req_ctx *rc)
@@ -395,6 +397,6 @@ void api_wechat_unbind_person(struct req_ctx *rc)
     int64_t id;
     if (!http_param_id_or_reply(rc, 0, &id))
         return;
-    const char *params[] = {api_actor(rc), api_i64(rc, id)};
-    api_query(rc, "SELECT gp_wechat_unbind($1, $2)", 2, params, 200);
+    const char *params[] = {api_actor(rc), api_i64(rc, id), NULL};
+    api_write(rc, "SELECT body, effects FROM gp_wechat_unbind($1, $2, $3)", 3, params, 200);
 }

@@ -3,6 +3,7 @@
  * Blocking libpq is fine here: these run before or instead of the server, never on the
  * event loop (STYLE anti-pattern 1 is about the loop). */
 #include "cli.h"
+#include "cli_care.h"
 #include "cli_rebuild.h"
 #include "common.h"
 #include "config.h"
@@ -577,6 +578,14 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     }
     if (*existing) {
         printf("demo data already loaded (street id %s)\n", existing);
+        /* a demo loaded before the care lists existed gets them now */
+        if (!cli_demo_care_loaded(c, existing) &&
+            (!exec_ok(c, "BEGIN", "BEGIN") || cli_demo_care(c, cfg, existing) < 0 ||
+             !exec_ok(c, "COMMIT", "COMMIT"))) {
+            exec_ok(c, "ROLLBACK", "ROLLBACK");
+            PQfinish(c);
+            return 1;
+        }
         if (cred_path) {
             char *creds = read_file(cred_path, NULL);
             if (creds) {
@@ -665,6 +674,9 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     /* Budgets down the tree and a few open tasks, through the same SQL functions the API
      * uses (so the demo ledger is an ordinary, auditable ledger). */
     if (demo_exec(c, demo_activity_sql, 1, sp, NULL, 0) < 0)
+        goto fail;
+    /* Care lists of the street (cli_care.c): a few percent of residents, sealed. */
+    if (cli_demo_care(c, cfg, street) < 0)
         goto fail;
     if (!exec_ok(c, "COMMIT", "COMMIT"))
         goto fail;

@@ -203,6 +203,10 @@ struct verifier {
     struct accounts acc;
     char failure[1024];
     bool chain; /* check balance chains (complete exports) */
+    /* --checkpoint: one published earlier (kept by audit.state_dir, or fetched from
+     * /.well-known/gridpoints/checkpoint); the export must extend it or be reported behind it */
+    struct tlog_checkpoint published;
+    bool have_published, published_matched;
 };
 
 static bool fail(struct verifier *v, int64_t seq, int64_t txn, const char *fmt, ...)
@@ -487,6 +491,16 @@ static bool on_txn(struct verifier *v, char *line, size_t len)
     if (v->complete)
         merkle_range_append(&v->range, leaf);
     v->pos++;
+    if (v->complete && v->have_published && v->pos == v->published.size) {
+        merkle_hash root;
+        merkle_range_root(&v->range, root);
+        if (memcmp(root, v->published.root, 32) != 0)
+            return fail(v, seq, 0,
+                        "the published checkpoint of size %" PRIu64 " (--checkpoint) has another "
+                        "root than these transactions: this log forks from what was published",
+                        v->published.size);
+        v->published_matched = true;
+    }
     return true;
 }
 
@@ -540,7 +554,7 @@ static int kind_cmp(const void *a, const void *b)
     return strcmp(((const struct account *)a)->kind, ((const struct account *)b)->kind);
 }
 
-static int verify_export(const char *path, const struct keyring *keys)
+static int verify_export(const char *path, const struct keyring *keys, const char *published)
 {
     FILE *f = !strcmp(path, "-") ? stdin : fopen(path, "r");
     if (!f) {
@@ -551,6 +565,27 @@ static int verify_export(const char *path, const struct keyring *keys)
     v->path = path;
     v->keys = *keys;
     merkle_range_init(&v->range);
+    if (published) {
+        size_t plen;
+        char *note = slurp(published, &plen);
+        if (!note) {
+            fprintf(stderr, "verify: cannot read %s: %s\n", published, strerror(errno));
+            free(v);
+            if (f != stdin)
+                fclose(f);
+            return 2;
+        }
+        bool good = verify_note(v, note, &v->published);
+        free(note);
+        if (!good) {
+            printf("FAIL %s: %s\n", published, v->failure);
+            free(v);
+            if (f != stdin)
+                fclose(f);
+            return 1;
+        }
+        v->have_published = true;
+    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -583,6 +618,15 @@ static int verify_export(const char *path, const struct keyring *keys)
             ok = fail(v, -1, 0, "the trial balance is %" PRId64 ", not 0", total);
         if (ok && v->checkpoints == 0 && v->pos > 0)
             ok = fail(v, -1, 0, "no checkpoint: nothing in this export is signed");
+        if (ok && v->have_published && v->published.size > v->pos)
+            ok = fail(v, -1, 0,
+                      "the published checkpoint of size %" PRIu64 " (--checkpoint) is newer "
+                      "than this log, which ends at size %" PRIu64 ": %" PRIu64
+                      " transactions signed before are missing (a restore to an earlier point?); "
+                      "a checkpoint that continues this log would fork the published one",
+                      v->published.size, v->pos, v->published.size - v->pos);
+    } else if (ok && v->have_published) {
+        ok = fail(v, -1, 0, "--checkpoint needs a complete export");
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -606,6 +650,10 @@ static int verify_export(const char *path, const struct keyring *keys)
                    v->pos > v->last_cp_size ? " (the transactions after it are sealed but not "
                                               "yet covered by a signature)"
                                             : "");
+            if (v->published_matched)
+                printf("  the published checkpoint of size %" PRIu64
+                       " (--checkpoint) is a prefix of this log\n",
+                       v->published.size);
             /* trial balance by account kind */
             struct account *copy = xcalloc(v->acc.n ? v->acc.n : 1, sizeof *copy);
             size_t m = 0;
@@ -754,17 +802,23 @@ int cli_verify(int argc, char **argv)
 {
     const char *exp = cli_opt(argc, argv, "--export"), *proofs = cli_opt(argc, argv, "--proofs");
     const char *pub = cli_opt(argc, argv, "--pubkey");
-    if (!pub || (!exp == !proofs)) {
-        fprintf(stderr, "usage: gridpointsd verify --export FILE --pubkey KEYS\n"
-                        "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
-                        "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
-                        "`gridpointsd audit-pubkey`), or verifier-key lines\n");
+    const char *published = cli_opt(argc, argv, "--checkpoint");
+    if (!pub || (!exp == !proofs) || (published && !exp)) {
+        fprintf(stderr,
+                "usage: gridpointsd verify --export FILE --pubkey KEYS [--checkpoint NOTE]\n"
+                "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
+                "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
+                "`gridpointsd audit-pubkey`), or verifier-key lines\n"
+                "NOTE: a checkpoint published earlier (audit.state_dir's "
+                "published-checkpoint.note):\n"
+                "      the export must extend it; one newer than the export is "
+                "reported\n");
         return 2;
     }
     struct keyring *kr = xcalloc(1, sizeof *kr);
     int rc = 2;
     if (load_keys(pub, kr))
-        rc = exp ? verify_export(exp, kr) : verify_proofs(proofs, kr);
+        rc = exp ? verify_export(exp, kr, published) : verify_proofs(proofs, kr);
     free(kr);
     return rc;
 }

@@ -56,6 +56,8 @@ static const struct cfg_entry table[] = {
     I("audit", "checkpoint_max_tx", audit_checkpoint_max_tx, "10000", 1, 100000000),
     S("audit", "key_file", audit_key_file, ""),
     S("audit", "origin", audit_origin, "gridpoints.local/ledger"),
+    B("audit", "allow_rewind", audit_allow_rewind, "false"),
+    S("audit", "state_dir", audit_state_dir, ""),
     I("audit", "seal_batch", audit_seal_batch, "1000", 1, 100000),
     I("audit", "verify_batch", audit_verify_batch, "20000", 1, 10000000),
 
@@ -70,12 +72,19 @@ static const struct cfg_entry table[] = {
     I("auth", "pbkdf2_iterations", pbkdf2_iterations, "210000", 1000, 10000000),
     T("auth", "session_ttl", session_ttl_s, "12h", 60, 2592000),
 
+    T("care", "retention", care_retention_s, "365d", 0, 315360000),
+
     S("database", "admin_url", database_admin_url, ""),
     D("database", "connect_timeout", db_connect_timeout_ms, "5s", 100, 600000),
     I("database", "pool_size", db_pool_size, "6", 1, 256),
     I("database", "queue_max", db_queue_max, "2048", 1, 1000000),
     D("database", "queue_timeout", db_queue_timeout_ms, "3s", 10, 600000),
     D("database", "reconnect_max", db_reconnect_max_ms, "2s", 100, 600000),
+    D("database", "replica_max_lag", db_replica_max_lag_ms, "5s", 0, 3600000),
+    D("database", "replica_own_writes_window", db_replica_own_writes_window_ms, "30s", 0, 86400000),
+    D("database", "replica_poll_interval", db_replica_poll_interval_ms, "500ms", 50, 60000),
+    I("database", "replica_pool_size", db_replica_pool_size, "4", 1, 256),
+    S("database", "replica_url", db_replica_url, ""),
     I("database", "retries", db_retries, "3", 0, 20),
     S("database", "sql_dir", sql_dir, "sql"),
     D("database", "statement_timeout", db_statement_timeout_ms, "5s", 10, 3600000),
@@ -126,6 +135,7 @@ static const struct cfg_entry table[] = {
     S("redis", "url", redis_url, "redis://127.0.0.1:6379/0"),
 
     D("server", "body_timeout", body_timeout_ms, "60s", 100, 3600000),
+    D("server", "drain_delay", drain_delay_ms, "0s", 0, 600000),
     D("server", "head_timeout", head_timeout_ms, "10s", 100, 3600000),
     I("server", "json_max_depth", json_max_depth, "16", 1, 1000),
     I("server", "json_max_items", json_max_items, "1000", 1, 10000000),

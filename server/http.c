@@ -12,6 +12,7 @@
 #include "http_guard.h"
 #include "log.h"
 #include "metrics.h"
+#include "replica.h"
 #include "utf8.h"
 
 #include <event2/buffer.h>
@@ -145,8 +146,10 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     if (!evhttp_find_header(out, "Cache-Control"))
         evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
-    if (core->stopping)
+    if (core->stopping || core->app->stopping) /* draining: the client reconnects elsewhere */
         evhttp_add_header(out, "Connection", "close");
+    if (rc->write_marked) /* before the bytes leave: the next read of this person sees it */
+        replica_write_end(rc->app->replica, rc->principal.person_id);
     if (rc->reply_hook) {
         size_t len = evbuffer_get_length(body);
         rc->reply_hook(rc, code, (const char *)evbuffer_pullup(body, -1), len);
@@ -189,6 +192,8 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         snprintf(tmp, sizeof tmp, "%.1f", secs * 1000);
         log_kv(ctx, sizeof ctx, "ms", tmp);
         log_kv(ctx, sizeof ctx, "addr", rc->addr);
+        if (replica_is_pool(rc->app->replica, rc->db))
+            log_kv(ctx, sizeof ctx, "db", "replica");
         log_write(LOG_LEVEL_INFO, ctx, "%s", "done");
     }
     rc_free(rc);
@@ -491,6 +496,7 @@ void http_request_run(struct http_core *core, const struct http_origin *origin,
 {
     struct req_ctx *rc = xcalloc(1, sizeof *rc);
     rc->app = core->app;
+    rc->db = core->app->db;
     rc->core = core;
     rc->server = core->server;
     rc->origin = *origin;
@@ -612,7 +618,33 @@ static void read_body(struct req_ctx *rc)
     dispatch(rc);
 }
 
+static void run_handler(void *arg)
+{
+    struct req_ctx *rc = arg;
+    rc->route->handler(rc);
+}
+
+static void replica_chosen(void *arg, struct db_pool *pool)
+{
+    struct req_ctx *rc = arg;
+    rc->db = pool;
+    rc->route->handler(rc);
+}
+
+/* With a read replica (replica.h): replica routes choose their pool; a person's writes mark
+ * them so that their own reads follow their writes. */
 static void dispatch(struct req_ctx *rc)
 {
+    struct replica *replica = rc->app->replica;
+    if (replica && (rc->route->flags & ROUTE_READ_REPLICA)) {
+        replica_choose(replica, rc->principal.person_id, replica_chosen, rc);
+        return;
+    }
+    if (replica && rc->principal.person_id > 0 && strcmp(rc->method, "GET") != 0 &&
+        strcmp(rc->method, "HEAD") != 0) {
+        rc->write_marked = true;
+        replica_write_begin(replica, rc->principal.person_id, run_handler, rc);
+        return;
+    }
     rc->route->handler(rc);
 }

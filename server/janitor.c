@@ -5,6 +5,7 @@
  * at full speed, and otherwise waits for its interval. At most one call per sweep is in flight
  * per instance. */
 #include "janitor.h"
+#include "audit.h"
 #include "app.h"
 #include "common.h"
 #include "config.h"
@@ -157,6 +158,30 @@ static bool schema_answer(struct janitor *j, struct db_result *res, bool *retry)
     return false;
 }
 
+/* The last start-up check (audit.h): the signed history is not behind a published checkpoint. */
+static void history_cb(void *arg, const char *refusal, bool retry)
+{
+    struct janitor *j = arg;
+    j->schema_running = false;
+    if (j->stopped) {
+        maybe_idle(j);
+        return;
+    }
+    if (retry) {
+        struct timeval tv = {1, 0};
+        evtimer_add(j->schema_timer, &tv);
+        return;
+    }
+    if (refusal) {
+        log_error("%s", refusal);
+        *j->exit_code = 1;
+        raise(SIGTERM);
+        return;
+    }
+    j->schema_checked = true;
+    start_sweeps(j);
+}
+
 static void hash_cb(struct db_result *res, void *arg)
 {
     struct janitor *j = arg;
@@ -174,8 +199,8 @@ static void hash_cb(struct db_result *res, void *arg)
         return;
     }
     log_info("database schema at version %d, functions %.12s", SQL_BUILD_MIGRATION_VERSION, have);
-    j->schema_checked = true;
-    start_sweeps(j);
+    j->schema_running = true;
+    audit_history_check(j->app->audit, history_cb, j);
 }
 
 static void schema_cb(struct db_result *res, void *arg)

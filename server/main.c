@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "login_throttle.h"
 #include "ratelimit.h"
+#include "replica.h"
 #include "sql_build.h"
 #include "static.h"
 #include "webhook.h"
@@ -43,7 +44,7 @@ struct server {
     struct app app;
     struct http_server *http;
     struct janitor *janitor;
-    struct event *sigterm, *sigint, *deadline;
+    struct event *sigterm, *sigint, *deadline, *drain;
     int parts_running; /* the HTTP server and the janitor; the loop exits when both are idle */
     int exit_code;
 };
@@ -95,27 +96,49 @@ static void force_cb(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(s->app.base, &last);
 }
 
+/* The drain delay is over (or there was none): close the listeners, finish in-flight requests
+ * within server.shutdown_timeout. */
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
+                         (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
+    evtimer_add(s->deadline, &tv);
+    http_server_stop_accepting(s->http);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
     if (s->app.stopping) {
+        if (evtimer_pending(s->drain, NULL)) { /* a second signal ends the drain delay */
+            evtimer_del(s->drain);
+            drain_cb(-1, 0, s);
+        }
         force_cb(-1, 0, s);
         return;
     }
     log_info("received %s: shutting down (%d requests in flight)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", http_server_inflight(s->http));
-    s->app.stopping = 1;
+    s->app.stopping = 1; /* /readyz answers 503 from now on, replies close their connection */
     s->parts_running = 4;
     janitor_stop(s->janitor, part_idle_cb, s);
+    replica_stop(s->app.replica);
     webhooks_stop(s->app.webhooks, part_idle_cb, s);
     if (s->app.exchange)
         exchange_stop(s->app.exchange, part_idle_cb, s);
     else
         s->parts_running--;
-    struct timeval tv = {s->app.cfg->shutdown_timeout_ms / 1000,
-                         (s->app.cfg->shutdown_timeout_ms % 1000) * 1000};
-    evtimer_add(s->deadline, &tv);
-    http_server_stop_accepting(s->http);
+    int drain = s->app.cfg->drain_delay_ms;
+    if (drain > 0) {
+        /* Still serving while a load balancer's health check notices /readyz (docs/OPERATIONS.md,
+         * "Several instances behind a load balancer"); then the ordinary drain. */
+        log_info("draining: listeners close in %d ms", drain);
+        struct timeval tv = {drain / 1000, (drain % 1000) * 1000};
+        evtimer_add(s->drain, &tv);
+        return;
+    }
+    drain_cb(-1, 0, s);
 }
 
 static int serve(const struct config *cfg)
@@ -217,6 +240,13 @@ static int serve(const struct config *cfg)
         goto teardown;
     }
 
+    bool replica_ok;
+    app->replica = replica_new(app, &replica_ok); /* NULL without database.replica_url */
+    if (!replica_ok) {
+        s.exit_code = 1;
+        goto teardown;
+    }
+
     s.http = http_server_new(app);
     if (!s.http) {
         s.exit_code = 1;
@@ -227,6 +257,7 @@ static int serve(const struct config *cfg)
     s.sigterm = evsignal_new(app->base, SIGTERM, signal_cb, &s);
     s.sigint = evsignal_new(app->base, SIGINT, signal_cb, &s);
     s.deadline = evtimer_new(app->base, force_cb, &s);
+    s.drain = evtimer_new(app->base, drain_cb, &s);
     evsignal_add(s.sigterm, NULL);
     evsignal_add(s.sigint, NULL);
     log_info("gridpointsd %s started (pid %d)", GRIDPOINTS_VERSION, (int)getpid());
@@ -240,6 +271,8 @@ teardown:
     janitor_free(s.janitor);
     if (s.deadline)
         event_free(s.deadline);
+    if (s.drain)
+        event_free(s.drain);
     if (s.sigterm)
         event_free(s.sigterm);
     if (s.sigint)
@@ -255,6 +288,7 @@ teardown:
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    replica_free(app->replica);   /* after the primary's pool: its lag poll calls back into it */
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
     exchange_free(app->exchange); /* likewise */
     wechat_free(app->wechat);     /* after the HTTP server drained: no exchange left */

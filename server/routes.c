@@ -3,6 +3,7 @@
  * routes (tests/api/test_openapi.py checks it). */
 #include "api.h"
 #include "api_exchange.h"
+#include "api_care.h"
 #include "auth.h"
 #include "merchant_auth.h"
 #include "router.h"
@@ -14,6 +15,12 @@
 #define GUARD_AUDITOR  (&auth_guard_auditor)  /* ... holding the auditor or street admin role */
 #define GUARD_MERCHANT (&merchant_auth_guard) /* a signed merchant request */
 #define GUARD_METRICS  (&api_guard_metrics)   /* server.metrics_listen / metrics_token rules */
+
+/* A row may leave out its last member, flags (0). */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+/* Rows ending in ROUTE_READ_REPLICA (router.h) read the replica when one is configured and fresh
+ * enough (replica.h): one read-only statement each, through rc->db. */
 
 /* Bodies (router.h): JSON up to a limit, or raw bytes. */
 #define BODY_NONE    ROUTE_JSON(0)
@@ -101,11 +108,11 @@ const struct route routes_table[] = {
     {"GET", "/api/v1/workers/{id}/points", api_points, GUARD_SESSION, BODY_NONE,
      "balance from the ledger with points expiring soon"},
     {"GET", "/api/v1/workers/{id}/statement", api_statement, GUARD_SESSION, BODY_NONE,
-     "postings, newest first, by kind and time"},
+     "postings, newest first, by kind and time", ROUTE_READ_REPLICA},
     {"GET", "/api/v1/workers/{id}/rank", api_rank, GUARD_SESSION, BODY_NONE,
-     "rank in grid, community or street, by month or all-time"},
+     "rank in grid, community or street, by month or all-time", ROUTE_READ_REPLICA},
     {"GET", "/api/v1/budgets", api_budgets, GUARD_SESSION, BODY_NONE,
-     "budgets of a unit's subtree (staff)"},
+     "budgets of a unit's subtree (staff)", ROUTE_READ_REPLICA},
     {"POST", "/api/v1/budgets/issue", api_budget_issue, GUARD_SESSION, BODY_SMALL,
      "issue points into a street's budget (street admin)"},
     {"POST", "/api/v1/budgets/grants", api_budget_grant, GUARD_SESSION, BODY_SMALL,
@@ -211,6 +218,47 @@ const struct route routes_table[] = {
     {"GET", "/merchant/v1/webhook/events", api_mrc_webhook_events, GUARD_MERCHANT, BODY_NONE,
      "recent webhook events and their delivery"},
 
+    /* care visits from the red / yellow / blue lists (docs/CARE.md): staff keep the lists,
+     * workers visit; personal fields are sealed and opened in api_care.c */
+    {"GET", "/api/v1/care/policies/{id}", api_care_policy_get, GUARD_SESSION, BODY_NONE,
+     "the street's care policy: interval, grace and points per colour"},
+    {"PUT", "/api/v1/care/policies/{id}", api_care_policy_set, GUARD_SESSION, BODY_SMALL,
+     "set the street's care policy (street admin)"},
+    {"POST", "/api/v1/care/residents", api_care_resident_create, GUARD_SESSION, BODY_SMALL,
+     "put a resident on a care list (staff)"},
+    {"GET", "/api/v1/care/residents", api_care_resident_list, GUARD_SESSION, BODY_NONE,
+     "residents: staff's subtree masked, a worker's own in the visit view"},
+    {"GET", "/api/v1/care/residents/{id}", api_care_resident_get, GUARD_SESSION, BODY_NONE,
+     "one resident with the open due visit and the last visits"},
+    {"PATCH", "/api/v1/care/residents/{id}", api_care_resident_update, GUARD_SESSION, BODY_SMALL,
+     "change colour, categories, worker, backup, contact (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/pause", api_care_resident_pause, GUARD_SESSION,
+     BODY_SMALL, "pause a resident's visits with a reason (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/resume", api_care_resident_resume, GUARD_SESSION,
+     BODY_SMALL, "resume a paused resident's visits (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/remove", api_care_resident_remove, GUARD_SESSION,
+     BODY_SMALL, "remove a resident from the lists with a reason (staff)"},
+    {"POST", "/api/v1/care/residents/{id}/open", api_care_resident_open, GUARD_SESSION, BODY_SMALL,
+     "open a resident's full record with a reason, audited (staff)"},
+    {"POST", "/api/v1/care/lookup", api_care_lookup, GUARD_SESSION, BODY_SMALL,
+     "find residents by phone or ID number, masked (staff)"},
+    {"GET", "/api/v1/care/due", api_care_due, GUARD_SESSION, BODY_NONE,
+     "open due visits: the worker's own, or a staff subtree's"},
+    {"POST", "/api/v1/care/visits", api_care_visit_submit, GUARD_SESSION, BODY_SMALL,
+     "record a visit (offline sync: client_visit_id, applied once)"},
+    {"GET", "/api/v1/care/followups", api_care_followup_list, GUARD_SESSION, BODY_NONE,
+     "follow-ups of needs-help, moved and overdue visits (staff)"},
+    {"POST", "/api/v1/care/followups/{id}/close", api_care_followup_close, GUARD_SESSION,
+     BODY_SMALL, "close a follow-up with a note (staff)"},
+    {"GET", "/api/v1/care/coverage", api_care_coverage, GUARD_SESSION, BODY_NONE,
+     "coverage of a unit: residents by colour, visits due, on time, late, missed"},
+    {"POST", "/api/v1/care/export", api_care_export, GUARD_SESSION, BODY_SMALL,
+     "one page of a subtree's residents in full, with a reason (street admin)"},
+    {"GET", "/api/v1/care/budgets/{id}", api_care_budget_get, GUARD_SESSION, BODY_NONE,
+     "a grid's care budget"},
+    {"POST", "/api/v1/care/budgets/{id}/fund", api_care_budget_fund, GUARD_SESSION, BODY_SMALL,
+     "move points of the grid's budget into its care budget (staff)"},
+
     /* audit (docs/AUDIT.md): auditors and street admins, scoped to their subtree; public keys,
      * the latest checkpoint and the points board need no session */
     {"GET", "/audit/v1/status", api_audit_status, GUARD_AUDITOR, BODY_NONE,
@@ -226,21 +274,21 @@ const struct route routes_table[] = {
     {"GET", "/audit/v1/workers/{id}/statement", api_audit_statement, GUARD_AUDITOR, BODY_NONE,
      "a worker's statement with log positions and inclusion proofs"},
     {"GET", "/audit/v1/trial-balance", api_audit_trial_balance, GUARD_AUDITOR, BODY_NONE,
-     "trial balance of a subtree by account kind and unit"},
+     "trial balance of a subtree by account kind and unit", ROUTE_READ_REPLICA},
     {"GET", "/audit/v1/budget-use", api_audit_budget_use, GUARD_AUDITOR, BODY_NONE,
-     "budget use per community and per task"},
+     "budget use per community and per task", ROUTE_READ_REPLICA},
     {"GET", "/audit/v1/log", api_audit_log, GUARD_AUDITOR, BODY_NONE,
      "the audit log of privileged actions"},
     {"GET", "/audit/v1/anomalies", api_audit_anomalies, GUARD_AUDITOR, BODY_NONE,
      "anomalies of the work loop with their evidence"},
     {"GET", "/audit/v1/export", api_audit_export, GUARD_AUDITOR, BODY_NONE,
-     "one page of the ledger export (JSON Lines or CSV)"},
+     "one page of the ledger export (JSON Lines or CSV)", ROUTE_READ_REPLICA},
     {"GET", "/.well-known/gridpoints/checkpoint-keys", api_audit_keys, GUARD_NONE, BODY_NONE,
      "public keys of the checkpoints with validity"},
     {"GET", "/.well-known/gridpoints/checkpoint", api_audit_latest_checkpoint, GUARD_NONE,
      BODY_NONE, "the latest signed checkpoint (signed note)"},
     {"GET", "/api/v1/public/grids/{id}/points-board", api_points_board, GUARD_NONE, BODY_NONE,
-     "points board of a grid for a month, names masked"},
+     "points board of a grid for a month, names masked", ROUTE_READ_REPLICA},
     /* points exchange with partner schemes (docs/EXCHANGE.md): street admins register and
      * reconcile partners, workers link and transfer ... */
     {"POST", "/api/v1/exchange/partners", api_xchg_partner_create, GUARD_SESSION, BODY_SMALL,

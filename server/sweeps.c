@@ -154,6 +154,25 @@ static void exchange_recon_args(const struct config *cfg, char *buf, size_t len)
              cfg->exchange_enabled ? "true" : "false");
 }
 
+/* gp_care_sweep: due care visits past their grace escalate to grid staff (once each), and the
+ * sealed data of residents removed longer than care.retention ago is purged (docs/CARE.md). */
+static void care_sweep_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"retention_s\":%d}", cfg->care_retention_s);
+}
+
+static int64_t care_swept(struct app *app, json_t *j)
+{
+    count(app, j, "escalated", "care_visits_escalated");
+    count(app, j, "purged", "care_residents_purged");
+    json_int_t esc = json_integer_value(json_object_get(j, "escalated"));
+    json_int_t purged = json_integer_value(json_object_get(j, "purged"));
+    if (esc > 0 || purged > 0)
+        log_info("care sweep: %lld overdue visits escalated, %lld removed residents purged",
+                 (long long)esc, (long long)purged);
+    return json_is_true(json_object_get(j, "more"));
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -173,5 +192,8 @@ const struct sweep_def sweep_defs[] = {
      exchange_claim_args},
     {"exchange_recon", "SELECT gp_xchg_recon_claim($1, $2::jsonb)", 2, every_sweep_interval,
      exchange_recon_claimed, exchange_recon_args},
+    /* care visits: overdue escalation and retention (docs/CARE.md) */
+    {"care", "SELECT gp_care_sweep($1, $2::jsonb)", 2, every_sweep_interval, care_swept,
+     care_sweep_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

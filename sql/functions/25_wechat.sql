@@ -119,13 +119,18 @@ END
 $$;
 
 -- Removes a person's WeChat bindings: the person themselves, or staff whose subtree covers
--- the person (404 otherwise, as for a missing person). Each removal is audited.
-CREATE FUNCTION gp_wechat_unbind(p_actor bigint, p_person bigint) RETURNS jsonb
+-- the person (404 otherwise, as for a missing person). Each removal is audited. A binding is
+-- removed because a phone was lost or changed hands, so when anything was unbound the
+-- person's sessions end too -- all of them when staff unbind, all but the caller's own
+-- (p_keep, the SHA-256 of its token) when the person unbinds from the phone they hold.
+CREATE FUNCTION gp_wechat_unbind(p_actor bigint, p_person bigint, p_keep bytea)
+RETURNS gp_reply
 LANGUAGE plpgsql AS $$
 DECLARE
     p persons;
     b wechat_bindings;
     n int := 0;
+    revoked text[] := '{}';
 BEGIN
     IF p_actor = p_person THEN
         SELECT * INTO p FROM persons WHERE id = p_person;
@@ -137,7 +142,16 @@ BEGIN
                          gp_wechat_binding_json(b), NULL);
         n := n + 1;
     END LOOP;
-    RETURN jsonb_build_object('person_id', p.id, 'unbound', n);
+    IF n > 0 THEN
+        WITH r AS (UPDATE sessions SET revoked_at = now()
+                    WHERE person_id = p.id AND revoked_at IS NULL
+                      AND token_hash IS DISTINCT FROM p_keep
+                RETURNING token_hash)
+        SELECT coalesce(array_agg(encode(token_hash, 'hex')), '{}') INTO revoked FROM r;
+    END IF;
+    RETURN gp_out(jsonb_build_object('person_id', p.id, 'unbound', n,
+                                     'sessions_ended', cardinality(revoked)),
+                  jsonb_build_object('drop_sessions', to_jsonb(revoked)));
 END
 $$;
 

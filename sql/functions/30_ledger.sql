@@ -81,7 +81,8 @@ $$;
 ------------------------------------------------------------------------------------------
 -- The id of the account of (kind, owner), created on demand. Kinds and owners:
 --   issuance, expiry, settlement: owner NULL/0 (created by this migration)
---   budget: org unit id; worker, worker_pending: person id (both created together);
+--   budget, care (a grid's care budget, 80_care.sql): org unit id;
+--   worker, worker_pending: person id (both created together);
 --   reservation: task id; merchant: merchant id; hold: voucher/order id -- for these three the
 --   optional p_unit is the org node the account is scoped to (used only when creating).
 CREATE FUNCTION gp_account_of(p_kind text, p_owner bigint, p_unit bigint DEFAULT NULL)
@@ -97,7 +98,7 @@ BEGIN
     END IF;
     IF p_kind IN ('issuance', 'expiry', 'settlement') THEN
         PERFORM gp_raise('400', 'invalid_account', 'system accounts have no owner', 'owner_id');
-    ELSIF p_kind = 'budget' THEN
+    ELSIF p_kind IN ('budget', 'care') THEN
         SELECT id INTO v_unit FROM org_units WHERE id = v_owner;
         IF NOT FOUND THEN
             PERFORM gp_raise('404', 'unit_not_found', 'unit not found', 'unit_id');
@@ -439,20 +440,18 @@ BEGIN
 END
 $$;
 
--- Pays one approved assignment (kind 'award': reservation(task) -> worker, or -> worker_pending
--- when the worker's street has an objection period). At most once per assignment: GP409
--- already_awarded (and a unique index as the backstop). Touches no shared row: only the task's
--- reservation account and the worker's own rows. Returns
+-- Pays p_amount from account p_from to a worker (kind 'award': -> worker, or -> worker_pending
+-- when the worker's street has an objection period), with p_refs naming what is paid (a
+-- task's assignment_id, or a care visit's care_visit_id: each paid at most once, by a unique
+-- index). The one award step of the task seam and of care visits (80_care.sql). Returns
 -- {"txn_id", "worker_id", "balance" (= "available"), "pending", "version", "to_pending",
---  "earned_month", "earned_total", "period", "rank_units": [street, community, grid], ...};
--- after commit the caller calls ledger_cache_put(worker_id, available, pending, version) and
--- ledger_rank_put for period and 'all'.
-CREATE FUNCTION gp_task_award(p_task bigint, p_assignment bigint, p_worker bigint,
-                              p_amount bigint, p_actor bigint)
+--  "earned_month", "earned_total", "period", "rank_units": [street, community, grid],
+--  "amount"} plus p_refs; the caller puts it in its "awards" effect.
+CREATE FUNCTION gp_award_from(p_from bigint, p_refs jsonb, p_worker bigint, p_amount bigint,
+                              p_actor bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_now timestamptz := now();
-    v_res bigint;
     v_acc bigint;
     v_txn bigint;
     pol ledger_policies;
@@ -461,6 +460,54 @@ DECLARE
     v_period text := gp_period_now();
     v_month bigint;
     v_total bigint;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM persons WHERE id = p_worker) THEN
+        PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
+    END IF;
+    pol := gp_policy_of_person(p_worker);
+    v_pending := coalesce(pol.objection_period > interval '0', false);
+    v_expires := gp_lot_expiry(pol, v_now);
+    v_acc := gp_account_of(CASE WHEN v_pending THEN 'worker_pending' ELSE 'worker' END, p_worker);
+
+    v_txn := gp_ledger_post_legs('award', p_actor, p_refs || jsonb_build_object('worker_id', p_worker),
+        NULL, ARRAY[p_from, v_acc], ARRAY[-p_amount, p_amount]);
+
+    IF v_pending THEN
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
+        VALUES (v_txn, p_worker, p_amount, v_now, v_now + pol.objection_period, v_expires);
+    ELSIF v_expires IS NOT NULL THEN
+        PERFORM gp_lot_put(p_worker, v_txn, p_amount, v_now, v_expires);
+    END IF;
+
+    WITH up AS (
+        INSERT INTO worker_earnings AS e (person_id, period, points)
+        VALUES (p_worker, v_period, p_amount), (p_worker, 'all', p_amount)
+        ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
+        RETURNING e.period, e.points)
+    SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
+      INTO v_month, v_total FROM up;
+
+    RETURN gp_worker_state(p_worker) || p_refs || jsonb_build_object(
+        'txn_id', v_txn, 'amount', p_amount,
+        'to_pending', v_pending, 'earned_month', v_month, 'earned_total', v_total,
+        'period', v_period, 'rank_units', to_jsonb(gp_rank_units(p_worker)));
+END
+$$;
+
+-- Pays one approved assignment from the task's reservation (gp_award_from). At most once per
+-- assignment: GP409 already_awarded (and a unique index as the backstop). Touches no shared
+-- row: only the task's reservation account and the worker's own rows. Returns gp_award_from's
+-- jsonb with task_id and assignment_id; after commit the caller calls
+-- ledger_cache_put(worker_id, available, pending, version) and ledger_rank_put for period and
+-- 'all' (the "awards" effect).
+CREATE FUNCTION gp_task_award(p_task bigint, p_assignment bigint, p_worker bigint,
+                              p_amount bigint, p_actor bigint)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_res bigint;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
@@ -479,38 +526,8 @@ BEGIN
         PERFORM gp_raise('402', 'insufficient_reservation', 'the task has no reservation',
                          'task_id');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM persons WHERE id = p_worker) THEN
-        PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
-    END IF;
-    pol := gp_policy_of_person(p_worker);
-    v_pending := coalesce(pol.objection_period > interval '0', false);
-    v_expires := gp_lot_expiry(pol, v_now);
-    v_acc := gp_account_of(CASE WHEN v_pending THEN 'worker_pending' ELSE 'worker' END, p_worker);
-
-    v_txn := gp_ledger_post_legs('award', p_actor,
-        jsonb_build_object('task_id', p_task, 'assignment_id', p_assignment,
-                           'worker_id', p_worker),
-        NULL, ARRAY[v_res, v_acc], ARRAY[-p_amount, p_amount]);
-
-    IF v_pending THEN
-        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
-        VALUES (v_txn, p_worker, p_amount, v_now, v_now + pol.objection_period, v_expires);
-    ELSIF v_expires IS NOT NULL THEN
-        PERFORM gp_lot_put(p_worker, v_txn, p_amount, v_now, v_expires);
-    END IF;
-
-    WITH up AS (
-        INSERT INTO worker_earnings AS e (person_id, period, points)
-        VALUES (p_worker, v_period, p_amount), (p_worker, 'all', p_amount)
-        ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
-        RETURNING e.period, e.points)
-    SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
-      INTO v_month, v_total FROM up;
-
-    RETURN gp_worker_state(p_worker) || jsonb_build_object(
-        'txn_id', v_txn, 'task_id', p_task, 'assignment_id', p_assignment, 'amount', p_amount,
-        'to_pending', v_pending, 'earned_month', v_month, 'earned_total', v_total,
-        'period', v_period, 'rank_units', to_jsonb(gp_rank_units(p_worker)));
+    RETURN gp_award_from(v_res, jsonb_build_object('task_id', p_task, 'assignment_id', p_assignment),
+                         p_worker, p_amount, p_actor);
 END
 $$;
 
@@ -1294,6 +1311,7 @@ REVOKE EXECUTE ON FUNCTION
     gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
     gp_ledger_sweep(int)
@@ -1307,6 +1325,7 @@ GRANT EXECUTE ON FUNCTION
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
     gp_ledger_sweep(int)

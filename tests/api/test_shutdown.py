@@ -69,3 +69,27 @@ def test_shutdown_deadline_fails_pending_with_503(make_server, make_admin, servi
     finally:
         lock.rollback()
         lock.close()
+
+
+def test_drain_delay_serves_while_readyz_says_draining(make_server, make_admin):
+    """server.drain_delay: after SIGTERM /readyz answers 503 "draining" (a load balancer takes
+    the instance out) while every other request is still served, with Connection: close; then
+    the listeners close and the process exits 0 (docs/OPERATIONS.md, "Several instances behind
+    a load balancer")."""
+    srv = make_server(env={"GRIDPOINTS_SERVER_DRAIN_DELAY": "2s"})
+    adm = make_admin(srv)
+    api = Api(srv)
+    assert api.get("/readyz", token=None).status_code == 200
+    t0 = time.time()
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    r = api.get("/readyz", token=None)
+    assert r.status_code == 503 and r.json()["status"] == "draining", r.text
+    assert r.headers.get("Retry-After")
+    r = api.get("/api/v1/units", token=adm["token"])
+    assert r.status_code == 200, r.text
+    assert r.headers.get("Connection", "").lower() == "close"
+    assert srv.proc.poll() is None, "exited during the drain delay"
+    assert srv.wait_exit(10) == 0
+    assert time.time() - t0 >= 1.9
+    srv.check_log()

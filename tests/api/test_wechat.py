@@ -491,6 +491,35 @@ def test_unbind_by_person_and_by_staff(wapi, make_admin, peer, sql):
     assert unbinds == [(w["id"], openid), (admin["person_id"], openid)]
 
 
+def test_unbinding_ends_the_other_sessions(wapi, make_admin, peer):
+    """A binding is removed because a phone was lost: the sessions it left open end with it,
+    at once (the server's session cache included); the person's own phone stays signed in."""
+    admin = make_admin(wapi.base_url)
+    w = make_person(wapi, admin)
+    openid = "oEnd_" + unique_name("u").replace(".", "_")
+    r = bind(wapi, ticket_for(wapi, peer, openid), w["phone"], invite(wapi, admin, w["id"])["code"])
+    lost = r.json()["token"]
+    kept = login(wapi, peer.code(openid)).json()["token"]
+    for t in (lost, kept):  # both sessions are in use (and cached) before the unbind
+        assert wapi.get("/api/v1/me", token=t).status_code == 200
+    r = wapi.delete("/api/v1/me/wechat", token=kept)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"person_id": w["id"], "unbound": 1, "sessions_ended": 1}
+    assert wapi.get("/api/v1/me", token=lost).status_code == 401
+    assert wapi.get("/api/v1/me", token=kept).status_code == 200
+    # staff unbind: every session of the person ends, the one that asked included
+    r = bind(wapi, ticket_for(wapi, peer, openid), w["phone"], invite(wapi, admin, w["id"])["code"])
+    again = r.json()["token"]
+    r = wapi.delete(f"/api/v1/people/{w['id']}/wechat", token=admin["token"])
+    assert r.status_code == 200 and r.json()["sessions_ended"] == 2, r.text
+    for t in (kept, again):
+        assert wapi.get("/api/v1/me", token=t).status_code == 401
+    assert wapi.get("/api/v1/me", token=admin["token"]).status_code == 200
+    # nothing left to unbind: nothing else ends
+    r = wapi.delete(f"/api/v1/people/{w['id']}/wechat", token=admin["token"])
+    assert r.json() == {"person_id": w["id"], "unbound": 0, "sessions_ended": 0}
+
+
 def test_suspended_person_cannot_log_in_by_code(wapi, make_admin, peer):
     admin = make_admin(wapi.base_url)
     w = make_person(wapi, admin)

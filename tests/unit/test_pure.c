@@ -109,6 +109,8 @@ static void noop(struct req_ctx *rc)
 {
 }
 
+/* Rows leave out their flags (router.h), as most rows of routes.c do. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct route table[] = {
     {"GET", "/healthz", noop, NULL, ROUTE_JSON(0), ""},
     {"GET", "/api/v1/tasks", noop, NULL, ROUTE_JSON(0), ""},
