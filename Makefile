@@ -96,7 +96,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run.sh
+	@GRIDPOINTS_RUN_CITY=$(if $(CITY),1,) scripts/run.sh
 
 # make stop: the server of `make run` (SIGTERM) and its private PostgreSQL and Redis.
 .PHONY: stop

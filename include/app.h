@@ -16,6 +16,7 @@ struct ledger_cache;
 struct task_gate;
 struct audit;
 struct webhooks;
+struct exchange;
 struct wechat;
 struct evidence_store;
 struct static_files;
@@ -39,6 +40,8 @@ struct app {
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
     /* evidence photos' bytes (evidence_store.h) */
     struct evidence_store *evidence;
+    /* calls to partner schemes (exchange.h); NULL when exchange.enabled is off */
+    struct exchange *exchange;
     struct replica *replica; /* read replica routing (replica.h); NULL = none */
 };
 

@@ -49,6 +49,19 @@ struct config {
     int db_replica_poll_interval_ms;
     int db_replica_own_writes_window_ms;
     char *sql_dir; /* migrations/ and functions/ (used by `migrate` only) */
+    /* [exchange] (exchange.h, docs/EXCHANGE.md) */
+    bool exchange_allow_private;     /* partner URLs may resolve to loopback/private (tests) */
+    int exchange_backoff_s;          /* first retry of an unanswered transfer, doubled per try */
+    int exchange_backoff_max_s;      /* ... at most this */
+    char *exchange_ca_file;          /* CA bundle for partner TLS; "" = system default */
+    bool exchange_enabled;           /* false: no calls to or from partners (routes 404) */
+    char *exchange_hosts_file;       /* extra hosts file for partner names; "" = none */
+    int exchange_link_code_ttl_s;    /* a link code's life */
+    int exchange_nonce_ttl_s;        /* replay memory of partner request nonces */
+    int exchange_recon_lag_s;        /* a day is reconciled this long after it ended */
+    int exchange_send_for_s;         /* resend a transfer this long, then ask for its status */
+    int exchange_signature_window_s; /* accepted clock skew of signed requests and replies */
+    int exchange_timeout_s;          /* one call to a partner */
     /* [care] */
     int care_retention_s; /* sealed data of a removed resident is purged this long after */
     /* [evidence] */

@@ -60,6 +60,7 @@ struct httpc_request {
     size_t max_response; /* response body bytes; more is HTTPC_FAILED */
     enum httpc_policy policy;
     const char *log_label; /* prefix of the call's log lines ("webhook evt_1 attempt 2"); copied */
+    const char *want_header; /* a response header to hand back (httpc_response.header); copied */
 };
 
 struct httpc_response {
@@ -69,6 +70,8 @@ struct httpc_response {
     size_t body_len;
     const char *error; /* "" with a response, else a short text for logs and records
                         * ("timeout", "connection closed", "tls: ...", "address_not_allowed") */
+    /* The value of httpc_request.want_header, NULL when absent. */
+    const char *header;
 };
 
 /* Called exactly once per call unless the call is cancelled (httpc_cancel, httpc_free). */

@@ -54,6 +54,10 @@ struct mauth_header {
 /* Parses an Authorization value. On failure returns false and sets *code to
  * "missing_signature" (another scheme) or "malformed_signature". */
 bool mauth_parse_header(const char *value, struct mauth_header *out, const char **code) MUSTCHECK;
+/* The same for another kind of key id (prefix, 3 characters: "xp_" for exchange partners,
+ * exchange.h): the scheme is shared, the key id's prefix says whose key it is. */
+bool mauth_parse_header_prefix(const char *value, const char *prefix, struct mauth_header *out,
+                               const char **code) MUSTCHECK;
 /* |now - ts| <= window_s, without overflow for any int64 input. */
 bool mauth_ts_ok(int64_t now, int64_t ts, int window_s);
 /* "mk_" followed by 16 lower-case hex digits. */
@@ -67,6 +71,21 @@ char *mauth_response_string(const char *key_id, const char *request_nonce, int s
 /* HMAC-SHA256(secret, data). */
 void mauth_sign(const char *secret, size_t secret_len, const void *data, size_t len,
                 unsigned char out[32]);
+/* prefix (3 characters) followed by 16 lower-case hex digits. */
+bool mauth_key_id_ok_prefix(const char *key_id, const char *prefix);
+/* The Authorization value of a signed request (the client side: exchange.c). */
+void mauth_authorization(const char *secret, size_t secret_len, const char *key_id,
+                         const char *method, const char *uri, int64_t ts, const char *nonce,
+                         const void *body, size_t body_len, char *out, size_t cap);
+/* The GP-Signature value of a reply: "ts=<ts>,sig=<hex>" (cap >= 96). */
+void mauth_reply_signature(const char *secret, size_t secret_len, const char *key_id,
+                           const char *request_nonce, int status, int64_t ts, const void *body,
+                           size_t body_len, char *out, size_t cap);
+/* Checks a reply's GP-Signature header (NULL = missing) against the request's key and nonce,
+ * its status and body, and its timestamp against the window. */
+bool mauth_reply_verify(const char *secret, size_t secret_len, const char *key_id,
+                        const char *request_nonce, int status, const char *header, int64_t now,
+                        int window_s, const void *body, size_t body_len);
 /* Constant-time comparison of two 32-byte signatures (CRYPTO_memcmp). */
 bool mauth_sig_equal(const unsigned char a[32], const unsigned char b[32]);
 

@@ -10,6 +10,11 @@
 #
 # GRIDPOINTS_RUN_DIR (default var/) holds the services' data, the secrets made once and the
 # server's pid file.
+# With GRIDPOINTS_RUN_CITY=1 (`make run CITY=1`) a second deployment, the demo "city", runs
+# beside it for the points exchange (docs/EXCHANGE.md): its own PostgreSQL + Redis under
+# var/city, HTTP on 127.0.0.1:8090, HTTPS on 8453 (the street's HTTPS on 8443), a test
+# certificate for 127.0.0.1 in var/exchange-tls, and the two registered as partners of each
+# other at 10 street points : 1 city point (scripts/exchange-demo.py).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -87,7 +92,67 @@ fi
 export GRIDPOINTS_AUDIT_KEY_FILE=${GRIDPOINTS_AUDIT_KEY_FILE:-$VAR/audit.key}
 "$BIN" -c "$CONF" audit-keygen --if-missing >/dev/null
 echo "== demo data (logins are generated once, on the first load)"
-"$BIN" -c "$CONF" demo-data
+"$BIN" -c "$CONF" demo-data --credentials "$VAR/demo-logins.txt"
+
+if [[ ${GRIDPOINTS_RUN_CITY:-} == 1 ]]; then
+    CITY_LISTEN=${GRIDPOINTS_CITY_LISTEN:-127.0.0.1:8090}
+    STREET_TLS=${GRIDPOINTS_STREET_TLS_PORT:-8443} CITY_TLS=${GRIDPOINTS_CITY_TLS_PORT:-8453}
+    mkdir -p $VAR/exchange-tls
+    if [[ ! -f $VAR/exchange-tls/cert.pem ]]; then
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout $VAR/exchange-tls/key.pem -out $VAR/exchange-tls/cert.pem -days 365 \
+            -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+    fi
+    export GRIDPOINTS_EXCHANGE_ALLOW_PRIVATE=true GRIDPOINTS_EXCHANGE_CA_FILE=$VAR/exchange-tls/cert.pem
+    export GRIDPOINTS_SERVER_TLS_CERT=$VAR/exchange-tls/cert.pem GRIDPOINTS_SERVER_TLS_KEY=$VAR/exchange-tls/key.pem
+    scripts/services.sh start $VAR/city >/dev/null
+    trap 'kill "${CITY_PID:-0}" 2>/dev/null || true; scripts/services.sh stop "$VAR/city"
+          rm -f "$PIDFILE"; scripts/services.sh stop "$VAR"; rm -f "$RUNPIDFILE"' EXIT
+    city() { (
+        # shellcheck disable=SC1091 # written by services.sh start
+        . $VAR/city/env
+        GRIDPOINTS_AUDIT_KEY_FILE=$VAR/city/audit.key "$BIN" -c "$CONF" "$@"
+    ); }
+    city migrate
+    city audit-keygen --if-missing >/dev/null
+    if [[ ! -f $VAR/city/admin.txt ]]; then
+        CITY_PW=city-$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')
+        GRIDPOINTS_ADMIN_PASSWORD=$CITY_PW city create-admin --phone 13800000001 \
+            --name "city admin" --street "蓉e报 city" >/dev/null
+        (umask 077 && echo "13800000001 $CITY_PW" >$VAR/city/admin.txt)
+    fi
+    GRIDPOINTS_SERVER_LISTEN=$CITY_LISTEN GRIDPOINTS_SERVER_TLS_LISTEN=127.0.0.1:$CITY_TLS \
+        city serve >$VAR/city/server.log 2>&1 &
+    CITY_PID=$!
+    export GRIDPOINTS_SERVER_TLS_LISTEN=127.0.0.1:$STREET_TLS
+    # the pid file names the street's server for `make stop`, as below
+    GRIDPOINTS_SERVER_LISTEN=$LISTEN bash -c 'echo $$ >"$1" && shift && exec "$@"' _ "$PIDFILE" \
+        "$BIN" -c "$CONF" serve &
+    STREET_PID=$!
+    for _ in $(seq 150); do
+        curl -sf "http://$LISTEN/readyz" >/dev/null && curl -sf "http://$CITY_LISTEN/readyz" >/dev/null && break
+        sleep 0.2
+    done
+    read -r CITY_PHONE CITY_PASS <$VAR/city/admin.txt
+    ADMIN_PASS=$(sed -n 's|^  street admin + auditor *13900000001 / ||p' $VAR/demo-logins.txt 2>/dev/null || true)
+    if [[ -n $ADMIN_PASS ]]; then
+        python3 scripts/exchange-demo.py --street "http://$LISTEN" 13900000001 "$ADMIN_PASS" \
+            --city "http://$CITY_LISTEN" "$CITY_PHONE" "$CITY_PASS" \
+            --street-tls "$STREET_TLS" --city-tls "$CITY_TLS" || true
+    else
+        echo "run.sh: $VAR/demo-logins.txt is missing (the demo was loaded before it was kept):" \
+            "register the partners by hand (docs/EXCHANGE.md)" >&2
+    fi
+    cat <<EOF
+
+== the demo city on http://$CITY_LISTEN (HTTPS $CITY_TLS; log $VAR/city/server.log); its street
+admin: $CITY_PHONE / $CITY_PASS. Workers link accounts with a code from
+POST /api/v1/exchange/link-codes on one side given to POST /api/v1/exchange/links on the other,
+then move points with POST /api/v1/exchange/transfers (docs/EXCHANGE.md).
+EOF
+    wait "$STREET_PID"
+    exit $?
+fi
 
 cat <<EOF
 

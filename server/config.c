@@ -96,6 +96,19 @@ static const struct cfg_entry table[] = {
     Z("evidence", "max_size", evidence_max_size, "8m", 1024, 256 << 20),
     T("evidence", "retention", evidence_retention_s, "180d", 1, 315360000),
 
+    B("exchange", "allow_private", exchange_allow_private, "false"),
+    T("exchange", "backoff", exchange_backoff_s, "2s", 1, 3600),
+    T("exchange", "backoff_max", exchange_backoff_max_s, "5m", 1, 86400),
+    S("exchange", "ca_file", exchange_ca_file, ""),
+    B("exchange", "enabled", exchange_enabled, "true"),
+    S("exchange", "hosts_file", exchange_hosts_file, ""),
+    T("exchange", "link_code_ttl", exchange_link_code_ttl_s, "10m", 60, 86400),
+    T("exchange", "nonce_ttl", exchange_nonce_ttl_s, "10m", 2, 86400),
+    T("exchange", "recon_lag", exchange_recon_lag_s, "1h", 0, 604800),
+    T("exchange", "send_for", exchange_send_for_s, "1m", 1, 86400),
+    T("exchange", "signature_window", exchange_signature_window_s, "5m", 1, 3600),
+    T("exchange", "timeout", exchange_timeout_s, "10s", 1, 120),
+
     S("log", "level", log_level, "info"),
 
     T("merchant", "key_cache_ttl", merchant_key_cache_ttl_s, "60s", 0, 3600),

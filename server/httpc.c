@@ -68,6 +68,8 @@ struct httpc_call {
     int status;
     char *resp;
     size_t resp_len;
+    char *want_header; /* the response header to capture (httpc_request.want_header) */
+    char *header;      /* ... its value */
     char error[200];
 };
 
@@ -103,6 +105,8 @@ static void unlink_free(struct httpc_call *call)
     free(call->path);
     free(call->body);
     free(call->resp);
+    free(call->want_header);
+    free(call->header);
     free(call);
 }
 
@@ -146,6 +150,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
             .body = call->resp ? call->resp : "",
             .body_len = call->resp_len,
             .error = call->error,
+            .header = call->outcome == HTTPC_RESPONSE ? call->header : NULL,
         };
         call->cb(&r, call->arg);
     }
@@ -224,6 +229,12 @@ static void http_done_cb(struct evhttp_request *req, void *arg)
     call->resp[len] = '\0';
     call->resp_len = len;
     call->status = status;
+    if (call->want_header) {
+        const char *h =
+            evhttp_find_header(evhttp_request_get_input_headers(req), call->want_header);
+        if (h)
+            call->header = xstrdup(h);
+    }
     complete(call, HTTPC_RESPONSE, "%s", "");
 }
 
@@ -446,6 +457,8 @@ struct httpc_call *httpc_send(struct httpc *c, const struct httpc_request *r, ht
     call->max_response = r->max_response;
     call->timeout_ms = r->timeout_ms;
     call->policy = r->policy;
+    if (r->want_header)
+        call->want_header = xstrdup(r->want_header);
     if (r->body) {
         call->body = xmalloc(r->body_len + 1);
         memcpy(call->body, r->body, r->body_len);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "db.h"
 #include "evidence_store.h"
+#include "exchange.h"
 #include "http_server.h"
 #include "janitor.h"
 #include "kv.h"
@@ -184,10 +185,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     log_info("received %s: shutting down (%d requests in flight)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", http_server_inflight(s->http));
     s->app.stopping = 1; /* /readyz answers 503 from now on, replies close their connection */
-    s->parts_running = 3;
+    s->parts_running = 4;
     janitor_stop(s->janitor, part_idle_cb, s);
     replica_stop(s->app.replica);
     webhooks_stop(s->app.webhooks, part_idle_cb, s);
+    if (s->app.exchange)
+        exchange_stop(s->app.exchange, part_idle_cb, s);
+    else
+        s->parts_running--;
     int drain = s->app.cfg->drain_delay_ms;
     if (drain > 0) {
         /* Still serving while a load balancer's health check notices /readyz (docs/OPERATIONS.md,
@@ -271,6 +276,12 @@ static int serve(const struct config *cfg)
         s.exit_code = 1;
         goto teardown;
     }
+    /* the exchange client loads its CA file: start-up I/O; NULL when exchange.enabled is off */
+    app->exchange = cfg->exchange_enabled ? exchange_new(app) : NULL;
+    if (cfg->exchange_enabled && !app->exchange) {
+        s.exit_code = 1;
+        goto teardown;
+    }
     app->wechat = wechat_new(app->base, cfg); /* checks [wechat], loads its CA file */
     if (!app->wechat) {
         s.exit_code = 1;
@@ -343,6 +354,7 @@ teardown:
     db_pool_free(app->db);
     replica_free(app->replica);   /* after the primary's pool: its lag poll calls back into it */
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
+    exchange_free(app->exchange); /* likewise */
     wechat_free(app->wechat);     /* after the HTTP server drained: no exchange left */
     audit_free(app->audit); /* after the pool: a checkpoint store in flight calls back into it */
     kv_free(app->kv);

@@ -37,7 +37,13 @@ static bool nonce_char(char c)
 
 bool mauth_key_id_ok(const char *key_id)
 {
-    if (!key_id || strlen(key_id) != MAUTH_KEY_ID_LEN || strncmp(key_id, "mk_", 3) != 0)
+    return mauth_key_id_ok_prefix(key_id, "mk_");
+}
+
+bool mauth_key_id_ok_prefix(const char *key_id, const char *prefix)
+{
+    if (!key_id || strlen(key_id) != MAUTH_KEY_ID_LEN || strlen(prefix) != 3 ||
+        strncmp(key_id, prefix, 3) != 0)
         return false;
     for (const char *p = key_id + 3; *p; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
@@ -60,6 +66,12 @@ static bool take_item(const char **p, const char *name, const char **val, size_t
 
 bool mauth_parse_header(const char *value, struct mauth_header *out, const char **code)
 {
+    return mauth_parse_header_prefix(value, "mk_", out, code);
+}
+
+bool mauth_parse_header_prefix(const char *value, const char *prefix, struct mauth_header *out,
+                               const char **code)
+{
     size_t slen = strlen(MAUTH_SCHEME);
     memset(out, 0, sizeof *out);
     *code = "missing_signature";
@@ -74,7 +86,7 @@ bool mauth_parse_header(const char *value, struct mauth_header *out, const char 
         return false;
     memcpy(out->key_id, v, n);
     out->key_id[n] = '\0';
-    if (!mauth_key_id_ok(out->key_id))
+    if (!mauth_key_id_ok_prefix(out->key_id, prefix))
         return false;
     if (!take_item(&p, "ts", &v, &n) || n == 0 || n > 12)
         return false;
@@ -159,6 +171,56 @@ bool mauth_sig_equal(const unsigned char a[32], const unsigned char b[32])
     return crypto_equal(a, b, 32); /* CRYPTO_memcmp: time independent of where they differ */
 }
 
+void mauth_authorization(const char *secret, size_t secret_len, const char *key_id,
+                         const char *method, const char *uri, int64_t ts, const char *nonce,
+                         const void *body, size_t body_len, char *out, size_t cap)
+{
+    size_t n;
+    char *s = mauth_string_to_sign(key_id, method, uri, ts, nonce, body, body_len, &n);
+    unsigned char sig[32];
+    mauth_sign(secret, secret_len, s, n, sig);
+    free(s);
+    char hex[65];
+    crypto_hex(sig, 32, hex);
+    snprintf(out, cap, "%s key=%s,ts=%lld,nonce=%s,sig=%s", MAUTH_SCHEME, key_id, (long long)ts,
+             nonce, hex);
+}
+
+void mauth_reply_signature(const char *secret, size_t secret_len, const char *key_id,
+                           const char *request_nonce, int status, int64_t ts, const void *body,
+                           size_t body_len, char *out, size_t cap)
+{
+    size_t n;
+    char *s = mauth_response_string(key_id, request_nonce, status, ts, body, body_len, &n);
+    unsigned char sig[32];
+    mauth_sign(secret, secret_len, s, n, sig);
+    free(s);
+    char hex[65];
+    crypto_hex(sig, 32, hex);
+    snprintf(out, cap, "ts=%lld,sig=%s", (long long)ts, hex);
+}
+
+bool mauth_reply_verify(const char *secret, size_t secret_len, const char *key_id,
+                        const char *request_nonce, int status, const char *header, int64_t now,
+                        int window_s, const void *body, size_t body_len)
+{
+    if (!header || strncmp(header, "ts=", 3) != 0)
+        return false;
+    char *end;
+    long long ts = strtoll(header + 3, &end, 10);
+    if (end == header + 3 || strncmp(end, ",sig=", 5) != 0 || strlen(end + 5) != 64)
+        return false;
+    unsigned char got[32];
+    if (!crypto_unhex(end + 5, got, 32) || !mauth_ts_ok(now, ts, window_s))
+        return false;
+    char want[96];
+    mauth_reply_signature(secret, secret_len, key_id, request_nonce, status, ts, body, body_len,
+                          want, sizeof want);
+    unsigned char w[32];
+    bool ok = crypto_unhex(strchr(want, ',') + 5, w, 32) && mauth_sig_equal(w, got);
+    return ok;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* The request path                                                                          */
 /* ---------------------------------------------------------------------------------------- */
@@ -193,15 +255,9 @@ static int64_t now_s(void)
 static void sign_reply(struct req_ctx *rc, int code, const char *body, size_t len)
 {
     struct mauth_state *ms = rc->reply_hook_arg;
-    int64_t ts = now_s();
-    size_t n;
-    char *s = mauth_response_string(ms->h.key_id, ms->h.nonce, code, ts, body, len, &n);
-    unsigned char sig[32];
-    mauth_sign(ms->secret, ms->secret_len, s, n, sig);
-    free(s);
-    char hex[65], value[96];
-    crypto_hex(sig, 32, hex);
-    snprintf(value, sizeof value, "ts=%lld,sig=%s", (long long)ts, hex);
+    char value[96];
+    mauth_reply_signature(ms->secret, ms->secret_len, ms->h.key_id, ms->h.nonce, code, now_s(),
+                          body, len, value, sizeof value);
     http_set_header(rc, "GP-Signature", value);
 }
 

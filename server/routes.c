@@ -2,6 +2,7 @@
  * This table is the one place that lists the API; docs/openapi.yaml must list the same
  * routes (tests/api/test_openapi.py checks it). */
 #include "api.h"
+#include "api_exchange.h"
 #include "api_care.h"
 #include "auth.h"
 #include "merchant_auth.h"
@@ -288,6 +289,50 @@ const struct route routes_table[] = {
      BODY_NONE, "the latest signed checkpoint (signed note)"},
     {"GET", "/api/v1/public/grids/{id}/points-board", api_points_board, GUARD_NONE, BODY_NONE,
      "points board of a grid for a month, names masked", ROUTE_READ_REPLICA},
+    /* points exchange with partner schemes (docs/EXCHANGE.md): street admins register and
+     * reconcile partners, workers link and transfer ... */
+    {"POST", "/api/v1/exchange/partners", api_xchg_partner_create, GUARD_SESSION, BODY_SMALL,
+     "register a partner scheme (street admin)"},
+    {"GET", "/api/v1/exchange/partners", api_xchg_partner_list, GUARD_SESSION, BODY_NONE,
+     "partner schemes the caller sees"},
+    {"GET", "/api/v1/exchange/partners/{id}", api_xchg_partner_get, GUARD_SESSION, BODY_NONE,
+     "one partner with its clearing balance"},
+    {"PATCH", "/api/v1/exchange/partners/{id}", api_xchg_partner_update, GUARD_SESSION, BODY_SMALL,
+     "enable or disable a partner, change its URL or limits"},
+    {"POST", "/api/v1/exchange/partners/{id}/reconcile", api_xchg_reconcile, GUARD_SESSION,
+     BODY_SMALL, "reconcile one day with the partner's signed statement now"},
+    {"GET", "/api/v1/exchange/partners/{id}/reconciliations", api_xchg_reconciliations,
+     GUARD_SESSION, BODY_NONE, "reconciled days and their mismatches"},
+    {"POST", "/api/v1/exchange/partners/{id}/settlements", api_xchg_settle, GUARD_SESSION,
+     BODY_SMALL, "settle the net position of a period"},
+    {"GET", "/api/v1/exchange/partners/{id}/settlements", api_xchg_settlements, GUARD_SESSION,
+     BODY_NONE, "settled periods with a partner"},
+    {"POST", "/api/v1/exchange/link-codes", api_xchg_link_code_create, GUARD_SESSION, BODY_SMALL,
+     "a one-time code linking the caller's account (shown once)"},
+    {"GET", "/api/v1/exchange/links", api_xchg_link_list, GUARD_SESSION, BODY_NONE,
+     "the caller's linked partner accounts"},
+    {"POST", "/api/v1/exchange/links", api_xchg_link_create, GUARD_SESSION, BODY_SMALL,
+     "link the caller's account with a code from the partner scheme"},
+    {"DELETE", "/api/v1/exchange/links/{id}", api_xchg_link_delete, GUARD_SESSION, BODY_NONE,
+     "unlink a partner account"},
+    {"POST", "/api/v1/exchange/transfers", api_xchg_transfer_create, GUARD_SESSION, BODY_SMALL,
+     "move points to the linked partner account (pending, then completed or rejected)"},
+    {"GET", "/api/v1/exchange/transfers", api_xchg_transfer_list, GUARD_SESSION, BODY_NONE,
+     "the caller's transfers both ways"},
+    {"GET", "/api/v1/exchange/transfers/{id}", api_xchg_transfer_get, GUARD_SESSION, BODY_NONE,
+     "one of the caller's transfers"},
+    /* ... and partner schemes call these, signed */
+    {"POST", "/exchange/v1/transfers", api_xp_transfer_in, &exchange_partner_guard, BODY_SMALL,
+     "receive a transfer (exactly once per transfer id)"},
+    {"POST", "/exchange/v1/transfers/{transfer_id}/status", api_xp_transfer_status,
+     &exchange_partner_guard, BODY_SMALL,
+     "the final state of a transfer (never received: rejected for good)"},
+    {"POST", "/exchange/v1/links/confirm", api_xp_link_confirm, &exchange_partner_guard, BODY_SMALL,
+     "confirm a link code: our account reference"},
+    {"GET", "/exchange/v1/statements/{day}", api_xp_statement, &exchange_partner_guard, BODY_NONE,
+     "the signed statement of a day's transfers"},
+    {"GET", "/audit/v1/exchange/mismatches", api_audit_xchg_mismatches, GUARD_AUDITOR, BODY_NONE,
+     "exchange reconciliation mismatches as anomalies"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

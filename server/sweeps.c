@@ -6,6 +6,7 @@
 #include "effects.h"
 #include "evidence.h"
 #include "ledger.h"
+#include "exchange.h"
 #include "log.h"
 #include "metrics.h"
 #include "webhook.h"
@@ -161,6 +162,35 @@ static int64_t ops_gauges_read(struct app *app, json_t *j)
     return 0;
 }
 
+/* gp_xchg_claim: pending transfers out whose timer is due, sent again or asked about by
+ * exchange.c (exchange.h). */
+static int64_t exchange_claimed(struct app *app, json_t *j)
+{
+    exchange_transfers_run(app->exchange, j);
+    bool more = json_is_true(json_object_get(j, "more"));
+    return more && exchange_inflight(app->exchange) < 64;
+}
+
+static void exchange_claim_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"lease_s\": %d, \"enabled\": %s}", cfg->exchange_timeout_s + 5,
+             cfg->exchange_enabled ? "true" : "false");
+}
+
+/* gp_xchg_recon_claim: partners whose next statement day is due for reconciliation. */
+static int64_t exchange_recon_claimed(struct app *app, json_t *j)
+{
+    exchange_recon_run(app->exchange, j);
+    return 0;
+}
+
+static void exchange_recon_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"lag_s\": %d, \"lease_s\": %d, \"enabled\": %s}",
+             cfg->exchange_recon_lag_s, cfg->exchange_timeout_s + 5,
+             cfg->exchange_enabled ? "true" : "false");
+}
+
 /* gp_care_sweep: due care visits past their grace escalate to grid staff (once each), and the
  * sealed data of residents removed longer than care.retention ago is purged (docs/CARE.md). */
 static void care_sweep_args(const struct config *cfg, char *buf, size_t len)
@@ -195,6 +225,11 @@ const struct sweep_def sweep_defs[] = {
     {"evidence", "SELECT gp_evidence_sweep($1, $2::jsonb)", 2, every_sweep_interval, evidence_swept,
      evidence_sweep_args},
     {"ops_gauges", "SELECT gp_ops_gauges()", 0, every_ops_gauges_interval, ops_gauges_read, NULL},
+    /* points exchange with partner schemes (exchange.h): transfers out, daily reconciliation */
+    {"exchange", "SELECT gp_xchg_claim($1, $2::jsonb)", 2, every_sweep_interval, exchange_claimed,
+     exchange_claim_args},
+    {"exchange_recon", "SELECT gp_xchg_recon_claim($1, $2::jsonb)", 2, every_sweep_interval,
+     exchange_recon_claimed, exchange_recon_args},
     /* care visits: overdue escalation and retention (docs/CARE.md) */
     {"care", "SELECT gp_care_sweep($1, $2::jsonb)", 2, every_sweep_interval, care_swept,
      care_sweep_args},

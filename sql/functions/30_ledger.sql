@@ -9,7 +9,7 @@
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION gp_ledger_kinds() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['issue', 'grant', 'reserve', 'award', 'release', 'hold', 'capture', 'charge',
-                 'refund', 'expire', 'adjust', 'settle', 'vest', 'void']
+                 'refund', 'expire', 'adjust', 'settle', 'vest', 'void', 'exchange']
 $$;
 
 ------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ BEGIN
         ON CONFLICT (kind, owner_id) DO NOTHING;
         SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
         RETURN v_id;
-    ELSIF p_kind IN ('reservation', 'merchant', 'hold') THEN
+    ELSIF p_kind IN ('reservation', 'merchant', 'hold', 'clearing', 'xhold') THEN
         IF v_owner <= 0 THEN
             PERFORM gp_raise('400', 'invalid_account', 'an owner id is required', 'owner_id');
         END IF;
@@ -211,7 +211,8 @@ DECLARE
     v_pbal bigint[] := '{}';
 BEGIN
     IF p_kind IS NULL OR p_kind NOT IN ('issue', 'grant', 'reserve', 'award', 'release', 'hold',
-            'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest', 'void') THEN
+            'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest', 'void',
+            'exchange') THEN
         PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
     END IF;
     IF v_n < 2 OR v_n <> coalesce(cardinality(p_amounts), 0) THEN
@@ -259,7 +260,7 @@ BEGIN
         -- waiting for a concurrent updater, so this is race-free (no check-then-act).
         UPDATE accounts SET balance = balance + r.amt, version = version + 1
          WHERE id = r.acc
-           AND (kind = 'issuance' OR balance::numeric + r.amt >= 0)
+           AND (kind IN ('issuance', 'clearing') OR balance::numeric + r.amt >= 0)
            AND balance::numeric + r.amt BETWEEN -9223372036854775808 AND 9223372036854775807
         RETURNING * INTO v_a;
         IF NOT FOUND THEN
@@ -1258,7 +1259,7 @@ CREATE FUNCTION gp_ledger_check() RETURNS jsonb LANGUAGE sql STABLE AS $$
         -- 4. nothing negative where forbidden (the CHECK makes this impossible; belt and braces)
         (SELECT jsonb_build_object('check', 'negative_balance', 'account_id', id, 'kind', kind,
                                    'balance', balance)
-           FROM accounts WHERE kind <> 'issuance' AND balance < 0 ORDER BY id LIMIT 100)
+           FROM accounts WHERE kind NOT IN ('issuance', 'clearing') AND balance < 0 ORDER BY id LIMIT 100)
         UNION ALL
         -- 5. trial balance: all balances sum to zero
         (SELECT jsonb_build_object('check', 'trial_balance', 'sum', sum(balance))

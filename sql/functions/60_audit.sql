@@ -865,7 +865,8 @@ DECLARE
 BEGIN
     u := gp_require_unit(p_actor, p_unit, gp_audit_roles());
     IF v_rule IS NOT NULL AND v_rule NOT IN ('too_many_completions', 'report_too_soon',
-            'outside_geofence', 'shared_device', 'shared_evidence', 'self_approval') THEN
+            'outside_geofence', 'shared_device', 'shared_evidence', 'self_approval',
+            'exchange_mismatch') THEN
         PERFORM gp_raise('400', 'invalid_rule', 'unknown anomaly rule', 'rule');
     END IF;
     -- the reports of the subtree in the window
@@ -943,6 +944,10 @@ BEGIN
           ORDER BY decided_at DESC LIMIT 100)
     ) x;
     items := part;
+    -- points exchange reconciliation (docs/EXCHANGE.md): mismatches of the unit's street
+    IF v_rule IS NULL OR v_rule = 'exchange_mismatch' THEN
+        items := items || gp_xchg_anomalies(u, v_from, v_to);
+    END IF;
     RETURN jsonb_build_object('unit_id', u.id, 'from', v_from, 'to', v_to,
                               'thresholds', p_cfg, 'items', items);
 END

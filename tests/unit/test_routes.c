@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "api.h"
+#include "api_exchange.h"
 #include "auth.h"
 #include "merchant_auth.h"
 #include "router.h"
@@ -26,6 +27,8 @@ static const struct route_guard *expected_guard(const struct route *r)
 {
     if (starts_with(r->pattern, "/merchant/v1/"))
         return &merchant_auth_guard;
+    if (starts_with(r->pattern, "/exchange/v1/"))
+        return &exchange_partner_guard; /* partner schemes, signed (docs/EXCHANGE.md) */
     if (!strcmp(r->pattern, "/audit/v1/transactions/{id}/proof"))
         return &auth_guard_session; /* a worker may ask about their own transaction */
     if (starts_with(r->pattern, "/audit/v1/"))
@@ -65,7 +68,8 @@ static void test_guard_shapes(void **state)
 {
     (void)state;
     const struct route_guard *all[] = {&auth_guard_session, &auth_guard_auditor,
-                                       &merchant_auth_guard, &api_guard_metrics};
+                                       &merchant_auth_guard, &api_guard_metrics,
+                                       &exchange_partner_guard};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         assert_non_null(all[i]->name);
         assert_non_null(all[i]->check);
@@ -77,6 +81,7 @@ static void test_guard_shapes(void **state)
     assert_false(auth_guard_session.before_body);
     assert_false(auth_guard_auditor.before_body);
     assert_false(merchant_auth_guard.before_body);
+    assert_false(exchange_partner_guard.before_body);
     assert_true(api_guard_metrics.before_body);
 }
 

@@ -12,6 +12,7 @@ Modules (each name below is also importable from `gp` itself):
     kv        kv.connect(url) -> redis.Redis (Debian's python3-redis, replies as str)
     server    Cli, Server, ServerFactory, ExternalServer: gridpointsd processes
     api       Api: a requests client of one server
+    deployment Deployment: a second deployment with its own PostgreSQL and Redis; tls_files
 """
 
 from gp import kv
