@@ -201,8 +201,8 @@ static void handler(struct req_ctx *rc)
 static void test_router_wildcard(void **state)
 {
     static const struct route table[] = {
-        {"GET", "/app/{*}", handler, NULL, ROUTE_JSON(0), "app"},
-        {"GET", "/api/v1/units/{id}", handler, NULL, ROUTE_JSON(0), "unit"},
+        {"GET", "/app/{*}", handler, NULL, ROUTE_JSON(0), "app", 0},
+        {"GET", "/api/v1/units/{id}", handler, NULL, ROUTE_JSON(0), "unit", 0},
     };
     const struct {
         const char *method, *path;
