@@ -184,16 +184,29 @@ void api_budget_grant(struct req_ctx *rc)
 
 void api_adjust(struct req_ctx *rc)
 {
-    static const char *const fields[] = {"worker_id", "amount", "reason", NULL};
+    static const char *const fields[] = {"worker_id", "amount", "reason", "category", NULL};
+    /* The reason categories the public points board shows (the free-text reason it never
+     * shows); docs/openapi.yaml lists the same. */
+    static const char *const categories[] = {"correction", "objection", "bonus", "penalty",
+                                              "other"};
     struct jv_err e = {0};
     int64_t worker, amount;
-    const char *reason;
+    const char *reason, *category = NULL;
     if (!http_body_only_or_reply(rc, fields))
         return;
     if (!jv_i64(rc->json, "worker_id", true, 1, INT64_MAX, &worker, &e) ||
         !jv_i64(rc->json, "amount", true, -INT64_MAX, INT64_MAX, &amount, &e) ||
-        !jv_str(rc->json, "reason", true, 1, 500, &reason, &e)) {
+        !jv_str(rc->json, "reason", true, 1, 500, &reason, &e) ||
+        !jv_str(rc->json, "category", false, 1, 16, &category, &e)) {
         http_reply_jv(rc, &e);
+        return;
+    }
+    bool known = category == NULL;
+    for (size_t i = 0; !known && i < ARRAY_SIZE(categories); i++)
+        known = strcmp(category, categories[i]) == 0;
+    if (!known) {
+        http_reply_error(rc, ST_INVALID, "invalid_field", "category",
+                         "category must be correction, objection, bonus, penalty or other");
         return;
     }
     if (amount == 0) {
@@ -202,9 +215,9 @@ void api_adjust(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {
-        api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason, principal, key, hash};
-    api_write(rc, "SELECT body, effects FROM gp_adjust($1, $2, $3, $4, $5, $6, $7)", 7, params,
+    const char *params[] = {api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
+                            principal, key, hash, category ? category : "other"};
+    api_write(rc, "SELECT body, effects FROM gp_adjust($1, $2, $3, $4, $5, $6, $7, $8)", 8, params,
               201);
 }
 

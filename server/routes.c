@@ -240,6 +240,10 @@ const struct route routes_table[] = {
      BODY_NONE, "the latest signed checkpoint (signed note)"},
     {"GET", "/api/v1/public/grids/{id}/points-board", api_points_board, GUARD_NONE, BODY_NONE,
      "points board of a grid for a month, names masked"},
+
+    /* the staff console's own routes (issue 14) */
+    {"GET", "/api/v1/dashboard", api_dashboard, GUARD_SESSION, BODY_NONE,
+     "the street dashboard of a subtree, from counters kept by the events"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

@@ -788,11 +788,11 @@ $$;
 -- mandatory reason; the counterpart is the budget of the worker's street (a positive adjust
 -- takes from it, GP402 insufficient_budget when it cannot; a negative one returns to it, GP402
 -- insufficient_points when the worker does not have it). Audited with the reason. Receipt:
--- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "available", "pending",
+-- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "category", "available", "pending",
 -- "version", "balance", "created_at"}; effects: the worker's balance (none on a replay).
 CREATE FUNCTION gp_adjust(p_actor bigint, p_worker bigint, p_amount bigint, p_reason text,
                           p_idem_principal text DEFAULT NULL, p_idem_key text DEFAULT NULL,
-                          p_request_hash text DEFAULT NULL)
+                          p_request_hash text DEFAULT NULL, p_category text DEFAULT 'other')
 RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
@@ -829,7 +829,8 @@ BEGIN
     PERFORM gp_account_of('worker', p_worker);
     v_before := gp_worker_state(p_worker);
     v_txn := gp_ledger_post_legs('adjust', p_actor,
-        jsonb_build_object('worker_id', p_worker, 'unit_id', v_street), btrim(p_reason),
+        jsonb_build_object('worker_id', p_worker, 'unit_id', v_street,
+                           'category', coalesce(p_category, 'other')), btrim(p_reason),
         ARRAY[gp_account_of('budget', v_street), gp_account_of('worker', p_worker)],
         ARRAY[-p_amount, p_amount], v_principal, p_idem_key);
     IF p_amount < 0 THEN
@@ -839,7 +840,7 @@ BEGIN
     END IF;
     v_receipt := gp_worker_state(p_worker) || jsonb_build_object('txn_id', v_txn,
         'kind', 'adjust', 'amount', p_amount, 'reason', btrim(p_reason),
-        'created_at', gp_txn_created_at(v_txn));
+        'category', coalesce(p_category, 'other'), 'created_at', gp_txn_created_at(v_txn));
     PERFORM gp_audit(p_actor, 'ledger.adjust', 'person', p_worker::text, w.unit_id, v_before,
                      v_receipt, btrim(p_reason));
     PERFORM gp_outbox('points.adjusted', p_worker,

@@ -1,0 +1,129 @@
+-- sql/functions/90_dashboard.sql -- the street dashboard (一屏统揽, issue 14).
+-- Reads only the counters of sql/migrations/0018_dashboard.sql, which triggers keep in the
+-- transactions of the events: a subtree's figures are the sum of its units' rows, never a
+-- scan of the ledger. See the migration's header for what counts where.
+
+-- The figures of a set of dash_daily rows, as the API names them.
+CREATE FUNCTION gp_dash_figures(p_published numeric, p_slots numeric, p_claimed numeric,
+                                p_reported numeric, p_approved numeric, p_rejected numeric,
+                                p_flagged numeric, p_issued numeric, p_redeemed numeric,
+                                p_redemptions numeric, p_active numeric)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'tasks_published', coalesce(p_published, 0), 'slots_published', coalesce(p_slots, 0),
+        'claimed', coalesce(p_claimed, 0), 'reported', coalesce(p_reported, 0),
+        'approved', coalesce(p_approved, 0), 'rejected', coalesce(p_rejected, 0),
+        'flagged', coalesce(p_flagged, 0), 'points_issued', coalesce(p_issued, 0),
+        'points_redeemed', coalesce(p_redeemed, 0), 'redemptions', coalesce(p_redemptions, 0),
+        'active_workers', coalesce(p_active, 0))
+$$;
+
+-- The dashboard of p_unit's subtree (default: the actor's home unit) over the p_days days
+-- ending today (Asia/Shanghai): staff and auditors of the unit; 404 outside their scope.
+-- {"unit", "date", "as_of", "refresh_s", "today", "points_pending", "workers", "trend",
+--  "children", "anomalies", "redemptions"} (docs/openapi.yaml, schema Dashboard).
+CREATE FUNCTION gp_dashboard(p_actor bigint, p_unit bigint, p_days int, p_refresh_s int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u org_units;
+    v_street bigint;
+    v_today date := (now() AT TIME ZONE 'Asia/Shanghai')::date;
+    v_from date;
+    v_depth int;
+    v_trend jsonb;
+    v_today_fig jsonb;
+    v_children jsonb;
+    v_stock record;
+    v_anom jsonb;
+    v_merchants jsonb;
+BEGIN
+    u := gp_require_unit(p_actor, coalesce(p_unit, (SELECT unit_id FROM persons WHERE id = p_actor)),
+                         gp_reader_roles());
+    IF p_days IS NULL OR p_days < 1 OR p_days > 366 THEN
+        PERFORM gp_raise('400', 'invalid_query', 'days is out of range', 'days');
+    END IF;
+    v_street := split_part(ltree2text(u.path), '.', 1)::bigint;
+    v_from := v_today - (p_days - 1);
+    v_depth := nlevel(u.path);
+
+    -- The rows of the subtree and window, once: leaf rows with the child they roll up to;
+    -- the trend sums them by day, the children by child.
+    WITH rows AS (
+        SELECT CASE WHEN nlevel(o.path) > v_depth
+                    THEN ltree2text(subpath(o.path, v_depth, 1))::bigint END AS child, d.*
+          FROM dash_daily d JOIN org_units o ON o.id = d.unit_id
+         WHERE d.street_id = v_street AND d.day BETWEEN v_from AND v_today AND o.path <@ u.path),
+    by_day AS (
+        SELECT r.day, sum(r.tasks_published) tp, sum(r.slots_published) sp, sum(r.claimed) c,
+                   sum(r.reported) r, sum(r.approved) a, sum(r.rejected) rj, sum(r.flagged) f,
+                   sum(r.points_issued) pi, sum(r.points_redeemed) pr, sum(r.redemptions) rd,
+                   sum(r.active_workers) aw
+          FROM rows r GROUP BY r.day),
+    by_child AS (
+        SELECT r.child, sum(r.tasks_published) tp, sum(r.slots_published) sp, sum(r.claimed) c,
+                   sum(r.reported) r, sum(r.approved) a, sum(r.rejected) rj, sum(r.flagged) f,
+                   sum(r.points_issued) pi, sum(r.points_redeemed) pr, sum(r.redemptions) rd,
+                   sum(r.active_workers) aw
+          FROM rows r WHERE r.child IS NOT NULL GROUP BY r.child)
+    SELECT (SELECT jsonb_agg(gp_dash_figures(x.tp, x.sp, x.c, x.r, x.a, x.rj, x.f, x.pi, x.pr,
+                                             x.rd, x.aw) || jsonb_build_object('date', g.d::date)
+                             ORDER BY g.d)
+              FROM generate_series(v_from, v_today, interval '1 day') AS g (d)
+              LEFT JOIN by_day x ON x.day = g.d::date),
+           (SELECT coalesce(jsonb_agg(gp_dash_figures(x.tp, x.sp, x.c, x.r, x.a, x.rj, x.f,
+                                                      x.pi, x.pr, x.rd, x.aw)
+                       || jsonb_build_object('unit_id', c.id, 'name', c.name, 'level', c.level,
+                              'workers', coalesce(w.workers, 0),
+                              'completion_rate', CASE WHEN coalesce(x.c, 0) > 0
+                                  THEN round(x.a::numeric / x.c, 4) END,
+                              'points_per_worker', CASE WHEN coalesce(w.workers, 0) > 0
+                                  THEN round(coalesce(x.pi, 0)::numeric / w.workers, 2) END)
+                       ORDER BY c.id), '[]')
+              FROM org_units c
+              LEFT JOIN by_child x ON x.child = c.id
+              LEFT JOIN LATERAL (SELECT sum(du.workers) AS workers
+                                   FROM dash_units du JOIN org_units o ON o.id = du.unit_id
+                                  WHERE du.street_id = v_street AND o.path <@ c.path) w ON true
+             WHERE c.parent_id = u.id)
+      INTO v_trend, v_children;
+    v_today_fig := (v_trend -> -1) - 'date';
+
+    SELECT coalesce(sum(points_pending), 0) AS pending, coalesce(sum(workers), 0) AS workers
+      INTO v_stock
+      FROM dash_units du JOIN org_units o ON o.id = du.unit_id
+     WHERE du.street_id = v_street AND o.path <@ u.path;
+
+    SELECT jsonb_build_object('today', coalesce((v_today_fig ->> 'flagged')::bigint, 0),
+               'items', coalesce(jsonb_agg(jsonb_build_object(
+                   'rule', 'flagged_report', 'flags', f.flags, 'report_id', f.report_id,
+                   'task_id', f.task_id, 'worker_id', f.worker_id, 'unit_id', f.unit_id,
+                   'at', f.at) ORDER BY f.at DESC), '[]'))
+      INTO v_anom
+      FROM (SELECT df.* FROM dash_flags df JOIN org_units o ON o.id = df.unit_id
+             WHERE df.street_id = v_street AND o.path <@ u.path
+             ORDER BY df.at DESC LIMIT 10) f;
+
+    SELECT coalesce(jsonb_agg(jsonb_build_object('merchant_id', x.merchant_id, 'name', m.name,
+                      'points', x.points, 'count', x.count) ORDER BY x.points DESC, x.merchant_id),
+                    '[]')
+      INTO v_merchants
+      FROM (SELECT dm.merchant_id, sum(dm.points) AS points, sum(dm.count) AS count
+              FROM dash_merchant_daily dm JOIN org_units o ON o.id = dm.unit_id
+             WHERE dm.street_id = v_street AND dm.day BETWEEN v_from AND v_today
+               AND o.path <@ u.path
+             GROUP BY dm.merchant_id
+             ORDER BY sum(dm.points) DESC, dm.merchant_id LIMIT 20) x
+      JOIN merchants m ON m.id = x.merchant_id;
+
+    RETURN jsonb_build_object(
+        'unit', jsonb_build_object('id', u.id, 'name', u.name, 'level', u.level),
+        'date', v_today, 'days', p_days, 'as_of', now(), 'refresh_s', p_refresh_s,
+        'today', v_today_fig,
+        'points_pending', v_stock.pending, 'workers', v_stock.workers,
+        'trend', v_trend, 'children', v_children, 'anomalies', v_anom,
+        'redemptions', jsonb_build_object(
+            'today_points', coalesce((v_today_fig ->> 'points_redeemed')::bigint, 0),
+            'today_count', coalesce((v_today_fig ->> 'redemptions')::bigint, 0),
+            'merchants', v_merchants));
+END
+$$;
