@@ -169,6 +169,7 @@ void api_points_board(struct req_ctx *rc);
 
 /* api_dashboard.c: the street dashboard (issue 14) */
 void api_dashboard(struct req_ctx *rc);
+void api_public_units(struct req_ctx *rc);
 
 /* api_mrc_admin.c: street admins (merchant management) */
 void api_merchant_create(struct req_ctx *rc);

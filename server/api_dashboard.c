@@ -20,3 +20,14 @@ void api_dashboard(struct req_ctx *rc)
                             api_i64(rc, cfg->console_dashboard_refresh_s)};
     api_query(rc, "SELECT gp_dashboard($1, $2::bigint, $3::int, $4::int)", 4, params, 200);
 }
+
+/* The public board's pickers: streets, or the communities of a street, or the grids of a
+ * community (no session; names only). */
+void api_public_units(struct req_ctx *rc)
+{
+    int64_t parent = 0;
+    if (!http_query_i64_or_reply(rc, "parent_id", 1, INT64_MAX, &parent))
+        return;
+    const char *params[] = {parent ? api_i64(rc, parent) : NULL};
+    api_query(rc, "SELECT gp_public_units($1::bigint)", 1, params, 200);
+}

@@ -244,6 +244,8 @@ const struct route routes_table[] = {
     /* the staff console's own routes (issue 14) */
     {"GET", "/api/v1/dashboard", api_dashboard, GUARD_SESSION, BODY_NONE,
      "the street dashboard of a subtree, from counters kept by the events"},
+    {"GET", "/api/v1/public/units", api_public_units, GUARD_NONE, BODY_NONE,
+     "streets, or a unit's children, for the public points board's pickers"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

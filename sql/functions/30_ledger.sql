@@ -1069,17 +1069,14 @@ LANGUAGE sql STABLE AS $$
      WHERE s.id = p_unit AND e.points > 0
 $$;
 
--- A worker's rank among the workers of their grid, community or street for a month
--- ('YYYY-MM', Asia/Shanghai) or 'all': {"worker_id", "unit_id", "level", "period", "points",
--- "rank" (1 + workers with more points), "total" (workers with points)}.
-CREATE FUNCTION gp_rank(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
-RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+-- Which board a rank request reads: checks the reader, the scope and the period and returns
+-- the worker's ancestor unit of that level. The server then reads rank:{unit}:<period> in
+-- Redis (ledger_rank_get) and calls gp_rank only when the board is missing or Redis is down.
+CREATE FUNCTION gp_rank_unit(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
+RETURNS org_units LANGUAGE plpgsql STABLE AS $$
 DECLARE
     w persons;
     s org_units;
-    v_points bigint;
-    v_rank bigint;
-    v_total bigint;
 BEGIN
     w := gp_require_ledger_reader(p_actor, p_worker);
     IF p_scope_level IS NULL OR p_scope_level NOT IN ('grid', 'community', 'street') THEN
@@ -1095,6 +1092,34 @@ BEGIN
         PERFORM gp_raise('404', 'unit_not_found', 'the worker belongs to no unit of this level',
                          'scope');
     END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION gp_rank_target(p_actor bigint, p_worker bigint, p_scope_level text,
+                               p_period text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s org_units := gp_rank_unit(p_actor, p_worker, p_scope_level, p_period);
+BEGIN
+    RETURN jsonb_build_object('worker_id', p_worker, 'unit_id', s.id, 'level', s.level,
+                              'period', p_period);
+END
+$$;
+
+-- A worker's rank among the workers of their grid, community or street for a month
+-- ('YYYY-MM', Asia/Shanghai) or 'all', from PostgreSQL (the fallback of the Redis boards):
+-- {"worker_id", "unit_id", "level", "period", "points", "rank" (1 + workers with more points;
+-- null when the worker earned nothing in the period), "total" (workers with points),
+-- "source": "ledger"}.
+CREATE FUNCTION gp_rank(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s org_units := gp_rank_unit(p_actor, p_worker, p_scope_level, p_period);
+    v_points bigint;
+    v_rank bigint;
+    v_total bigint;
+BEGIN
     v_points := coalesce((SELECT points FROM worker_earnings
                            WHERE person_id = p_worker AND period = p_period), 0);
     SELECT 1 + count(*) FILTER (WHERE e.points > v_points), count(*)
@@ -1104,8 +1129,9 @@ BEGIN
       JOIN worker_earnings e ON e.person_id = p.id AND e.period = p_period
      WHERE u.path <@ s.path AND e.points > 0;
     RETURN jsonb_build_object('worker_id', p_worker, 'unit_id', s.id, 'level', s.level,
-                              'period', p_period, 'points', v_points, 'rank', v_rank,
-                              'total', v_total);
+                              'period', p_period, 'points', v_points,
+                              'rank', CASE WHEN v_points > 0 THEN v_rank END,
+                              'total', v_total, 'source', 'ledger');
 END
 $$;
 

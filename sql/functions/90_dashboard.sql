@@ -127,3 +127,19 @@ BEGIN
             'merchants', v_merchants));
 END
 $$;
+
+-- The org tree for the public points board (no login): the streets, or the children of a
+-- unit above micro-grids -- id, name and level only. {"items": [{id, name, level}]}.
+CREATE FUNCTION gp_public_units(p_parent bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM org_units
+                                             WHERE id = p_parent AND level IN ('street', 'community')) THEN
+        PERFORM gp_raise('404', 'unit_not_found', 'unit not found', 'parent_id');
+    END IF;
+    RETURN jsonb_build_object('items', (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'name', name, 'level', level)
+                                  ORDER BY name, id), '[]')
+          FROM org_units
+         WHERE CASE WHEN p_parent IS NULL THEN parent_id IS NULL ELSE parent_id = p_parent END));
+END
+$$;

@@ -879,7 +879,8 @@ def test_points_board_masks_names(aenv):
     assert item["points"] == 40 and item["rank"] == 1 and item["pending"] == 40
     assert item["objection_until"]
     assert item["name"] == name[0] + "*" * (len(name) - 1) and item["name"] != name
-    assert set(item) == {"name", "rank", "points", "pending", "micro_grid", "objection_until"}
+    assert set(item) == {"name", "rank", "points", "pending", "micro_grid", "objection_until",
+                         "adjusted"}
     r = api.get(f"/api/v1/public/grids/{tree.community}/points-board", params={"month": month}, token=None)
     assert r.status_code == 404
     r = api.get(f"/api/v1/public/grids/{tree.grid}/points-board", params={"month": "2025-13"}, token=None)

