@@ -29,6 +29,8 @@ const struct route routes_table[] = {
 
     /* The browser apps, from memory (static.h): one line per app, its files in web.dir/<app>/. */
     {"GET", "/app/{*}", static_serve, GUARD_NONE, BODY_NONE, "the worker web app"},
+    {"GET", "/console/{*}", static_serve, GUARD_NONE, BODY_NONE, "the staff console and dashboard"},
+    {"GET", "/board/{*}", static_serve, GUARD_NONE, BODY_NONE, "the public points board"},
 
     {"POST", "/api/v1/auth/login", api_login, GUARD_NONE, BODY_SMALL,
      "log in with phone and password"},
