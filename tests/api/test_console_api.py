@@ -130,3 +130,59 @@ def test_public_units_for_the_board_pickers(api, tree):
     for bad in ("0", "-3", "abc", "99999999999999999999"):
         r = api.get("/api/v1/public/units", params={"parent_id": bad}, token=None)
         assert r.status_code == 400, (bad, r.text)
+
+
+def test_closing_an_empty_settlement_period_says_so(api, admin, sql, server):
+    st = Street(api, admin, sql, server)
+    m, client = st.merchant()
+    url = f"/api/v1/merchants/{m['id']}/settlements"
+    r = api.post(url, {}, token=st.token)
+    assert r.status_code == 409 and error_code(r) == "nothing_to_settle", r.text
+    assert sql.scalar("SELECT count(*) FROM settlements WHERE merchant_id = %s", (m["id"],)) == 0
+    (w,) = st.workers(1, points=100)
+    assert st.charge(client, w, 30).status == 201
+    r = api.post(url, {}, token=st.token)
+    assert r.status_code == 201, r.text
+    assert r.json()["totals"]["net"] == 30
+    # nothing since: the next close is refused again, and the open period keeps its start
+    r = api.post(url, {}, token=st.token)
+    assert r.status_code == 409 and error_code(r) == "nothing_to_settle", r.text
+    assert sql.scalar("SELECT count(*) FROM settlements WHERE merchant_id = %s", (m["id"],)) == 1
+
+
+def test_grid_staff_see_reports_of_community_wide_tasks_done_in_their_grid(api, admin, sql):
+    tree = Tree(api, admin, sql)
+    # a second grid of the same community, with its staff and a worker
+    r = api.post("/api/v1/units", {"parent_id": tree.community, "name": unique_name("g")},
+                 token=admin["token"])
+    g2 = r.json()["id"]
+    staff2 = bulk_workers(sql, g2, 1, role="grid_staff")[0]
+    cadmin = bulk_workers(sql, tree.community, 1, role="community_admin")[0]
+    a = admin["person_id"]
+    sql.scalar("SELECT gp_issue(%s, %s, 1000, 'x')", (a, tree.street))
+    sql.scalar("SELECT gp_grant(%s, %s, %s, 1000, 'x')", (a, tree.street, tree.community))
+    (w,) = tree.workers(1)
+    t = tree.publish(token=cadmin["token"], unit_id=tree.community, slots=2, reward=10)
+    asg = api.post(f"/api/v1/tasks/{t['id']}/claim", token=w["token"]).json()
+    body = report_body(asg["id"])
+    assert api.post("/api/v1/reports", body, token=w["token"]).status_code == 201
+    # the worker's grid staff see it in their queue and in detail, but do not decide
+    q = api.get("/api/v1/reviews", token=tree.staff["token"]).json()["items"]
+    (item,) = [i for i in q if i["id"] == asg["id"]]
+    assert item["can_decide"] is False
+    r = api.get(f"/api/v1/assignments/{asg['id']}", token=tree.staff["token"])
+    assert r.status_code == 200 and r.json()["report"]
+    r = api.get("/api/v1/reviews", params={"unit_id": tree.grid}, token=tree.staff["token"])
+    assert asg["id"] in [i["id"] for i in r.json()["items"]]
+    r = api.post(f"/api/v1/assignments/{asg['id']}/approve", {}, token=tree.staff["token"])
+    assert r.status_code in (403, 404)
+    # the other grid's staff see nothing of it
+    q = api.get("/api/v1/reviews", token=staff2["token"]).json()["items"]
+    assert asg["id"] not in [i["id"] for i in q]
+    assert api.get(f"/api/v1/assignments/{asg['id']}", token=staff2["token"]).status_code == 404
+    # the community admin decides
+    q = api.get("/api/v1/reviews", token=cadmin["token"]).json()["items"]
+    (item,) = [i for i in q if i["id"] == asg["id"]]
+    assert item["can_decide"] is True
+    r = api.post(f"/api/v1/assignments/{asg['id']}/approve", {}, token=cadmin["token"])
+    assert r.status_code == 200, r.text
