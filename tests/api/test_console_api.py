@@ -186,3 +186,31 @@ def test_grid_staff_see_reports_of_community_wide_tasks_done_in_their_grid(api, 
     assert item["can_decide"] is True
     r = api.post(f"/api/v1/assignments/{asg['id']}/approve", {}, token=cadmin["token"])
     assert r.status_code == 200, r.text
+
+
+def test_demo_logins_are_kept_in_a_private_file(cli, api, tmp_path):
+    path = tmp_path / "demo-logins.txt"
+    path.write_text("stale")
+    path.chmod(0o644)
+    p = cli("demo-data", "--credentials", str(path))
+    if "already loaded" in p.stdout:
+        pytest.skip("the demo street was loaded earlier in this database")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    text = path.read_text()
+    assert "stale" not in text and text in p.stdout
+    assert f"written to {path}" in p.stdout
+    logins = {}
+    for line in text.splitlines():
+        if "/" in line and line.strip()[0].isalpha():
+            who, _, pw = line.rpartition("/")
+            logins[who.split()[0]] = (who.split()[-1].split("..")[0], pw.strip())
+    # the merchant staff login works and reaches the demo merchant's console
+    phone, pw = logins["merchant"]
+    assert phone == "13940000001"
+    r = api.post("/api/v1/auth/login", {"phone": phone, "password": pw}, token=None)
+    assert r.status_code == 200, r.text
+    r = api.get("/api/v1/console/merchants", token=r.json()["token"])
+    assert r.status_code == 200 and len(r.json()["items"]) == 1, r.text
+    # a second run tells where the logins are and prints them again
+    p = cli("demo-data", "--credentials", str(path))
+    assert "already loaded" in p.stdout and "13940000001" in p.stdout
