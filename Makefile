@@ -4,7 +4,8 @@
 #   make run          install what is missing, start private PostgreSQL + Redis under var/,
 #                     migrate, load demo data once, serve on 127.0.0.1:8080
 #   make test         unit tests + black-box API tests, under ASan+UBSan, + browser tests
-#   make web          the worker app (web/worker) into build/web/app/ (skipped without npm)
+#   make web          the worker app (web/worker) into build/web/app/, the console and the board
+#                     (web/console) into build/web/console/ and build/web/board/ (skipped without npm)
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
 #   make format / format-check / clean
 #   make V=1 ...      show full compiler commands
@@ -167,7 +168,7 @@ web:
 ifeq ($(HAVE_NPM),)
 	@echo "web: npm not found: the worker app is NOT built (install nodejs and npm, then make web)"
 else
-	@$(MAKE) --no-print-directory $(WEB_OUT)/index.html
+	@$(MAKE) --no-print-directory $(WEB_OUT)/index.html $(CONSOLE_OUT)/index.html
 endif
 
 $(WEB_STAMP): $(WEB_WORKER)/package-lock.json
@@ -176,6 +177,22 @@ $(WEB_STAMP): $(WEB_WORKER)/package-lock.json
 
 $(WEB_OUT)/index.html: $(WEB_STAMP) $(WEB_SRC) docs/openapi.yaml
 	cd $(WEB_WORKER) && npm run build
+
+# The staff console and dashboard (web/console, Element Plus + ECharts) into build/web/console/,
+# and the public points board (web/console/board) into build/web/board/: one package, two builds.
+WEB_CONSOLE  := web/console
+CONSOLE_OUT  := build/web/console
+CONSOLE_STAMP := $(WEB_CONSOLE)/node_modules/.npm-ci.stamp
+CONSOLE_SRC  := $(shell find $(WEB_CONSOLE)/src $(WEB_CONSOLE)/board -type f -not -name '*.gen.ts' \
+                  2>/dev/null) $(addprefix $(WEB_CONSOLE)/,index.html vite.config.ts \
+                  vite.board.config.ts tsconfig.json env.d.ts package.json scripts/size.mjs)
+
+$(CONSOLE_STAMP): $(WEB_CONSOLE)/package-lock.json
+	cd $(WEB_CONSOLE) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(CONSOLE_OUT)/index.html: $(CONSOLE_STAMP) $(CONSOLE_SRC) docs/openapi.yaml
+	cd $(WEB_CONSOLE) && npm run build
 
 # Browser tests (tests/browser, node:test + playwright-core driving /usr/bin/chromium as a
 # phone) against this build's gridpointsd with its own PostgreSQL and Redis; screenshots and
