@@ -48,7 +48,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PY ?= /usr/bin/python3
 
 .PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs web browser \
-	check-includes
+	check-includes openapi-lint
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/gridpointsd web
@@ -98,7 +98,7 @@ run: deps
 	@scripts/run.sh
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
-test: deps check-config-docs check-includes format-check
+test: deps check-config-docs check-includes format-check openapi-lint
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 
@@ -203,6 +203,18 @@ browser: web $(BUILD)/gridpointsd
 
 check-config-docs:
 	@scripts/check-config-docs.sh
+
+# docs/openapi.yaml must pass `redocly lint` (redocly.yaml: the rules and why some are off;
+# .redocly.lint-ignore.yaml: the few operations exempt by design). @redocly/cli is pinned in
+# tools/redocly/package-lock.json.
+REDOCLY_DIR   := tools/redocly
+REDOCLY_STAMP := $(REDOCLY_DIR)/node_modules/.installed
+$(REDOCLY_STAMP): $(REDOCLY_DIR)/package-lock.json
+	@test -n "$(HAVE_NPM)" || { echo "openapi-lint: npm not found: install nodejs and npm" >&2; exit 1; }
+	cd $(REDOCLY_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+openapi-lint: $(REDOCLY_STAMP)
+	$(REDOCLY_DIR)/node_modules/.bin/redocly lint --config redocly.yaml docs/openapi.yaml
 
 # No module of server/ and include/ may include another that includes it back (X = server/X.c
 # + include/X.h); the script's self-test first shows that it can fail.
