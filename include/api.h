@@ -107,6 +107,8 @@ void api_person_get(struct req_ctx *rc);
 void api_person_update(struct req_ctx *rc);
 void api_person_role_grant(struct req_ctx *rc);
 void api_person_role_revoke(struct req_ctx *rc);
+void api_people_import(struct req_ctx *rc);
+int api_people_import_max_size(const struct config *cfg);
 
 /* api_wechat.c: WeChat login, binding with invite codes, unbinding (wechat.h) */
 void api_wechat_login(struct req_ctx *rc);

@@ -62,6 +62,9 @@ const struct route routes_table[] = {
      "unbind a person's WeChat accounts (staff)"},
     {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", api_person_role_revoke, GUARD_SESSION,
      BODY_NONE, "revoke a role"},
+    {"POST", "/api/v1/people/import", api_people_import, GUARD_SESSION,
+     ROUTE_RAW(api_people_import_max_size),
+     "import a roster: a dry run lists every row's errors, else all or nothing (staff)"},
 
     {"POST", "/api/v1/tasks", api_task_publish, GUARD_SESSION, BODY_SMALL,
      "publish a task (staff)"},

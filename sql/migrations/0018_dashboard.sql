@@ -82,6 +82,17 @@ CREATE TABLE dash_flags (
 );
 CREATE INDEX dash_flags_street_at ON dash_flags (street_id, at DESC);
 
+-- A roster's own key for a person (POST /api/v1/people/import, "external_id"): unique per
+-- street, one per person and street.
+CREATE TABLE person_external_ids (
+    street_id    bigint NOT NULL REFERENCES org_units (id),
+    external_id  text NOT NULL CHECK (length(external_id) BETWEEN 1 AND 64),
+    person_id    bigint NOT NULL REFERENCES persons (id),
+    PRIMARY KEY (street_id, external_id),
+    UNIQUE (street_id, person_id)
+);
+GRANT SELECT, INSERT, UPDATE ON person_external_ids TO gp_app;
+
 -- The public points board lists the month's manual adjustments (rare rows).
 CREATE INDEX ledger_txns_adjust_at ON ledger_txns (created_at) WHERE kind = 'adjust';
 

@@ -214,3 +214,115 @@ def test_demo_logins_are_kept_in_a_private_file(cli, api, tmp_path):
     # a second run tells where the logins are and prints them again
     p = cli("demo-data", "--credentials", str(path))
     assert "already loaded" in p.stdout and "13940000001" in p.stdout
+
+
+def roster(tree, n=200, base=None):
+    """n rows as the console posts them after parsing a file (row 1 is the header)."""
+    base = base or 17000000000 + (time.time_ns() // 1000) % 900000000
+    rows = []
+    for i in range(n):
+        rows.append({"row": i + 2, "phone": str(base + i), "name": f"居民{i:03d}",
+                     "unit_id": tree.micro, "tags": ["volunteer_firefighter"] if i % 5 == 0 else [],
+                     "role": "volunteer" if i % 7 == 0 else "worker", "external_id": f"R{base + i}"})
+    return rows
+
+
+def import_(api, token, rows, dry_run=False, **kw):
+    return api.post("/api/v1/people/import", {"dry_run": dry_run, "rows": rows, **kw}, token=token)
+
+
+def test_roster_import_dry_run_all_or_nothing_and_idempotent(api, tree, sql):
+    tok = tree.staff["token"]
+    rows = roster(tree)
+    good = [dict(r) for r in rows]
+    bad = [dict(r) for r in rows]
+    bad[10]["phone"] = "12345"                       # row 12
+    bad[57]["name"] = ""                             # row 59
+    bad[150]["phone"] = bad[149]["phone"]            # row 152: the same phone as row 151
+    before = sql.scalar("SELECT count(*) FROM persons")
+    r = import_(api, tok, bad, dry_run=True)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["dry_run"] is True and d["rows"] == 200
+    assert [(e["row"], e["field"], e["code"]) for e in d["errors"]] == [
+        (12, "phone", "invalid_field"), (59, "name", "invalid_field"), (152, "phone", "duplicate_row")]
+    assert "151" in d["errors"][2]["message"]
+    assert d["created"] == 197 and d["updated"] == 0 and d["unchanged"] == 0
+    # the real import of the bad file: 422, the same errors, nothing written
+    r = import_(api, tok, bad)
+    assert r.status_code == 422 and error_code(r) == "import_invalid", r.text
+    assert [e["row"] for e in r.json()["error"]["errors"]] == [12, 59, 152]
+    assert sql.scalar("SELECT count(*) FROM persons") == before
+    # the corrected file creates 200 people, with their roles, tags and external ids
+    r = import_(api, tok, good)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert (d["created"], d["updated"], d["unchanged"], d["errors"]) == (200, 0, 0, [])
+    assert sql.scalar("SELECT count(*) FROM persons") == before + 200
+    ids = [p["id"] for p in d["people"]]
+    assert all(ids) and len(set(ids)) == 200
+    assert sql.scalar("SELECT count(*) FROM role_grants WHERE person_id = ANY(%s) AND role = 'volunteer'",
+                      (ids,)) == len([x for x in good if x["role"] == "volunteer"])
+    assert sql.scalar("SELECT count(*) FROM person_external_ids WHERE person_id = ANY(%s)", (ids,)) == 200
+    # nobody can log in with a password they never had
+    r = api.post("/api/v1/auth/login", {"phone": good[0]["phone"], "password": "!"}, token=None)
+    assert r.status_code == 401
+    # re-uploading the same roster changes nothing
+    snap = sql.query("SELECT id, name, tags, unit_id, updated_at FROM persons WHERE id = ANY(%s) "
+                     "ORDER BY id", (ids,))
+    audit = sql.scalar("SELECT count(*) FROM audit_log")
+    r = import_(api, tok, good)
+    assert r.status_code == 200, r.text
+    assert (r.json()["created"], r.json()["updated"], r.json()["unchanged"]) == (0, 0, 200)
+    assert sql.query("SELECT id, name, tags, unit_id, updated_at FROM persons WHERE id = ANY(%s) "
+                     "ORDER BY id", (ids,)) == snap
+    assert sql.scalar("SELECT count(*) FROM audit_log") == audit
+    # a changed name is an update, the rest unchanged
+    good[3]["name"] = "改名了"
+    d = import_(api, tok, good, dry_run=True).json()
+    assert (d["created"], d["updated"], d["unchanged"]) == (0, 1, 199)
+    d = import_(api, tok, good).json()
+    assert (d["created"], d["updated"], d["unchanged"]) == (0, 1, 199)
+    assert sql.scalar("SELECT name FROM persons WHERE phone = %s", (good[3]["phone"],)) == "改名了"
+
+
+def test_roster_import_scope_and_hostile_input(api, tree, admin, sql):
+    tok = tree.staff["token"]
+    (w,) = tree.workers(1)
+    # a unit outside the staff's grid, a person of another street, an unknown column
+    other = api.post("/api/v1/units", {"parent_id": tree.community, "name": unique_name("g")},
+                     token=admin["token"]).json()["id"]
+    rows = [{"row": 2, "phone": "17900000001", "name": "甲", "unit_id": other},
+            {"row": 3, "phone": w["phone"], "name": "乙", "unit_id": tree.micro},
+            {"row": 4, "phone": "17900000002", "name": "丙", "unit_id": tree.micro, "salary": 1},
+            {"row": 5, "phone": "17900000003", "name": "丁", "unit_path": "nowhere/at/all"},
+            {"row": 6, "phone": "17900000004", "name": "戊", "unit_id": tree.micro, "role": "street_admin"},
+            {"row": 7, "phone": "17900000005", "name": "己", "unit_id": tree.micro, "tags": "x"},
+            {"phone": "17900000006", "name": "庚", "unit_id": tree.micro},
+            "not a row"]
+    d = import_(api, tok, rows, dry_run=True).json()
+    got = {(e["row"], e["field"], e["code"]) for e in d["errors"]}
+    assert got == {(2, "unit_id", "unit_not_found"), (4, "salary", "unknown_field"),
+                   (5, "unit_path", "unit_not_found"), (6, "role", "invalid_field"),
+                   (7, "tags", "invalid_field"), (7, "row", "missing_field"),
+                   (8, None, "invalid_field")}, d["errors"]
+    # w is in the staff's own grid: a re-import of them with their data is "updated" (name)
+    assert [p for p in d["people"] if p["row"] == 3][0]["outcome"] == "updated"
+    # a unit path works; a worker cannot import
+    d = import_(api, tok, [{"row": 2, "phone": "17900000007", "name": "辛",
+                            "unit_path": "/".join(sql.scalar(
+                                "SELECT string_agg(name, '/' ORDER BY nlevel(path)) FROM org_units "
+                                "WHERE path @> (SELECT path FROM org_units WHERE id = %s)",
+                                (tree.micro,)).split("/"))}], dry_run=True).json()
+    assert d["errors"] == [] and d["created"] == 1
+    r = import_(api, w["token"], [{"row": 2, "phone": "17900000008", "name": "壬", "unit_id": tree.micro}])
+    assert r.status_code == 403
+    for body in ({}, {"rows": []}, {"rows": {}}, {"rows": [], "extra": 1}, [1, 2]):
+        r = api.post("/api/v1/people/import", body, token=tok)
+        assert r.status_code == 400, (body, r.text)
+    r = api.request("POST", "/api/v1/people/import", token=tok, body=b"phone,name\n1,2",
+                    headers={"Content-Type": "text/csv"})
+    assert r.status_code == 415
+    r = api.request("POST", "/api/v1/people/import", token=tok, body=b'{"rows": [',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
