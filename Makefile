@@ -25,7 +25,8 @@ DEBUG   ?= -g3 -fno-omit-frame-pointer
 BUILD   ?= build
 SANITIZER ?=
 
-PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson openssl inih zlib
+PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson openssl inih zlib \
+           xlsxwriter
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

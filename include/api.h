@@ -169,6 +169,11 @@ void api_audit_keys(struct req_ctx *rc);
 void api_audit_latest_checkpoint(struct req_ctx *rc);
 void api_points_board(struct req_ctx *rc);
 
+/* api_export.c: XLSX exports (issue 14): runs sql (a gp_*_xlsx function) and replies with its
+ * rows as a workbook named filename, or 413 export_too_large */
+void api_xlsx(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+              const char *filename);
+
 /* api_dashboard.c: the street dashboard (issue 14) */
 void api_dashboard(struct req_ctx *rc);
 void api_public_units(struct req_ctx *rc);

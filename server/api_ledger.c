@@ -3,6 +3,7 @@
 #include "api.h"
 #include "app.h"
 #include "arena.h"
+#include "config.h"
 #include "db.h"
 #include "effects.h"
 #include "http.h"
@@ -87,6 +88,22 @@ void api_statement(struct req_ctx *rc)
     if (kind &&
         (strlen(kind) > 16 || strspn(kind, "abcdefghijklmnopqrstuvwxyz_") != strlen(kind))) {
         http_reply_error(rc, ST_INVALID, "invalid_query", "kind", "unknown transaction kind");
+        return;
+    }
+    const char *format = http_query(rc, "format");
+    if (format && strcmp(format, "json") && strcmp(format, "xlsx")) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "format", "format must be json or xlsx");
+        return;
+    }
+    if (format && !strcmp(format, "xlsx")) {
+        /* every posting of the window as one workbook (api_export.c) */
+        const char *xp[] = {api_actor(rc), api_i64(rc, worker), kind, from, to,
+                            api_i64(rc, rc->app->cfg->console_export_max_rows)};
+        char name[64];
+        snprintf(name, sizeof name, "statement-%lld.xlsx", (long long)worker);
+        api_xlsx(rc,
+                 "SELECT gp_statement_xlsx($1, $2, $3, $4::timestamptz, $5::timestamptz, $6::int)",
+                 6, xp, name);
         return;
     }
     const char *params[] = {api_actor(rc), api_i64(rc, worker),    kind, from, to,

@@ -143,3 +143,89 @@ BEGIN
          WHERE CASE WHEN p_parent IS NULL THEN parent_id IS NULL ELSE parent_id = p_parent END));
 END
 $$;
+
+------------------------------------------------------------------------------------------
+-- XLSX exports (the server writes the workbook, server/xlsx.c): {"sheet", "columns", "rows"}
+-- with every row of the range, or {"too_large": true, "count"} past p_max (413).
+------------------------------------------------------------------------------------------
+-- A worker's statement, every posting of [p_from, p_to), newest first: the rows of
+-- GET /api/v1/workers/{id}/statement (gp_statement) without paging.
+CREATE FUNCTION gp_statement_xlsx(p_actor bigint, p_worker bigint, p_kind text,
+                                  p_from timestamptz, p_to timestamptz, p_max int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_accs bigint[];
+    v_n bigint;
+    v_rows jsonb;
+BEGIN
+    PERFORM gp_require_ledger_reader(p_actor, p_worker);
+    IF p_kind IS NOT NULL AND NOT (p_kind = ANY (gp_ledger_kinds())) THEN
+        PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
+    END IF;
+    v_accs := ARRAY(SELECT id FROM accounts WHERE kind IN ('worker', 'worker_pending')
+                                            AND owner_id = p_worker);
+    SELECT count(*) INTO v_n
+      FROM postings p JOIN ledger_txns t ON t.id = p.txn_id
+     WHERE p.account_id = ANY (v_accs) AND (p_kind IS NULL OR t.kind = p_kind)
+       AND (p_from IS NULL OR t.created_at >= p_from) AND (p_to IS NULL OR t.created_at < p_to);
+    IF v_n > p_max THEN
+        RETURN jsonb_build_object('too_large', true, 'count', v_n);
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(p.id, t.created_at, t.kind,
+               CASE a.kind WHEN 'worker' THEN 'available' WHEN 'worker_pending' THEN 'pending'
+                           ELSE a.kind END,
+               p.amount, p.balance_after, p.txn_id, t.memo) ORDER BY p.id DESC), '[]')
+      INTO v_rows
+      FROM postings p JOIN ledger_txns t ON t.id = p.txn_id JOIN accounts a ON a.id = p.account_id
+     WHERE p.account_id = ANY (v_accs) AND (p_kind IS NULL OR t.kind = p_kind)
+       AND (p_from IS NULL OR t.created_at >= p_from) AND (p_to IS NULL OR t.created_at < p_to);
+    RETURN jsonb_build_object('sheet', 'statement',
+        'columns', jsonb_build_array('id', 'created_at', 'kind', 'account', 'amount',
+                                     'balance_after', 'txn_id', 'memo'),
+        'rows', v_rows);
+END
+$$;
+
+-- The ledger export of a subtree and time range, one row per posting of every sealed
+-- transaction up to the anchor checkpoint: the columns of the CSV export
+-- (gp_audit_export_page), every page at once.
+CREATE FUNCTION gp_audit_export_xlsx(p_actor bigint, p_unit bigint, p_from timestamptz,
+                                     p_to timestamptz, p_anchor bigint, p_max int)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    u org_units := gp_require_unit(p_actor, p_unit, gp_audit_roles());
+    c audit_checkpoints := gp_audit_anchor(p_anchor);
+    v_n bigint;
+    v_rows jsonb;
+BEGIN
+    IF c.size IS NULL THEN
+        PERFORM gp_raise('409', 'no_checkpoint', 'no signed checkpoint yet', 'checkpoint');
+    END IF;
+    SELECT count(*) INTO v_n
+      FROM audit_leaves l JOIN ledger_txns t ON t.id = l.txn_id JOIN postings p ON p.txn_id = t.id
+     WHERE l.idx < c.size AND (p_from IS NULL OR t.created_at >= p_from)
+       AND (p_to IS NULL OR t.created_at < p_to)
+       AND EXISTS (SELECT 1 FROM postings q JOIN accounts a ON a.id = q.account_id
+                     JOIN org_units au ON au.id = a.unit_id
+                    WHERE q.txn_id = l.txn_id AND au.path <@ u.path);
+    IF v_n > p_max THEN
+        RETURN jsonb_build_object('too_large', true, 'count', v_n);
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(l.idx, t.id, t.kind, gp_audit_ts(t.created_at),
+               t.actor_id, t.memo, p.id, p.account_id, a.kind, p.amount, p.account_version,
+               p.balance_after, encode(l.hash, 'hex')) ORDER BY l.idx, p.account_id), '[]')
+      INTO v_rows
+      FROM audit_leaves l JOIN ledger_txns t ON t.id = l.txn_id
+      JOIN postings p ON p.txn_id = t.id LEFT JOIN accounts a ON a.id = p.account_id
+     WHERE l.idx < c.size AND (p_from IS NULL OR t.created_at >= p_from)
+       AND (p_to IS NULL OR t.created_at < p_to)
+       AND EXISTS (SELECT 1 FROM postings q JOIN accounts qa ON qa.id = q.account_id
+                     JOIN org_units au ON au.id = qa.unit_id
+                    WHERE q.txn_id = l.txn_id AND au.path <@ u.path);
+    RETURN jsonb_build_object('sheet', 'ledger',
+        'columns', jsonb_build_array('log_index', 'txn_id', 'kind', 'created_at', 'actor_id',
+                                     'memo', 'posting_id', 'account_id', 'account_kind', 'amount',
+                                     'version', 'balance_after', 'leaf_hash'),
+        'rows', v_rows, 'anchor_size', c.size);
+END
+$$;

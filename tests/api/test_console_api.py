@@ -326,3 +326,61 @@ def test_roster_import_scope_and_hostile_input(api, tree, admin, sql):
     r = api.request("POST", "/api/v1/people/import", token=tok, body=b'{"rows": [',
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 400
+
+
+def test_xlsx_statement_read_back_equals_the_api(api, admin, tree, sql, make_server):
+    import io
+
+    import openpyxl
+
+    tree.fund(tree.street, 1000)
+    w1, w2 = tree.workers(2)
+    do_task(api, tree, w1, reward=25)
+    do_task(api, tree, w1, reward=5)
+    r = api.post("/api/v1/adjustments", {"worker_id": w1["id"], "amount": -3,
+                                         "reason": "逗号, \"引号\" and =1+1"}, token=admin["token"])
+    assert r.status_code == 201, r.text
+    items = []
+    cursor = None
+    while True:
+        params = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get(f"/api/v1/workers/{w1['id']}/statement", params=params,
+                       token=tree.staff["token"]).json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(items) == 3
+    for path in (f"/api/v1/workers/{w1['id']}/statement", f"/audit/v1/workers/{w1['id']}/statement"):
+        r = api.get(path, params={"format": "xlsx"}, token=admin["token"])
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith(
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        assert int(r.headers["Content-Length"]) == len(r.content) > 1000
+        assert f"statement-{w1['id']}.xlsx" in r.headers["Content-Disposition"]
+        wb = openpyxl.load_workbook(io.BytesIO(r.content), read_only=True)
+        ws = wb["statement"]
+        got = list(ws.iter_rows(values_only=True))
+        assert got[0] == ("id", "created_at", "kind", "account", "amount", "balance_after",
+                          "txn_id", "memo")
+        want = [(i["id"], i["created_at"], i["kind"], i["account"], i["amount"],
+                 i["balance_after"], i["txn_id"], i["memo"]) for i in items]
+        assert got[1:] == want
+    # the worker themself, a window, and what others may not read
+    r = api.get("/api/v1/workers/me/statement", params={"format": "xlsx", "kind": "adjust"},
+                token=w1["token"])
+    rows = list(openpyxl.load_workbook(io.BytesIO(r.content)).active.iter_rows(values_only=True))
+    assert len(rows) == 2 and rows[1][2] == "adjust" and rows[1][4] == -3
+    r = api.get(f"/api/v1/workers/{w1['id']}/statement", params={"format": "xlsx"},
+                token=w2["token"])
+    assert r.status_code == 404
+    for bad in ({"format": "xls"}, {"format": "xlsx", "kind": "DROP"}, {"format": "xlsx", "from": "x"}):
+        r = api.get(f"/api/v1/workers/{w1['id']}/statement", params=bad, token=admin["token"])
+        assert r.status_code == 400, (bad, r.text)
+    # past console.export_max_rows: 413, with no workbook built
+    small = make_server(env={"GRIDPOINTS_CONSOLE_EXPORT_MAX_ROWS": "2"})
+    r = api(small).get(f"/api/v1/workers/{w1['id']}/statement", params={"format": "xlsx"},
+                       token=admin["token"])
+    assert r.status_code == 413 and error_code(r) == "export_too_large", r.text
