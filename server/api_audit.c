@@ -289,7 +289,11 @@ void api_audit_export(struct req_ctx *rc)
     }
     if (!strcmp(format, "xlsx")) {
         /* the whole range as one workbook, as the CSV's rows (api_export.c) */
-        const char *xp[] = {api_actor(rc), unit, from, to, anchor ? api_i64(rc, anchor) : NULL,
+        const char *xp[] = {api_actor(rc),
+                            unit,
+                            from,
+                            to,
+                            anchor ? api_i64(rc, anchor) : NULL,
                             api_i64(rc, rc->app->cfg->console_export_max_rows)};
         api_xlsx(rc,
                  "SELECT gp_audit_export_xlsx($1, $2, $3::timestamptz, $4::timestamptz, "

@@ -13,11 +13,12 @@ void api_dashboard(struct req_ctx *rc)
     if (!http_query_i64_or_reply(rc, "unit_id", 1, INT64_MAX, &unit) ||
         !http_query_i64_or_reply(rc, "days", 1, cfg->console_dashboard_max_days, &days))
         return;
-    const char *params[] = {api_actor(rc), unit ? api_i64(rc, unit) : NULL,
-                            api_i64(rc, days ? days : (cfg->console_dashboard_max_days < 30
-                                                           ? cfg->console_dashboard_max_days
-                                                           : 30)),
-                            api_i64(rc, cfg->console_dashboard_refresh_s)};
+    const char *params[] = {
+        api_actor(rc), unit ? api_i64(rc, unit) : NULL,
+        api_i64(rc, days ? days
+                         : (cfg->console_dashboard_max_days < 30 ? cfg->console_dashboard_max_days
+                                                                 : 30)),
+        api_i64(rc, cfg->console_dashboard_refresh_s)};
     api_query(rc, "SELECT gp_dashboard($1, $2::bigint, $3::int, $4::int)", 4, params, 200);
 }
 

@@ -32,8 +32,8 @@ struct xlsx_job {
 static void xlsx_work(void *arg)
 {
     struct xlsx_job *job = arg;
-    job->ok = xlsx_from_json(job->doc, job->tmpdir, &job->out, &job->len, job->err,
-                             sizeof job->err);
+    job->ok =
+        xlsx_from_json(job->doc, job->tmpdir, &job->out, &job->len, job->err, sizeof job->err);
 }
 
 static void xlsx_done(void *arg, bool cancelled)

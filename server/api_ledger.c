@@ -97,7 +97,11 @@ void api_statement(struct req_ctx *rc)
     }
     if (format && !strcmp(format, "xlsx")) {
         /* every posting of the window as one workbook (api_export.c) */
-        const char *xp[] = {api_actor(rc), api_i64(rc, worker), kind, from, to,
+        const char *xp[] = {api_actor(rc),
+                            api_i64(rc, worker),
+                            kind,
+                            from,
+                            to,
                             api_i64(rc, rc->app->cfg->console_export_max_rows)};
         char name[64];
         snprintf(name, sizeof name, "statement-%lld.xlsx", (long long)worker);
@@ -149,10 +153,9 @@ static void rank_cache_cb(enum status st, const struct ledger_rank *r, void *arg
     json_t *rank = r->points > 0 ? json_integer(r->rank) : json_null();
     http_reply_json(rc, 200,
                     json_pack("{s:I, s:I, s:s, s:s, s:I, s:o, s:I, s:s}", "worker_id",
-                              (json_int_t)r->worker_id, "unit_id", (json_int_t)r->unit_id,
-                              "level", rs->level, "period", r->period, "points",
-                              (json_int_t)r->points, "rank", rank, "total", (json_int_t)r->total,
-                              "source", "cache"));
+                              (json_int_t)r->worker_id, "unit_id", (json_int_t)r->unit_id, "level",
+                              rs->level, "period", r->period, "points", (json_int_t)r->points,
+                              "rank", rank, "total", (json_int_t)r->total, "source", "cache"));
 }
 
 static void rank_target_cb(struct db_result *res, void *arg)
@@ -273,7 +276,7 @@ void api_adjust(struct req_ctx *rc)
     /* The reason categories the public points board shows (the free-text reason it never
      * shows); docs/openapi.yaml lists the same. */
     static const char *const categories[] = {"correction", "objection", "bonus", "penalty",
-                                              "other"};
+                                             "other"};
     struct jv_err e = {0};
     int64_t worker, amount;
     const char *reason, *category = NULL;
@@ -300,8 +303,9 @@ void api_adjust(struct req_ctx *rc)
     }
     const char *principal, *key, *hash;
     api_idem_params(rc, &principal, &key, &hash);
-    const char *params[] = {api_actor(rc), api_i64(rc, worker), api_i64(rc, amount), reason,
-                            principal, key, hash, category ? category : "other"};
+    const char *params[] = {
+        api_actor(rc), api_i64(rc, worker),          api_i64(rc, amount), reason, principal, key,
+        hash,          category ? category : "other"};
     api_write(rc, "SELECT body, effects FROM gp_adjust($1, $2, $3, $4, $5, $6, $7, $8)", 8, params,
               201);
 }

@@ -124,8 +124,8 @@ bool xlsx_from_json(const json_t *doc, const char *tmpdir, char **out, size_t *l
             }
             json_array_foreach(row, j, c)
             {
-                if (j >= LXW_COL_MAX || write_cell(ws, (lxw_row_t)(i + 1), (lxw_col_t)j, c) !=
-                                            LXW_NO_ERROR) {
+                if (j >= LXW_COL_MAX ||
+                    write_cell(ws, (lxw_row_t)(i + 1), (lxw_col_t)j, c) != LXW_NO_ERROR) {
                     ok = false;
                     break;
                 }

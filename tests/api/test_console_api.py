@@ -243,6 +243,8 @@ def test_roster_import_dry_run_all_or_nothing_and_idempotent(api, tree, sql):
     r = import_(api, tok, bad, dry_run=True)
     assert r.status_code == 200, r.text
     d = r.json()
+    from test_dashboard import check_schema
+    check_schema(d, "ImportResult")
     assert d["dry_run"] is True and d["rows"] == 200
     assert [(e["row"], e["field"], e["code"]) for e in d["errors"]] == [
         (12, "phone", "invalid_field"), (59, "name", "invalid_field"), (152, "phone", "duplicate_row")]

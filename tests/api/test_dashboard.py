@@ -5,11 +5,11 @@ an adjustment, a counter charge and its partial refund -- every figure equals wh
 and the work tables say, for the street and for each community; `dash_rebuild()` (which the
 benchmark runs after its bulk load) gives the same counters; scope is enforced."""
 
-import datetime as dt
-
+import jsonschema
 import pytest
+import yaml
 
-from gp import error_code, unique_name
+from gp import REPO, error_code, unique_name
 from loop import Tree, bulk_workers, report_body
 from mall import Street
 
@@ -133,6 +133,14 @@ def day(api, admin, sql, server):
             "workers": (w1, w2, w3, w4, w5)}
 
 
+def check_schema(instance, name):
+    """The answer matches its schema in docs/openapi.yaml."""
+    from test_openapi import json_schema
+    doc = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
+    jsonschema.validate(instance, {"$ref": f"#/components/schemas/{name}",
+                                   "components": json_schema(doc["components"])})
+
+
 def dashboard(api, token, **params):
     r = api.get("/api/v1/dashboard", params=params, token=token)
     assert r.status_code == 200, r.text
@@ -142,6 +150,7 @@ def dashboard(api, token, **params):
 def test_figures_equal_the_ledger_after_a_day_of_work(api, admin, sql, day):
     tree = day["tree"]
     d = dashboard(api, admin["token"])
+    check_schema(d, "Dashboard")
     assert d["unit"]["id"] == tree.street and d["unit"]["level"] == "street"
     assert d["refresh_s"] == 30 and len(d["trend"]) == 30
     today = d["today"]
