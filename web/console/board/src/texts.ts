@@ -19,6 +19,8 @@ const en: typeof zh = {
 };
 export const lang = new URLSearchParams(location.search).get('lang') === 'en' ? 'en' : 'zh-CN';
 export const T = lang === 'en' ? en : zh;
+document.documentElement.lang = lang;
+if (lang === 'en') document.title = en.title;
 export function fill(s: string, p: Record<string, string | number>): string {
   return s.replace(/\{(\w+)\}/g, (_x, k: string) => String(p[k] ?? ''));
 }

@@ -1,7 +1,7 @@
 import type { Messages } from './zh-CN';
 
 const en: Messages = {
-  app: { title: 'Gridpoints · Console', logout: 'Sign out', noScreens: 'Your roles open no console screen (workers use the phone app).' },
+  app: { title: 'Gridpoints Console', logout: 'Sign out', noScreens: 'Your roles open no console screen (workers use the phone app).' },
   nav: { dashboard: 'Dashboard', people: 'People', tasks: 'Tasks', review: 'Review', budgets: 'Budgets & policy', merchants: 'Merchants', audit: 'Audit', shop: 'My merchant', board: 'Points board' },
   login: { hint: 'Street, community and grid staff, auditors and merchant staff sign in with phone and password.', phone: 'Phone', password: 'Password', submit: 'Sign in', badPhone: 'Enter an 11-digit phone number' },
   common: { actions: 'Actions', cancel: 'Cancel', save: 'Save', saved: 'Saved', empty: 'Nothing here', more: 'Load more', shownOnce: 'Shown this once only: store it now.' },
