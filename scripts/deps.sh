@@ -20,6 +20,8 @@ PACKAGES=(
     # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and
     # CJK fonts so that the screenshots show the Chinese screens as a phone would
     chromium fonts-noto-cjk
+    # the console's tests: the printed points board's page count (pdftoppm, pdfinfo)
+    poppler-utils
 )
 
 die() {
