@@ -29,7 +29,6 @@ DECLARE
     v_street bigint;
     v_today date := (now() AT TIME ZONE 'Asia/Shanghai')::date;
     v_from date;
-    v_depth int;
     v_trend jsonb;
     v_today_fig jsonb;
     v_children jsonb;
@@ -37,34 +36,39 @@ DECLARE
     v_anom jsonb;
     v_merchants jsonb;
 BEGIN
-    u := gp_require_unit(p_actor, coalesce(p_unit, (SELECT unit_id FROM persons WHERE id = p_actor)),
+    u := gp_require_unit(p_actor,
+                         coalesce(p_unit, (SELECT unit_id FROM persons WHERE id = p_actor)),
                          gp_reader_roles());
     IF p_days IS NULL OR p_days < 1 OR p_days > 366 THEN
         PERFORM gp_raise('400', 'invalid_query', 'days is out of range', 'days');
     END IF;
     v_street := split_part(ltree2text(u.path), '.', 1)::bigint;
     v_from := v_today - (p_days - 1);
-    v_depth := nlevel(u.path);
 
-    -- The rows of the subtree and window, once: leaf rows with the child they roll up to;
-    -- the trend sums them by day, the children by child.
-    WITH rows AS (
-        SELECT CASE WHEN nlevel(o.path) > v_depth
-                    THEN ltree2text(subpath(o.path, v_depth, 1))::bigint END AS child, d.*
-          FROM dash_daily d JOIN org_units o ON o.id = d.unit_id
-         WHERE d.street_id = v_street AND d.day BETWEEN v_from AND v_today AND o.path <@ u.path),
-    by_day AS (
-        SELECT r.day, sum(r.tasks_published) tp, sum(r.slots_published) sp, sum(r.claimed) c,
-                   sum(r.reported) r, sum(r.approved) a, sum(r.rejected) rj, sum(r.flagged) f,
-                   sum(r.points_issued) pi, sum(r.points_redeemed) pr, sum(r.redemptions) rd,
-                   sum(r.active_workers) aw
-          FROM rows r GROUP BY r.day),
-    by_child AS (
-        SELECT r.child, sum(r.tasks_published) tp, sum(r.slots_published) sp, sum(r.claimed) c,
-                   sum(r.reported) r, sum(r.approved) a, sum(r.rejected) rj, sum(r.flagged) f,
-                   sum(r.points_issued) pi, sum(r.points_redeemed) pr, sum(r.redemptions) rd,
-                   sum(r.active_workers) aw
-          FROM rows r WHERE r.child IS NOT NULL GROUP BY r.child)
+    -- One pass over the rows of the subtree and window (an index-only scan of
+    -- dash_daily_street_day: the subtree by equality on the rows' ancestor columns), summed by
+    -- day (the trend) and by the child they roll up to (the children), in one aggregation.
+    WITH sums AS (
+        SELECT GROUPING(r.day) AS by_child, r.day, r.child,
+               sum(r.tasks_published) tp, sum(r.slots_published) sp, sum(r.claimed) c,
+               sum(r.reported) r, sum(r.approved) a, sum(r.rejected) rj, sum(r.flagged) f,
+               sum(r.points_issued) pi, sum(r.points_redeemed) pr, sum(r.redemptions) rd,
+               sum(r.active_workers) aw
+          FROM (SELECT CASE u.level WHEN 'street' THEN d.community_id
+                                    WHEN 'community' THEN d.grid_id
+                                    WHEN 'grid' THEN nullif(d.unit_id, d.grid_id) END AS child,
+                       d.day, d.tasks_published, d.slots_published, d.claimed, d.reported,
+                       d.approved, d.rejected, d.flagged, d.points_issued, d.points_redeemed,
+                       d.redemptions, d.active_workers
+                  FROM dash_daily d
+                 WHERE d.street_id = v_street AND d.day BETWEEN v_from AND v_today
+                   AND CASE u.level WHEN 'street' THEN true
+                                    WHEN 'community' THEN d.community_id = u.id
+                                    WHEN 'grid' THEN d.grid_id = u.id
+                                    ELSE d.unit_id = u.id END) r
+         GROUP BY GROUPING SETS ((r.day), (r.child))),
+    by_day AS (SELECT * FROM sums WHERE by_child = 0),
+    by_child AS (SELECT * FROM sums WHERE by_child = 1 AND child IS NOT NULL)
     SELECT (SELECT jsonb_agg(gp_dash_figures(x.tp, x.sp, x.c, x.r, x.a, x.rj, x.f, x.pi, x.pr,
                                              x.rd, x.aw) || jsonb_build_object('date', g.d::date)
                              ORDER BY g.d)
@@ -132,8 +136,8 @@ $$;
 -- unit above micro-grids -- id, name and level only. {"items": [{id, name, level}]}.
 CREATE FUNCTION gp_public_units(p_parent bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM org_units
-                                             WHERE id = p_parent AND level IN ('street', 'community')) THEN
+    IF p_parent IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM org_units WHERE id = p_parent AND level IN ('street', 'community')) THEN
         PERFORM gp_raise('404', 'unit_not_found', 'unit not found', 'parent_id');
     END IF;
     RETURN jsonb_build_object('items', (
