@@ -130,7 +130,7 @@ CREATE FUNCTION dash_add(p_unit bigint, p_day date,
                          flagged bigint DEFAULT 0, points_issued bigint DEFAULT 0,
                          points_redeemed bigint DEFAULT 0, redemptions bigint DEFAULT 0,
                          active_workers bigint DEFAULT 0)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_anc bigint[];
 BEGIN
@@ -163,7 +163,7 @@ $$;
 
 -- The worker's first activity of the day counts them once, on their home unit.
 CREATE FUNCTION dash_touch(p_worker bigint, p_unit bigint, p_day date)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_street bigint := dash_street(p_unit);
 BEGIN
@@ -179,7 +179,7 @@ $$;
 -- Triggers
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION dash_on_task() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 BEGIN
     PERFORM dash_add(NEW.unit_id, dash_day(NEW.created_at), tasks_published => 1,
                      slots_published => NEW.slots::bigint);
@@ -190,7 +190,7 @@ CREATE TRIGGER tasks_dashboard AFTER INSERT ON tasks
     FOR EACH ROW EXECUTE FUNCTION dash_on_task();
 
 CREATE FUNCTION dash_on_assignment() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_unit bigint;
     v_day date;
@@ -224,7 +224,7 @@ CREATE TRIGGER assignments_dashboard_update AFTER UPDATE OF state ON assignments
     EXECUTE FUNCTION dash_on_assignment();
 
 CREATE FUNCTION dash_on_report() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_unit bigint;
 BEGIN
@@ -242,7 +242,7 @@ CREATE TRIGGER reports_dashboard AFTER INSERT ON reports
 -- One call per INSERT statement of postings (gp_ledger_post_legs inserts a transaction's
 -- postings in one statement), set-based over its transition table.
 CREATE FUNCTION dash_on_postings() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
@@ -276,7 +276,7 @@ $$;
 
 CREATE FUNCTION dash_redeem(p_worker bigint, p_merchant bigint, p_day date, p_points bigint,
                             p_count int)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_unit bigint;
 BEGIN
@@ -297,7 +297,7 @@ CREATE TRIGGER postings_dashboard AFTER INSERT ON postings
     FOR EACH STATEMENT EXECUTE FUNCTION dash_on_postings();
 
 CREATE FUNCTION dash_on_role() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 DECLARE
     g role_grants;
     v_delta bigint := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
@@ -322,7 +322,7 @@ CREATE TRIGGER role_grants_dashboard AFTER INSERT OR DELETE ON role_grants
 -- Rebuild from the base tables (this migration; the benchmark after its bulk load)
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION dash_rebuild() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public, pg_temp AS $$
+SET search_path = gp, public, pg_temp AS $$
 BEGIN
     LOCK TABLE dash_daily, dash_units, dash_active, dash_merchant_daily, dash_flags
         IN EXCLUSIVE MODE;
