@@ -61,7 +61,7 @@ after(async () => {
 const url = (p) => `${stack.url}${p}`;
 async function newCtx(opts) {
   const ctx = await browser.newContext(opts);
-  ctx.setDefaultTimeout(10000);
+  ctx.setDefaultTimeout(20000);
   return ctx;
 }
 // Element Plus puts a component's attributes on its native input (el-input) or on its root
@@ -166,8 +166,9 @@ test('screenshots of every console screen, zh-CN and English', async () => {
     // The task detail with its history.
     const id = stack.sql('SELECT max(id) FROM tasks')[0][0];
     await page.goto(url(`/console/tasks/${id}`));
-    await page.waitForSelector('[data-test=task-history] .el-timeline-item');
+    await page.waitForSelector('[data-test=task-title]');
     await shot(page, `task-${lang}`);
+    assert.ok(await page.locator('[data-test=task-history] .el-timeline-item').count() >= 1, 'the history shows the publication');
     // An invite code as a QR code.
     await page.goto(url('/console/people'));
     await page.locator('[data-test=people-table] .el-table__row', { hasText: who.merchant.name }).locator('[data-test=invite]').click();
@@ -183,7 +184,7 @@ test('publish a task in the console and see it in the worker app', async () => {
   await page.goto(url('/console/tasks/new'));
   const title = `清理3号楼楼道杂物 ${Date.now() % 10000}`;
   await page.locator('.el-select[data-test=t-unit]').click();
-  await page.locator('.el-popper:visible .el-tree-node__label', { hasText: '第三网格' }).first().click();
+  await page.locator('.el-popper .el-tree-node__content', { hasText: '第三网格' }).first().click();
   await page.locator(field('t-title')).fill(title);
   await page.locator(field('t-desc', 'textarea')).fill('楼道里堆放的纸箱和自行车，拍照后清理。');
   await page.locator(field('t-reward')).fill('30');
@@ -192,7 +193,8 @@ test('publish a task in the console and see it in the worker app', async () => {
   await page.waitForFunction(() => (document.querySelector('input[data-test=t-lat]') ?? document.querySelector('[data-test=t-lat] input'))?.value !== '');
   await shot(page, 'publish-filled-zh-CN');
   await page.locator('[data-test=t-submit]').click();
-  await page.waitForSelector('[data-test=task-title]');
+  await page.waitForSelector('[data-test=task-title], [data-test=publish-error]');
+  if (await page.locator('[data-test=publish-error]').count()) assert.fail(`publish refused: ${await page.locator('[data-test=publish-error]').textContent()}`);
   assert.equal(await page.locator('[data-test=task-title]').textContent(), title);
   const [row] = stack.sql('SELECT unit_id, reward, slots, round(lat::numeric, 4), publisher_id FROM tasks WHERE title = $1', title);
   assert.deepEqual(row, [String(world.grid), '30', '2', String(NEAR.latitude), String(who.grid.id)]);

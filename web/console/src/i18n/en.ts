@@ -10,7 +10,7 @@ const en: Messages = {
   status: { active: 'Active', suspended: 'Suspended', open: 'Open', closed: 'Closed', cancelled: 'Cancelled', paused: 'Paused', expired: 'Expired', revoked: 'Revoked' },
   state: { claimed: 'Claimed', submitted: 'To review', approved: 'Approved', rejected: 'Rejected', expired: 'Expired', released: 'Released' },
   level: { street: 'Street', community: 'Community', grid: 'Grid', micro_grid: 'Micro-grid' },
-  flag: { outside_geofence: 'Outside geofence', report_too_soon: 'Reported too soon', too_many_completions: 'Too many completions', shared_device: 'Shared device', shared_evidence: 'Reused photo', self_approval: 'Self-approval', late_sync: 'Synced late' },
+  flag: { flagged_report: 'Flagged report', outside_geofence: 'Outside geofence', report_too_soon: 'Reported too soon', too_many_completions: 'Too many completions', shared_device: 'Shared device', shared_evidence: 'Reused photo', self_approval: 'Self-approval', late_sync: 'Synced late' },
   event: { published: 'Published', claimed: 'Claimed', submitted: 'Report submitted', approved: 'Approved', rejected: 'Rejected', expired: 'Expired', released: 'Released', cancelled: 'Cancelled', closed: 'Closed', edited: 'Edited' },
   adjcat: { correction: 'Correction', objection: 'Objection', bonus: 'Bonus', penalty: 'Penalty', other: 'Other' },
   people: {

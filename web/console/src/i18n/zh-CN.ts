@@ -9,7 +9,7 @@ const zhCN = {
   status: { active: '正常', suspended: '已停用', open: '进行中', closed: '已结束', cancelled: '已取消', paused: '已暂停', expired: '已过期', revoked: '已吊销' },
   state: { claimed: '已领取', submitted: '待审核', approved: '已通过', rejected: '已驳回', expired: '已过期', released: '已放弃' },
   level: { street: '街道', community: '社区', grid: '网格', micro_grid: '微网格' },
-  flag: { outside_geofence: '超出地理围栏', report_too_soon: '领取后过快提交', too_many_completions: '单日完成过多', shared_device: '多人共用设备', shared_evidence: '照片重复使用', self_approval: '自审自批', late_sync: '离线补传' },
+  flag: { flagged_report: '报告带异常标记', outside_geofence: '超出地理围栏', report_too_soon: '领取后过快提交', too_many_completions: '单日完成过多', shared_device: '多人共用设备', shared_evidence: '照片重复使用', self_approval: '自审自批', late_sync: '离线补传' },
   event: { published: '发布', claimed: '领取', submitted: '提交报告', approved: '通过', rejected: '驳回', expired: '过期', released: '放弃', cancelled: '取消', closed: '结束', edited: '修改' },
   adjcat: { correction: '更正', objection: '异议处理', bonus: '奖励', penalty: '扣减', other: '其他' },
   people: {
