@@ -343,9 +343,9 @@ static char *plausible_json(const char *sql, const char *const *params, int npar
         if (v % 5 == 0)
             return dump_free(json_pack("{s:b, s:I}", "too_large", 1, "count", (json_int_t)v));
         char *text = odd_strings ? odd_string(v >> 3) : strdup("memo");
-        json_t *j = json_pack("{s:s, s:[s,s,s], s:[[I,s,n],[I,f,b]]}", "sheet", "statement",
-                              "columns", "id", "memo", "x", "rows", (json_int_t)v, text,
-                              (json_int_t)-1, 1.5, 1);
+        json_t *j =
+            json_pack("{s:s, s:[s,s,s], s:[[I,s,n],[I,f,b]]}", "sheet", "statement", "columns",
+                      "id", "memo", "x", "rows", (json_int_t)v, text, (json_int_t)-1, 1.5, 1);
         free(text);
         return dump_free(j);
     }
