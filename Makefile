@@ -6,7 +6,8 @@
 #   make stop         stop the server of `make run` and its PostgreSQL + Redis
 #   make test         unit tests + black-box API tests, under ASan+UBSan, + browser tests
 #   make test-ops     operations drills (tests/ops): load balancer, read replica, restore
-#   make web          the worker app (web/worker) into build/web/app/ (skipped without npm)
+#   make web          the worker app (web/worker) into build/web/app/, the console and the board
+#                     (web/console) into build/web/console/ and build/web/board/ (skipped without npm)
 #   make bench        benchmarks (-O2, no sanitizers), results in docs/BENCHMARKS.md
 #   make format / format-check / clean
 #   make V=1 ...      show full compiler commands
@@ -26,7 +27,8 @@ DEBUG   ?= -g3 -fno-omit-frame-pointer
 BUILD   ?= build
 SANITIZER ?=
 
-PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson openssl inih zlib
+PKGS     = libevent libevent_openssl libevent_pthreads libpq hiredis jansson openssl inih zlib \
+           xlsxwriter
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -49,7 +51,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PY ?= /usr/bin/python3
 
 .PHONY: all run test unit api fuzz bench format format-check clean deps check-config-docs web browser \
-	check-includes test-ops
+	check-includes test-ops openapi-lint
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/gridpointsd web
@@ -104,7 +106,7 @@ stop:
 	@scripts/run.sh stop
 
 # make test: sanitizers on, in their own build dir so a plain build is not clobbered.
-test: deps check-config-docs check-includes format-check
+test: deps check-config-docs check-includes format-check openapi-lint
 	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=build/asan unit api browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(TEST_FUZZ_SECONDS),15)
 
@@ -184,7 +186,7 @@ web:
 ifeq ($(HAVE_NPM),)
 	@echo "web: npm not found: the worker app is NOT built (install nodejs and npm, then make web)"
 else
-	@$(MAKE) --no-print-directory $(WEB_OUT)/index.html
+	@$(MAKE) --no-print-directory $(WEB_OUT)/index.html $(CONSOLE_OUT)/index.html
 endif
 
 $(WEB_STAMP): $(WEB_WORKER)/package-lock.json
@@ -193,6 +195,22 @@ $(WEB_STAMP): $(WEB_WORKER)/package-lock.json
 
 $(WEB_OUT)/index.html: $(WEB_STAMP) $(WEB_SRC) docs/openapi.yaml
 	cd $(WEB_WORKER) && npm run build
+
+# The staff console and dashboard (web/console, Element Plus + ECharts) into build/web/console/,
+# and the public points board (web/console/board) into build/web/board/: one package, two builds.
+WEB_CONSOLE  := web/console
+CONSOLE_OUT  := build/web/console
+CONSOLE_STAMP := $(WEB_CONSOLE)/node_modules/.npm-ci.stamp
+CONSOLE_SRC  := $(shell find $(WEB_CONSOLE)/src $(WEB_CONSOLE)/board -type f -not -name '*.gen.ts' \
+                  2>/dev/null) $(addprefix $(WEB_CONSOLE)/,index.html vite.config.ts \
+                  vite.board.config.ts tsconfig.json env.d.ts package.json scripts/size.mjs)
+
+$(CONSOLE_STAMP): $(WEB_CONSOLE)/package-lock.json
+	cd $(WEB_CONSOLE) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(CONSOLE_OUT)/index.html: $(CONSOLE_STAMP) $(CONSOLE_SRC) docs/openapi.yaml
+	cd $(WEB_CONSOLE) && npm run build
 
 # Browser tests (tests/browser, node:test + playwright-core driving /usr/bin/chromium as a
 # phone) against this build's gridpointsd with its own PostgreSQL and Redis; screenshots and
@@ -203,6 +221,18 @@ browser: web $(BUILD)/gridpointsd
 
 check-config-docs:
 	@scripts/check-config-docs.sh
+
+# docs/openapi.yaml must pass `redocly lint` (redocly.yaml: the rules and why some are off;
+# .redocly.lint-ignore.yaml: the few operations exempt by design). @redocly/cli is pinned in
+# tools/redocly/package-lock.json.
+REDOCLY_DIR   := tools/redocly
+REDOCLY_STAMP := $(REDOCLY_DIR)/node_modules/.installed
+$(REDOCLY_STAMP): $(REDOCLY_DIR)/package-lock.json
+	@test -n "$(HAVE_NPM)" || { echo "openapi-lint: npm not found: install nodejs and npm" >&2; exit 1; }
+	cd $(REDOCLY_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+openapi-lint: $(REDOCLY_STAMP)
+	$(REDOCLY_DIR)/node_modules/.bin/redocly lint --config redocly.yaml docs/openapi.yaml
 
 # No module of server/ and include/ may include another that includes it back (X = server/X.c
 # + include/X.h); the script's self-test first shows that it can fail.

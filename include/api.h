@@ -107,6 +107,8 @@ void api_person_get(struct req_ctx *rc);
 void api_person_update(struct req_ctx *rc);
 void api_person_role_grant(struct req_ctx *rc);
 void api_person_role_revoke(struct req_ctx *rc);
+void api_people_import(struct req_ctx *rc);
+int api_people_import_max_size(const struct config *cfg);
 
 /* api_wechat.c: WeChat login, binding with invite codes, unbinding (wechat.h) */
 void api_wechat_login(struct req_ctx *rc);
@@ -166,6 +168,15 @@ void api_audit_export(struct req_ctx *rc);
 void api_audit_keys(struct req_ctx *rc);
 void api_audit_latest_checkpoint(struct req_ctx *rc);
 void api_points_board(struct req_ctx *rc);
+
+/* api_export.c: XLSX exports (issue 14): runs sql (a gp_*_xlsx function) and replies with its
+ * rows as a workbook named filename, or 413 export_too_large */
+void api_xlsx(struct req_ctx *rc, const char *sql, int nparams, const char *const *params,
+              const char *filename);
+
+/* api_dashboard.c: the street dashboard (issue 14) */
+void api_dashboard(struct req_ctx *rc);
+void api_public_units(struct req_ctx *rc);
 
 /* api_mrc_admin.c: street admins (merchant management) */
 void api_merchant_create(struct req_ctx *rc);

@@ -99,6 +99,11 @@ struct config {
     int login_phone_delay_ms;     /* first slow-down delay, doubled per further failure */
     int login_phone_delay_max_ms; /* ... up to this */
     int login_device_ttl_s;       /* a known device is forgotten this long after its last login */
+    /* [console] (issue 14) */
+    int console_dashboard_refresh_s; /* how often the dashboard screen polls (in its reply) */
+    int console_dashboard_max_days;  /* longest trend GET /api/v1/dashboard serves */
+    int console_export_max_rows;     /* rows of one XLSX export, else 413 export_too_large */
+    int console_import_max_rows;     /* rows of one roster import, else 413 */
     /* [log] */
     char *log_level;
     /* [merchant] */

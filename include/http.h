@@ -108,6 +108,9 @@ const char *http_header(struct req_ctx *rc, const char *name);
 /* Adds a response header (before the reply). */
 void http_set_header(struct req_ctx *rc, const char *name, const char *value);
 const char *http_query(struct req_ctx *rc, const char *key);
+/* Is the request's Content-Type application/json (for routes that take raw bytes and parse
+ * JSON themselves, with their own limits)? */
+bool http_content_is_json(struct req_ctx *rc);
 bool http_query_i64_or_reply(struct req_ctx *rc, const char *key, int64_t min, int64_t max,
                              int64_t *out) MUSTCHECK;
 /* An RFC 3339 query parameter: *out = its text, or NULL when absent; 400 when malformed. */

@@ -9,12 +9,12 @@ PACKAGES=(
     # build
     build-essential pkg-config clang-format
     libevent-dev libpq-dev libhiredis-dev libjansson-dev libssl-dev libinih-dev libcmocka-dev
-    zlib1g-dev
+    zlib1g-dev libxlsxwriter-dev
     # run: our private PostgreSQL cluster and Redis (scripts/services.sh)
     postgresql-15 postgresql-contrib redis-server
     # test: black-box API tests (tests/api), load and clock tools
     python3 python3-pytest python3-requests python3-psycopg2 python3-redis python3-yaml python3-jsonschema
-    python3-hypothesis wrk faketime openssl
+    python3-hypothesis wrk faketime openssl python3-openpyxl
     # promtool (tests/api/test_metrics.py checks /metrics and deploy/prometheus/ with it)
     prometheus
     # operations drills (make test-ops, tests/ops): the load balancer of deploy/haproxy/
@@ -24,6 +24,8 @@ PACKAGES=(
     # browser tests (tests/browser): Debian's Chromium, driven by playwright-core from npm, and
     # CJK fonts so that the screenshots show the Chinese screens as a phone would
     chromium fonts-noto-cjk
+    # the console's tests: the printed points board's page count (pdftoppm, pdfinfo)
+    poppler-utils
 )
 
 die() {

@@ -92,7 +92,8 @@ fi
 export GRIDPOINTS_AUDIT_KEY_FILE=${GRIDPOINTS_AUDIT_KEY_FILE:-$VAR/audit.key}
 "$BIN" -c "$CONF" audit-keygen --if-missing >/dev/null
 echo "== demo data (logins are generated once, on the first load)"
-"$BIN" -c "$CONF" demo-data --credentials "$VAR/demo-logins.txt"
+DEMO_LOGINS=$VAR/demo-logins.txt
+"$BIN" -c "$CONF" demo-data --credentials "$DEMO_LOGINS"
 
 if [[ ${GRIDPOINTS_RUN_CITY:-} == 1 ]]; then
     CITY_LISTEN=${GRIDPOINTS_CITY_LISTEN:-127.0.0.1:8090}
@@ -157,6 +158,9 @@ fi
 cat <<EOF
 
 == gridpointsd on http://$LISTEN  (PostgreSQL 127.0.0.1:$GP_PG_PORT, Redis 127.0.0.1:$GP_REDIS_PORT)
+The demo logins are kept in $DEMO_LOGINS (mode 0600): \`cat $DEMO_LOGINS\` if this terminal
+is lost. (A demo street loaded before that file existed has none: stop, 'rm -rf var' -- it
+deletes the development database -- and 'make run' loads it again with new logins.)
 The worker app: open http://$LISTEN/app/ (a phone-sized window) and log in as one of the
 workers above; the demo tasks are in Chengdu, so let the browser use a location near
 30.652, 104.084 (Chromium: DevTools > Sensors) or see them listed without distance.

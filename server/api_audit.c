@@ -138,6 +138,28 @@ void api_audit_statement(struct req_ctx *rc)
         return;
     }
     json_object_set_new(args, "proofs", json_boolean(proofs && !strcmp(proofs, "true")));
+    const char *format = http_query(rc, "format");
+    if (format && strcmp(format, "json") && strcmp(format, "xlsx")) {
+        json_decref(args);
+        http_reply_error(rc, ST_INVALID, "invalid_query", "format", "format must be json or xlsx");
+        return;
+    }
+    if (format && !strcmp(format, "xlsx")) {
+        json_t *f = json_object_get(args, "from"), *t = json_object_get(args, "to");
+        const char *xp[] = {api_actor(rc),
+                            api_i64(rc, worker),
+                            NULL,
+                            f ? arena_strdup(rc->arena, json_string_value(f)) : NULL,
+                            t ? arena_strdup(rc->arena, json_string_value(t)) : NULL,
+                            api_i64(rc, rc->app->cfg->console_export_max_rows)};
+        json_decref(args);
+        char name[64];
+        snprintf(name, sizeof name, "statement-%lld.xlsx", (long long)worker);
+        api_xlsx(rc,
+                 "SELECT gp_statement_xlsx($1, $2, $3, $4::timestamptz, $5::timestamptz, $6::int)",
+                 6, xp, name);
+        return;
+    }
     const char *params[] = {api_actor(rc), api_i64(rc, worker), args_text(rc, args)};
     api_query(rc, "SELECT gp_audit_statement($1, $2, $3::jsonb)", 3, params, 200);
 }
@@ -260,8 +282,23 @@ void api_audit_export(struct req_ctx *rc)
     const char *format = http_query(rc, "format");
     if (!format)
         format = "jsonl";
-    if (strcmp(format, "jsonl") && strcmp(format, "csv")) {
-        http_reply_error(rc, ST_INVALID, "invalid_query", "format", "format must be jsonl or csv");
+    if (strcmp(format, "jsonl") && strcmp(format, "csv") && strcmp(format, "xlsx")) {
+        http_reply_error(rc, ST_INVALID, "invalid_query", "format",
+                         "format must be jsonl, csv or xlsx");
+        return;
+    }
+    if (!strcmp(format, "xlsx")) {
+        /* the whole range as one workbook, as the CSV's rows (api_export.c) */
+        const char *xp[] = {api_actor(rc),
+                            unit,
+                            from,
+                            to,
+                            anchor ? api_i64(rc, anchor) : NULL,
+                            api_i64(rc, rc->app->cfg->console_export_max_rows)};
+        api_xlsx(rc,
+                 "SELECT gp_audit_export_xlsx($1, $2, $3::timestamptz, $4::timestamptz, "
+                 "$5::bigint, $6::int)",
+                 6, xp, "ledger-export.xlsx");
         return;
     }
     const char *params[] = {api_actor(rc), unit,

@@ -264,3 +264,68 @@ void api_person_role_revoke(struct req_ctx *rc)
                             api_i64(rc, unit)};
     api_query(rc, "SELECT gp_person_role($1, $2, $3, $4, false)", 4, params, 200);
 }
+
+/* ---- roster import (issue 14) ---- */
+
+/* A roster row is small (phone, name, unit, a few tags): 1 KiB each is generous. */
+int api_people_import_max_size(const struct config *cfg)
+{
+    return cfg->console_import_max_rows * 1024 + 4096;
+}
+
+static void import_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    json_t *j = api_result_json_or_reply(rc, res, 200);
+    if (!j)
+        return;
+    json_t *errors = json_object_get(j, "errors");
+    if (json_is_true(json_object_get(j, "dry_run")) || json_array_size(errors) == 0) {
+        http_reply_json(rc, 200, j);
+        return;
+    }
+    /* Nothing was written: the error lists every row's problems. */
+    json_t *err = json_pack("{s:s, s:s, s:s, s:O}", "code", "import_invalid", "message",
+                            "rows have errors: nothing was imported", "request_id", rc->rid,
+                            "errors", errors);
+    json_decref(j);
+    http_reply_json(rc, 422, json_pack("{s:o}", "error", err));
+}
+
+/* The body is a record handed whole to gp_people_import (docs/CONVENTIONS.md, way 2); the
+ * route takes it raw so that its JSON may hold console.import_max_rows rows, beyond
+ * server.json_max_items. */
+void api_people_import(struct req_ctx *rc)
+{
+    const struct config *cfg = rc->app->cfg;
+    if (!http_content_is_json(rc)) {
+        http_reply_error(rc, ST_UNSUPPORTED_MEDIA, NULL, "Content-Type",
+                         "request body must be application/json");
+        return;
+    }
+    struct jv_err e = {0};
+    json_t *body = NULL;
+    if (!jv_parse(rc->body, rc->body_len, cfg->json_max_depth,
+                  cfg->console_import_max_rows * 24 + 16, &body, &e)) {
+        http_reply_jv(rc, &e);
+        return;
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        http_reply_error(rc, ST_INVALID, "invalid_body", NULL, "the body must be a JSON object");
+        return;
+    }
+    size_t nrows = json_array_size(json_object_get(body, "rows"));
+    if (nrows > (size_t)cfg->console_import_max_rows) {
+        json_decref(body);
+        http_reply_error(rc, ST_TOO_LARGE, "too_many_rows", "rows",
+                         "at most %d rows per import (console.import_max_rows)",
+                         cfg->console_import_max_rows);
+        return;
+    }
+    const char *params[] = {api_actor(rc), api_json_text(rc, body),
+                            api_i64(rc, cfg->console_import_max_rows)};
+    json_decref(body);
+    db_query(rc->app->db, "SELECT gp_people_import($1, $2::jsonb, $3::int)", 3, params, import_cb,
+             rc);
+}

@@ -12,12 +12,15 @@
 #include "sql_build.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *admin_url(const struct config *cfg)
 {
@@ -678,6 +681,19 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
     /* Care lists of the street (cli_care.c): a few percent of residents, sealed. */
     if (cli_demo_care(c, cfg, street) < 0)
         goto fail;
+    /* A partner merchant of the street with a staff member who logs in to the console's
+     * merchant screens (issue 14); its API keys are issued from the console. */
+    static const char merchant_sql[] =
+        "WITH a AS (SELECT id FROM persons WHERE phone = '13900000001'), "
+        "m AS (SELECT (gp_merchant_create(a.id, jsonb_build_object('name', '锦华便民超市', "
+        "'address', '锦华路 1 号', 'unit_id', $1::bigint, 'contact_name', '李经理', "
+        "'contact_phone', '028-8888-0000')) ->> 'id')::bigint AS id FROM a), "
+        "s AS (INSERT INTO persons (phone, name, unit_id, password_hash) "
+        "    VALUES ('13940000001', '超市店员', $1::bigint, $2) RETURNING id) "
+        "SELECT gp_merchant_staff(a.id, m.id, s.id, true) FROM a, m, s";
+    const char *mp[] = {street, h_staff};
+    if (demo_exec(c, merchant_sql, 2, mp, NULL, 0) < 0)
+        goto fail;
     if (!exec_ok(c, "COMMIT", "COMMIT"))
         goto fail;
 
@@ -688,14 +704,23 @@ int cli_demo_data(const struct config *cfg, int argc, char **argv)
              "  auditor                  13900000002 / %s\n"
              "  community admins         13910000001..13910000008 / %s\n"
              "  grid staff               13920000001..13920000100 / %s\n"
-             "  workers and volunteers   13930000001..13930001200 / %s\n",
-             pw_admin, pw_staff, pw_staff, pw_staff, pw_worker);
+             "  workers and volunteers   13930000001..13930001200 / %s\n"
+             "  merchant staff           13940000001 / %s\n",
+             pw_admin, pw_staff, pw_staff, pw_staff, pw_worker, pw_staff);
     fputs(creds, stdout);
     if (cred_path) {
-        FILE *f = fopen(cred_path, "w");
-        if (f) {
+        /* Passwords: readable by the owner only (0600, whatever the umask), and a file that
+         * exists is truncated and re-moded, never followed through a symlink. */
+        int fd = open(cred_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        FILE *f = fd >= 0 && fchmod(fd, 0600) == 0 ? fdopen(fd, "w") : NULL;
+        if (!f) {
+            log_error("demo data: cannot write %s: %s", cred_path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+        } else {
             fputs(creds, f);
             fclose(f);
+            printf("demo logins written to %s (mode 0600)\n", cred_path);
         }
     }
     printf("demo street loaded (id %s)\n", street);

@@ -73,6 +73,10 @@ static const struct cfg_entry table[] = {
     T("auth", "session_ttl", session_ttl_s, "12h", 60, 2592000),
 
     T("care", "retention", care_retention_s, "365d", 0, 315360000),
+    T("console", "dashboard_refresh", console_dashboard_refresh_s, "30s", 1, 3600),
+    I("console", "dashboard_max_days", console_dashboard_max_days, "90", 1, 366),
+    I("console", "export_max_rows", console_export_max_rows, "200000", 1, 10000000),
+    I("console", "import_max_rows", console_import_max_rows, "5000", 1, 100000),
 
     S("database", "admin_url", database_admin_url, ""),
     D("database", "connect_timeout", db_connect_timeout_ms, "5s", 100, 600000),

@@ -493,6 +493,11 @@ static bool content_type_json(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
+bool http_content_is_json(struct req_ctx *rc)
+{
+    return content_type_json(http_header(rc, "Content-Type"));
+}
+
 static void read_body(struct req_ctx *rc);
 
 void http_request_run(struct http_core *core, const struct http_origin *origin,

@@ -37,6 +37,8 @@ const struct route routes_table[] = {
 
     /* The browser apps, from memory (static.h): one line per app, its files in web.dir/<app>/. */
     {"GET", "/app/{*}", static_serve, GUARD_NONE, BODY_NONE, "the worker web app"},
+    {"GET", "/console/{*}", static_serve, GUARD_NONE, BODY_NONE, "the staff console and dashboard"},
+    {"GET", "/board/{*}", static_serve, GUARD_NONE, BODY_NONE, "the public points board"},
 
     {"POST", "/api/v1/auth/login", api_login, GUARD_NONE, BODY_SMALL,
      "log in with phone and password"},
@@ -68,6 +70,9 @@ const struct route routes_table[] = {
      "unbind a person's WeChat accounts (staff)"},
     {"DELETE", "/api/v1/people/{id}/roles/{role}/{unit_id}", api_person_role_revoke, GUARD_SESSION,
      BODY_NONE, "revoke a role"},
+    {"POST", "/api/v1/people/import", api_people_import, GUARD_SESSION,
+     ROUTE_RAW(api_people_import_max_size),
+     "import a roster: a dry run lists every row's errors, else all or nothing (staff)"},
 
     {"POST", "/api/v1/tasks", api_task_publish, GUARD_SESSION, BODY_SMALL,
      "publish a task (staff)"},
@@ -333,6 +338,12 @@ const struct route routes_table[] = {
      "the signed statement of a day's transfers"},
     {"GET", "/audit/v1/exchange/mismatches", api_audit_xchg_mismatches, GUARD_AUDITOR, BODY_NONE,
      "exchange reconciliation mismatches as anomalies"},
+
+    /* the staff console's own routes (issue 14) */
+    {"GET", "/api/v1/dashboard", api_dashboard, GUARD_SESSION, BODY_NONE,
+     "the street dashboard of a subtree, from counters kept by the events", ROUTE_READ_REPLICA},
+    {"GET", "/api/v1/public/units", api_public_units, GUARD_NONE, BODY_NONE,
+     "streets, or a unit's children, for the public points board's pickers"},
 };
 
 const size_t routes_count = sizeof routes_table / sizeof routes_table[0];

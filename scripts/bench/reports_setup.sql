@@ -21,12 +21,12 @@ GRANT SELECT ON bench.reports TO gp_app;
 BEGIN;
 CREATE TEMP TABLE r_tasks ON COMMIT DROP AS
 SELECT g.id AS grid, g.staff,
-       (gp_task_publish(g.staff, jsonb_build_object(
+       ((gp_task_publish(g.staff, jsonb_build_object(
             'unit_id', g.id, 'title', '消防通道检查 (bench ' || :'name' || ')', 'category', 'fire_safety',
             'reward', 10, 'slots', :per_task, 'lat', g.lat, 'lng', g.lng, 'geofence_m', 300,
             'ends_at', to_char((now() + interval '1 day') AT TIME ZONE 'UTC',
                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-            'claim_ttl_s', 86400, 'review_window_s', 1)) ->> 'id')::bigint AS task_id,
+            'claim_ttl_s', 86400, 'review_window_s', 1))).body ->> 'id')::bigint AS task_id,
        g.lat, g.lng
   FROM (SELECT u.id, (row_number() OVER (ORDER BY u.id) - 1)::int AS k,
                (SELECT min(s.person_id) FROM bench.staff s

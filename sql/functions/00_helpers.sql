@@ -87,6 +87,19 @@ BEGIN
 END
 $$;
 
+-- May the actor read a worker's report on a task: staff or auditor over the task's unit, or
+-- -- for a task of a unit above them (a community-wide task) -- staff over the worker's home
+-- unit, so that grid staff see the work done in their grid (issue 14). Deciding stays with
+-- the staff of the task's unit (gp_report_decide).
+CREATE FUNCTION gp_report_reader(p_actor bigint, p_task_unit bigint, p_worker bigint)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT gp_has_role(p_actor, gp_reader_roles(), p_task_unit)
+        OR EXISTS (SELECT 1 FROM persons w JOIN org_units wu ON wu.id = w.unit_id
+                     JOIN org_units tu ON tu.id = p_task_unit
+                    WHERE w.id = p_worker AND wu.path <@ tu.path
+                      AND gp_has_role(p_actor, gp_staff_roles(), w.unit_id))
+$$;
+
 -- Is the actor an active worker or volunteer (the role on their home unit or above it)?
 CREATE FUNCTION gp_task_is_worker(p_actor bigint) RETURNS boolean LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM persons p

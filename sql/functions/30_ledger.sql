@@ -806,11 +806,11 @@ $$;
 -- mandatory reason; the counterpart is the budget of the worker's street (a positive adjust
 -- takes from it, GP402 insufficient_budget when it cannot; a negative one returns to it, GP402
 -- insufficient_points when the worker does not have it). Audited with the reason. Receipt:
--- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "available", "pending",
+-- {"txn_id", "kind": "adjust", "worker_id", "amount", "reason", "category", "available", "pending",
 -- "version", "balance", "created_at"}; effects: the worker's balance (none on a replay).
 CREATE FUNCTION gp_adjust(p_actor bigint, p_worker bigint, p_amount bigint, p_reason text,
                           p_idem_principal text DEFAULT NULL, p_idem_key text DEFAULT NULL,
-                          p_request_hash text DEFAULT NULL)
+                          p_request_hash text DEFAULT NULL, p_category text DEFAULT 'other')
 RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     v_principal text := gp_idem_principal(p_idem_principal, p_actor);
@@ -847,7 +847,8 @@ BEGIN
     PERFORM gp_account_of('worker', p_worker);
     v_before := gp_worker_state(p_worker);
     v_txn := gp_ledger_post_legs('adjust', p_actor,
-        jsonb_build_object('worker_id', p_worker, 'unit_id', v_street), btrim(p_reason),
+        jsonb_build_object('worker_id', p_worker, 'unit_id', v_street,
+                           'category', coalesce(p_category, 'other')), btrim(p_reason),
         ARRAY[gp_account_of('budget', v_street), gp_account_of('worker', p_worker)],
         ARRAY[-p_amount, p_amount], v_principal, p_idem_key);
     IF p_amount < 0 THEN
@@ -857,7 +858,7 @@ BEGIN
     END IF;
     v_receipt := gp_worker_state(p_worker) || jsonb_build_object('txn_id', v_txn,
         'kind', 'adjust', 'amount', p_amount, 'reason', btrim(p_reason),
-        'created_at', gp_txn_created_at(v_txn));
+        'category', coalesce(p_category, 'other'), 'created_at', gp_txn_created_at(v_txn));
     PERFORM gp_audit(p_actor, 'ledger.adjust', 'person', p_worker::text, w.unit_id, v_before,
                      v_receipt, btrim(p_reason));
     PERFORM gp_outbox('points.adjusted', p_worker,
@@ -1086,17 +1087,14 @@ LANGUAGE sql STABLE AS $$
      WHERE s.id = p_unit AND e.points > 0
 $$;
 
--- A worker's rank among the workers of their grid, community or street for a month
--- ('YYYY-MM', Asia/Shanghai) or 'all': {"worker_id", "unit_id", "level", "period", "points",
--- "rank" (1 + workers with more points), "total" (workers with points)}.
-CREATE FUNCTION gp_rank(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
-RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+-- Which board a rank request reads: checks the reader, the scope and the period and returns
+-- the worker's ancestor unit of that level. The server then reads rank:{unit}:<period> in
+-- Redis (ledger_rank_get) and calls gp_rank only when the board is missing or Redis is down.
+CREATE FUNCTION gp_rank_unit(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
+RETURNS org_units LANGUAGE plpgsql STABLE AS $$
 DECLARE
     w persons;
     s org_units;
-    v_points bigint;
-    v_rank bigint;
-    v_total bigint;
 BEGIN
     w := gp_require_ledger_reader(p_actor, p_worker);
     IF p_scope_level IS NULL OR p_scope_level NOT IN ('grid', 'community', 'street') THEN
@@ -1112,6 +1110,34 @@ BEGIN
         PERFORM gp_raise('404', 'unit_not_found', 'the worker belongs to no unit of this level',
                          'scope');
     END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION gp_rank_target(p_actor bigint, p_worker bigint, p_scope_level text,
+                               p_period text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s org_units := gp_rank_unit(p_actor, p_worker, p_scope_level, p_period);
+BEGIN
+    RETURN jsonb_build_object('worker_id', p_worker, 'unit_id', s.id, 'level', s.level,
+                              'period', p_period);
+END
+$$;
+
+-- A worker's rank among the workers of their grid, community or street for a month
+-- ('YYYY-MM', Asia/Shanghai) or 'all', from PostgreSQL (the fallback of the Redis boards):
+-- {"worker_id", "unit_id", "level", "period", "points", "rank" (1 + workers with more points;
+-- null when the worker earned nothing in the period), "total" (workers with points),
+-- "source": "ledger"}.
+CREATE FUNCTION gp_rank(p_actor bigint, p_worker bigint, p_scope_level text, p_period text)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s org_units := gp_rank_unit(p_actor, p_worker, p_scope_level, p_period);
+    v_points bigint;
+    v_rank bigint;
+    v_total bigint;
+BEGIN
     v_points := coalesce((SELECT points FROM worker_earnings
                            WHERE person_id = p_worker AND period = p_period), 0);
     SELECT 1 + count(*) FILTER (WHERE e.points > v_points), count(*)
@@ -1121,8 +1147,9 @@ BEGIN
       JOIN worker_earnings e ON e.person_id = p.id AND e.period = p_period
      WHERE u.path <@ s.path AND e.points > 0;
     RETURN jsonb_build_object('worker_id', p_worker, 'unit_id', s.id, 'level', s.level,
-                              'period', p_period, 'points', v_points, 'rank', v_rank,
-                              'total', v_total);
+                              'period', p_period, 'points', v_points,
+                              'rank', CASE WHEN v_points > 0 THEN v_rank END,
+                              'total', v_total, 'source', 'ledger');
 END
 $$;
 

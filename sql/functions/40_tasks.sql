@@ -1282,20 +1282,25 @@ BEGIN
                                               'geofence_m', t.geofence_m),
                    'worker', jsonb_build_object('id', w.id, 'name', w.name, 'unit_id', w.unit_id),
                    'report', gp_report_json(r),
-                   'can_decide', a.worker_id <> p_actor,
+                   'can_decide', a.worker_id <> p_actor
+                                  AND gp_has_role(p_actor, gp_staff_roles(), t.unit_id),
                    '_cursor', gp_tcursor_encode(ARRAY['s', gp_ts_micros(a.submitted_at),
                                                       a.id::text])) AS j
           FROM assignments a
           JOIN tasks t ON t.id = a.task_id
           JOIN org_units tu ON tu.id = t.unit_id
           JOIN persons w ON w.id = a.worker_id
+          JOIN org_units wu ON wu.id = w.unit_id
           LEFT JOIN reports r ON r.id = a.report_id
          WHERE a.state = 'submitted'
+           -- staff over the task's unit, or (a task of a unit above them, e.g. community-wide)
+           -- staff over the worker's home unit: they see it, the task's staff decide
            AND EXISTS (SELECT 1 FROM role_grants g JOIN org_units gu ON gu.id = g.unit_id
                         JOIN persons me ON me.id = g.person_id AND me.status = 'active'
                         WHERE g.person_id = p_actor AND g.role = ANY (gp_staff_roles())
-                          AND tu.path <@ gu.path)
-           AND (v_unit.id IS NULL OR tu.path <@ v_unit.path)
+                          AND (tu.path <@ gu.path OR (gu.path <@ tu.path AND wu.path <@ gu.path)))
+           AND (v_unit.id IS NULL OR tu.path <@ v_unit.path
+                OR (v_unit.path <@ tu.path AND wu.path <@ v_unit.path))
            AND (v_task IS NULL OR a.task_id = v_task)
            AND (NOT v_flagged OR cardinality(r.flags) > 0)
            AND (v_cur IS NULL OR (a.submitted_at, a.id) > (v_cur_ts, v_cur_id))
@@ -1429,7 +1434,7 @@ BEGIN
     SELECT * INTO a FROM assignments WHERE id = p_assignment;
     IF FOUND THEN
         SELECT * INTO t FROM tasks WHERE id = a.task_id;
-        v_staff := gp_has_role(p_actor, gp_reader_roles(), t.unit_id);
+        v_staff := gp_report_reader(p_actor, t.unit_id, a.worker_id);
     END IF;
     IF NOT FOUND OR NOT (v_staff OR a.worker_id = p_actor) THEN
         PERFORM gp_raise('404', 'assignment_not_found', 'assignment not found', 'assignment_id');

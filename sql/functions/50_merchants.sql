@@ -1320,7 +1320,8 @@ $$;
 -- be over). The net points of the period go merchant -> settlement (kind 'settle'; the other
 -- way when refunds exceeded the rest). The merchant account is locked before the totals are
 -- read, and every capture/charge/refund checks for a settlement after taking that lock, so
--- the period cannot change afterwards (409 period_settled for a late one). Idempotent.
+-- the period cannot change afterwards (409 period_settled for a late one). A period without
+-- captures, charges or refunds is 409 nothing_to_settle. Idempotent.
 CREATE FUNCTION gp_settlement_close(p_actor bigint, p_merchant bigint, p_until timestamptz,
                                     p_month text, p_idem_principal text DEFAULT NULL,
                                     p_idem_key text DEFAULT NULL, p_request_hash text DEFAULT NULL)
@@ -1363,6 +1364,14 @@ BEGIN
         PERFORM gp_raise('409', 'period_settled', 'this period is already settled', 'until');
     END IF;
     tot := gp_m_statement(m.id, v_start, v_end, NULL, 1) -> 'totals';
+    -- An empty period is not settled (no empty settlement rows): the caller is told so, and
+    -- the open period keeps its start.
+    IF coalesce((tot ->> 'captures')::int, 0) + coalesce((tot ->> 'charges')::int, 0)
+       + coalesce((tot ->> 'refunds')::int, 0) = 0 THEN
+        PERFORM gp_raise('409', 'nothing_to_settle',
+                         format('nothing happened between %s and %s: no settlement is made',
+                                v_start, v_end), 'until');
+    END IF;
     s.id := nextval('settlements_id_seq');
     IF (tot ->> 'net')::bigint <> 0 THEN
         v_txn := gp_ledger_post_legs('settle', p_actor,

@@ -1056,13 +1056,20 @@ BEGIN
     v_start := (p_month || '-01')::timestamp AT TIME ZONE 'Asia/Shanghai';
     SELECT * INTO pol FROM ledger_policies WHERE street_unit_id = gp_street_of_unit(g.id);
     RETURN jsonb_build_object(
-        'grid', jsonb_build_object('id', g.id, 'name', g.name),
+        'grid', jsonb_build_object('id', g.id, 'name', g.name,
+                                   'community', (SELECT jsonb_build_object('id', c.id, 'name', c.name)
+                                                   FROM org_units c WHERE c.id = g.parent_id)),
         'month', p_month,
         'objection_period_s', extract(epoch FROM coalesce(pol.objection_period, '0'))::bigint,
         'items', (SELECT coalesce(jsonb_agg(jsonb_build_object('rank', x.rank, 'name', x.masked,
                       'micro_grid', x.micro, 'points', x.points, 'pending', x.pending,
-                      'objection_until', x.until) ORDER BY x.rank, x.masked), '[]')
-                    FROM (SELECT gp_mask_name(p.name) AS masked, mu.name AS micro, e.points,
+                      'objection_until', x.until,
+                      'adjusted', EXISTS (SELECT 1 FROM ledger_txns t
+                                           WHERE t.kind = 'adjust' AND t.created_at >= v_start
+                                             AND t.created_at < v_start + interval '1 month'
+                                             AND t.refs ->> 'worker_id' = x.id::text))
+                      ORDER BY x.rank, x.masked), '[]')
+                    FROM (SELECT p.id, gp_mask_name(p.name) AS masked, mu.name AS micro, e.points,
                                  rank() OVER (ORDER BY e.points DESC) AS rank,
                                  coalesce(pp.pending, 0) AS pending, pp.until
                             FROM worker_earnings e
@@ -1075,6 +1082,19 @@ BEGIN
                                    AND q.earned_at >= v_start
                                    AND q.earned_at < v_start + interval '1 month') pp ON true
                            WHERE e.period = p_month AND e.points > 0 AND mu.path <@ g.path) x),
+        -- Manual adjustments of the month (ledger_txns_adjust_at, a partial index: they are
+        -- rare) to the grid's workers, with their reason category, never the free text.
+        'adjustments', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                      'name', gp_mask_name(p.name), 'micro_grid', mu.name,
+                      'amount', (SELECT pt.amount FROM postings pt JOIN accounts a ON a.id = pt.account_id
+                                  WHERE pt.txn_id = t.id AND a.kind = 'worker'),
+                      'category', coalesce(t.refs ->> 'category', 'other'), 'at', t.created_at)
+                      ORDER BY t.created_at, t.id), '[]')
+                    FROM ledger_txns t
+                    JOIN persons p ON p.id = (t.refs ->> 'worker_id')::bigint
+                    JOIN org_units mu ON mu.id = p.unit_id
+                   WHERE t.kind = 'adjust' AND t.created_at >= v_start
+                     AND t.created_at < v_start + interval '1 month' AND mu.path <@ g.path),
         'generated_at', now());
 END
 $$;

@@ -18,7 +18,7 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (
         SELECT 1 FROM reports r JOIN tasks t ON t.id = r.task_id
          WHERE r.evidence @> jsonb_build_array(jsonb_build_object('sha256', p_sha))
-           AND gp_has_role(p_actor, gp_reader_roles(), t.unit_id))
+           AND gp_report_reader(p_actor, t.unit_id, r.worker_id))
 $$;
 
 -- Records an upload whose bytes the server checked, BEFORE it stores them (so that the store

@@ -378,6 +378,15 @@ def test_seal_checkpoint_export_verify_and_proofs(aenv):
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert rows and sum(int(x["amount"]) for x in rows) == 0
+    # XLSX (issue 14): the CSV's rows, the whole range in one workbook read back with openpyxl
+    import openpyxl
+    csv_rows = list(csv.reader(io.StringIO(r.text)))
+    r = api.get("/audit/v1/export", params={"format": "xlsx"}, token=admin["token"])
+    assert r.status_code == 200, r.text
+    assert int(r.headers["Content-Length"]) == len(r.content)
+    sheet = openpyxl.load_workbook(io.BytesIO(r.content), read_only=True)["ledger"]
+    assert [["" if c is None else str(c) for c in row]
+            for row in sheet.iter_rows(values_only=True)] == csv_rows
     out = aenv.dir / "ledger.csv"
     aenv.run("export", "--format", "csv", "--out", str(out))
     rows = list(csv.DictReader(out.open()))
@@ -879,7 +888,8 @@ def test_points_board_masks_names(aenv):
     assert item["points"] == 40 and item["rank"] == 1 and item["pending"] == 40
     assert item["objection_until"]
     assert item["name"] == name[0] + "*" * (len(name) - 1) and item["name"] != name
-    assert set(item) == {"name", "rank", "points", "pending", "micro_grid", "objection_until"}
+    assert set(item) == {"name", "rank", "points", "pending", "micro_grid", "objection_until",
+                         "adjusted"}
     r = api.get(f"/api/v1/public/grids/{tree.community}/points-board", params={"month": month}, token=None)
     assert r.status_code == 404
     r = api.get(f"/api/v1/public/grids/{tree.grid}/points-board", params={"month": "2025-13"}, token=None)

@@ -283,18 +283,23 @@ def test_readers_of_the_report(api, tree, sql, make_admin):
     path = f"/api/v1/evidence/{digest}"
     auditor = bulk_workers(sql, tree.street, 1, role="auditor")[0]
     micro_staff = bulk_workers(sql, tree.micro, 1, role="grid_staff")[0]
+    sibling = api.post("/api/v1/units", {"parent_id": tree.grid, "name": "sibling micro-grid"},
+                       token=tree.admin["token"]).json()["id"]
+    sibling_staff = bulk_workers(sql, sibling, 1, role="grid_staff")[0]
     other_street = make_admin()
     # no report refers to it yet: only the uploader
     for who in (tree.staff, auditor, tree.admin):
         assert api.get(path, token=who["token"]).status_code == 404
     claim_and_report(api, tree, w, [digest])
-    # staff and admins whose scope covers the report's task, and the street's auditor
-    for who in (tree.staff, tree.admin, auditor):
+    # staff and admins whose scope covers the report's task, the street's auditor, and (issue
+    # 14: a task of a unit above them done in their unit) staff over the worker's home unit
+    for who in (tree.staff, tree.admin, auditor, micro_staff):
         r = api.get(path, token=who["token"])
         assert r.status_code == 200, r.text
         assert r.content == data
-    # staff below the task's unit, another street's admin, another worker: 404
-    for who in (micro_staff, other_street, tree.workers(1)[0]):
+    # staff below the task's unit who do not cover the worker, another street's admin, another
+    # worker: 404
+    for who in (sibling_staff, other_street, tree.workers(1)[0]):
         r = api.get(path, token=who["token"])
         assert r.status_code == 404 and error_code(r) == "evidence_not_found"
 

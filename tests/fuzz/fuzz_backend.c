@@ -336,6 +336,19 @@ static char *plausible_json(const char *sql, const char *const *params, int npar
             return dump_free(e);
         return dump_free(json_pack("{s:b, s:o}", "created", (int)(v % 2), "evidence", e));
     }
+    if (strstr(sql, "gp_rank_target")) /* the board of a rank read (issue 14) */
+        return dump_free(json_pack("{s:I, s:I, s:s, s:s}", "worker_id", (json_int_t)1, "unit_id",
+                                   (json_int_t)(1 + v % 3), "level", "grid", "period", "all"));
+    if (strstr(sql, "_xlsx(")) { /* the rows of an XLSX export (issue 14) */
+        if (v % 5 == 0)
+            return dump_free(json_pack("{s:b, s:I}", "too_large", 1, "count", (json_int_t)v));
+        char *text = odd_strings ? odd_string(v >> 3) : strdup("memo");
+        json_t *j =
+            json_pack("{s:s, s:[s,s,s], s:[[I,s,n],[I,f,b]]}", "sheet", "statement", "columns",
+                      "id", "memo", "x", "rows", (json_int_t)v, text, (json_int_t)-1, 1.5, 1);
+        free(text);
+        return dump_free(j);
+    }
     if (strstr(sql, "gp_task_claim") || strstr(sql, "gp_task_slots"))
         return dump_free(json_pack("{s:I, s:I, s:I, s:{s:I, s:I, s:I}}", "task_id", (json_int_t)1,
                                    "free_slots", (json_int_t)(v % 3), "slots_version",

@@ -14,7 +14,7 @@ export async function makeWorld(stack) {
   const out = stack.cliEnv({ GRIDPOINTS_ADMIN_PASSWORD: password }, 'create-admin', '--phone', phone, '--name', '街道管理员', '--street', '锦华街道');
   const ids = JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop());
   const login = await stack.ok('POST', '/api/v1/auth/login', { body: { phone, password } });
-  const admin = { token: login.token, id: ids.person_id, street: ids.unit_id };
+  const admin = { token: login.token, id: ids.person_id, street: ids.unit_id, phone, password };
   const unit = async (parent, name) =>
     (await stack.ok('POST', '/api/v1/units', { token: admin.token, body: { parent_id: parent, name } })).id;
   const community = await unit(admin.street, '锦华社区');

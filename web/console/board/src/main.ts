@@ -1,0 +1,5 @@
+import { createApp } from 'vue';
+import './board.css';
+import Board from './BoardView.vue';
+
+createApp(Board).mount('#app');
