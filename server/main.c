@@ -220,6 +220,17 @@ static int serve(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     app->metrics = metrics_new();
+    /* The web apps are read (and compressed) before any connection is opened: this takes
+     * seconds for a large build under the sanitizers, and the connect deadlines of the
+     * PostgreSQL and Redis clients run from their creation, not from the loop's start. */
+    char why_web[PATH_MAX + 200];
+    app->web = static_load(cfg, why_web, sizeof why_web); /* reads web.dir: start-up file I/O */
+    if (!app->web) {
+        log_error("%s", why_web);
+        metrics_free(app->metrics);
+        event_base_free(app->base);
+        return 1;
+    }
     struct db_pool_config dc = {
         .conninfo = cfg->database_url,
         .size = cfg->db_pool_size,
@@ -238,6 +249,7 @@ static int serve(const struct config *cfg)
     if (!config_redis(cfg, &cr, why_redis, sizeof why_redis)) {
         log_error("%s", why_redis); /* config_load checked it already; never quotes the URL */
         db_pool_free(app->db);
+        static_free(app->web);
         metrics_free(app->metrics);
         event_base_free(app->base);
         return 1;
@@ -284,14 +296,6 @@ static int serve(const struct config *cfg)
     }
     app->wechat = wechat_new(app->base, cfg); /* checks [wechat], loads its CA file */
     if (!app->wechat) {
-        s.exit_code = 1;
-        goto teardown;
-    }
-
-    char why_web[PATH_MAX + 200];
-    app->web = static_load(cfg, why_web, sizeof why_web); /* reads web.dir: start-up file I/O */
-    if (!app->web) {
-        log_error("%s", why_web);
         s.exit_code = 1;
         goto teardown;
     }
