@@ -21,6 +21,8 @@ export const router = createRouter({
     { path: '/vouchers', name: 'vouchers', component: () => import('./views/vouchers/VouchersView.vue') },
     { path: '/vouchers/:id(\\d+)', name: 'voucher', component: () => import('./views/voucher/VoucherView.vue'), props: true },
     { path: '/paycode', name: 'paycode', component: () => import('./views/paycode/PayCodeView.vue') },
+    { path: '/visits', name: 'visits', component: () => import('./views/visits/VisitsView.vue'), meta: { tab: true } },
+    { path: '/visits/:id(\\d+)', name: 'visit', component: () => import('./views/visit/VisitView.vue'), props: true },
     { path: '/me', name: 'me', component: () => import('./views/me/MeView.vue'), meta: { tab: true } },
     { path: '/:rest(.*)*', redirect: '/tasks' },
   ],
