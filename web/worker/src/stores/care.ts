@@ -5,6 +5,7 @@ import { api } from '../api/client';
 import type { CareDue, Page } from '../api/types';
 
 const COLOUR_RANK = { red: 0, yellow: 1, blue: 2 } as const;
+const PAGE = 200;
 let last: CareDue[] = [];
 
 export type DueState = 'overdue' | 'due' | 'upcoming';
@@ -29,9 +30,21 @@ export function byUrgency(a: CareDue, b: CareDue): number {
 
 /** The worker's open due visits, most urgent first; fromCache: the network was not there. */
 export async function loadDues(): Promise<{ items: CareDue[]; fromCache: boolean }> {
-  const r = await api.get('/api/v1/care/due', { query: { limit: 500 } });
-  last = [...(r.data as unknown as Page<CareDue>).items].sort(byUrgency);
-  return { items: last, fromCache: r.fromCache };
+  const items: CareDue[] = [];
+  let fromCache = false;
+  let cursor: string | null = null;
+  // The server's page is at most 200; a worker has far fewer residents, but the rest of a
+  // longer list is read too (a few pages at most).
+  for (let page = 0; page < 10; page++) {
+    const r = await api.get('/api/v1/care/due', { query: cursor ? { limit: PAGE, cursor } : { limit: PAGE } });
+    const p = r.data as unknown as Page<CareDue>;
+    items.push(...p.items);
+    fromCache ||= r.fromCache;
+    cursor = p.next_cursor;
+    if (!cursor) break;
+  }
+  last = items.sort(byUrgency);
+  return { items: last, fromCache };
 }
 
 /** The due visit of a resident from the last list loaded, if any. */
