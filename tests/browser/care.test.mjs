@@ -80,16 +80,17 @@ before(async () => {
 });
 
 test('due list and visit form at phone size, in zh-CN, English and large text; the empty state', async () => {
-  for (const [locale, large] of [['zh-CN', false], ['en', false], ['zh-CN', true]]) {
-    const ctx = await phoneCtx({ locale });
-    try {
-      await ctx.addInitScript((s) => {
-        if (!localStorage.getItem('gp.settings')) localStorage.setItem('gp.settings', s);
-      }, JSON.stringify({ locale, large }));
-      const page = await ctx.newPage();
+  // One phone, logged in once; the language and the text size are the worker's settings (the
+  // Me screen), set here in the phone's storage and applied by a reload.
+  const ctx = await phoneCtx();
+  try {
+    const page = await ctx.newPage();
+    await uiLogin(page, w);
+    await page.locator('[data-test=tab-visits]').click();
+    for (const [locale, large] of [['zh-CN', false], ['en', false], ['zh-CN', true]]) {
+      await page.evaluate((s) => localStorage.setItem('gp.settings', s), JSON.stringify({ locale, large }));
+      await page.goto(app('visits'));
       const tag = large ? `${locale}-large` : locale;
-      await uiLogin(page, w);
-      await page.locator('[data-test=tab-visits]').click();
       await page.waitForSelector('[data-screen=visits] [data-test=due]');
       const order = await page.locator('[data-test=due]').evaluateAll((els) => els.map((e) => [Number(e.dataset.resident), e.dataset.state]));
       assert.deepEqual(order, [[red.id, 'overdue'], [yellow.id, 'due'], [blue.id, 'upcoming']], 'most urgent first');
@@ -98,7 +99,7 @@ test('due list and visit form at phone size, in zh-CN, English and large text; t
       assert.match(first, locale === 'en' ? /Red/ : /红色/);
       assert.match(first, /张秀珍/);
       assert.match(first, locale === 'en' ? /Overdue/ : /已超期/);
-      await page.waitForLoadState('networkidle');
+      await page.locator('[data-test=tab-visits] .van-icon').waitFor(); // the tab bar is drawn
       await sleep(300);
       await shot(page, `care-${tag}-visits`);
       // Large touch targets: every card and every outcome button at least 48 px high.
@@ -116,7 +117,7 @@ test('due list and visit form at phone size, in zh-CN, English and large text; t
         const size = await page.locator('[data-test=outcome-well]').evaluate((e) => getComputedStyle(e).fontSize);
         assert.equal(size, '22px', 'large text is large');
       }
-      await sleep(300);
+      await sleep(200);
       await shot(page, `care-${tag}-visit`);
       // No photo without consent: the camera appears only once the resident agreed.
       assert.equal(await page.locator('[data-test=camera]').count(), 0);
@@ -124,21 +125,21 @@ test('due list and visit form at phone size, in zh-CN, English and large text; t
       await page.locator('[data-test=camera]').waitFor({ state: 'attached' });
       await page.locator('[data-test=consent]').scrollIntoViewIfNeeded();
       await shot(page, `care-${tag}-visit-consent`);
-    } finally {
-      await ctx.close();
     }
+  } finally {
+    await ctx.close();
   }
   // A worker with no one to visit sees it said plainly.
   const idle = await world.worker('赵建国');
-  const ctx = await phoneCtx();
+  const ctx2 = await phoneCtx();
   try {
-    const page = await ctx.newPage();
+    const page = await ctx2.newPage();
     await uiLogin(page, idle);
     await page.goto(app('visits'));
     await page.locator('[data-test=visits-empty]').waitFor();
     await shot(page, 'care-zh-CN-visits-empty');
   } finally {
-    await ctx.close();
+    await ctx2.close();
   }
 });
 

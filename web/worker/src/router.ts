@@ -8,6 +8,8 @@ import LoginView from './views/login/LoginView.vue';
 
 export const router = createRouter({
   history: createWebHistory(import.meta.env.BASE_URL),
+  // A new screen starts at its top (back returns to where the worker was).
+  scrollBehavior: (_to, _from, saved) => saved ?? { top: 0 },
   routes: [
     { path: '/', redirect: '/tasks' },
     { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
