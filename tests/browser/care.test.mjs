@@ -143,7 +143,7 @@ test('due list and visit form at phone size, in zh-CN, English and large text; t
   }
 });
 
-test('a "well" visit online, with a photo after consent: the list updates and the points rise', async () => {
+test('a "well" visit online, with two photos after consent: the list updates and the points rise', async () => {
   const ctx = await phoneCtx();
   try {
     const page = await ctx.newPage();
@@ -158,14 +158,17 @@ test('a "well" visit online, with a photo after consent: the list updates and th
     await page.locator('[data-test=outcome-well]').click();
     await page.locator('[data-test=visit-notes] textarea').fill('精神很好，刚从菜市场回来。');
     await page.locator('[data-test=consent]').click();
-    await page.setInputFiles('[data-test=camera]', [{ name: 'visit.png', mimeType: 'image/png', buffer: photoPng(1200, 900, 60) }]);
-    await page.locator('[data-test=photo]').waitFor();
+    await page.setInputFiles('[data-test=camera]', [
+      { name: 'visit-1.png', mimeType: 'image/png', buffer: photoPng(1200, 900, 60) },
+      { name: 'visit-2.png', mimeType: 'image/png', buffer: photoPng(900, 1200, 200) },
+    ]);
+    await page.locator('[data-test=photo]').nth(1).waitFor();
     await page.locator('[data-test=save-visit]').click();
     await page.waitForSelector('[data-screen=visits]');
     // Received by the server: the resident's next visit is a week away.
     await page.waitForSelector(`[data-test=due][data-resident="${yellow.id}"][data-state=upcoming]`, { timeout: 20000 });
     assert.equal(await page.locator('[data-test=visit-item]').count(), 0, 'nothing left waiting');
-    assert.deepEqual(visitsOf(yellow.id), [['well', '', 't', '1', '8']], 'one visit, with its photo and consent, paid 8');
+    assert.deepEqual(visitsOf(yellow.id), [['well', '', 't', '2', '8']], 'one visit, with its two photos and consent, paid 8');
     const b1 = await stack.ok('GET', '/api/v1/workers/me/balance', { token: w.token });
     assert.equal(b1.available + b1.pending, b0.available + b0.pending + 8, 'the points rose by the yellow visit');
     await shot(page, 'care-zh-CN-visits-after');
@@ -204,7 +207,21 @@ test('a "needs help" visit offline is queued, then synced once when the network 
     const [[fu]] = stack.sql("SELECT count(*) FROM care_followups WHERE resident_id = $1 AND kind = 'needs_help'", red.id);
     assert.equal(fu, '1', 'staff got one follow-up');
 
-    // The same visit sent again (a reply lost on the way, another tab): the same answer, still one.
+    // The phone dropped the notes of the visit the server has.
+    const kept = await page.evaluate(
+      (id) =>
+        new Promise((res) => {
+          const r = indexedDB.open('gridpoints-worker');
+          r.onsuccess = () => {
+            const g = r.result.transaction('outbox').objectStore('outbox').get(id);
+            g.onsuccess = () => res(g.result.notes);
+          };
+        }),
+      cvid,
+    );
+    assert.equal(kept, '');
+    // The same visit sent again, as the phone had it (its reply lost on the way): the same
+    // answer, still one visit.
     const before = stack.sql('SELECT id, points FROM care_visits WHERE resident_id = $1', red.id);
     await page.evaluate(async (id) => {
       const db = await new Promise((res, rej) => {
@@ -216,7 +233,7 @@ test('a "needs help" visit offline is queued, then synced once when the network 
         const tx = db.transaction('outbox', 'readwrite');
         const os = tx.objectStore('outbox');
         const g = os.get(id);
-        g.onsuccess = () => os.put({ ...g.result, state: 'saved', visit_id: undefined });
+        g.onsuccess = () => os.put({ ...g.result, state: 'saved', visit_id: undefined, notes: '厨房水管漏水，需要找人修。' });
         tx.oncomplete = res;
         tx.onerror = () => rej(tx.error);
       });

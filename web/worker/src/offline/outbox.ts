@@ -372,6 +372,8 @@ async function sendOne(item: OutboxItem): Promise<void> {
       ...i,
       state: 'received',
       error: undefined,
+      // The server keeps the notes (sealed); the phone no longer needs them.
+      notes: '',
       visit_id: d.visit?.id,
       points: d.visit?.points ?? 0,
       flags: d.visit?.flags,
