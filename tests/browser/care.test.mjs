@@ -157,7 +157,9 @@ test('a "well" visit online, with two photos after consent: the list updates and
     await page.locator('[data-test=form-error]').waitFor();
     await page.locator('[data-test=outcome-well]').click();
     await page.locator('[data-test=visit-notes] textarea').fill('精神很好，刚从菜市场回来。');
-    await page.locator('[data-test=consent]').click();
+    // The whole consent row is the switch (a large target).
+    await page.getByText('居民同意拍照').click();
+    assert.equal(await page.locator('[data-test=consent]').getAttribute('aria-checked'), 'true');
     await page.setInputFiles('[data-test=camera]', [
       { name: 'visit-1.png', mimeType: 'image/png', buffer: photoPng(1200, 900, 60) },
       { name: 'visit-2.png', mimeType: 'image/png', buffer: photoPng(900, 1200, 200) },
