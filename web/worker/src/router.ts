@@ -8,6 +8,8 @@ import LoginView from './views/login/LoginView.vue';
 
 export const router = createRouter({
   history: createWebHistory(import.meta.env.BASE_URL),
+  // A new screen starts at its top (back returns to where the worker was).
+  scrollBehavior: (_to, _from, saved) => saved ?? { top: 0 },
   routes: [
     { path: '/', redirect: '/tasks' },
     { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
@@ -21,6 +23,8 @@ export const router = createRouter({
     { path: '/vouchers', name: 'vouchers', component: () => import('./views/vouchers/VouchersView.vue') },
     { path: '/vouchers/:id(\\d+)', name: 'voucher', component: () => import('./views/voucher/VoucherView.vue'), props: true },
     { path: '/paycode', name: 'paycode', component: () => import('./views/paycode/PayCodeView.vue') },
+    { path: '/visits', name: 'visits', component: () => import('./views/visits/VisitsView.vue'), meta: { tab: true } },
+    { path: '/visits/:id(\\d+)', name: 'visit', component: () => import('./views/visit/VisitView.vue'), props: true },
     { path: '/me', name: 'me', component: () => import('./views/me/MeView.vue'), meta: { tab: true } },
     { path: '/:rest(.*)*', redirect: '/tasks' },
   ],

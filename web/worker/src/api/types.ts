@@ -89,3 +89,43 @@ export interface Page<T> {
   items: T[];
   next_cursor: string | null;
 }
+
+// Care visits (docs/CARE.md): a due visit as GET /api/v1/care/due gives it to a worker, the
+// resident in the worker's view (what a visit needs: name, phone, address, health notes, the
+// home's point; never the ID number), and the answer to POST /api/v1/care/visits.
+export type CareColour = 'red' | 'yellow' | 'blue';
+export type CareOutcome = 'well' | 'needs_help' | 'not_home' | 'moved';
+export type CareHelpKind = 'health' | 'meals' | 'repairs' | 'mood' | 'other';
+
+export interface CareResidentView {
+  id: number;
+  colour: CareColour;
+  categories?: string[];
+  status?: string;
+  last_visit_at?: string | null;
+  lat?: number | null;
+  lng?: number | null;
+  name?: string;
+  phone?: string;
+  address?: string;
+  health_notes?: string;
+}
+
+export interface CareDue {
+  id: number;
+  resident_id: number;
+  colour: CareColour;
+  due_at: string;
+  grace_until: string;
+  state: string;
+  overdue: boolean;
+  as_backup?: boolean;
+  resident: CareResidentView;
+}
+
+export interface CareVisitAnswer {
+  visit?: { id: number; outcome: CareOutcome; flags?: string[]; points?: number };
+  next_due?: { due_at: string } | null;
+  award?: { amount: number } | null;
+  idempotent_replay?: boolean;
+}

@@ -3,7 +3,7 @@ import type { Messages } from './zh-CN';
 
 const en: Messages = {
   app: { name: 'Grid Points', offline: 'No network now. What you saved is sent when the network is back', cached: 'No network: showing what was saved last time' },
-  tab: { tasks: 'Tasks', reports: 'Reports', points: 'Points', mall: 'Mall', me: 'Me' },
+  tab: { tasks: 'Tasks', reports: 'Reports', points: 'Points', mall: 'Mall', me: 'Me', visits: 'Visits' },
   unit: { s: '{n} s', min: '{n} min', m: '{n} m', km: '{n} km', points: '{n} points' },
   common: {
     loading: 'Loading…', retry: 'Try again', back: 'Back', confirm: 'OK', cancel: 'Cancel',
@@ -57,6 +57,24 @@ const en: Messages = {
       refused: 'The system did not accept this report',
       expired: '',
     },
+  },
+  visits: {
+    title: 'Visits', none: 'No one to visit right now', overdue: 'Overdue', dueNow: 'Due now', upcoming: 'Not yet due',
+    dueBy: 'Visit by {time}', overdueSince: 'Was due by {time}: overdue', nextAt: 'Next visit: {time}',
+    lastVisit: 'Last visit: {time}', never: 'Not visited yet', backup: 'As backup', queued: '{n} visits waiting to be sent',
+    waitingTitle: 'Visits not sent yet', saved: 'Visit saved on the phone; it is sent when the network is back', remove: 'Delete this visit',
+    colour: { red: 'Red', yellow: 'Yellow', blue: 'Blue' },
+    category: { living_alone: 'Lives alone', disabled: 'Disabled', chronically_ill: 'Chronically ill', low_income: 'Low income', elderly: 'Elderly' },
+  },
+  visit: {
+    title: 'Visit', phone: 'Phone', address: 'Address', health: 'Health', call: 'Call',
+    distance: 'You are {d} from the home', locating: 'Finding where you are…', noPlace: 'No location: this visit has no place',
+    outcome: 'How it went', outcomes: { well: 'Seen and well', needs_help: 'Needs help', not_home: 'Not at home', moved: 'Moved away' },
+    helpKind: 'What help is needed', help: { health: 'Health', meals: 'Meals', repairs: 'Repairs', mood: 'Mood', other: 'Other' },
+    notes: 'Notes', notesPh: 'What you saw and what the resident said (optional)',
+    consent: 'The resident agrees to photos', consentHelp: 'Ask the resident first: photos only with their consent', photos: 'Photos',
+    save: 'Save and send', needOutcome: 'Please choose how it went', needHelpKind: 'Please choose what help is needed',
+    notFound: 'This resident was not found: they may have been given to someone else',
   },
   points: {
     title: 'My points', available: 'Available', pending: 'Pending', pendingHelp: 'Usable once the public notice period ends',
@@ -123,6 +141,10 @@ const en: Messages = {
     unsupported_type: 'This photo\'s format is not supported: please take another',
     hash_mismatch: 'A photo was damaged on the phone: delete this report and write it again with new photos',
     server: 'The server has a problem: the report is saved and sent again later',
+    consent_required: 'The resident did not agree to photos: the visit cannot carry any',
+    visit_in_future: "The phone's clock is wrong: please set it right and try again",
+    visit_before_entry: "This visit is dated before the resident was listed: check the phone's clock",
+    client_visit_id_reused: 'This visit was already sent with other content: delete it and write it again',
     generic: 'That did not work: {message}',
   },
 };

@@ -1,7 +1,7 @@
 // 简体中文（默认）。Words a worker of sixty reads at a glance: short, plain, no jargon.
 const zhCN = {
   app: { name: '网格积分', offline: '现在没有网络，已保存的内容会在有网时自动发送', cached: '没有网络，显示的是上次保存的内容' },
-  tab: { tasks: '任务', reports: '报告', points: '积分', mall: '商城', me: '我的' },
+  tab: { tasks: '任务', reports: '报告', points: '积分', mall: '商城', me: '我的', visits: '走访' },
   unit: { s: '{n} 秒', min: '{n} 分钟', m: '{n} 米', km: '{n} 公里', points: '{n} 积分' },
   common: {
     loading: '正在加载…', retry: '重试', back: '返回', confirm: '确定', cancel: '取消',
@@ -55,6 +55,24 @@ const zhCN = {
       refused: '系统没有接受这份报告',
       expired: '',
     },
+  },
+  visits: {
+    title: '走访', none: '现在没有要走访的居民', overdue: '已超期', dueNow: '该走访了', upcoming: '还没到时间',
+    dueBy: '请在 {time} 前走访', overdueSince: '应在 {time} 前走访，已超期', nextAt: '下次走访：{time}',
+    lastVisit: '上次走访：{time}', never: '还没有走访过', backup: '替班走访', queued: '{n} 次走访等待发送',
+    waitingTitle: '还没发送的走访', saved: '走访已保存在手机上，有网时会自动发送', remove: '删除这次走访',
+    colour: { red: '红色', yellow: '黄色', blue: '蓝色' },
+    category: { living_alone: '独居', disabled: '残疾', chronically_ill: '慢性病', low_income: '低收入', elderly: '高龄' },
+  },
+  visit: {
+    title: '走访记录', phone: '电话', address: '地址', health: '健康情况', call: '打电话',
+    distance: '您离居民家 {d}', locating: '正在确定您的位置…', noPlace: '没有定位：这次走访没有位置',
+    outcome: '走访情况', outcomes: { well: '见到了，一切都好', needs_help: '需要帮助', not_home: '不在家', moved: '已经搬走' },
+    helpKind: '需要哪方面的帮助', help: { health: '看病吃药', meals: '吃饭', repairs: '房屋维修', mood: '心情不好', other: '其他' },
+    notes: '备注', notesPh: '看到的情况、居民说的话（可以不填）',
+    consent: '居民同意拍照', consentHelp: '先问居民是否同意，同意后才能拍照', photos: '照片',
+    save: '保存并发送', needOutcome: '请选择走访情况', needHelpKind: '请选择需要哪方面的帮助',
+    notFound: '找不到这位居民，可能已经交给别人走访了',
   },
   points: {
     title: '我的积分', available: '可用积分', pending: '公示中积分', pendingHelp: '公示期结束后可以使用',
@@ -121,6 +139,10 @@ const zhCN = {
     unsupported_type: '这张照片的格式不支持，请重新拍一张',
     hash_mismatch: '照片在手机上损坏了，请删除这份报告后重新拍照填写',
     server: '服务器暂时有问题，报告已保存，会自动重发',
+    consent_required: '居民没有同意拍照，不能带照片',
+    visit_in_future: '手机时间不对，请把手机时间调准后再试',
+    visit_before_entry: '这次走访的时间早于居民登记的时间，请检查手机时间',
+    client_visit_id_reused: '这次走访已经用别的内容发送过了，请删除后重新填写',
     generic: '没有成功：{message}',
   },
 };

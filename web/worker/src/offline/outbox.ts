@@ -1,7 +1,7 @@
-// The outbox: reports and check-ins are saved on the phone first (IndexedDB, with their client
+// The outbox: reports, check-ins and care visits are saved on the phone first (IndexedDB, with their client
 // id and the time and place they were made) and sent when the network allows. Sending is safe
-// to repeat at any point -- the server applies a client_report_id (and a check-in's
-// (assignment, at)) once and replays its first answer -- so a retry after a timeout, a reply
+// to repeat at any point -- the server applies a client_report_id, a client_visit_id (and a
+// check-in's (assignment, at)) once and replays its first answer -- so a retry after a timeout, a reply
 // lost on the way, a closed tab or a second tab sending the same report never counts twice.
 //
 // Order within one report: its photos first (PUT /api/v1/evidence/{sha256}, idempotent by
@@ -52,7 +52,23 @@ export interface CheckinItem extends ItemBase {
   distance_m?: number | null;
 }
 
-export type OutboxItem = ReportItem | CheckinItem;
+/** A care visit (docs/CARE.md): its id is the client_visit_id; assignment_id and task_id are 0,
+ * task_title is what the worker reads in the queue (the resident's name). */
+export interface VisitItem extends ItemBase {
+  kind: 'visit';
+  resident_id: number;
+  made_at: string;
+  outcome: 'well' | 'needs_help' | 'not_home' | 'moved';
+  help_kind: 'health' | 'meals' | 'repairs' | 'mood' | 'other' | null;
+  notes: string;
+  photos: string[];
+  photo_consent: boolean;
+  visit_id?: number;
+  points?: number;
+  flags?: string[];
+}
+
+export type OutboxItem = ReportItem | CheckinItem | VisitItem;
 
 export interface PhotoRecord {
   sha256: string;
@@ -169,6 +185,57 @@ export async function saveCheckin(c: NewCheckin): Promise<CheckinItem> {
   return item;
 }
 
+export interface NewVisit {
+  worker_id: number;
+  resident_id: number;
+  resident_label: string;
+  made_at?: string;
+  lat: number | null;
+  lng: number | null;
+  outcome: VisitItem['outcome'];
+  help_kind: VisitItem['help_kind'];
+  notes: string;
+  photo_consent: boolean;
+  photos: { sha256: string; blob: Blob }[];
+}
+
+/** Saves a care visit and its photos on the phone, in one transaction, with a new
+ * client_visit_id: however often it is sent, the server records it once. */
+export async function saveVisit(v: NewVisit): Promise<VisitItem> {
+  const now = Date.now();
+  const item: VisitItem = {
+    kind: 'visit',
+    id: newClientId().replace(/^r-/, 'v-'),
+    worker_id: v.worker_id,
+    assignment_id: 0,
+    task_id: 0,
+    task_title: v.resident_label,
+    resident_id: v.resident_id,
+    made_at: v.made_at ?? new Date(now).toISOString(),
+    lat: v.lat,
+    lng: v.lng,
+    outcome: v.outcome,
+    help_kind: v.outcome === 'needs_help' ? v.help_kind : null,
+    notes: v.notes,
+    // No consent, no photo: not even kept on the phone.
+    photos: v.photo_consent ? v.photos.map((p) => p.sha256) : [],
+    photo_consent: v.photo_consent,
+    state: 'saved',
+    attempts: 0,
+    next_try_at: 0,
+    created_at: now,
+    updated_at: now,
+  };
+  const entries: { store: string; value: unknown }[] = (v.photo_consent ? v.photos : []).map((p) => ({
+    store: db.PHOTOS,
+    value: { sha256: p.sha256, blob: p.blob, type: p.blob.type, size: p.blob.size, uploaded: false } satisfies PhotoRecord,
+  }));
+  entries.push({ store: db.OUTBOX, value: item });
+  await db.putAll(entries);
+  changed();
+  return item;
+}
+
 /** The worker's items, newest first. */
 export async function listItems(workerId: number): Promise<OutboxItem[]> {
   const all = await db.getAll<OutboxItem>(db.OUTBOX);
@@ -185,8 +252,8 @@ export async function removeItem(id: string): Promise<void> {
   const item = all.find((i) => i.id === id);
   if (!item) return;
   if (item.state === 'saved' || item.state === 'sending') throw new Error('item not yet sent');
-  const keep = new Set(all.filter((i) => i.id !== id && i.kind === 'report').flatMap((i) => (i as ReportItem).photos));
-  const drop = item.kind === 'report' ? item.photos.filter((p) => !keep.has(p)) : [];
+  const keep = new Set(all.filter((i) => i.id !== id && i.kind !== 'checkin').flatMap((i) => (i as ReportItem | VisitItem).photos));
+  const drop = item.kind !== 'checkin' ? item.photos.filter((p) => !keep.has(p)) : [];
   await db.del(db.OUTBOX, [id]);
   if (drop.length) await db.del(db.PHOTOS, drop);
   changed();
@@ -220,7 +287,7 @@ export function evidenceUrl(sha256: string): string {
   return `${location.origin}/api/v1/evidence/${sha256}`;
 }
 
-async function uploadPhotos(item: ReportItem): Promise<void> {
+async function uploadPhotos(item: ReportItem | VisitItem): Promise<void> {
   for (const sha of item.photos) {
     const p = await getPhoto(sha);
     if (!p) throw new ApiError(400, 'photo_missing', 'a photo of this report is no longer on the phone');
@@ -263,7 +330,57 @@ interface ReportAnswer {
   assignment?: { state: string; reason?: string | null };
 }
 
+function visitBody(item: VisitItem) {
+  const body: {
+    resident_id: number;
+    client_visit_id: string;
+    made_at: string;
+    outcome: VisitItem['outcome'];
+    notes: string;
+    photo_consent: boolean;
+    help_kind?: NonNullable<VisitItem['help_kind']>;
+    photos?: string[];
+    lat?: number;
+    lng?: number;
+  } = {
+    resident_id: item.resident_id,
+    client_visit_id: item.id,
+    made_at: item.made_at,
+    outcome: item.outcome,
+    notes: item.notes,
+    photo_consent: item.photo_consent,
+  };
+  if (item.outcome === 'needs_help' && item.help_kind) body.help_kind = item.help_kind;
+  if (item.photos.length) body.photos = item.photos;
+  if (item.lat !== null && item.lng !== null) {
+    body.lat = item.lat;
+    body.lng = item.lng;
+  }
+  return body;
+}
+
+interface VisitAnswer {
+  visit?: { id: number; flags?: string[]; points?: number };
+}
+
 async function sendOne(item: OutboxItem): Promise<void> {
+  if (item.kind === 'visit') {
+    await uploadPhotos(item);
+    const r = await api.post('/api/v1/care/visits', { body: visitBody(item) });
+    const d = r.data as VisitAnswer;
+    await setItem(item.id, (i) => ({
+      ...i,
+      state: 'received',
+      error: undefined,
+      // The server keeps the notes (sealed); the phone no longer needs them.
+      notes: '',
+      visit_id: d.visit?.id,
+      points: d.visit?.points ?? 0,
+      flags: d.visit?.flags,
+      updated_at: Date.now(),
+    }));
+    return;
+  }
   if (item.kind === 'checkin') {
     const r = await api.post('/api/v1/assignments/{id}/checkins', {
       path: { id: item.assignment_id },
@@ -305,10 +422,13 @@ export function syncNow(workerId: number, force = false): Promise<SyncSummary> {
     const items = (await db.getAll<OutboxItem>(db.OUTBOX))
       .filter((i) => i.worker_id === workerId && (i.state === 'saved' || i.state === 'sending'))
       .sort((a, b) => a.created_at - b.created_at);
-    const blocked = new Set<number>(); // assignments whose earlier item still waits
+    // Items of one assignment (or of one resident) go in order: a later one waits for an
+    // earlier one that still waits.
+    const chain = (i: OutboxItem) => (i.kind === 'visit' ? `v${i.resident_id}` : `a${i.assignment_id}`);
+    const blocked = new Set<string>();
     for (const item of items) {
-      if (blocked.has(item.assignment_id) || (!force && item.next_try_at > Date.now())) {
-        blocked.add(item.assignment_id);
+      if (blocked.has(chain(item)) || (!force && item.next_try_at > Date.now())) {
+        blocked.add(chain(item));
         summary.pending++;
         continue;
       }
@@ -336,7 +456,7 @@ export function syncNow(workerId: number, force = false): Promise<SyncSummary> {
           }));
           summary.pending++;
           summary.waiting = err;
-          blocked.add(item.assignment_id);
+          blocked.add(chain(item));
           if (err.status === 0) {
             // The network is gone: the rest would fail the same way.
             summary.pending += items.length - items.indexOf(item) - 1;

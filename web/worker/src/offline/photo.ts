@@ -8,6 +8,13 @@ export interface PreparedPhoto {
   height: number;
 }
 
+/** A prepared photo as a screen holds it before saving: with an object URL to show it. */
+export interface PickedPhoto {
+  sha256: string;
+  blob: Blob;
+  url: string;
+}
+
 export const PHOTO_MAX_SIDE = 1600;
 export const PHOTO_QUALITY = 0.82;
 

@@ -21,8 +21,11 @@ export const outbox = reactive({
   last: null as SyncSummary | null,
 });
 
-export function waitingCount(): number {
-  return outbox.items.filter((i) => i.state === 'saved' || i.state === 'sending').length;
+/** Items not yet sent; kind: only reports (with their check-ins) or only care visits. */
+export function waitingCount(kind?: 'report' | 'visit'): number {
+  return outbox.items.filter(
+    (i) => (i.state === 'saved' || i.state === 'sending') && (!kind || (kind === 'visit') === (i.kind === 'visit')),
+  ).length;
 }
 
 export async function reload(): Promise<void> {
