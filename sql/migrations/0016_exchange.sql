@@ -11,7 +11,7 @@
 ALTER TABLE accounts DROP CONSTRAINT accounts_kind_check;
 ALTER TABLE accounts ADD CONSTRAINT accounts_kind_check CHECK (kind IN ('issuance', 'expiry',
     'settlement', 'budget', 'reservation', 'worker', 'worker_pending', 'merchant', 'hold',
-    'clearing', 'xhold'));
+    'care', 'clearing', 'xhold'));
 ALTER TABLE accounts DROP CONSTRAINT accounts_balance_nonnegative;
 ALTER TABLE accounts ADD CONSTRAINT accounts_balance_nonnegative
     CHECK (kind IN ('issuance', 'clearing') OR balance >= 0);
