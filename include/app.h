@@ -4,6 +4,8 @@
 #ifndef GP_APP_H
 #define GP_APP_H
 
+#include <stdbool.h>
+
 struct config;
 struct event_base;
 struct db_pool;
@@ -38,6 +40,10 @@ struct app {
     struct wechat *wechat;       /* WeChat login client (wechat.h); NULL = no WeChat */
     struct static_files *web;    /* the browser apps, in memory (static.c); NULL = none */
     volatile int stopping;       /* set once shutdown began: background sweeps stop */
+    /* The janitor's start-up checks passed (migration version, functions hash, signed history
+     * not behind a published checkpoint): until then /readyz answers 503 "starting", so that no
+     * balancer or harness sends work to an instance that may still refuse to run. */
+    bool started;
     /* evidence photos' bytes (evidence_store.h) */
     struct evidence_store *evidence;
     /* calls to partner schemes (exchange.h); NULL when exchange.enabled is off */

@@ -285,6 +285,12 @@ void api_readyz(struct req_ctx *rc)
         http_reply_json_text(rc, 503, draining, sizeof draining - 1);
         return;
     }
+    if (!rc->app->started) { /* the start-up checks (app.h) have not passed yet */
+        http_set_header(rc, "Retry-After", "1");
+        static const char starting[] = "{\"status\":\"starting\"}";
+        http_reply_json_text(rc, 503, starting, sizeof starting - 1);
+        return;
+    }
     struct ready_state *rs = arena_alloc(rc->arena, sizeof *rs);
     rs->pending = 2;
     rc->state = rs;

@@ -180,6 +180,7 @@ static void history_cb(void *arg, const char *refusal, bool retry)
         return;
     }
     j->schema_checked = true;
+    j->app->started = true;
     start_sweeps(j);
 }
 

@@ -69,8 +69,13 @@ def quoted(s):
 
 
 def ready(srv):
-    r = requests.get(srv.url + "/readyz", timeout=5)
-    return r.status_code, r.json()
+    """/readyz once the start-up checks have passed (before, it answers "starting")."""
+    deadline = time.monotonic() + 15
+    while True:
+        r = requests.get(srv.url + "/readyz", timeout=5)
+        if r.json() != {"status": "starting"} or time.monotonic() > deadline:
+            return r.status_code, r.json()
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------

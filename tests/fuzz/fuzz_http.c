@@ -141,6 +141,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     app->cfg = &G.cfg;
     app->base = event_base_new();
     app->metrics = metrics_new();
+    app->started = true; /* no janitor here: its start-up checks are the real server's */
     struct db_pool_config dc = {.conninfo = G.cfg.database_url, .size = G.cfg.db_pool_size};
     app->db = db_pool_new(app->base, &dc);
     struct kv_config kc = {.host = "127.0.0.1", .port = 6379};
