@@ -1,42 +1,41 @@
-""
-    "Cold sessions coalesced (issue 12, part 4): sessions that are not in Redis are looked up in
-    PostgreSQL in batches(auth.session_batch_max, auth.session_batches_in_flight)
-        .A burst of cold sessions-- valid,
-    expired, revoked, unknown, of a suspended person,
-    the same token several times
-    -- answers each request exactly as one lookup each would : 200 with the right person,
-    or 401 invalid_token;
-a handful of queries serve hundreds of misses,
-    and Redis holds the valid ones afterwards.""
-                                              "
+"""Cold sessions coalesced (issue 12, part 4): sessions that are not in Redis are looked up in
+PostgreSQL in batches (auth.session_batch_max, auth.session_batches_in_flight). A burst of
+cold sessions -- valid, expired, revoked, unknown, of a suspended person, the same token
+several times -- answers each request exactly as one lookup each would: 200 with the right
+person, or 401 invalid_token; far fewer queries than misses serve them, and Redis holds the
+valid ones afterwards."""
 
-        import base64 import hashlib import json import re import secrets import socket
+import base64
+import hashlib
+import json
+import re
+import secrets
+import socket
 
-            from gp import unique_name,
-    unique_phone
+from gp import unique_name, unique_phone
 
-        PER_PERSON = 40 SLACK = 12 # / metrics ' own queries and the timers' sweeps meanwhile
+PER_PERSON = 40
+SLACK = 12  # /metrics' own queries and background work meanwhile
+QUIET = {"GRIDPOINTS_TIMERS_SWEEP_INTERVAL": "1h"}  # no sweeps among the counted queries
 
-                                           def
-                                           new_token()
-    : return base64.urlsafe_b64encode(secrets.token_bytes(32))
-          .rstrip(b "=")
-          .decode()
 
-              def token_hash(tok)
-    : return hashlib.sha256(tok.encode())
-          .digest()
+def new_token():
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
 
-              def db_queries(api)
-    : m = re.search(r "^gridpoints_db_queries_total (\d+)", api.get("/metrics").text, re.M) if not m
-    : m = re.search(r "^\w*db_queries_total\S* (\d+)", api.get("/metrics").text,
-                                re.M) return int(m.group(1))
 
-                                    def burst(srv, tokens)
-    : ""
-      "Sends GET /api/v1/me with each token on its own connection, all requests written before
-      any answer is
-      read(so that the server sees the misses together); -> [(status, body)]."""
+def token_hash(tok):
+    return hashlib.sha256(tok.encode()).digest()
+
+
+def db_queries(api):
+    text = api.get("/metrics").text
+    m = re.search(r"^\w*db_queries_total\S* (\d+)", text, re.M)
+    return int(m.group(1))
+
+
+def burst(srv, tokens):
+    """Sends GET /api/v1/me with each token on its own connection, all requests written before
+    any answer is read (so that the server sees the misses together); -> [(status, body)]."""
     host, port = srv.url.split("//")[1].split(":")
     socks = []
     for tok in tokens:
@@ -61,7 +60,7 @@ a handful of queries serve hundreds of misses,
 
 
 def test_cold_session_burst_is_batched_and_exact(make_server, make_admin, api, sql, redis):
-    srv = make_server()
+    srv = make_server(env=QUIET)
     adm = make_admin(srv)
     c = api(srv)
     people = []
@@ -117,12 +116,12 @@ def test_cold_session_burst_is_batched_and_exact(make_server, make_admin, api, s
     print(f"{misses} cold sessions, {valid} valid: {session_queries} session queries")
     assert 1 <= session_queries <= misses // 2, (session_queries, misses)
 
-#Redis holds the valid sessions now, none of the others
+    # Redis holds the valid sessions now, none of the others
     for tok, person in want.items():
         key = "sess:{" + token_hash(tok).hex() + "}"
         assert (redis.get(key) is not None) == (person is not None), (tok, person)
 
-#warm : no session query at all
+    # warm: no session query at all
     before = db_queries(c)
     answers = burst(srv, [t for t, p in want.items() if p is not None][:50])
     assert all(st == 200 for st, _ in answers)
@@ -132,7 +131,7 @@ def test_cold_session_burst_is_batched_and_exact(make_server, make_admin, api, s
 
 def test_session_batch_limits_configurable(make_server, make_admin, api, sql, redis):
     """One miss per query and one query at a time: still exact, one query per miss."""
-    srv = make_server(env={"GRIDPOINTS_AUTH_SESSION_BATCH_MAX": "1",
+    srv = make_server(env={**QUIET, "GRIDPOINTS_AUTH_SESSION_BATCH_MAX": "1",
                            "GRIDPOINTS_AUTH_SESSION_BATCHES_IN_FLIGHT": "1"})
     adm = make_admin(srv)
     c = api(srv)
