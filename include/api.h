@@ -62,7 +62,8 @@ struct api_qspec {
  * "cursor", api_page_or_reply), as the jsonb text (arena) that the list functions take. A bad
  * value is a 400 naming the parameter; NULL after replying. */
 const char *api_query_args_or_reply(struct req_ctx *rc, const struct api_qspec *specs, size_t n);
-/* Compact JSON text of j in the request arena. */
+/* Compact JSON text of j in the request arena; for rc->json itself, the request body as it came
+ * (never modify rc->json in place: copy it). */
 const char *api_json_text(struct req_ctx *rc, json_t *j);
 /* Decimal text of v in the request arena (a SQL parameter). */
 const char *api_i64(struct req_ctx *rc, int64_t v);

@@ -23,6 +23,7 @@ struct wechat;
 struct evidence_store;
 struct static_files;
 struct replica;
+struct auth_sessions;
 
 struct app {
     const struct config *cfg;
@@ -49,6 +50,8 @@ struct app {
     /* calls to partner schemes (exchange.h); NULL when exchange.enabled is off */
     struct exchange *exchange;
     struct replica *replica; /* read replica routing (replica.h); NULL = none */
+    /* session cache misses coalesced into batched lookups (auth.h); NULL = one query each */
+    struct auth_sessions *sessions;
 };
 
 #endif

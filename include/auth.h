@@ -27,6 +27,12 @@ unsigned auth_role_parse(const char *name);
 extern const struct route_guard auth_guard_session;
 extern const struct route_guard auth_guard_auditor;
 
+/* The coalescer of session cache misses (app->sessions): the misses waiting at a moment are
+ * looked up in one query (auth.session_batch_max, auth.session_batches_in_flight). Free it
+ * after the database pool (a failing batch still answers its requests). */
+struct auth_sessions *auth_sessions_new(struct app *app);
+void auth_sessions_free(struct auth_sessions *as);
+
 /* Drops the cached principal of the request's token (logout); fire-and-forget. */
 void auth_session_forget(struct req_ctx *rc);
 /* Drops the cached principal of a session by its hex SHA-256 (a suspension revoked it). */

@@ -90,6 +90,8 @@ struct config {
     int audit_verify_batch;  /* leaves re-derived per round of a verification pass */
     /* [auth] */
     int session_ttl_s;
+    int session_batch_max;         /* session cache misses looked up per query */
+    int session_batches_in_flight; /* such queries at a time */
     int pbkdf2_iterations;
     int login_limit_per_pair;     /* failures per (phone, address or known device) per window */
     int login_limit_per_addr;     /* attempts per client address over all phones per window */

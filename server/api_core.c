@@ -132,6 +132,12 @@ void api_write(struct req_ctx *rc, const char *sql, int nparams, const char *con
 
 const char *api_json_text(struct req_ctx *rc, json_t *j)
 {
+    /* The request's own body, as parsed: its bytes are that JSON already (read_body NUL-ends
+     * them; jv_parse refused duplicate keys, NULs, bad escapes and out-of-range numbers, so
+     * PostgreSQL reads the same document), and a write's body is not serialized a second time.
+     * Handlers never modify rc->json in place (they copy it first). */
+    if (j == rc->json && rc->body_len > 0 && rc->body)
+        return rc->body;
     /* An invariant, not input checking: j is the parsed body or built from it and from query
      * values, and request_cb has refused bodies and queries that are not UTF-8, so every string
      * in j is valid and json_dumps cannot fail. */

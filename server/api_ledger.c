@@ -43,11 +43,14 @@ static void balance_cache_cb(enum status st, const struct ledger_balance *bal, v
         balance_from_ledger(rc);
         return;
     }
-    http_reply_json(rc, 200,
-                    json_pack("{s:I, s:I, s:I, s:I, s:s}", "worker_id", (json_int_t)bal->worker_id,
-                              "available", (json_int_t)bal->available, "pending",
-                              (json_int_t)bal->pending, "version", (json_int_t)bal->version,
-                              "source", "cache"));
+    /* The hottest read: four integers formatted straight into the reply, no JSON tree. */
+    char body[160];
+    int n = snprintf(body, sizeof body,
+                     "{\"worker_id\":%lld,\"available\":%lld,\"pending\":%lld,\"version\":%lld,"
+                     "\"source\":\"cache\"}",
+                     (long long)bal->worker_id, (long long)bal->available, (long long)bal->pending,
+                     (long long)bal->version);
+    http_reply_json_text(rc, 200, body, (size_t)n);
 }
 
 void api_balance(struct req_ctx *rc)

@@ -6,10 +6,18 @@
  * suspension or a role change takes to reach the route gates; the SQL functions re-check
  * roles on every business operation anyway. The same bound holds for the caller's area and
  * worker flag, which the claim gate uses to know the caller is in a task's scope (a person's
- * home unit never changes; a revoked worker role reaches the gate within the TTL). */
+ * home unit never changes; a revoked worker role reaches the gate within the TTL).
+ *
+ * Cache misses are coalesced (struct auth_sessions): the misses waiting at a moment go to
+ * PostgreSQL as one query over an array of token hashes, at most auth.session_batch_max per
+ * query and auth.session_batches_in_flight such queries at a time; misses arriving meanwhile
+ * wait for the next one. A storm of cold sessions (10,000 workers claiming at 08:00) thus
+ * costs tens of queries, not one per request, and does not fill the pool's queue. Each waiting
+ * request is answered exactly once, from its own row of the reply. */
 #include "auth.h"
 #include "app.h"
 #include "arena.h"
+#include "config.h"
 #include "crypto.h"
 #include "db.h"
 #include "http.h"
@@ -17,6 +25,7 @@
 #include "log.h"
 #include "router.h"
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,15 +161,10 @@ static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
     return true;
 }
 
-static void db_principal_cb(struct db_result *res, void *arg)
+/* The answer of PostgreSQL for one request: v is its gp_session_principal() (NULL: none). */
+static void principal_found(struct req_ctx *rc, const char *v)
 {
-    struct req_ctx *rc = arg;
     struct auth_state *as = rc->guard_state;
-    if (db_result_status(res) != ST_OK) {
-        http_reply_db(rc, res, 200);
-        return;
-    }
-    const char *v = db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL;
     if (!v) {
         http_reply_error(rc, ST_UNAUTHORIZED, "invalid_token", "Authorization",
                          "session token is unknown, expired or revoked");
@@ -183,6 +187,135 @@ static void db_principal_cb(struct db_result *res, void *arg)
     resolved(rc);
 }
 
+static void db_principal_cb(struct db_result *res, void *arg)
+{
+    struct req_ctx *rc = arg;
+    if (db_result_status(res) != ST_OK) {
+        http_reply_db(rc, res, 200);
+        return;
+    }
+    principal_found(rc, db_result_ntuples(res) ? db_result_value(res, 0, 0) : NULL);
+}
+
+/* ---------------------------------------------------------------- coalesced misses */
+
+struct auth_sessions {
+    struct app *app;
+    struct event *flush;     /* zero-timeout: send what is pending */
+    struct req_ctx **queue;  /* misses not yet sent, oldest first (a ring) */
+    size_t head, len, cap;
+    int inflight;            /* batch queries running */
+    int batch_max, inflight_max;
+};
+
+/* One batch query in flight: its requests, in the order of the reply's rows. */
+struct session_batch {
+    struct auth_sessions *as;
+    int n;
+    struct req_ctx *rcs[];
+};
+
+/* The principals of an array of token hashes (hex), one row per element, in its order; NULL
+ * where the session is unknown, expired, revoked or its person is not active. */
+static const char BATCH_SQL[] =
+    "SELECT gp_session_principal(pg_catalog.decode(t.h, 'hex')) "
+    "FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS t(h, i) ORDER BY t.i";
+
+static void batch_cb(struct db_result *res, void *arg)
+{
+    struct session_batch *b = arg;
+    struct auth_sessions *as = b->as;
+    as->inflight--;
+    if (as->len)
+        event_active(as->flush, EV_TIMEOUT, 0);
+    bool ok = db_result_status(res) == ST_OK;
+    if (ok && db_result_ntuples(res) != b->n) {
+        log_error("session batch: %d rows for %d tokens", db_result_ntuples(res), b->n);
+        ok = false;
+    }
+    for (int i = 0; i < b->n; i++) {
+        struct req_ctx *rc = b->rcs[i];
+        if (db_result_status(res) != ST_OK)
+            http_reply_db(rc, res, 200);
+        else if (!ok)
+            http_reply_error(rc, ST_INTERNAL, NULL, NULL, "cannot read session");
+        else
+            principal_found(rc, db_result_value(res, i, 0));
+    }
+    free(b);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct auth_sessions *as = arg;
+    while (as->len && as->inflight < as->inflight_max) {
+        int n = as->len < (size_t)as->batch_max ? (int)as->len : as->batch_max;
+        struct session_batch *b = xmalloc(sizeof *b + (size_t)n * sizeof b->rcs[0]);
+        b->as = as;
+        b->n = n;
+        /* "{<hex>,<hex>,...}": 64 hex digits and a separator each */
+        char *param = xmalloc((size_t)n * 65 + 3), *p = param;
+        *p++ = '{';
+        for (int i = 0; i < n; i++) {
+            struct req_ctx *rc = as->queue[as->head];
+            as->head = (as->head + 1) % as->cap;
+            as->len--;
+            b->rcs[i] = rc;
+            if (i)
+                *p++ = ',';
+            memcpy(p, rc->principal.token_hash, 64);
+            p += 64;
+        }
+        *p++ = '}';
+        *p = '\0';
+        as->inflight++;
+        const char *params[] = {param};
+        db_query(as->app->db, BATCH_SQL, 1, params, batch_cb, b); /* copies the parameter */
+        free(param);
+    }
+}
+
+struct auth_sessions *auth_sessions_new(struct app *app)
+{
+    struct auth_sessions *as = xcalloc(1, sizeof *as);
+    as->app = app;
+    as->batch_max = app->cfg->session_batch_max;
+    as->inflight_max = app->cfg->session_batches_in_flight;
+    as->flush = event_new(app->base, -1, 0, flush_cb, as);
+    return as;
+}
+
+void auth_sessions_free(struct auth_sessions *as)
+{
+    if (!as)
+        return;
+    if (as->len) /* the loop has ended: nobody can be answered any more */
+        log_warn("session batch: %zu requests still waiting at exit", as->len);
+    event_free(as->flush);
+    free(as->queue);
+    free(as);
+}
+
+static void miss(struct auth_sessions *as, struct req_ctx *rc)
+{
+    if (as->len == as->cap) {
+        size_t cap = as->cap ? as->cap * 2 : 64;
+        struct req_ctx **q = xmalloc(cap * sizeof *q);
+        for (size_t i = 0; i < as->len; i++)
+            q[i] = as->queue[(as->head + i) % as->cap];
+        free(as->queue);
+        as->queue = q;
+        as->head = 0;
+        as->cap = cap;
+    }
+    as->queue[(as->head + as->len) % as->cap] = rc;
+    as->len++;
+    /* Sent once the loop has read what else arrived in the same turn (or when a batch in
+     * flight comes back, if all are busy). */
+    if (as->inflight < as->inflight_max)
+        event_active(as->flush, EV_TIMEOUT, 0);
+}
+
 static void kv_principal_cb(struct redisReply *reply, enum status st, void *arg)
 {
     struct req_ctx *rc = arg;
@@ -193,6 +326,10 @@ static void kv_principal_cb(struct redisReply *reply, enum status st, void *arg)
         return;
     }
     /* Miss, or Redis unavailable: PostgreSQL decides (fail open to the truth). */
+    if (rc->app->sessions) {
+        miss(rc->app->sessions, rc);
+        return;
+    }
     const char *params[] = {as->hash_param};
     db_query(rc->app->db, "SELECT gp_session_principal($1::bytea)", 1, params, db_principal_cb, rc);
 }

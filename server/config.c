@@ -71,6 +71,8 @@ static const struct cfg_entry table[] = {
     T("auth", "login_window", login_window_s, "5m", 1, 86400),
     I("auth", "pbkdf2_iterations", pbkdf2_iterations, "210000", 1000, 10000000),
     T("auth", "session_ttl", session_ttl_s, "12h", 60, 2592000),
+    I("auth", "session_batch_max", session_batch_max, "500", 1, 10000),
+    I("auth", "session_batches_in_flight", session_batches_in_flight, "2", 1, 256),
 
     T("care", "retention", care_retention_s, "365d", 0, 315360000),
     T("console", "dashboard_refresh", console_dashboard_refresh_s, "30s", 1, 3600),

@@ -617,6 +617,7 @@ static void conn_setup(struct db_conn *c)
 static void conn_ready(struct db_conn *c)
 {
     struct db_pool *pool = c->pool;
+    bool was_failed = c->failed;
     event_del(&c->timer); /* the connect timeout */
     c->state = CONN_IDLE;
     c->failed = false;
@@ -626,6 +627,19 @@ static void conn_ready(struct db_conn *c)
     if (pool->down) {
         pool->down = false;
         log_info("postgres available again");
+    }
+    /* PostgreSQL accepts connections again: the other connections still sleeping out their
+     * back-off (up to reconnect_max) reconnect now, so that the whole pool serves within one
+     * connect round trip instead of one connection carrying the load meanwhile. */
+    if (was_failed) {
+        for (int i = 0; i < pool->cfg.size; i++) {
+            struct db_conn *o = &pool->conns[i];
+            if (o != c && o->state == CONN_BROKEN && o->failed) {
+                o->backoff_ms = 0;
+                event_del(&o->timer);
+                timer_add_ms(&o->timer, 0);
+            }
+        }
     }
     conn_watch(c, EV_READ);
     dispatch(pool);

@@ -588,6 +588,7 @@ static void read_body(struct req_ctx *rc)
     }
     char *body = arena_alloc(rc->arena, len + 1);
     evbuffer_remove(in, body, len);
+    body[len] = '\0';
     rc->body = body;
     rc->body_len = len;
     /* A raw body (ROUTE_BODY_RAW) stays bytes for its handler, whatever its Content-Type. */

@@ -8,6 +8,7 @@
 #include "api.h"
 #include "app.h"
 #include "audit.h"
+#include "auth.h"
 #include "cli.h"
 #include "config.h"
 #include "db.h"
@@ -243,12 +244,14 @@ static int serve(const struct config *cfg)
         .retries = cfg->db_retries,
     };
     app->db = db_pool_new(app->base, &dc);
+    app->sessions = auth_sessions_new(app);
 
     struct config_redis cr;
     char why_redis[200];
     if (!config_redis(cfg, &cr, why_redis, sizeof why_redis)) {
         log_error("%s", why_redis); /* config_load checked it already; never quotes the URL */
         db_pool_free(app->db);
+        auth_sessions_free(app->sessions);
         static_free(app->web);
         metrics_free(app->metrics);
         event_base_free(app->base);
@@ -356,6 +359,7 @@ teardown:
     /* The pool first: a background query's callback may still push to Redis; nothing that
      * Redis answers chains into the pool once the HTTP server has drained. */
     db_pool_free(app->db);
+    auth_sessions_free(app->sessions); /* after the pool: a failing batch answers its requests */
     replica_free(app->replica);   /* after the primary's pool: its lag poll calls back into it */
     webhooks_free(app->webhooks); /* after the pool (reports call back), before the base */
     exchange_free(app->exchange); /* likewise */

@@ -12,10 +12,13 @@ static bool param_char(char c)
            c == '-' || c == '.';
 }
 
-/* Matches one pattern; params are captured only on success. */
+/* Matches one pattern; params are captured only on success. Every request tries most of the
+ * table (twice: the guard's body limit, then dispatch), so tmp is not zeroed: each value is
+ * NUL-terminated as it is written, and only the first tmp.n are ever read. */
 static bool match(const char *pat, const char *path, struct router_params *params)
 {
-    struct router_params tmp = {0};
+    struct router_params tmp;
+    tmp.n = 0;
     while (*pat && *path) {
         if (*pat != '/' || *path != '/')
             return false;
@@ -76,15 +79,18 @@ enum router_result router_match(const struct route *routes, size_t nroutes, cons
     bool path_known = false;
     if (allow && allowlen)
         allow[0] = '\0';
+    /* The routes of this method first (the first match in table order, as below); the rest
+     * only to tell 405 from 404. */
+    for (size_t i = 0; i < nroutes; i++) {
+        if (strcmp(routes[i].method, method) == 0 && match(routes[i].pattern, path, params)) {
+            *out = &routes[i];
+            return ROUTER_MATCH;
+        }
+    }
     for (size_t i = 0; i < nroutes; i++) {
         struct router_params p;
         if (!match(routes[i].pattern, path, &p))
             continue;
-        if (!strcmp(routes[i].method, method)) {
-            *out = &routes[i];
-            *params = p;
-            return ROUTER_MATCH;
-        }
         path_known = true;
         if (allow && !strstr(allow, routes[i].method)) {
             size_t len = strlen(allow);
