@@ -197,6 +197,75 @@ int cli_audit_pubkey(const struct config *cfg)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* audit-verify --full                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+static json_t *query_json(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    json_t *j = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        log_error("audit-verify: %s", PQresultErrorMessage(r));
+    else
+        j = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+    PQclear(r);
+    return j;
+}
+
+int cli_audit_verify(const struct config *cfg, int argc, char **argv)
+{
+    const char *wait_s = cli_opt(argc, argv, "--wait");
+    char *end = NULL;
+    long wait = wait_s ? strtol(wait_s, &end, 10) : 0;
+    if (!cli_flag(argc, argv, "--full") || (wait_s && (*end || wait < 1 || wait > 86400))) {
+        fprintf(stderr, "usage: gridpointsd audit-verify --full [--wait SECONDS (1..86400)]\n");
+        return 2;
+    }
+    PGconn *c = cli_connect_admin(cfg);
+    if (!c)
+        return 1;
+    int rc = 1;
+    json_t *req = query_json(c, "SELECT gp_audit_request_full_pass()::text");
+    if (!req)
+        goto done;
+    long long size = json_integer_value(json_object_get(req, "size"));
+    printf("full verification pass requested (log size %lld)\n", size);
+    json_decref(req);
+    if (!wait_s) {
+        rc = 0;
+        goto done;
+    }
+    for (long ms = 0; ms <= wait * 1000; ms += 200) {
+        json_t *st = query_json(c, "SELECT gp_audit_pass_state()::text");
+        if (!st)
+            goto done;
+        json_t *alarm = json_object_get(st, "alarm");
+        bool requested = json_is_true(json_object_get(st, "full_pass_requested"));
+        if (alarm && !json_is_null(alarm)) {
+            printf("FAIL: %s\n", json_string_value(json_object_get(alarm, "message")));
+            json_decref(st);
+            goto done;
+        }
+        if (!requested && json_is_true(json_object_get(st, "verified_full"))) {
+            printf("OK: full pass verified log indexes %lld..%lld\n",
+                   json_integer_value(json_object_get(st, "verified_from")),
+                   json_integer_value(json_object_get(st, "verified_size")) - 1);
+            json_decref(st);
+            rc = 0;
+            goto done;
+        }
+        json_decref(st);
+        usleep(200000);
+    }
+    printf("FAIL: no full pass ended within %ld s (is a server holding the signing key "
+           "running?)\n",
+           wait);
+done:
+    PQfinish(c);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* export                                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
