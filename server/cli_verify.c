@@ -208,7 +208,7 @@ struct verifier {
      * /.well-known/gridpoints/checkpoint); the export must extend it or be reported behind it */
     struct tlog_checkpoint published;
     bool have_published, published_matched;
-    struct fline *fl;     /* the fast path's line and postings (reused) */
+    struct fline *fl; /* the fast path's line and postings (reused) */
     struct fposting *fps;
     size_t fps_cap;
 };
@@ -429,8 +429,8 @@ static bool on_checkpoint(struct verifier *v, json_t *j)
  *   line     = '{"t":"txn","seq":' (UINT | "null") ',"leaf":' (HASH | "null")
  *              [ ',"proof":[' [ HASH *( ',' HASH ) ] ']' ] ',"txn":' txn '}'
  *   txn      = '{"id":' INT ',"xid":' INT ',"kind":' STR ',"at":' STR ',"actor":' (INT | "null")
- *              ',"refs":' refs ',"memo":' (STR | "null") ',"postings":[' [ posting *( ',' posting ) ] ']}'
- *   posting  = '{"id":' INT ',"account":' INT ',"account_kind":' STR ',"amount":' INT
+ *              ',"refs":' refs ',"memo":' (STR | "null") ',"postings":[' [ posting *( ',' posting )
+ * ] ']}' posting  = '{"id":' INT ',"account":' INT ',"account_kind":' STR ',"amount":' INT
  *              ',"version":' INT ',"balance_after":' INT '}'
  *   refs     = '{}' | '{' STR ':' scalar *( ',' STR ':' scalar ) '}'   (distinct keys, at most 16)
  *   scalar   = INT | STR | "true" | "false" | "null"
@@ -613,10 +613,10 @@ static bool f_line(const char *line, size_t len, struct fline *fl, struct fposti
             if (!F_LIT(&c, "{\"id\":") || !f_int(&c, &i) || !F_LIT(&c, ",\"account\":") ||
                 !f_int(&c, &p->account) || !F_LIT(&c, ",\"account_kind\":") ||
                 !f_str(&c, &p->kind, &p->kind_len) || p->kind_len >= 64 ||
-                !F_LIT(&c, ",\"amount\":") ||
-                !f_int(&c, &p->amount) || !F_LIT(&c, ",\"version\":") ||
-                !f_int(&c, &p->version) || !F_LIT(&c, ",\"balance_after\":") ||
-                !f_int(&c, &p->balance_after) || !F_LIT(&c, "}"))
+                !F_LIT(&c, ",\"amount\":") || !f_int(&c, &p->amount) ||
+                !F_LIT(&c, ",\"version\":") || !f_int(&c, &p->version) ||
+                !F_LIT(&c, ",\"balance_after\":") || !f_int(&c, &p->balance_after) ||
+                !F_LIT(&c, "}"))
                 return false;
             fl->nposting++;
         } while (F_LIT(&c, ","));
@@ -627,8 +627,8 @@ static bool f_line(const char *line, size_t len, struct fline *fl, struct fposti
 }
 
 /* check_txn over the fast path's postings: the same checks in the same order. */
-static bool check_txn_fast(struct verifier *v, const struct fline *fl,
-                           const struct fposting *ps, int64_t seq)
+static bool check_txn_fast(struct verifier *v, const struct fline *fl, const struct fposting *ps,
+                           int64_t seq)
 {
     int64_t txn = fl->txn;
     if (txn <= 0)
@@ -662,8 +662,7 @@ static bool check_txn_fast(struct verifier *v, const struct fline *fl,
 
 static bool txn_checks(struct verifier *v, int64_t seq, int64_t txn, const merkle_hash leaf,
                        bool has_claim, const merkle_hash claimed, const merkle_hash *proof,
-                       int nproof, json_t *t, const struct fline *fl,
-                       const struct fposting *ps);
+                       int nproof, json_t *t, const struct fline *fl, const struct fposting *ps);
 
 static bool on_txn_json(struct verifier *v, char *line, size_t len);
 
@@ -748,8 +747,8 @@ static bool txn_checks(struct verifier *v, int64_t seq, int64_t txn, const merkl
     } else if (!v->have_anchor) {
         ok = fail(v, seq, txn, "a partial export needs its checkpoint before the transactions");
     } else if (seq < 0 || nproof < 0 || (uint64_t)seq >= v->anchor.size ||
-               !merkle_verify_inclusion((uint64_t)seq, v->anchor.size, leaf,
-                                        proof, nproof, v->anchor.root)) {
+               !merkle_verify_inclusion((uint64_t)seq, v->anchor.size, leaf, proof, nproof,
+                                        v->anchor.root)) {
         ok = fail(v, seq, txn,
                   "the inclusion proof does not lead to the checkpoint of size %" PRIu64
                   ": the transaction is not in the signed log as shown",
@@ -1085,16 +1084,16 @@ int cli_verify(int argc, char **argv)
     const char *published = cli_opt(argc, argv, "--checkpoint");
     general_only = cli_flag(argc, argv, "--general");
     if (!pub || (!exp == !proofs) || (published && !exp)) {
-        fprintf(stderr,
-                "usage: gridpointsd verify --export FILE --pubkey KEYS [--checkpoint NOTE] [--general]\n"
-                "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
-                "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
-                "`gridpointsd audit-pubkey`), or verifier-key lines\n"
-                "NOTE: a checkpoint published earlier (audit.state_dir's "
-                "published-checkpoint.note):\n"
-                "      the export must extend it; one newer than the export is "
-                "reported\n"
-                "--general: read every line as general JSON (slower; for cross-checks)\n");
+        fprintf(stderr, "usage: gridpointsd verify --export FILE --pubkey KEYS [--checkpoint NOTE] "
+                        "[--general]\n"
+                        "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
+                        "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
+                        "`gridpointsd audit-pubkey`), or verifier-key lines\n"
+                        "NOTE: a checkpoint published earlier (audit.state_dir's "
+                        "published-checkpoint.note):\n"
+                        "      the export must extend it; one newer than the export is "
+                        "reported\n"
+                        "--general: read every line as general JSON (slower; for cross-checks)\n");
         return 2;
     }
     struct keyring *kr = xcalloc(1, sizeof *kr);
