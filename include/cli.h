@@ -37,6 +37,10 @@ int cli_audit_keygen(const struct config *cfg, int argc, char **argv, bool rotat
 /* audit-pubkey: the checkpoint keys as JSON, the document GET
  * /.well-known/gridpoints/checkpoint-keys serves and `verify --pubkey` reads. */
 int cli_audit_pubkey(const struct config *cfg);
+/* audit-verify --full [--wait SECONDS]: the next verification pass is a full one (from log
+ * index 0, docs/AUDIT.md §4); --wait polls until it has ended and prints its outcome (0 clean,
+ * 1 an alarm or the time ran out, 2 usage). */
+int cli_audit_verify(const struct config *cfg, int argc, char **argv);
 /* export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]: the sealed
  * ledger in log order with its checkpoints, streamed with a server-side cursor (constant
  * memory). Without --unit/--from/--to the export is complete (the verifier recomputes every

@@ -82,6 +82,7 @@ struct config {
     int audit_anomaly_shared_workers;  /* workers sharing a device or evidence hash */
     int audit_checkpoint_interval_s;   /* verify and sign a checkpoint this often */
     int audit_checkpoint_max_tx;       /* ... or once this many transactions were sealed */
+    int audit_full_pass_interval_s;    /* a full verification pass (from index 0) this often */
     char *audit_key_file;              /* Ed25519 private key (PEM); "" = no checkpoints */
     char *audit_origin;                /* log origin = key name of the checkpoints */
     char *audit_state_dir;   /* the latest published checkpoint, outside the database; "" = none */

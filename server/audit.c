@@ -298,9 +298,12 @@ void audit_free(struct audit *a)
  * for a checkpoint, and it could not sign one. */
 void audit_seal_args(const struct config *cfg, char *buf, size_t len)
 {
-    snprintf(buf, len, "{\"batch\":%d,\"verify_batch\":%d,\"interval_s\":%d,\"max_tx\":%d}",
+    snprintf(buf, len,
+             "{\"batch\":%d,\"verify_batch\":%d,\"interval_s\":%d,\"max_tx\":%d,"
+             "\"full_interval_s\":%d}",
              cfg->audit_seal_batch, *cfg->audit_key_file ? cfg->audit_verify_batch : 0,
-             cfg->audit_checkpoint_interval_s, cfg->audit_checkpoint_max_tx);
+             cfg->audit_checkpoint_interval_s, cfg->audit_checkpoint_max_tx,
+             cfg->audit_full_pass_interval_s);
 }
 
 static void store_cb(struct db_result *res, void *arg)

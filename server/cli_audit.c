@@ -6,6 +6,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "log.h"
+#include "merkle.h"
 #include "tlog.h"
 
 #include <errno.h>
@@ -197,6 +198,75 @@ int cli_audit_pubkey(const struct config *cfg)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* audit-verify --full                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+static json_t *query_json(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    json_t *j = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        log_error("audit-verify: %s", PQresultErrorMessage(r));
+    else
+        j = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+    PQclear(r);
+    return j;
+}
+
+int cli_audit_verify(const struct config *cfg, int argc, char **argv)
+{
+    const char *wait_s = cli_opt(argc, argv, "--wait");
+    char *end = NULL;
+    long wait = wait_s ? strtol(wait_s, &end, 10) : 0;
+    if (!cli_flag(argc, argv, "--full") || (wait_s && (*end || wait < 1 || wait > 86400))) {
+        fprintf(stderr, "usage: gridpointsd audit-verify --full [--wait SECONDS (1..86400)]\n");
+        return 2;
+    }
+    PGconn *c = cli_connect_admin(cfg);
+    if (!c)
+        return 1;
+    int rc = 1;
+    json_t *req = query_json(c, "SELECT gp_audit_request_full_pass()::text");
+    if (!req)
+        goto done;
+    long long size = json_integer_value(json_object_get(req, "size"));
+    printf("full verification pass requested (log size %lld)\n", size);
+    json_decref(req);
+    if (!wait_s) {
+        rc = 0;
+        goto done;
+    }
+    for (long ms = 0; ms <= wait * 1000; ms += 200) {
+        json_t *st = query_json(c, "SELECT gp_audit_pass_state()::text");
+        if (!st)
+            goto done;
+        json_t *alarm = json_object_get(st, "alarm");
+        bool requested = json_is_true(json_object_get(st, "full_pass_requested"));
+        if (alarm && !json_is_null(alarm)) {
+            printf("FAIL: %s\n", json_string_value(json_object_get(alarm, "message")));
+            json_decref(st);
+            goto done;
+        }
+        if (!requested && json_is_true(json_object_get(st, "verified_full"))) {
+            printf("OK: full pass verified log indexes %lld..%lld\n",
+                   json_integer_value(json_object_get(st, "verified_from")),
+                   json_integer_value(json_object_get(st, "verified_size")) - 1);
+            json_decref(st);
+            rc = 0;
+            goto done;
+        }
+        json_decref(st);
+        usleep(200000);
+    }
+    printf("FAIL: no full pass ended within %ld s (is a server holding the signing key "
+           "running?)\n",
+           wait);
+done:
+    PQfinish(c);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* export                                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -229,14 +299,9 @@ static void csv_field(FILE *out, const char *v, bool last)
 }
 
 /* The rows to export: sealed transactions in log order (complete: every ledger row up to the
- * head in (xid, id) order with its leaf, so an unsealed row inside sealed history shows), or
- * the subtree/time selection with its inclusion proof against the anchor checkpoint. */
-static const char declare_complete[] =
-    "DECLARE tx NO SCROLL CURSOR FOR "
-    "SELECT l.idx, encode(l.hash, 'hex'), d.data FROM audit_txn_data d "
-    "  LEFT JOIN audit_leaves l ON l.txn_id = d.id "
-    " WHERE (d.xid, d.id) <= (SELECT last_xid, last_txn FROM audit_head) "
-    " ORDER BY d.xid, d.id";
+ * head in (xid, id) order with its leaf, so an unsealed row inside sealed history shows:
+ * declare_complete_rows below), or the subtree/time selection with its inclusion proof against
+ * the anchor checkpoint. */
 static const char declare_partial[] =
     "DECLARE tx NO SCROLL CURSOR FOR "
     "SELECT l.idx, encode(l.hash, 'hex'), d.data, "
@@ -265,6 +330,181 @@ static const char declare_csv[] =
     "        JOIN org_units s ON s.id = $2::bigint "
     "        WHERE q.txn_id = t.id AND au.path <@ s.path)) "
     " ORDER BY l.idx, p.account_id";
+
+/* The complete JSON Lines export reads the rows set-based — transactions in (xid, id) order with
+ * their postings, one row per posting, no per-transaction subquery — and writes each leaf data
+ * in C, in the canonical encoding of the audit_txn_data view (docs/AUDIT.md §3). The view stays
+ * the definition: a transaction whose encoding here does not hash to its sealed leaf (a tampered
+ * row, an unsealed one, or anything this encoder writes differently) is written with the view's
+ * own bytes, fetched for it alone. So the export is byte for byte what the view gives. */
+static const char declare_complete_rows[] =
+    "DECLARE tx NO SCROLL CURSOR FOR "
+    "SELECT t.id, t.xid::text, t.kind, to_char(t.created_at AT TIME ZONE 'UTC', "
+    "       'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), t.actor_id, t.refs::text, t.memo, "
+    "       l.idx, encode(l.hash, 'hex'), p.id, p.account_id, a.kind, p.amount, "
+    "       p.account_version, p.balance_after "
+    "  FROM ledger_txns t LEFT JOIN audit_leaves l ON l.txn_id = t.id "
+    "  LEFT JOIN postings p ON p.txn_id = t.id LEFT JOIN accounts a ON a.id = p.account_id "
+    " WHERE (t.xid, t.id) <= (SELECT last_xid, last_txn FROM audit_head) "
+    " ORDER BY t.xid, t.id, p.account_id, p.id";
+
+struct sbuf {
+    char *p;
+    size_t n, cap;
+};
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        while (b->n + n + 1 > b->cap)
+            b->cap = b->cap ? b->cap * 2 : 4096;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+#define SB_LIT(b, s) sb_put((b), (s), sizeof(s) - 1)
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* PostgreSQL's to_json(text) (escape_json); NULL is null. */
+static void sb_json(struct sbuf *b, PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) {
+        SB_LIT(b, "null");
+        return;
+    }
+    const char *s = PQgetvalue(r, row, col);
+    SB_LIT(b, "\"");
+    for (const char *q = s; *q; q++) {
+        unsigned char ch = (unsigned char)*q;
+        const char *e = NULL;
+        char u[8];
+        switch (ch) {
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        default:
+            if (ch < 0x20) {
+                snprintf(u, sizeof u, "\\u%04x", ch);
+                e = u;
+            }
+        }
+        if (e)
+            sb_str(b, e);
+        else
+            sb_put(b, q, 1);
+    }
+    SB_LIT(b, "\"");
+}
+
+/* refs as gp_audit_jobj writes it (members in byte order of the keys, no spaces), from jsonb's
+ * text (members in jsonb's order, ": " and ", "), for a flat object; anything else is written
+ * as it came, and the leaf check sends the transaction to the view. */
+struct member {
+    const char *p;
+    size_t klen, len; /* the key with its quotes; the whole "key": value */
+};
+
+static const char *json_str_end(const char *q)
+{
+    for (q++; *q && *q != '"'; q++)
+        if (*q == '\\' && q[1])
+            q++;
+    return *q ? q + 1 : NULL;
+}
+
+static int member_cmp(const void *a, const void *b)
+{
+    const struct member *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->p + 1, y->p + 1, n - 2); /* inside the quotes */
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static void sb_refs(struct sbuf *b, const char *s)
+{
+    struct member m[32];
+    int n = 0;
+    const char *q = s;
+    if (*q++ != '{')
+        goto raw;
+    while (*q == '"') {
+        const char *k = json_str_end(q);
+        if (!k || n == 32 || k[0] != ':' || k[1] != ' ')
+            goto raw;
+        const char *v = k + 2, *e = v;
+        if (*v == '"')
+            e = json_str_end(v);
+        else
+            while (*e && *e != ',' && *e != '}' && *e != '{' && *e != '[' && *e != '"')
+                e++;
+        if (!e || (*e != ',' && *e != '}'))
+            goto raw;
+        m[n++] = (struct member){q, (size_t)(k - q), (size_t)(e - q)};
+        if (*e == '}') {
+            q = e;
+            break;
+        }
+        if (e[1] != ' ')
+            goto raw;
+        q = e + 2;
+    }
+    if (*q != '}' || q[1])
+        goto raw;
+    qsort(m, (size_t)n, sizeof *m, member_cmp);
+    SB_LIT(b, "{");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            SB_LIT(b, ",");
+        sb_put(b, m[i].p, m[i].klen);
+        SB_LIT(b, ":");
+        sb_put(b, m[i].p + m[i].klen + 2, m[i].len - m[i].klen - 2);
+    }
+    SB_LIT(b, "}");
+    return;
+raw:
+    sb_str(b, s);
+}
+
+/* The view's bytes for one transaction (the fallback above). */
+static bool view_data(PGconn *c, const char *txn, struct sbuf *b)
+{
+    const char *p[] = {txn};
+    PGresult *r = PQexecParams(c, "SELECT data FROM audit_txn_data WHERE id = $1::bigint", 1, NULL,
+                               p, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok) {
+        b->n = 0;
+        sb_str(b, PQgetvalue(r, 0, 0));
+    } else {
+        log_error("export: transaction %s: %s", txn, PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return ok;
+}
 
 static void put_checkpoint(FILE *out, const char *size, const char *note)
 {
@@ -296,11 +536,15 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     }
     PGconn *c = cli_connect_admin(cfg);
     int rc = 1;
-    long long ntx = 0, ncp = 0;
+    long long ntx = 0, ncp = 0, nview = 0;
     if (!c)
         goto done;
     /* One snapshot for the whole export: the head, the rows and the checkpoints agree. */
     if (!ok_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL))
+        goto done;
+    /* one sort of the rows in memory rather than on disk; no JIT compilation for one scan */
+    if (!ok_cmd(c, "SET LOCAL work_mem = '256MB'", 0, NULL) ||
+        !ok_cmd(c, "SET LOCAL jit = off", 0, NULL))
         goto done;
     PGresult *h = PQexec(c, "SELECT h.size, now(), (SELECT max(size) FROM audit_checkpoints), "
                             "gp_audit_keys_json()::text FROM audit_head h");
@@ -341,7 +585,7 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     const char *p[] = {complete ? NULL : anchor, unit, from, to};
     bool csv = !strcmp(format, "csv");
     if (csv        ? !ok_cmd(c, declare_csv, 4, p)
-        : complete ? !ok_cmd(c, declare_complete, 0, NULL)
+        : complete ? !ok_cmd(c, declare_complete_rows, 0, NULL)
                    : !ok_cmd(c, declare_partial, 4, p))
         goto done;
     /* Checkpoints stream beside the rows (complete JSON Lines: after the transaction that
@@ -364,6 +608,11 @@ int cli_export(const struct config *cfg, int argc, char **argv)
         }
         PQclear(a);
     }
+    /* complete JSON Lines: the transaction being assembled from its posting rows */
+    bool rows = !csv && complete;
+    struct sbuf data = {0}, line = {0};
+    char cur_txn[24] = "", cur_idx[24] = "", cur_leaf[65] = "";
+    bool cur_sealed = false, have_cur = false, failed = false;
     for (;;) {
         PGresult *r = PQexec(c, "FETCH "
                                 "2000"
@@ -372,15 +621,114 @@ int cli_export(const struct config *cfg, int argc, char **argv)
             log_error("export: %s", PQresultErrorMessage(r));
             PQclear(r);
             PQclear(cp);
+            free(data.p);
+            free(line.p);
             goto done;
         }
         int n = PQntuples(r);
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i <= n; i++) {
             if (csv) {
+                if (i == n)
+                    break;
                 for (int f = 0; f < 13; f++)
                     csv_field(out, PQgetvalue(r, i, f), f == 12);
                 continue;
             }
+            if (rows) {
+                /* a new transaction (or the end of this batch/the rows): finish the current */
+                bool last_batch = n < FETCH;
+                bool same = i < n && have_cur && !strcmp(PQgetvalue(r, i, 0), cur_txn);
+                if (i < n && same) {
+                    if (!PQgetisnull(r, i, 9)) {
+                        SB_LIT(&data, ",");
+                        goto posting;
+                    }
+                    continue;
+                }
+                if (i == n && !last_batch)
+                    break; /* the next batch may continue this transaction */
+                if (have_cur) {
+                    SB_LIT(&data, "]}");
+                    bool match = false;
+                    if (cur_sealed) {
+                        merkle_hash lh;
+                        char hex[65];
+                        merkle_leaf_hash(data.p, data.n, lh);
+                        crypto_hex(lh, 32, hex);
+                        match = !strcmp(hex, cur_leaf);
+                    }
+                    if (!match) {
+                        nview++;
+                        if (!view_data(c, cur_txn, &data)) {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    line.n = 0;
+                    SB_LIT(&line, "{\"t\":\"txn\",\"seq\":");
+                    if (cur_sealed) {
+                        sb_str(&line, cur_idx);
+                        SB_LIT(&line, ",\"leaf\":\"");
+                        sb_str(&line, cur_leaf);
+                        SB_LIT(&line, "\"");
+                    } else {
+                        SB_LIT(&line, "null,\"leaf\":null");
+                    }
+                    SB_LIT(&line, ",\"txn\":");
+                    sb_put(&line, data.p, data.n);
+                    SB_LIT(&line, "}\n");
+                    fwrite(line.p, 1, line.n, out);
+                    ntx++;
+                    have_cur = false;
+                    goto checkpoints;
+                }
+            next_txn:
+                if (i == n)
+                    break;
+                snprintf(cur_txn, sizeof cur_txn, "%s", PQgetvalue(r, i, 0));
+                cur_sealed = !PQgetisnull(r, i, 7);
+                snprintf(cur_idx, sizeof cur_idx, "%s", PQgetvalue(r, i, 7));
+                snprintf(cur_leaf, sizeof cur_leaf, "%s", PQgetvalue(r, i, 8));
+                have_cur = true;
+                data.n = 0;
+                SB_LIT(&data, "{\"id\":");
+                sb_str(&data, cur_txn);
+                SB_LIT(&data, ",\"xid\":");
+                sb_str(&data, PQgetvalue(r, i, 1));
+                SB_LIT(&data, ",\"kind\":");
+                sb_json(&data, r, i, 2);
+                SB_LIT(&data, ",\"at\":\"");
+                sb_str(&data, PQgetvalue(r, i, 3));
+                SB_LIT(&data, "\",\"actor\":");
+                sb_str(&data, PQgetisnull(r, i, 4) ? "null" : PQgetvalue(r, i, 4));
+                SB_LIT(&data, ",\"refs\":");
+                if (PQgetisnull(r, i, 5))
+                    SB_LIT(&data, "{}");
+                else
+                    sb_refs(&data, PQgetvalue(r, i, 5));
+                SB_LIT(&data, ",\"memo\":");
+                sb_json(&data, r, i, 6);
+                SB_LIT(&data, ",\"postings\":[");
+                if (PQgetisnull(r, i, 9))
+                    continue;
+            posting:
+                SB_LIT(&data, "{\"id\":");
+                sb_str(&data, PQgetvalue(r, i, 9));
+                SB_LIT(&data, ",\"account\":");
+                sb_str(&data, PQgetvalue(r, i, 10));
+                SB_LIT(&data, ",\"account_kind\":");
+                sb_json(&data, r, i, 11);
+                SB_LIT(&data, ",\"amount\":");
+                sb_str(&data, PQgetvalue(r, i, 12));
+                SB_LIT(&data, ",\"version\":");
+                sb_str(&data, PQgetvalue(r, i, 13));
+                SB_LIT(&data, ",\"balance_after\":");
+                sb_str(&data, PQgetvalue(r, i, 14));
+                SB_LIT(&data, "}");
+                continue;
+            }
+            if (i == n)
+                break;
             bool sealed = !PQgetisnull(r, i, 0);
             fprintf(out, "{\"t\":\"txn\",\"seq\":%s,\"leaf\":%s%s%s",
                     sealed ? PQgetvalue(r, i, 0) : "null", sealed ? "\"" : "",
@@ -389,6 +737,7 @@ int cli_export(const struct config *cfg, int argc, char **argv)
                 fprintf(out, ",\"proof\":%s", PQgetvalue(r, i, 3));
             fprintf(out, ",\"txn\":%s}\n", PQgetvalue(r, i, 2));
             ntx++;
+        checkpoints:
             while (complete) {
                 if (!cp || cpi >= PQntuples(cp)) {
                     PQclear(cp);
@@ -404,11 +753,21 @@ int cli_export(const struct config *cfg, int argc, char **argv)
                 ncp++;
                 cpi++;
             }
+            if (rows)
+                goto next_txn;
         }
         PQclear(r);
+        if (failed) {
+            PQclear(cp);
+            free(data.p);
+            free(line.p);
+            goto done;
+        }
         if (n < FETCH)
             break;
     }
+    free(data.p);
+    free(line.p);
     /* checkpoints beyond what was exported (only when the ledger lost rows): the verifier
      * must see them to report the shortfall */
     while (!csv && complete) {
@@ -428,8 +787,9 @@ int cli_export(const struct config *cfg, int argc, char **argv)
         fprintf(out, "{\"t\":\"end\",\"transactions\":%lld,\"checkpoints\":%lld}\n", ntx, ncp);
     ok_cmd(c, "COMMIT", 0, NULL);
     rc = 0;
-    log_info("exported %lld transactions and %lld checkpoints (%s, %s)", ntx, ncp, format,
-             complete ? "complete" : "partial, with inclusion proofs");
+    log_info("exported %lld transactions and %lld checkpoints (%s, %s); %lld written from the "
+             "audit_txn_data view (unsealed, or not their sealed leaf)",
+             ntx, ncp, format, complete ? "complete" : "partial, with inclusion proofs", nview);
 done:
     PQfinish(c);
     if (out != stdout) {

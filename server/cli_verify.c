@@ -19,6 +19,7 @@
 #include "crypto.h"
 #include "merkle.h"
 #include "tlog.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -207,6 +208,9 @@ struct verifier {
      * /.well-known/gridpoints/checkpoint); the export must extend it or be reported behind it */
     struct tlog_checkpoint published;
     bool have_published, published_matched;
+    struct fline *fl; /* the fast path's line and postings (reused) */
+    struct fposting *fps;
+    size_t fps_cap;
 };
 
 static bool fail(struct verifier *v, int64_t seq, int64_t txn, const char *fmt, ...)
@@ -419,7 +423,270 @@ static bool on_checkpoint(struct verifier *v, json_t *j)
     return true;
 }
 
+/* ---- the fast path: the exact line format the exporter writes ----
+ *
+ * A transaction line of an export is, byte for byte (docs/AUDIT.md §3, §6):
+ *   line     = '{"t":"txn","seq":' (UINT | "null") ',"leaf":' (HASH | "null")
+ *              [ ',"proof":[' [ HASH *( ',' HASH ) ] ']' ] ',"txn":' txn '}'
+ *   txn      = '{"id":' INT ',"xid":' INT ',"kind":' STR ',"at":' STR ',"actor":' (INT | "null")
+ *              ',"refs":' refs ',"memo":' (STR | "null") ',"postings":[' [ posting *( ',' posting )
+ * ] ']}' posting  = '{"id":' INT ',"account":' INT ',"account_kind":' STR ',"amount":' INT
+ *              ',"version":' INT ',"balance_after":' INT '}'
+ *   refs     = '{}' | '{' STR ':' scalar *( ',' STR ':' scalar ) '}'   (distinct keys, at most 16)
+ *   scalar   = INT | STR | "true" | "false" | "null"
+ *   HASH     = '"' 64 hex digits '"';  INT = JSON integer within int64, not followed by a
+ *              fraction or exponent;  STR = '"' valid UTF-8 without control characters,
+ *              backslashes or quotes '"'
+ * This is what PostgreSQL's audit_txn_data produces for every transaction without an escaped
+ * character in its strings and with flat refs. Such a line is read without building a JSON
+ * tree; any other line (an escape, nested refs, another order, whitespace, a malformed line)
+ * goes through the general JSON path below (jansson), so every verdict and every message is the
+ * one the general path gives: the fast path only ever accepts lines the general path reads the
+ * same way. */
+
+struct fposting {
+    int64_t account, amount, version, balance_after;
+    const char *kind;
+    size_t kind_len;
+};
+
+struct fcur {
+    const char *p, *end;
+};
+
+static bool f_lit(struct fcur *c, const char *s, size_t n)
+{
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0)
+        return false;
+    c->p += n;
+    return true;
+}
+#define F_LIT(c, s) f_lit((c), (s), sizeof(s) - 1)
+
+static bool f_int(struct fcur *c, int64_t *out)
+{
+    const char *p = c->p;
+    bool neg = p < c->end && *p == '-';
+    if (neg)
+        p++;
+    if (p >= c->end || *p < '0' || *p > '9')
+        return false;
+    if (*p == '0' && p + 1 < c->end && p[1] >= '0' && p[1] <= '9')
+        return false;
+    uint64_t v = 0;
+    int digits = 0;
+    for (; p < c->end && *p >= '0' && *p <= '9'; p++) {
+        if (++digits > 18)
+            return false; /* possibly beyond int64: the general path decides */
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (p < c->end && (*p == '.' || *p == 'e' || *p == 'E'))
+        return false;
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    c->p = p;
+    return true;
+}
+
+static bool f_str(struct fcur *c, const char **s, size_t *n)
+{
+    if (c->p >= c->end || *c->p != '"')
+        return false;
+    const char *b = c->p + 1, *p = b;
+    bool ascii = true;
+    for (; p < c->end && *p != '"'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch < 0x20 || ch == '\\')
+            return false;
+        if (ch >= 0x80)
+            ascii = false;
+    }
+    if (p >= c->end || (!ascii && !utf8_is_valid(b, (size_t)(p - b))))
+        return false;
+    *s = b;
+    *n = (size_t)(p - b);
+    c->p = p + 1;
+    return true;
+}
+
+static bool f_hash(struct fcur *c, merkle_hash out)
+{
+    char hex[65];
+    if ((size_t)(c->end - c->p) < 66 || c->p[0] != '"' || c->p[65] != '"')
+        return false;
+    memcpy(hex, c->p + 1, 64);
+    hex[64] = '\0';
+    if (!crypto_unhex(hex, out, 32))
+        return false;
+    c->p += 66;
+    return true;
+}
+
+static bool f_refs(struct fcur *c)
+{
+    if (F_LIT(c, "{}"))
+        return true;
+    if (!F_LIT(c, "{"))
+        return false;
+    const char *key[16];
+    size_t klen[16];
+    int n = 0;
+    do {
+        const char *s;
+        size_t sn;
+        int64_t i;
+        if (n == 16 || !f_str(c, &key[n], &klen[n]) || !F_LIT(c, ":"))
+            return false;
+        for (int k = 0; k < n; k++)
+            if (klen[k] == klen[n] && !memcmp(key[k], key[n], klen[n]))
+                return false; /* a duplicate key: the general path rejects it */
+        n++;
+        if (!f_int(c, &i) && !f_str(c, &s, &sn) && !F_LIT(c, "true") && !F_LIT(c, "false") &&
+            !F_LIT(c, "null"))
+            return false;
+    } while (F_LIT(c, ","));
+    return F_LIT(c, "}");
+}
+
+struct fline {
+    int64_t seq, txn;
+    bool has_claim;
+    merkle_hash claimed;
+    int nproof;
+    merkle_hash proof[MERKLE_MAX_PROOF];
+    const char *data;
+    size_t dlen;
+    size_t nposting;
+};
+
+/* Parses a transaction line of exactly the format above; false = take the general path. The
+ * postings go to *ps (grown as needed). */
+static bool f_line(const char *line, size_t len, struct fline *fl, struct fposting **ps,
+                   size_t *cap)
+{
+    struct fcur c = {line, line + len};
+    int64_t i;
+    const char *s;
+    size_t sn;
+    if (!F_LIT(&c, "{\"t\":\"txn\",\"seq\":"))
+        return false;
+    if (F_LIT(&c, "null"))
+        fl->seq = -1;
+    else if (!f_int(&c, &fl->seq) || fl->seq < 0)
+        return false;
+    if (!F_LIT(&c, ",\"leaf\":"))
+        return false;
+    fl->has_claim = !F_LIT(&c, "null");
+    if (fl->has_claim && !f_hash(&c, fl->claimed))
+        return false;
+    fl->nproof = 0;
+    if (F_LIT(&c, ",\"proof\":[")) {
+        if (!F_LIT(&c, "]")) {
+            do {
+                if (fl->nproof == MERKLE_MAX_PROOF || !f_hash(&c, fl->proof[fl->nproof]))
+                    return false;
+                fl->nproof++;
+            } while (F_LIT(&c, ","));
+            if (!F_LIT(&c, "]"))
+                return false;
+        }
+    }
+    if (!F_LIT(&c, ",\"txn\":"))
+        return false;
+    fl->data = c.p;
+    if (len < 1 || line[len - 1] != '}')
+        return false;
+    c.end = line + len - 1; /* the data ends before the line's closing brace */
+    fl->dlen = (size_t)(c.end - c.p);
+    if (!F_LIT(&c, "{\"id\":") || !f_int(&c, &fl->txn) || !F_LIT(&c, ",\"xid\":") ||
+        !f_int(&c, &i) || !F_LIT(&c, ",\"kind\":") || !f_str(&c, &s, &sn) ||
+        !F_LIT(&c, ",\"at\":") || !f_str(&c, &s, &sn) || !F_LIT(&c, ",\"actor\":") ||
+        (!F_LIT(&c, "null") && !f_int(&c, &i)) || !F_LIT(&c, ",\"refs\":") || !f_refs(&c) ||
+        !F_LIT(&c, ",\"memo\":") || (!F_LIT(&c, "null") && !f_str(&c, &s, &sn)) ||
+        !F_LIT(&c, ",\"postings\":["))
+        return false;
+    fl->nposting = 0;
+    if (!F_LIT(&c, "]")) {
+        do {
+            if (fl->nposting == *cap)
+                *ps = xrealloc(*ps, sizeof **ps * (*cap = *cap ? *cap * 2 : 16));
+            struct fposting *p = &(*ps)[fl->nposting];
+            if (!F_LIT(&c, "{\"id\":") || !f_int(&c, &i) || !F_LIT(&c, ",\"account\":") ||
+                !f_int(&c, &p->account) || !F_LIT(&c, ",\"account_kind\":") ||
+                !f_str(&c, &p->kind, &p->kind_len) || p->kind_len >= 64 ||
+                !F_LIT(&c, ",\"amount\":") || !f_int(&c, &p->amount) ||
+                !F_LIT(&c, ",\"version\":") || !f_int(&c, &p->version) ||
+                !F_LIT(&c, ",\"balance_after\":") || !f_int(&c, &p->balance_after) ||
+                !F_LIT(&c, "}"))
+                return false;
+            fl->nposting++;
+        } while (F_LIT(&c, ","));
+        if (!F_LIT(&c, "]"))
+            return false;
+    }
+    return F_LIT(&c, "}") && c.p == c.end;
+}
+
+/* check_txn over the fast path's postings: the same checks in the same order. */
+static bool check_txn_fast(struct verifier *v, const struct fline *fl, const struct fposting *ps,
+                           int64_t seq)
+{
+    int64_t txn = fl->txn;
+    if (txn <= 0)
+        return fail(v, seq, txn, "malformed transaction data");
+    if (fl->nposting < 2)
+        return fail(v, seq, txn, "a transaction needs at least two postings, it has %zu",
+                    fl->nposting);
+    int64_t sum = 0, prev_account = 0;
+    for (size_t i = 0; i < fl->nposting; i++) {
+        const struct fposting *p = &ps[i];
+        if (p->account <= prev_account)
+            return fail(v, seq, txn,
+                        "postings are not in ascending account order, or an account "
+                        "appears twice");
+        prev_account = p->account;
+        if (p->amount == 0)
+            return fail(v, seq, txn, "posting to account %" PRId64 " has amount 0", p->account);
+        if (!i64_add(sum, p->amount, &sum))
+            return fail(v, seq, txn, "the postings overflow");
+        v->postings++;
+        char kind[64]; /* f_line took shorter kinds only */
+        memcpy(kind, p->kind, p->kind_len);
+        kind[p->kind_len] = '\0';
+        if (!posting(v, txn, p->account, kind, p->amount, p->version, p->balance_after))
+            return false;
+    }
+    if (sum != 0)
+        return fail(v, seq, txn, "the postings sum to %" PRId64 ", not 0", sum);
+    return true;
+}
+
+static bool txn_checks(struct verifier *v, int64_t seq, int64_t txn, const merkle_hash leaf,
+                       bool has_claim, const merkle_hash claimed, const merkle_hash *proof,
+                       int nproof, json_t *t, const struct fline *fl, const struct fposting *ps);
+
+static bool on_txn_json(struct verifier *v, char *line, size_t len);
+
+/* verify --general: every line through the general path (the fast path's differential test,
+ * tests/api/test_verify_robust.py) */
+static bool general_only;
+
 static bool on_txn(struct verifier *v, char *line, size_t len)
+{
+    if (general_only)
+        return on_txn_json(v, line, len);
+    if (!v->fl)
+        v->fl = xcalloc(1, sizeof *v->fl);
+    struct fline *fl = v->fl;
+    if (!f_line(line, len, fl, &v->fps, &v->fps_cap))
+        return on_txn_json(v, line, len);
+    merkle_hash leaf;
+    merkle_leaf_hash(fl->data, fl->dlen, leaf);
+    return txn_checks(v, fl->seq, fl->txn, leaf, fl->has_claim, fl->claimed,
+                      (const merkle_hash *)fl->proof, fl->nproof, NULL, fl, v->fps);
+}
+
+/* The general path: any JSON the line may hold. */
+static bool on_txn_json(struct verifier *v, char *line, size_t len)
 {
     /* {"t":"txn","seq":N,"leaf":"HEX"[,"proof":[...]],"txn":DATA}: the leaf hashes DATA's
      * exact bytes, so DATA is cut out of the line rather than re-encoded. */
@@ -455,6 +722,16 @@ static bool on_txn(struct verifier *v, char *line, size_t len)
     if (!t)
         return fail(v, seq, 0, "malformed transaction data: %s", err.text);
     txn = json_integer_value(json_object_get(t, "id"));
+    bool ok = txn_checks(v, seq, txn, leaf, has_claim, claimed, (const merkle_hash *)proof, nproof,
+                         t, NULL, NULL);
+    json_decref(t);
+    return ok;
+}
+
+static bool txn_checks(struct verifier *v, int64_t seq, int64_t txn, const merkle_hash leaf,
+                       bool has_claim, const merkle_hash claimed, const merkle_hash *proof,
+                       int nproof, json_t *t, const struct fline *fl, const struct fposting *ps)
+{
     bool ok = true;
     if (v->complete) {
         if (seq < 0)
@@ -470,8 +747,8 @@ static bool on_txn(struct verifier *v, char *line, size_t len)
     } else if (!v->have_anchor) {
         ok = fail(v, seq, txn, "a partial export needs its checkpoint before the transactions");
     } else if (seq < 0 || nproof < 0 || (uint64_t)seq >= v->anchor.size ||
-               !merkle_verify_inclusion((uint64_t)seq, v->anchor.size, leaf,
-                                        (const merkle_hash *)proof, nproof, v->anchor.root)) {
+               !merkle_verify_inclusion((uint64_t)seq, v->anchor.size, leaf, proof, nproof,
+                                        v->anchor.root)) {
         ok = fail(v, seq, txn,
                   "the inclusion proof does not lead to the checkpoint of size %" PRIu64
                   ": the transaction is not in the signed log as shown",
@@ -484,8 +761,7 @@ static bool on_txn(struct verifier *v, char *line, size_t len)
     if (ok && !has_claim && v->complete)
         ok = fail(v, seq, txn, "no sealed leaf hash");
     if (ok)
-        ok = check_txn(v, t, seq, &txn);
-    json_decref(t);
+        ok = t ? check_txn(v, t, seq, &txn) : check_txn_fast(v, fl, ps, seq);
     if (!ok)
         return false;
     if (v->complete)
@@ -586,6 +862,7 @@ static int verify_export(const char *path, const struct keyring *keys, const cha
         }
         v->have_published = true;
     }
+    setvbuf(f, NULL, _IOFBF, 1 << 20);
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -679,6 +956,8 @@ static int verify_export(const char *path, const struct keyring *keys, const cha
         rc = 0;
     }
     accounts_free(&v->acc);
+    free(v->fps);
+    free(v->fl);
     free(v);
     return rc;
 }
@@ -803,16 +1082,18 @@ int cli_verify(int argc, char **argv)
     const char *exp = cli_opt(argc, argv, "--export"), *proofs = cli_opt(argc, argv, "--proofs");
     const char *pub = cli_opt(argc, argv, "--pubkey");
     const char *published = cli_opt(argc, argv, "--checkpoint");
+    general_only = cli_flag(argc, argv, "--general");
     if (!pub || (!exp == !proofs) || (published && !exp)) {
-        fprintf(stderr,
-                "usage: gridpointsd verify --export FILE --pubkey KEYS [--checkpoint NOTE]\n"
-                "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
-                "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
-                "`gridpointsd audit-pubkey`), or verifier-key lines\n"
-                "NOTE: a checkpoint published earlier (audit.state_dir's "
-                "published-checkpoint.note):\n"
-                "      the export must extend it; one newer than the export is "
-                "reported\n");
+        fprintf(stderr, "usage: gridpointsd verify --export FILE --pubkey KEYS [--checkpoint NOTE] "
+                        "[--general]\n"
+                        "       gridpointsd verify --proofs FILE --pubkey KEYS\n"
+                        "KEYS: the JSON of /.well-known/gridpoints/checkpoint-keys (or\n"
+                        "`gridpointsd audit-pubkey`), or verifier-key lines\n"
+                        "NOTE: a checkpoint published earlier (audit.state_dir's "
+                        "published-checkpoint.note):\n"
+                        "      the export must extend it; one newer than the export is "
+                        "reported\n"
+                        "--general: read every line as general JSON (slower; for cross-checks)\n");
         return 2;
     }
     struct keyring *kr = xcalloc(1, sizeof *kr);

@@ -54,6 +54,7 @@ static const struct cfg_entry table[] = {
     I("audit", "anomaly_shared_device_workers", audit_anomaly_shared_workers, "2", 2, 1000),
     T("audit", "checkpoint_interval", audit_checkpoint_interval_s, "60s", 1, 86400),
     I("audit", "checkpoint_max_tx", audit_checkpoint_max_tx, "10000", 1, 100000000),
+    T("audit", "full_pass_interval", audit_full_pass_interval_s, "1d", 1, 31536000),
     S("audit", "key_file", audit_key_file, ""),
     S("audit", "origin", audit_origin, "gridpoints.local/ledger"),
     B("audit", "allow_rewind", audit_allow_rewind, "false"),

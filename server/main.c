@@ -90,6 +90,12 @@ static const struct command_help {
     {"audit-pubkey", "audit-pubkey", "print the checkpoint public keys (JSON)",
      "The document GET /.well-known/gridpoints/checkpoint-keys serves and `verify --pubkey`\n"
      "reads.\n"},
+    {"audit-verify", "audit-verify --full [--wait SECONDS]",
+     "request a full verification pass of the sealed log",
+     "Verification passes are incremental: each re-derives the transactions sealed since the\n"
+     "last clean pass. --full makes the next pass re-derive the whole log from index 0 (a\n"
+     "server holding the signing key runs it, audit.verify_batch leaves per round); --wait\n"
+     "waits up to SECONDS for it and prints its outcome: exit 0 clean, 1 an alarm or timeout.\n"},
     {"export", "export [--unit ID] [--from T] [--to T] [--format jsonl|csv] [--out FILE]",
      "stream the sealed ledger with its checkpoints",
      "Without --unit/--from/--to the export is complete (the verifier recomputes every root);\n"
@@ -476,6 +482,8 @@ int main(int argc, char **argv)
         rc = cli_audit_keygen(&cfg, argc - i, argv + i, true);
     else if (!strcmp(cmd, "audit-pubkey"))
         rc = cli_audit_pubkey(&cfg);
+    else if (!strcmp(cmd, "audit-verify"))
+        rc = cli_audit_verify(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "export"))
         rc = cli_export(&cfg, argc - i, argv + i);
     else if (!strcmp(cmd, "verify"))

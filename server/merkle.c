@@ -4,23 +4,42 @@
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <string.h>
+
+/* SHA-256 fetched once (OpenSSL 3's one-shot SHA256() fetches the algorithm on every call,
+ * which cost more than hashing a leaf); the fetched method is immutable and shared. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    ASSERT(sha256_md);
+}
+
+static void sha256(const void *data, size_t len, uint8_t *out)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    ASSERT(EVP_Digest(data, len, out, NULL, sha256_md, NULL) == 1);
+}
 
 void merkle_leaf_hash(const void *data, size_t len, merkle_hash out)
 {
     static const uint8_t zero = 0x00;
     uint8_t buf[4096];
     if (len < sizeof buf) {
-        /* the common case: one-shot SHA-256, no context allocation */
+        /* the common case: one buffer, one digest call */
         buf[0] = zero;
         memcpy(buf + 1, data, len);
-        SHA256(buf, len + 1, out);
+        sha256(buf, len + 1, out);
         return;
     }
+    pthread_once(&sha256_once, sha256_fetch);
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     ASSERT(c);
     unsigned int outlen = 0;
-    ASSERT(EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(c, &zero, 1) == 1 &&
+    ASSERT(EVP_DigestInit_ex2(c, sha256_md, NULL) == 1 && EVP_DigestUpdate(c, &zero, 1) == 1 &&
            EVP_DigestUpdate(c, data, len) == 1 && EVP_DigestFinal_ex(c, out, &outlen) == 1);
     EVP_MD_CTX_free(c);
 }
@@ -31,12 +50,12 @@ void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_ha
     buf[0] = 0x01;
     memcpy(buf + 1, left, MERKLE_HASH_LEN);
     memcpy(buf + 1 + MERKLE_HASH_LEN, right, MERKLE_HASH_LEN);
-    SHA256(buf, sizeof buf, out);
+    sha256(buf, sizeof buf, out);
 }
 
 void merkle_empty_root(merkle_hash out)
 {
-    SHA256((const uint8_t *)"", 0, out);
+    sha256("", 0, out);
 }
 
 void merkle_range_init(struct merkle_range *r)

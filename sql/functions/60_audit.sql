@@ -144,7 +144,8 @@ BEGIN
         INSERT INTO audit_alarms (event, detail) VALUES ('raised', p_detail);
     END IF;
     UPDATE audit_head SET alarm = p_detail, vpos = NULL, vlast_xid = NULL, vlast_txn = NULL,
-                          vfrontier = '{}', vstarted_at = NULL, cand_size = NULL,
+                          vfrontier = '{}', vstarted_at = NULL, vfull = NULL, vfrom = NULL,
+                          cand_size = NULL,
                           cand_root = NULL, cand_at = NULL, updated_at = now();
 END
 $$;
@@ -156,12 +157,18 @@ $$;
 --  2. verify: when a pass is due (p_interval_s since the last clean one, or p_max_tx sealed
 --     since the last checkpoint) start one; advance it by up to p_verify_batch leaves:
 --     re-derive each from the ledger rows, zip with the stored leaves, fold the re-derived
---     hashes, compare with every checkpoint crossed; a mismatch raises the alarm;
+--     hashes, compare with every checkpoint crossed; a mismatch raises the alarm. A pass is
+--     incremental: it starts where the last clean pass ended (its re-derived compact range and
+--     sort key, vbase_*), so it costs what was sealed since. It is full (from index 0) when
+--     there is no such base, when a full pass was requested (gp_audit_request_full_pass),
+--     while an alarm stands (only a full clean pass clears one), and when the last full pass
+--     is p_full_interval_s old;
 --  3. when the pass reaches the head: clear a standing alarm, and if the log grew since the
 --     last checkpoint, make the head the candidate to sign.
 -- Returns {"busy"} or {"size", "sealed", "verified", "more", "alarm", "candidate": {"size",
 -- "root" (base64), "at"}}; "more" asks the janitor to run again at once.
-CREATE FUNCTION gp_audit_seal(p_batch int, p_verify_batch int, p_interval_s int, p_max_tx bigint)
+CREATE FUNCTION gp_audit_seal(p_batch int, p_verify_batch int, p_interval_s int, p_max_tx bigint,
+                              p_full_interval_s int DEFAULT 86400)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     h audit_head;
@@ -229,10 +236,22 @@ BEGIN
                  OR h.verified_at <= now() - make_interval(secs => p_interval_s)
                  OR h.size - coalesce(h.verified_size, 0) >= p_max_tx);
         IF v_due THEN
-            h.vpos := 0;
-            h.vlast_xid := NULL;
-            h.vlast_txn := NULL;
-            h.vfrontier := '{}';
+            h.vfull := h.vbase_frontier IS NULL OR h.verified_size IS NULL OR h.full_requested
+                       OR h.alarm IS NOT NULL OR h.full_verified_at IS NULL
+                       OR h.full_verified_at
+                          <= now() - make_interval(secs => coalesce(p_full_interval_s, 86400));
+            IF h.vfull THEN
+                h.vpos := 0;
+                h.vlast_xid := NULL;
+                h.vlast_txn := NULL;
+                h.vfrontier := '{}';
+            ELSE
+                h.vpos := h.verified_size;
+                h.vlast_xid := h.vbase_xid;
+                h.vlast_txn := h.vbase_txn;
+                h.vfrontier := h.vbase_frontier;
+            END IF;
+            h.vfrom := h.vpos;
             h.vstarted_at := now();
         END IF;
     END IF;
@@ -344,6 +363,15 @@ BEGIN
             END IF;
             h.verified_at := now();
             h.verified_size := h.size;
+            h.verified_from := h.vfrom;
+            h.verified_full := h.vfull;
+            h.vbase_xid := h.vlast_xid;
+            h.vbase_txn := h.vlast_txn;
+            h.vbase_frontier := v_front;
+            IF h.vfull THEN
+                h.full_verified_at := now();
+                h.full_requested := false;
+            END IF;
             IF h.size > coalesce(v_last_cp.size, 0) THEN
                 h.cand_size := h.size;
                 h.cand_root := h.root;
@@ -354,6 +382,8 @@ BEGIN
             h.vlast_txn := NULL;
             h.vfrontier := '{}';
             h.vstarted_at := NULL;
+            h.vfull := NULL;
+            h.vfrom := NULL;
         END IF;
     END IF;
 
@@ -365,7 +395,11 @@ BEGIN
            last_xid = h.last_xid, last_txn = h.last_txn, vpos = h.vpos, vlast_xid = h.vlast_xid,
            vlast_txn = h.vlast_txn, vfrontier = h.vfrontier, vstarted_at = h.vstarted_at,
            verified_at = h.verified_at, verified_size = h.verified_size, cand_size = h.cand_size,
-           cand_root = h.cand_root, cand_at = h.cand_at, alarm = h.alarm, updated_at = now()
+           cand_root = h.cand_root, cand_at = h.cand_at, alarm = h.alarm, vfull = h.vfull,
+           vfrom = h.vfrom, vbase_xid = h.vbase_xid, vbase_txn = h.vbase_txn,
+           vbase_frontier = h.vbase_frontier, verified_from = h.verified_from,
+           verified_full = h.verified_full, full_verified_at = h.full_verified_at,
+           full_requested = h.full_requested, updated_at = now()
      WHERE id;
     RETURN jsonb_build_object('size', h.size, 'sealed', v_sealed, 'verified', v_verified,
                               'more', v_more, 'alarm', h.alarm, 'candidate', v_cand);
@@ -505,7 +539,9 @@ CREATE FUNCTION gp_audit_latest_note() RETURNS text LANGUAGE sql STABLE AS $$
 $$;
 
 -- Sealer state for operators and auditors: {"size", "root", "unsealed", "last_checkpoint",
--- "verified_at", "verified_size", "pass": {"position", "started_at"}, "candidate_size",
+-- "verified_at", "verified_size", "verified_from", "verified_full" (what the last clean pass
+-- covered: log indexes [verified_from, verified_size)), "full_verified_at",
+-- "full_pass_requested", "pass": {"position", "started_at", "from", "full"}, "candidate_size",
 -- "alarm", "alarms": [recent history]}.
 CREATE FUNCTION gp_audit_status(p_actor bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -525,8 +561,11 @@ BEGIN
                              ORDER BY size DESC LIMIT 1),
         'checkpoints', (SELECT count(*) FROM audit_checkpoints),
         'verified_at', h.verified_at, 'verified_size', h.verified_size,
+        'verified_from', h.verified_from, 'verified_full', h.verified_full,
+        'full_verified_at', h.full_verified_at, 'full_pass_requested', h.full_requested,
         'pass', CASE WHEN h.vpos IS NULL THEN NULL
-                     ELSE jsonb_build_object('position', h.vpos, 'started_at', h.vstarted_at) END,
+                     ELSE jsonb_build_object('position', h.vpos, 'started_at', h.vstarted_at,
+                                             'from', h.vfrom, 'full', h.vfull) END,
         'candidate_size', h.cand_size,
         'alarm', h.alarm,
         'alarms', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'at', at,
@@ -1100,22 +1139,58 @@ END
 $$;
 
 -- The janitor's entry point: $1 is its batch size (unused: [audit] has its own), $2 the
--- [audit] settings {"batch", "verify_batch", "interval_s", "max_tx"}.
+-- [audit] settings {"batch", "verify_batch", "interval_s", "max_tx", "full_interval_s"}.
 CREATE FUNCTION gp_audit_seal_sweep(p_unused int, p_args jsonb) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT gp_audit_seal((p_args ->> 'batch')::int, (p_args ->> 'verify_batch')::int,
-                         (p_args ->> 'interval_s')::int, (p_args ->> 'max_tx')::bigint)
+                         (p_args ->> 'interval_s')::int, (p_args ->> 'max_tx')::bigint,
+                         coalesce((p_args ->> 'full_interval_s')::int, 86400))
+$$;
+
+-- `gridpointsd audit-verify --full` (admin role): the next verification pass re-derives the
+-- whole log from index 0, whatever the last pass covered; a pass in progress is abandoned (the
+-- next round starts the full one, reading every row after this request). Waits for a sealer
+-- round in progress (the head row's lock).
+CREATE FUNCTION gp_audit_request_full_pass() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    h audit_head;
+BEGIN
+    UPDATE audit_head SET full_requested = true, verified_at = NULL, vpos = NULL,
+           vlast_xid = NULL, vlast_txn = NULL, vfrontier = '{}', vstarted_at = NULL,
+           vfrom = NULL, vfull = NULL, updated_at = now()
+     WHERE id RETURNING * INTO h;
+    PERFORM gp_audit(NULL, 'audit.full_pass_request', 'audit_head', 'head', NULL, NULL,
+                     jsonb_build_object('size', h.size), 'gridpointsd audit-verify --full');
+    RETURN jsonb_build_object('size', h.size, 'full_pass_requested', true,
+                              'pass_in_progress', h.vpos IS NOT NULL);
+END
+$$;
+
+-- The state of the verification passes for `gridpointsd audit-verify --wait` (admin role).
+CREATE FUNCTION gp_audit_pass_state() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+    SELECT jsonb_build_object('size', size, 'verified_at', verified_at,
+                              'verified_size', verified_size, 'verified_from', verified_from,
+                              'verified_full', verified_full, 'full_verified_at', full_verified_at,
+                              'full_pass_requested', full_requested, 'alarm', alarm,
+                              'pass', CASE WHEN vpos IS NULL THEN NULL ELSE
+                                      jsonb_build_object('position', vpos, 'from', vfrom,
+                                                         'full', vfull) END)
+      FROM audit_head
 $$;
 
 REVOKE EXECUTE ON FUNCTION
-    gp_audit_seal(int, int, int, bigint),
+    gp_audit_seal(int, int, int, bigint, int),
+    gp_audit_request_full_pass(),
+    gp_audit_pass_state(),
     gp_audit_checkpoint_store(bigint, text, text, text, text),
     gp_audit_key_register(text, text, bytea, text, boolean),
     gp_audit_raise_alarm(jsonb)
 FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
-    gp_audit_seal(int, int, int, bigint),
+    gp_audit_seal(int, int, int, bigint, int),
     gp_audit_checkpoint_store(bigint, text, text, text, text)
 TO gp_app;
 
