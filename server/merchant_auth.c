@@ -310,8 +310,12 @@ static void nonce_cb(struct redisReply *reply, enum status st, void *arg)
     admitted(rc);
 }
 
-/* The key is known and usable: open its secret and check the signature. */
-static void got_key(struct req_ctx *rc, int64_t merchant_id, const char *sealed)
+/* The key is known: open its secret and check the signature. `refusal` is NULL for a usable
+ * key, else the key's status ("revoked", "expired", "suspended"), which is said only to a
+ * caller whose signature is right: whoever merely knows a key id learns nothing about its
+ * merchant (a wrong signature answers bad_signature whatever the key's state). */
+static void got_key(struct req_ctx *rc, int64_t merchant_id, const char *sealed,
+                    const char *refusal)
 {
     struct mauth_state *ms = rc->guard_state;
     const struct config *cfg = rc->app->cfg;
@@ -335,6 +339,16 @@ static void got_key(struct req_ctx *rc, int64_t merchant_id, const char *sealed)
     mcrypto_wipe(want, sizeof want);
     if (!ok) {
         reply_401(rc, "bad_signature", "the signature does not match the request");
+        return;
+    }
+    if (refusal) {
+        if (!strcmp(refusal, "suspended"))
+            http_reply_error(rc, ST_FORBIDDEN, "merchant_suspended", NULL,
+                             "this merchant is suspended");
+        else if (!strcmp(refusal, "expired"))
+            reply_401(rc, "key_expired", "this merchant key has expired");
+        else
+            reply_401(rc, "key_revoked", "this merchant key has been revoked");
         return;
     }
     /* From here on the caller has proven it holds the secret: replies are signed. */
@@ -372,14 +386,14 @@ static void key_db_cb(struct db_result *res, void *arg)
         return;
     }
     if (strcmp(status, "active") != 0) {
-        if (!strcmp(status, "suspended"))
-            http_reply_error(rc, ST_FORBIDDEN, "merchant_suspended", NULL,
-                             "this merchant is suspended");
-        else if (!strcmp(status, "expired"))
-            reply_401(rc, "key_expired", "this merchant key has expired");
-        else
-            reply_401(rc, "key_revoked", "this merchant key has been revoked");
+        /* Not cached: a usable key's cache entry is the only kind there is. */
+        const char *refusal = !strcmp(status, "suspended") ? "suspended"
+                              : !strcmp(status, "expired") ? "expired"
+                                                           : "revoked";
+        char *sealed_copy = arena_strdup(rc->arena, sealed);
+        int64_t merchant_id = json_integer_value(mid);
         json_decref(j);
+        got_key(rc, merchant_id, sealed_copy, refusal);
         return;
     }
     /* Cache the sealed secret (never the secret) for a short while, and never beyond the
@@ -402,7 +416,7 @@ static void key_db_cb(struct db_result *res, void *arg)
     char *sealed_copy = arena_strdup(rc->arena, sealed);
     int64_t merchant_id = json_integer_value(mid);
     json_decref(j);
-    got_key(rc, merchant_id, sealed_copy);
+    got_key(rc, merchant_id, sealed_copy, NULL);
 }
 
 static void key_from_db(struct req_ctx *rc)
@@ -424,7 +438,7 @@ static void key_cache_cb(struct redisReply *reply, enum status st, void *arg)
             int64_t merchant_id = json_integer_value(mid);
             char *copy = arena_strdup(rc->arena, sealed);
             json_decref(j);
-            got_key(rc, merchant_id, copy);
+            got_key(rc, merchant_id, copy, NULL);
             return;
         }
         json_decref(j);

@@ -221,6 +221,29 @@ def test_revoked_key_refused_at_once_whatever_the_cache_holds(st, api, redis):
     assert error_code(r) == "key_revoked"
 
 
+def test_a_keys_state_is_said_only_to_whoever_holds_its_secret(st, api, server):
+    """A revoked key, an expired one and a suspended merchant's key answer a wrong signature
+    exactly as a usable key does (bad_signature): knowing a key id tells nothing about the
+    merchant behind it. The right signature learns why the key is refused."""
+    m, c = st.merchant()
+    new = st.key(m["id"], rotate=True, overlap_s=1)  # c expires in a second
+    m2, c2 = st.merchant()
+    m3, c3 = st.merchant()
+    r = api.post(f"/api/v1/merchants/{m2['id']}/keys/{c2.key_id}/revoke", token=st.token)
+    assert r.status_code == 200
+    r = api.post(f"/api/v1/merchants/{m3['id']}/suspend", {"reason": "complaints"}, token=st.token)
+    assert r.status_code == 200
+    time.sleep(1.5)
+    for client, right in ((c, ("key_expired", 401)), (c2, ("key_revoked", 401)),
+                          (c3, ("merchant_suspended", 403))):
+        wrong = mc.Client(server.url, client.key_id, client.secret + "x")
+        r = wrong.request("GET", "/merchant/v1/me")
+        assert (r.status, error_code(r)) == (401, "bad_signature"), (client.key_id, r.text)
+        r = client.request("GET", "/merchant/v1/me")
+        assert (error_code(r), r.status) == right, r.text
+    assert new.request("GET", "/merchant/v1/me").status == 200
+
+
 def test_key_rotation_with_overlap(st):
     m, old = st.merchant()
     new = st.key(m["id"], rotate=True, overlap_s=2)

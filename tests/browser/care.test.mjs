@@ -179,6 +179,38 @@ test('a "well" visit online, with two photos after consent: the list updates and
   }
 });
 
+test("a phone shared by two workers: offline, the second never sees the first one's saved care list", async () => {
+  // The service worker keeps the last answer of every GET for offline use -- per login. Worker
+  // A opens the due list (names, phones, health notes: saved on the phone); worker B logs in on
+  // the same phone without A logging out, loses the network and opens the visits tab: B gets
+  // "offline", never A's residents.
+  const other = await world.worker('周志强');
+  const ctx = await phoneCtx();
+  try {
+    const page = await ctx.newPage();
+    await uiLogin(page, w);
+    await page.goto(app('visits'));
+    await page.locator(`[data-test=due][data-resident="${red.id}"]`).waitFor();
+    // A's list is saved: offline, a reload still shows it (marked as saved), to A.
+    await ctx.setOffline(true);
+    await page.reload();
+    await page.locator(`[data-test=due][data-resident="${red.id}"]`).waitFor();
+    await ctx.setOffline(false);
+
+    await page.evaluate(() => localStorage.clear()); // A's session gone from the app, not logged out
+    await uiLogin(page, other);
+    await ctx.setOffline(true);
+    await page.goto(app('visits'));
+    await page.locator('[data-screen=visits] [data-test=error]').waitFor();
+    assert.equal(await page.locator('[data-test=due]').count(), 0, "no resident of A's list");
+    assert.doesNotMatch(await page.locator('[data-screen=visits]').innerText(), /张秀珍|刘德明|陈玉兰/);
+    await shot(page, 'care-zh-CN-visits-shared-phone-offline');
+  } finally {
+    await ctx.setOffline(false);
+    await ctx.close();
+  }
+});
+
 test('a "needs help" visit offline is queued, then synced once when the network is back', async () => {
   const ctx = await phoneCtx();
   try {

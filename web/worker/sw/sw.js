@@ -7,12 +7,16 @@
  *                   and drops the old cache when it takes over
  *   navigations     index.html from the cache (the app routes on the client)
  *   GET /api/...    network first; the last good answer is kept and served when the network
- *                   fails, marked X-GP-Cache: hit; without one, a 503 marked X-GP-Offline
+ *                   fails, marked X-GP-Cache: hit; without one, a 503 marked X-GP-Offline.
+ *                   Kept per login: one cache per session token (named by a hash of it), so
+ *                   a phone shared by two workers never shows one the other's saved answers
+ *                   (a care list holds residents' names, phones and health notes); logging
+ *                   out drops every saved answer
  *   anything else   (writes, other origins) untouched: the app's outbox handles writes */
 const VERSION = '__VERSION__';
 const PRECACHE = __PRECACHE_MANIFEST__;
 const SHELL = `gp-shell-${VERSION}`;
-const API = 'gp-api-v1';
+const API = 'gp-api-'; // + the first 16 hex digits of SHA-256(Authorization header)
 const BASE = new URL('./', self.location).pathname; // "/app/"
 
 self.addEventListener('install', (event) => {
@@ -28,14 +32,17 @@ self.addEventListener('activate', (event) => {
   event.waitUntil(
     caches
       .keys()
-      .then((keys) => Promise.all(keys.filter((k) => k.startsWith('gp-shell-') && k !== SHELL).map((k) => caches.delete(k))))
+      // old shells, and the single shared API cache of earlier versions ('gp-api-v1')
+      .then((keys) => Promise.all(keys.filter((k) => (k.startsWith('gp-shell-') && k !== SHELL) || k === 'gp-api-v1').map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });
 
 self.addEventListener('message', (event) => {
-  // The cached API answers are the logged-out worker's: drop them.
-  if (event.data && event.data.type === 'logout') event.waitUntil(caches.delete(API));
+  // The cached API answers are the logged-out worker's: drop them (every login's, to be sure).
+  if (event.data && event.data.type === 'logout') {
+    event.waitUntil(caches.keys().then((keys) => Promise.all(keys.filter((k) => k.startsWith(API)).map((k) => caches.delete(k)))));
+  }
 });
 
 function offlineAnswer() {
@@ -45,8 +52,16 @@ function offlineAnswer() {
   });
 }
 
+/** The cache of the login that sent `request`: answers are only ever served to the same token. */
+async function apiCache(request) {
+  const auth = new TextEncoder().encode(request.headers.get('Authorization') || '');
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', auth));
+  const hex = Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, '0')).join('');
+  return caches.open(API + hex);
+}
+
 async function apiNetworkFirst(request) {
-  const cache = await caches.open(API);
+  const cache = await apiCache(request);
   try {
     const res = await fetch(request);
     if (res.ok) await cache.put(request, res.clone());
