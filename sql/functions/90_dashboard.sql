@@ -56,7 +56,9 @@ BEGIN
                      ORDER BY g.d)
       INTO v_trend
       FROM generate_series(v_from, v_today, interval '1 day') AS g (d)
-      LEFT JOIN dash_daily x ON x.unit_id = u.id AND x.day = g.d::date;
+      LEFT JOIN (SELECT * FROM dash_daily
+                  WHERE unit_id = u.id AND day BETWEEN v_from AND v_today) x
+             ON x.day = g.d::date;
     v_today_fig := (v_trend -> -1) - 'date';
 
     SELECT coalesce(jsonb_agg(gp_dash_figures(x.tp, x.sp, x.c, x.r, x.a, x.rj, x.f, x.pi, x.pr,
@@ -390,7 +392,8 @@ BEGIN
            coalesce(sum(x.n) FILTER (WHERE x.col = 'active_workers'), 0)
       FROM dash_tmp x CROSS JOIN LATERAL gp_dash_up(x.unit_id) up
      WHERE x.unit_id IS NOT NULL
-     GROUP BY up.street_id, up.parent_id, up.unit_id, x.day;
+     GROUP BY up.street_id, up.parent_id, up.unit_id, x.day
+     ORDER BY up.unit_id, x.day;  -- a unit's days together: the trend reads few pages
 
     INSERT INTO dash_flags (street_id, unit_id, at, report_id, worker_id, task_id, flags)
     SELECT w.street_id, w.unit_id, r.received_at, r.id, r.worker_id, r.task_id, r.flags
