@@ -255,7 +255,7 @@ const struct sweep_def sweep_defs[] = {
     {"care", "SELECT gp_care_sweep($1, $2::jsonb)", 2, every_sweep_interval, care_swept,
      care_sweep_args},
     /* the dashboard's counters, off the hot transactions (docs/DASHBOARD.md) */
-    {"dashboard", "SELECT gp_dash_fold(coalesce($2::int, $1::int))", 2, every_dashboard_fold_interval,
-     dashboard_folded, dashboard_fold_args},
+    {"dashboard", "SELECT gp_dash_fold(coalesce($2::int, $1::int))", 2,
+     every_dashboard_fold_interval, dashboard_folded, dashboard_fold_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];
