@@ -107,6 +107,9 @@ struct config {
     int console_dashboard_max_days;  /* longest trend GET /api/v1/dashboard serves */
     int console_export_max_rows;     /* rows of one XLSX export, else 413 export_too_large */
     int console_import_max_rows;     /* rows of one roster import, else 413 */
+    /* the dashboard sweep: how often it folds the counters, events (and txns) per fold */
+    int console_dashboard_fold_interval_ms;
+    int console_dashboard_fold_batch;
     /* [log] */
     char *log_level;
     /* [merchant] */

@@ -1,6 +1,7 @@
 /* api_dashboard.c -- the street dashboard (一屏统揽, issue 14): GET /api/v1/dashboard reads the
- * per-day per-unit counters that triggers keep (sql/migrations/0018_dashboard.sql) through
- * gp_dashboard (sql/functions/90_dashboard.sql), which checks the caller's scope (404). */
+ * per-day subtree counters that the `dashboard` sweep folds from the events
+ * (sql/migrations/0021_dashboard_rollups.sql, gp_dash_fold) through gp_dashboard
+ * (sql/functions/90_dashboard.sql), which checks the caller's scope (404). */
 #include "api.h"
 #include "app.h"
 #include "config.h"

@@ -78,6 +78,8 @@ static const struct cfg_entry table[] = {
     T("care", "retention", care_retention_s, "365d", 0, 315360000),
     T("console", "dashboard_refresh", console_dashboard_refresh_s, "30s", 1, 3600),
     I("console", "dashboard_max_days", console_dashboard_max_days, "90", 1, 366),
+    D("console", "dashboard_fold_interval", console_dashboard_fold_interval_ms, "1s", 50, 60000),
+    I("console", "dashboard_fold_batch", console_dashboard_fold_batch, "5000", 1, 1000000),
     I("console", "export_max_rows", console_export_max_rows, "200000", 1, 10000000),
     I("console", "import_max_rows", console_import_max_rows, "5000", 1, 100000),
 

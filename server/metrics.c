@@ -66,6 +66,12 @@ static const struct counter_def counter_defs[] = {
      "Overdue care visits escalated to grid staff (docs/CARE.md)."},
     {"care_residents_purged", "gridpoints_care_residents_purged_total", NULL,
      "Removed residents whose sealed data was purged after care.retention."},
+    {"dashboard_events_folded", "gridpoints_dashboard_folded_total", "source=\"events\"",
+     "What the dashboard sweep counted into the dashboard's counters, by source (queued events, "
+     "ledger transactions)."},
+    {"dashboard_txns_folded", "gridpoints_dashboard_folded_total", "source=\"txns\"",
+     "What the dashboard sweep counted into the dashboard's counters, by source (queued events, "
+     "ledger transactions)."},
 };
 #define NCOUNTERS (sizeof counter_defs / sizeof counter_defs[0])
 

@@ -341,7 +341,7 @@ const struct route routes_table[] = {
 
     /* the staff console's own routes (issue 14) */
     {"GET", "/api/v1/dashboard", api_dashboard, GUARD_SESSION, BODY_NONE,
-     "the street dashboard of a subtree, from counters kept by the events", ROUTE_READ_REPLICA},
+     "the street dashboard of a subtree, from counters folded from the events", ROUTE_READ_REPLICA},
     {"GET", "/api/v1/public/units", api_public_units, GUARD_NONE, BODY_NONE,
      "streets, or a unit's children, for the public points board's pickers"},
 };

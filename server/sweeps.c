@@ -210,6 +210,27 @@ static int64_t care_swept(struct app *app, json_t *j)
     return json_is_true(json_object_get(j, "more"));
 }
 
+/* gp_dash_fold: the dashboard's counters, folded from the queued events and the committed
+ * ledger off the hot transactions (docs/DASHBOARD.md); a full batch goes on at once. */
+static int every_dashboard_fold_interval(const struct config *cfg)
+{
+    return cfg->console_dashboard_fold_interval_ms;
+}
+
+static void dashboard_fold_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%d", cfg->console_dashboard_fold_batch);
+}
+
+static int64_t dashboard_folded(struct app *app, json_t *j)
+{
+    count(app, j, "events", "dashboard_events_folded");
+    count(app, j, "txns", "dashboard_txns_folded");
+    if (json_is_true(json_object_get(j, "rebuilt")))
+        log_info("dashboard: counters rebuilt from the base tables");
+    return json_is_true(json_object_get(j, "more"));
+}
+
 const struct sweep_def sweep_defs[] = {
     {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
@@ -233,5 +254,8 @@ const struct sweep_def sweep_defs[] = {
     /* care visits: overdue escalation and retention (docs/CARE.md) */
     {"care", "SELECT gp_care_sweep($1, $2::jsonb)", 2, every_sweep_interval, care_swept,
      care_sweep_args},
+    /* the dashboard's counters, off the hot transactions (docs/DASHBOARD.md) */
+    {"dashboard", "SELECT gp_dash_fold(coalesce($2::int, $1::int))", 2,
+     every_dashboard_fold_interval, dashboard_folded, dashboard_fold_args},
 };
 const size_t sweep_defs_count = sizeof sweep_defs / sizeof sweep_defs[0];

@@ -1,11 +1,18 @@
-"""The street dashboard (一屏统揽, issue 14): GET /api/v1/dashboard reads counters that the
-events keep (sql/migrations/0018_dashboard.sql). After a scripted day of work -- tasks in two
-communities, claims, reports, an approval into the objection window, a rejection, a release,
-an adjustment, a counter charge and its partial refund -- every figure equals what the ledger
+"""The street dashboard (一屏统揽, issue 14): GET /api/v1/dashboard reads subtree counters that
+the `dashboard` sweep folds from the events off their transactions (issue 12;
+sql/migrations/0021_dashboard_rollups.sql, gp_dash_fold). After a scripted day of work -- tasks
+in two communities, claims, reports, an approval into the objection window, a rejection, a
+release, an adjustment, a counter charge and its partial refund -- and once the fold has caught
+up (its staleness bound: console.dashboard_fold_interval), every figure equals what the ledger
 and the work tables say, for the street and for each community; `dash_rebuild()` (which the
-benchmark runs after its bulk load) gives the same counters; scope is enforced."""
+benchmark runs after its bulk load) gives the same counters; concurrent awards of one unit are
+all counted and write no counter row in their own transactions; scope is enforced."""
+
+import threading
+import time
 
 import jsonschema
+import psycopg2
 import pytest
 import yaml
 
@@ -56,6 +63,21 @@ SELECT
  (SELECT coalesce(sum(ac.balance), 0) FROM accounts ac
    WHERE ac.kind = 'worker_pending' AND ac.owner_id IN (SELECT id FROM w))
 """
+
+
+def folded(sql, timeout=20.0):
+    """Waits until the dashboard sweep has counted every queued event and every committed
+    ledger transaction (it runs every console.dashboard_fold_interval, 1 s by default)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if sql.scalar("""SELECT s.built AND NOT EXISTS (SELECT 1 FROM dash_queue)
+                           AND NOT EXISTS (SELECT 1 FROM ledger_txns t
+                                            WHERE (t.xid, t.id) > (coalesce(s.last_xid, '0'::xid8),
+                                                                   coalesce(s.last_txn, 0)))
+                           FROM dash_fold_state s"""):
+            return
+        assert time.monotonic() < deadline, "the dashboard fold did not catch up"
+        time.sleep(0.05)
 
 
 def truth(sql, unit):
@@ -149,6 +171,7 @@ def dashboard(api, token, **params):
 
 def test_figures_equal_the_ledger_after_a_day_of_work(api, admin, sql, day):
     tree = day["tree"]
+    folded(sql)
     d = dashboard(api, admin["token"])
     check_schema(d, "Dashboard")
     assert d["unit"]["id"] == tree.street and d["unit"]["level"] == "street"
@@ -203,6 +226,7 @@ def test_figures_equal_the_ledger_after_a_day_of_work(api, admin, sql, day):
 
 def test_scope_and_bad_input(api, admin, sql, day):
     tree = day["tree"]
+    folded(sql)
     # grid staff of the second grid see their grid, not the first community nor the street
     s2 = day["staff2"]["token"]
     d = dashboard(api, s2)
@@ -220,3 +244,82 @@ def test_scope_and_bad_input(api, admin, sql, day):
     for bad in ({"days": 0}, {"days": 91}, {"days": "x"}, {"unit_id": "-1"}, {"unit_id": "1e3"}):
         r = api.get("/api/v1/dashboard", params=bad, token=admin["token"])
         assert r.status_code == 400, (bad, r.text)
+
+
+def test_concurrent_awards_are_all_counted_off_their_transactions(api, admin, sql, server):
+    """Twelve workers of one micro-grid report and are approved at the same time: before the
+    fold, their transactions wrote no counter row (the queue holds their events, the counters
+    are unchanged); after it, every claim, report, approval and point is counted once, on the
+    micro-grid, its grid, community and street alike."""
+    tree = Tree(api, admin, sql)
+    folded(sql)
+    workers = tree.workers(12)
+    task = tree.publish(slots=12, reward=5)
+    asg = {}
+
+    def claim_and_report(w):
+        r = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w["token"])
+        assert r.status_code == 201, r.text
+        asg[w["id"]] = r.json()["id"]
+        r = api.post("/api/v1/reports", report_body(asg[w["id"]]), token=w["token"])
+        assert r.status_code == 201, r.text
+
+    def approve(w):
+        r = api.post(f"/api/v1/assignments/{asg[w['id']]}/approve", {}, token=tree.staff["token"])
+        assert r.status_code == 200, r.text
+
+    for step in (claim_and_report, approve):
+        errors = []
+
+        def run(w, step=step):
+            try:
+                step(w)
+            except AssertionError as e:  # reported below, in the test's thread
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+    folded(sql)
+    unit = sql.scalar("SELECT unit_id FROM persons WHERE id = %s", (workers[0]["id"],))
+    path = sql.scalar("SELECT ltree2text(path) FROM org_units WHERE id = %s", (unit,))
+    for u in [int(x) for x in path.split(".")]:
+        t = truth(sql, u)
+        row = sql.one("""SELECT claimed, reported, approved, points_issued, active_workers
+                           FROM dash_daily WHERE unit_id = %s
+                            AND day = (now() AT TIME ZONE 'Asia/Shanghai')::date""", (u,))
+        assert row == (t["claimed"], t["reported"], t["approved"], t["points_issued"],
+                       t["active_workers"]), (u, row, t)
+        assert row[2] >= 12 and row[3] >= 60
+    # the hot transactions only appended: a claim, report and approval leave queue rows and
+    # no counter change until the fold (the sweep is paused by holding its state row)
+    w = tree.workers(1)[0]
+    t2 = tree.publish(slots=1, reward=3)
+    before = sql.one("""SELECT claimed, reported, approved, points_issued FROM dash_daily
+                         WHERE unit_id = %s AND day = (now() AT TIME ZONE 'Asia/Shanghai')::date""",
+                     (tree.street,))
+    hold = psycopg2.connect(sql.conn.dsn)  # a transaction of its own (not autocommit)
+    with hold.cursor() as cur:
+        cur.execute("SELECT 1 FROM dash_fold_state FOR UPDATE")
+        r = api.post(f"/api/v1/tasks/{t2['id']}/claim", token=w["token"])
+        assert r.status_code == 201, r.text
+        a = r.json()["id"]
+        r = api.post("/api/v1/reports", report_body(a), token=w["token"])
+        assert r.status_code == 201, r.text
+        r = api.post(f"/api/v1/assignments/{a}/approve", {}, token=tree.staff["token"])
+        assert r.status_code == 200, r.text
+        time.sleep(1.5)  # longer than the fold interval: the sweep finds its state row busy
+        mid = sql.one("""SELECT claimed, reported, approved, points_issued FROM dash_daily
+                          WHERE unit_id = %s AND day = (now() AT TIME ZONE 'Asia/Shanghai')::date""",
+                      (tree.street,))
+        assert mid == before
+        assert sql.scalar("SELECT count(*) FROM dash_queue WHERE ref = %s", (w["id"],)) == 3
+    hold.rollback()
+    hold.close()
+    folded(sql)
+    after = sql.one("""SELECT claimed, reported, approved, points_issued FROM dash_daily
+                        WHERE unit_id = %s AND day = (now() AT TIME ZONE 'Asia/Shanghai')::date""",
+                    (tree.street,))
+    assert after == (before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 3)

@@ -34,6 +34,8 @@ GLOBAL = {
     "audit_checkpoints": "coordinator",
     "audit_head": "coordinator",
     "audit_alarms": "coordinator",
+    # the dashboard fold's watermark over the whole ledger (one row, like audit_head)
+    "dash_fold_state": "coordinator",
     # found by a token's hash before the person (and so the street) is known: distributed by
     # token_hash, its own colocation group
     "sessions": "distributed by token_hash",

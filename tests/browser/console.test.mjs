@@ -399,8 +399,15 @@ test('the dashboard equals the ledger after a day of work, and refreshes itself'
   await page.waitForSelector('[data-test=fig-approved] [data-test=value]');
   const read = async () => Object.fromEntries(await page.locator('[data-test^=fig-]').evaluateAll((els) =>
     els.filter((e) => e.querySelector('[data-test=value]')).map((e) => [e.dataset.test.slice(4), Number(e.querySelector('[data-test=value]').textContent.replace(/[^\d-]/g, ''))])));
-  const shown = await read();
-  const ledger = ledgerToday();
+  // The counters are folded off the work's transactions every console.dashboard_fold_interval
+  // (1 s) and the screen polls every 2 s here: wait for a screen that has caught up.
+  let shown, ledger;
+  for (const until = Date.now() + 15000; ;) {
+    shown = await read();
+    ledger = ledgerToday();
+    if (Object.keys(ledger).every((k) => shown[k] === ledger[k]) || Date.now() > until) break;
+    await page.waitForTimeout(250);
+  }
   for (const k of Object.keys(ledger)) assert.equal(shown[k], ledger[k], `${k}: the screen shows ${shown[k]}, the ledger ${ledger[k]}`);
   assert.ok(ledger.approved >= 2 && ledger.points_redeemed === 100, JSON.stringify(ledger));
   await page.waitForTimeout(600); // the charts' first frame
