@@ -128,6 +128,7 @@ class Meter:
         with conn.cursor() as c:
             c.execute("SELECT pg_backend_pid()")
             self.pid = c.fetchone()[0]
+        conn.commit()  # no transaction left open: it would freeze now() for the calls
 
     def start(self):
         with self.reader.cursor() as c:
