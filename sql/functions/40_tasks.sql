@@ -14,7 +14,10 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 ------------------------------------------------------------------------------------------
--- JSON shapes
+-- JSON shapes. Declared STABLE, not IMMUTABLE: jsonb_build_object and timestamps as JSON
+-- depend on settings, and the planner inlines a one-expression sql function only when it is
+-- declared no less volatile than its body -- an IMMUTABLE one around STABLE calls is never
+-- inlined and is planned again in every transaction.
 ------------------------------------------------------------------------------------------
 -- Claimable slots as the server's Redis gate sees them: 0 unless the task is open. A pure
 -- function of the row, so one slots_version always means one free_slots value.
@@ -23,7 +26,7 @@ CREATE FUNCTION gp_task_free_slots(t tasks) RETURNS int LANGUAGE sql IMMUTABLE A
                 ELSE 0 END
 $$;
 
-CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id,
                               'free_slots', gp_task_free_slots(t), 'slots_version', t.version)
 $$;
@@ -63,7 +66,7 @@ LANGUAGE sql STABLE AS $$
            ELSE '{}'::jsonb END
 $$;
 
-CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', a.id, 'task_id', a.task_id, 'worker_id', a.worker_id, 'state', a.state,
         'claimed_at', a.claimed_at, 'due_at', a.due_at, 'ended_at', a.ended_at,
@@ -72,7 +75,7 @@ CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql IMM
         'report_id', a.report_id, 'award_txn', a.award_txn, 'version', a.version)
 $$;
 
-CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', r.id, 'client_report_id', r.client_report_id, 'assignment_id', r.assignment_id,
         'task_id', r.task_id, 'made_at', r.made_at, 'received_at', r.received_at,
@@ -81,7 +84,7 @@ CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql IMMUTABLE A
         'device_id', r.device_id)
 $$;
 
-CREATE FUNCTION gp_checkin_json(c checkins) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_checkin_json(c checkins) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', c.id, 'assignment_id', c.assignment_id, 'at', c.at, 'received_at', c.received_at,
         'lat', c.lat, 'lng', c.lng, 'distance_m', round(c.distance_m::numeric, 1),
@@ -808,6 +811,7 @@ DECLARE
     a assignments;
     v_missing text[];
     v_resp jsonb;
+    v_in_area boolean;
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
@@ -816,11 +820,12 @@ BEGIN
                           v_replay -> 'gate' || jsonb_build_object('worker_id', p_actor)));
     END IF;
     SELECT * INTO t FROM tasks WHERE id = p_task;
-    IF NOT FOUND OR NOT (gp_task_in_area(p_actor, t.unit_id)
-                         OR gp_has_role(p_actor, gp_reader_roles(), t.unit_id)) THEN
+    v_in_area := FOUND AND gp_task_in_area(p_actor, t.unit_id);
+    IF NOT v_in_area AND (t.id IS NULL OR NOT gp_has_role(p_actor, gp_reader_roles(), t.unit_id))
+    THEN
         PERFORM gp_raise('404', 'task_not_found', 'task not found', 'task_id');
     END IF;
-    IF NOT gp_task_in_area(p_actor, t.unit_id) THEN
+    IF NOT v_in_area THEN
         PERFORM gp_raise('403', 'not_a_worker',
             'only workers and volunteers of this area can claim this task', 'task_id');
     END IF;
