@@ -13,3 +13,11 @@ DROP TRIGGER checkins_0street ON checkins;
 DROP TRIGGER task_events_0street ON task_events;
 DROP TRIGGER assignment_events_0street ON assignment_events;
 
+-- Foreign keys that check nothing the assignment's key does not: a history row and a report
+-- name their assignment (checked), whose task and worker never change; task_id and worker_id
+-- are copies kept for the indexes that read by task or worker. Each one cost a lookup and a
+-- KEY SHARE row lock (written to the WAL) per insert on the hot path.
+ALTER TABLE assignment_events DROP CONSTRAINT assignment_events_task_id_fkey,
+                              DROP CONSTRAINT assignment_events_worker_id_fkey;
+ALTER TABLE reports DROP CONSTRAINT reports_task_id_fkey,
+                    DROP CONSTRAINT reports_worker_id_fkey;
