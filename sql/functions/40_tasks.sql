@@ -1651,9 +1651,14 @@ $$;
 -- assignments holds that lock). A task busy elsewhere is skipped and picked up next time.
 -- p_batch bounds the effects per call (at most 32 tasks per call, each in its own
 -- subtransaction: one failing task is reported in "errors" and does not stop the others).
--- "more": call again at once.
-CREATE FUNCTION gp_timers_sweep(p_batch int) RETURNS jsonb LANGUAGE plpgsql AS $$
+-- p_hold_ms (timers.sweep_hold) bounds how long a call holds task rows: once it has been
+-- running that long it takes no further task and returns, so that the commit frees the rows a
+-- report or a decision may be waiting for (NULL: no bound). "more": call again at once.
+CREATE FUNCTION gp_timers_sweep(p_batch int, p_hold_ms int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql AS $$
 DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_cut boolean := false;
     v_budget int := greatest(1, least(coalesce(p_batch, 200), 10000));
     v_max_tasks int;
     v_ncand int := 0;
@@ -1699,6 +1704,11 @@ BEGIN
     LOOP
         v_ncand := v_ncand + 1;
         EXIT WHEN v_budget <= 0;
+        IF p_hold_ms IS NOT NULL AND v_ncand > 1
+           AND clock_timestamp() - v_started >= p_hold_ms * interval '1 millisecond' THEN
+            v_cut := true;
+            EXIT;
+        END IF;
         BEGIN
             SELECT * INTO t FROM tasks WHERE id = v_task FOR UPDATE SKIP LOCKED;
             IF NOT FOUND THEN
@@ -1768,7 +1778,7 @@ BEGIN
     RETURN jsonb_build_object('expired', v_expired, 'approved', v_approved, 'closed', v_closed,
                               'released', v_released, 'skipped', v_skipped, 'errors', v_errors,
                               'effects', jsonb_build_object('awards', v_awards, 'gates', v_slots),
-                              'more', v_budget <= 0 OR v_ncand >= v_max_tasks);
+                              'more', v_budget <= 0 OR v_ncand >= v_max_tasks OR v_cut);
 END
 $$;
 
