@@ -132,6 +132,7 @@ struct config {
     /* [timers] */
     int timer_sweep_interval_ms;
     int timer_batch_size;
+    int timer_sweep_hold_ms; /* a timer sweep commits once it has held task rows this long */
     int reconcile_interval_s;
     int ops_gauges_interval_ms; /* how often the gauges of gp_ops_gauges are read */
     /* [tasks] */

@@ -170,6 +170,7 @@ static const struct cfg_entry table[] = {
     T("tasks", "report_future_skew", report_future_skew_s, "2m", 0, 86400),
 
     I("timers", "batch_size", timer_batch_size, "200", 1, 100000),
+    D("timers", "sweep_hold", timer_sweep_hold_ms, "20ms", 1, 60000),
     T("timers", "reconcile_interval", reconcile_interval_s, "5m", 1, 86400),
     D("timers", "ops_gauges_interval", ops_gauges_interval_ms, "15s", 100, 3600000),
     D("timers", "sweep_interval", timer_sweep_interval_ms, "1s", 10, 3600000),

@@ -72,6 +72,12 @@ static int64_t timers_swept(struct app *app, json_t *j)
     return more;
 }
 
+/* How long one gp_timers_sweep call may hold task rows before it commits (timers.sweep_hold). */
+static void timers_sweep_args(const struct config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%d", cfg->timer_sweep_hold_ms);
+}
+
 /* gp_ledger_sweep: pending points vest after the objection period, lots expire. */
 static int64_t ledger_swept(struct app *app, json_t *j)
 {
@@ -232,7 +238,8 @@ static int64_t dashboard_folded(struct app *app, json_t *j)
 }
 
 const struct sweep_def sweep_defs[] = {
-    {"timers", "SELECT gp_timers_sweep($1)", 1, every_sweep_interval, timers_swept, NULL},
+    {"timers", "SELECT gp_timers_sweep($1, $2::int)", 2, every_sweep_interval, timers_swept,
+     timers_sweep_args},
     {"ledger", "SELECT gp_ledger_sweep($1)", 1, every_sweep_interval, ledger_swept, NULL},
     {"reconcile", "SELECT gp_ledger_snapshot($2::bigint, $1)", 2, every_reconcile_interval,
      reconciled, NULL},

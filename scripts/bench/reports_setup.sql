@@ -3,7 +3,7 @@
 -- a review window of 1 second so that auto-approval follows the report at once), and on each
 -- one :per_task claimed assignments of distinct workers of that grid. The claims are made with
 -- set-based SQL that leaves exactly what gp_task_claim leaves (assignment, counters, version,
--- history, outbox), because 2 x 16,000 one-by-one claims would take half a minute.
+-- history), because 2 x 16,000 one-by-one claims would take half a minute.
 --
 -- Fills bench.reports (name = :'name'): one row per assignment with its worker's token, the
 -- grid staff who may decide it, and the report body (valid, made now, at the task's place).
@@ -48,18 +48,16 @@ SELECT t.task_id, t.staff, t.lat, t.lng, w.person_id AS worker_id, w.token,
                  OFFSET CASE WHEN :'name' = 'http' THEN 0 ELSE :per_task END
                  LIMIT :per_task) w ON true;
 
-INSERT INTO assignments (id, task_id, worker_id, claimed_at, due_at)
-SELECT c.assignment_id, c.task_id, c.worker_id, now(), least(now() + t.claim_ttl, t.ends_at)
+INSERT INTO assignments (id, task_id, worker_id, claimed_at, due_at, street_id)
+SELECT c.assignment_id, c.task_id, c.worker_id, now(), least(now() + t.claim_ttl, t.ends_at),
+       t.street_id
   FROM r_claims c JOIN tasks t ON t.id = c.task_id;
 UPDATE tasks t SET claimed = claimed + x.n, version = version + x.n, updated_at = now()
   FROM (SELECT task_id, count(*) AS n FROM r_claims GROUP BY task_id) x
  WHERE t.id = x.task_id;
-INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state, to_state)
-SELECT assignment_id, task_id, worker_id, worker_id, NULL, 'claimed' FROM r_claims;
-INSERT INTO outbox (topic, person_id, payload)
-SELECT 'assignment.claimed', c.worker_id,
-       jsonb_build_object('assignment_id', c.assignment_id, 'task_id', c.task_id, 'from', NULL,
-                          'to', 'claimed', 'due_at', a.due_at, 'at', now())
+INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state, to_state,
+                               street_id)
+SELECT c.assignment_id, c.task_id, c.worker_id, c.worker_id, NULL, 'claimed', a.street_id
   FROM r_claims c JOIN assignments a ON a.id = c.assignment_id;
 
 INSERT INTO bench.reports (name, n, task_id, assignment_id, worker_id, staff_id, token, body)

@@ -30,16 +30,20 @@ CREATE FUNCTION gp_role_rank(p_role text) RETURNS int LANGUAGE sql IMMUTABLE AS 
 $$;
 
 -- The one subtree rule (SPEC §4.9): does `p_actor` hold one of `p_roles` on `p_unit` or on an
--- ancestor of it?
+-- ancestor of it? PL/pgSQL so that its one query is planned once per session (a LANGUAGE sql
+-- function with a subquery is never inlined and is planned again in every transaction):
+-- one index probe of the actor's grants (role_grants' primary key leads with person_id).
 CREATE FUNCTION gp_has_role(p_actor bigint, p_roles text[], p_unit bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (
         SELECT 1
           FROM role_grants g
           JOIN org_units gu ON gu.id = g.unit_id
           JOIN org_units t ON t.id = p_unit
           JOIN persons p ON p.id = g.person_id AND p.status = 'active'
-         WHERE g.person_id = p_actor AND g.role = ANY (p_roles) AND t.path <@ gu.path)
+         WHERE g.person_id = p_actor AND g.role = ANY (p_roles) AND t.path <@ gu.path);
+END
 $$;
 
 -- The subtree rule for a list: does `p_actor` hold one of `p_roles` on the unit with this path
@@ -92,45 +96,65 @@ $$;
 -- unit, so that grid staff see the work done in their grid (issue 14). Deciding stays with
 -- the staff of the task's unit (gp_report_decide).
 CREATE FUNCTION gp_report_reader(p_actor bigint, p_task_unit bigint, p_worker bigint)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT gp_has_role(p_actor, gp_reader_roles(), p_task_unit)
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN gp_has_role(p_actor, gp_reader_roles(), p_task_unit)
         OR EXISTS (SELECT 1 FROM persons w JOIN org_units wu ON wu.id = w.unit_id
                      JOIN org_units tu ON tu.id = p_task_unit
                     WHERE w.id = p_worker AND wu.path <@ tu.path
-                      AND gp_has_role(p_actor, gp_staff_roles(), w.unit_id))
+                      AND gp_has_role(p_actor, gp_staff_roles(), w.unit_id));
+END
 $$;
 
 -- Is the actor an active worker or volunteer (the role on their home unit or above it)?
-CREATE FUNCTION gp_task_is_worker(p_actor bigint) RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM persons p
-                    WHERE p.id = p_actor AND p.status = 'active'
-                      AND gp_has_role(p_actor, ARRAY['worker', 'volunteer'], p.unit_id))
+CREATE FUNCTION gp_task_is_worker(p_actor bigint) RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM persons p
+                     JOIN org_units pu ON pu.id = p.unit_id
+                     JOIN role_grants g ON g.person_id = p.id
+                                       AND g.role IN ('worker', 'volunteer')
+                     JOIN org_units gu ON gu.id = g.unit_id
+                    WHERE p.id = p_actor AND p.status = 'active' AND pu.path <@ gu.path);
+END
 $$;
 
 -- Does a task on p_unit reach the actor as a worker: is the unit their home unit or an
--- ancestor of it? (Tags are checked separately: missing tags are a 403, not a 404.)
+-- ancestor of it, and are they an active worker or volunteer (gp_task_is_worker)? One query,
+-- planned once per session. (Tags are checked separately: missing tags are a 403, not a 404.)
 CREATE FUNCTION gp_task_in_area(p_actor bigint, p_unit bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT gp_task_is_worker(p_actor) AND EXISTS (
-        SELECT 1 FROM persons p
-          JOIN org_units pu ON pu.id = p.unit_id
-          JOIN org_units tu ON tu.id = p_unit
-         WHERE p.id = p_actor AND pu.path <@ tu.path)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM persons p
+                     JOIN org_units pu ON pu.id = p.unit_id
+                     JOIN org_units tu ON tu.id = p_unit
+                    WHERE p.id = p_actor AND p.status = 'active' AND pu.path <@ tu.path
+                      AND EXISTS (SELECT 1 FROM role_grants g
+                                    JOIN org_units gu ON gu.id = g.unit_id
+                                   WHERE g.person_id = p_actor
+                                     AND g.role IN ('worker', 'volunteer')
+                                     AND pu.path <@ gu.path));
+END
 $$;
 
 ------------------------------------------------------------------------------------------
 -- Audit log and outbox rows, written in the transaction of the change they record.
 ------------------------------------------------------------------------------------------
+-- PL/pgSQL, not LANGUAGE sql: an INSERT in a sql function is planned again on every call; here
+-- the plan is cached for the session.
 CREATE FUNCTION gp_audit(p_actor bigint, p_action text, p_object_type text, p_object_id text,
                          p_unit bigint, p_before jsonb, p_after jsonb, p_reason text DEFAULT NULL)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO audit_log (actor_id, action, object_type, object_id, unit_id, before, after, reason)
-    VALUES (p_actor, p_action, p_object_type, p_object_id, p_unit, p_before, p_after, p_reason)
+    VALUES (p_actor, p_action, p_object_type, p_object_id, p_unit, p_before, p_after, p_reason);
+END
 $$;
 
 CREATE FUNCTION gp_outbox(p_topic text, p_person bigint, p_payload jsonb) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO outbox (topic, person_id, payload) VALUES (p_topic, p_person, p_payload)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox (topic, person_id, payload) VALUES (p_topic, p_person, p_payload);
+END
 $$;
 
 ------------------------------------------------------------------------------------------

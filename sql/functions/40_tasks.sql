@@ -14,7 +14,10 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 ------------------------------------------------------------------------------------------
--- JSON shapes
+-- JSON shapes. Declared STABLE, not IMMUTABLE: jsonb_build_object and timestamps as JSON
+-- depend on settings, and the planner inlines a one-expression sql function only when it is
+-- declared no less volatile than its body -- an IMMUTABLE one around STABLE calls is never
+-- inlined and is planned again in every transaction.
 ------------------------------------------------------------------------------------------
 -- Claimable slots as the server's Redis gate sees them: 0 unless the task is open. A pure
 -- function of the row, so one slots_version always means one free_slots value.
@@ -23,7 +26,7 @@ CREATE FUNCTION gp_task_free_slots(t tasks) RETURNS int LANGUAGE sql IMMUTABLE A
                 ELSE 0 END
 $$;
 
-CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id,
                               'free_slots', gp_task_free_slots(t), 'slots_version', t.version)
 $$;
@@ -63,7 +66,7 @@ LANGUAGE sql STABLE AS $$
            ELSE '{}'::jsonb END
 $$;
 
-CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', a.id, 'task_id', a.task_id, 'worker_id', a.worker_id, 'state', a.state,
         'claimed_at', a.claimed_at, 'due_at', a.due_at, 'ended_at', a.ended_at,
@@ -72,7 +75,7 @@ CREATE FUNCTION gp_assignment_json(a assignments) RETURNS jsonb LANGUAGE sql IMM
         'report_id', a.report_id, 'award_txn', a.award_txn, 'version', a.version)
 $$;
 
-CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', r.id, 'client_report_id', r.client_report_id, 'assignment_id', r.assignment_id,
         'task_id', r.task_id, 'made_at', r.made_at, 'received_at', r.received_at,
@@ -81,7 +84,7 @@ CREATE FUNCTION gp_report_json(r reports) RETURNS jsonb LANGUAGE sql IMMUTABLE A
         'device_id', r.device_id)
 $$;
 
-CREATE FUNCTION gp_checkin_json(c checkins) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION gp_checkin_json(c checkins) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'id', c.id, 'assignment_id', c.assignment_id, 'at', c.at, 'received_at', c.received_at,
         'lat', c.lat, 'lng', c.lng, 'distance_m', round(c.distance_m::numeric, 1),
@@ -166,13 +169,17 @@ BEGIN
      WHERE id = a.id
     RETURNING * INTO a;
     INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, timer,
-                                   from_state, to_state, reason)
+                                   from_state, to_state, reason, street_id)
     VALUES (a.id, a.task_id, a.worker_id, p_actor, CASE WHEN p_actor IS NULL THEN p_timer END,
-            v_from, p_to, p_reason);
-    PERFORM gp_outbox('assignment.' || p_to, a.worker_id,
-        jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', v_from,
-                           'to', p_to, 'reason', p_reason, 'award_txn', a.award_txn,
-                           'at', now()));
+            v_from, p_to, p_reason, a.street_id);
+    -- A notice for the worker when someone else moved their assignment; their own moves
+    -- (a release) are answered to them and recorded by the event row.
+    IF p_actor IS DISTINCT FROM a.worker_id THEN
+        PERFORM gp_outbox('assignment.' || p_to, a.worker_id,
+            jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', v_from,
+                               'to', p_to, 'reason', p_reason, 'award_txn', a.award_txn,
+                               'at', now()));
+    END IF;
     RETURN a;
 END
 $$;
@@ -212,12 +219,12 @@ BEGIN
                                                                ARRAY[cardinality(p_ids)])))
                AS x (id, award)
          WHERE a.id = x.id AND a.task_id = p_task AND a.state = p_from
-        RETURNING a.id, a.worker_id, a.award_txn),
+        RETURNING a.id, a.worker_id, a.award_txn, a.street_id),
     ev AS (
         INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, timer,
-                                       from_state, to_state, reason)
+                                       from_state, to_state, reason, street_id)
         SELECT m.id, p_task, m.worker_id, p_actor, CASE WHEN p_actor IS NULL THEN p_timer END,
-               p_from, p_to, p_reason
+               p_from, p_to, p_reason, m.street_id
           FROM moved m ORDER BY m.id),
     ob AS (
         INSERT INTO outbox (topic, person_id, payload)
@@ -272,9 +279,10 @@ BEGIN
         version = version + 1, updated_at = now()
      WHERE id = p_task
     RETURNING * INTO t;
-    INSERT INTO task_events (task_id, actor_id, timer, event, from_state, to_state, reason)
+    INSERT INTO task_events (task_id, actor_id, timer, event, from_state, to_state, reason,
+                             street_id)
     VALUES (p_task, p_actor, CASE WHEN p_actor IS NULL THEN p_timer END, p_to, v_from, p_to,
-            p_reason);
+            p_reason, t.street_id);
     PERFORM gp_outbox('task.' || p_to, t.publisher_id,
         jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id, 'from', v_from, 'to', p_to,
                            'reason', p_reason, 'at', now()));
@@ -299,9 +307,10 @@ BEGIN
     UPDATE tasks SET released_at = now(), release_txn = v_txn, version = version + 1,
                      updated_at = now()
      WHERE id = p_task RETURNING * INTO t;
-    INSERT INTO task_events (task_id, actor_id, timer, event, from_state, to_state, data)
+    INSERT INTO task_events (task_id, actor_id, timer, event, from_state, to_state, data,
+                             street_id)
     VALUES (p_task, p_actor, CASE WHEN p_actor IS NULL THEN p_timer END, 'reservation_released',
-            t.status, t.status, jsonb_build_object('release_txn', v_txn));
+            t.status, t.status, jsonb_build_object('release_txn', v_txn), t.street_id);
     RETURN t;
 END
 $$;
@@ -450,37 +459,47 @@ DECLARE
     t tasks;
     v_txn bigint;
     v_resp jsonb;
+    v_unit org_units;
+    v_json jsonb;
+    v_gate jsonb;
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
         RETURN gp_out(v_replay);
     END IF;
     v_args := gp_targ_object(p_args, gp_task_fields());
-    PERFORM gp_require_unit(p_actor, gp_targ_int(v_args, 'unit_id', 1, 9223372036854775807, true),
-                            gp_staff_roles());
+    v_unit := gp_require_unit(p_actor, gp_targ_int(v_args, 'unit_id', 1, 9223372036854775807,
+                                                   true), gp_staff_roles());
     t := gp_task_apply_args(v_args, t, true);
-    INSERT INTO tasks (unit_id, publisher_id, title, description, category, reward, slots,
+    -- The task's id first, so that the reservation is made before the row is written and the
+    -- row is written once, with its reservation (a row not yet inserted is nobody's lock).
+    t.id := nextval('tasks_id_seq');
+    v_txn := gp_task_reserve(t.id, t.unit_id, t.slots * t.reward, p_actor);
+    INSERT INTO tasks (id, unit_id, publisher_id, title, description, category, reward, slots,
                        required_tags, lat, lng, geofence_m, geofence_enforced, starts_at, ends_at,
-                       claim_ttl, review_window, sync_grace, evidence_photos, evidence_checkin)
-    VALUES (t.unit_id, p_actor, t.title, t.description, t.category, t.reward, t.slots,
+                       claim_ttl, review_window, sync_grace, evidence_photos, evidence_checkin,
+                       reservation_txn, street_id)
+    VALUES (t.id, t.unit_id, p_actor, t.title, t.description, t.category, t.reward, t.slots,
             t.required_tags, t.lat, t.lng, t.geofence_m, t.geofence_enforced, t.starts_at,
             t.ends_at, t.claim_ttl, t.review_window, t.sync_grace, t.evidence_photos,
-            t.evidence_checkin)
+            t.evidence_checkin, v_txn, ltree2text(subpath(v_unit.path, 0, 1))::bigint)
     RETURNING * INTO t;
-    v_txn := gp_task_reserve(t.id, t.unit_id, t.slots * t.reward, p_actor);
-    UPDATE tasks SET reservation_txn = v_txn WHERE id = t.id RETURNING * INTO t;
-    INSERT INTO task_events (task_id, actor_id, event, to_state, data)
+    INSERT INTO task_events (task_id, actor_id, event, to_state, data, street_id)
     VALUES (t.id, p_actor, 'published', 'open',
-            jsonb_build_object('reservation_txn', v_txn, 'amount', t.slots * t.reward));
+            jsonb_build_object('reservation_txn', v_txn, 'amount', t.slots * t.reward),
+            t.street_id);
     PERFORM gp_outbox('task.published', p_actor,
         jsonb_build_object('task_id', t.id, 'unit_id', t.unit_id, 'title', t.title,
                            'category', t.category, 'reward', t.reward, 'slots', t.slots,
                            'required_tags', to_jsonb(t.required_tags),
                            'starts_at', t.starts_at, 'ends_at', t.ends_at));
-    PERFORM gp_audit(p_actor, 'task.publish', 'task', t.id::text, t.unit_id, NULL, gp_task_json(t));
-    v_resp := gp_task_json(t) || jsonb_build_object('gate', gp_task_slots_json(t),
-                                                    'receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp), jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
+    v_json := gp_task_json(t);
+    v_gate := gp_task_slots_json(t);
+    PERFORM gp_audit(p_actor, 'task.publish', 'task', t.id::text, t.unit_id, NULL, v_json);
+    v_resp := v_json || jsonb_build_object('gate', v_gate,
+                                           'receipt', jsonb_build_object('txn_id', v_txn));
+    RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp),
+                  jsonb_build_object('gates', jsonb_build_array(v_gate)));
 END
 $$;
 
@@ -542,8 +561,8 @@ BEGIN
     RETURNING * INTO t;
     v_before := gp_task_json(t0);
     v_after := gp_task_json(t);
-    INSERT INTO task_events (task_id, actor_id, event, from_state, to_state, data)
-    VALUES (p_task, p_actor, 'updated', t.status, t.status,
+    INSERT INTO task_events (task_id, actor_id, event, from_state, to_state, street_id, data)
+    VALUES (p_task, p_actor, 'updated', t.status, t.status, t.street_id,
             (SELECT jsonb_object_agg(k, jsonb_build_object('from', v_before -> k, 'to', v_after -> k))
                FROM jsonb_object_keys(v_after) k
               WHERE k = ANY (gp_task_fields() || ARRAY['claim_ttl_s', 'review_window_s',
@@ -808,6 +827,8 @@ DECLARE
     a assignments;
     v_missing text[];
     v_resp jsonb;
+    v_in_area boolean;
+    v_gate jsonb;
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
@@ -816,11 +837,12 @@ BEGIN
                           v_replay -> 'gate' || jsonb_build_object('worker_id', p_actor)));
     END IF;
     SELECT * INTO t FROM tasks WHERE id = p_task;
-    IF NOT FOUND OR NOT (gp_task_in_area(p_actor, t.unit_id)
-                         OR gp_has_role(p_actor, gp_reader_roles(), t.unit_id)) THEN
+    v_in_area := FOUND AND gp_task_in_area(p_actor, t.unit_id);
+    IF NOT v_in_area AND (t.id IS NULL OR NOT gp_has_role(p_actor, gp_reader_roles(), t.unit_id))
+    THEN
         PERFORM gp_raise('404', 'task_not_found', 'task not found', 'task_id');
     END IF;
-    IF NOT gp_task_in_area(p_actor, t.unit_id) THEN
+    IF NOT v_in_area THEN
         PERFORM gp_raise('403', 'not_a_worker',
             'only workers and volunteers of this area can claim this task', 'task_id');
     END IF;
@@ -864,23 +886,22 @@ BEGIN
         PERFORM gp_raise('409', 'task_full', 'every slot of this task is taken', 'task_id');
     END IF;
     BEGIN
-        INSERT INTO assignments (task_id, worker_id, claimed_at, due_at)
-        VALUES (p_task, p_actor, now(), least(now() + t.claim_ttl, t.ends_at))
+        INSERT INTO assignments (task_id, worker_id, claimed_at, due_at, street_id)
+        VALUES (p_task, p_actor, now(), least(now() + t.claim_ttl, t.ends_at), t.street_id)
         RETURNING * INTO a;
     EXCEPTION WHEN unique_violation THEN
         PERFORM gp_raise('409', 'already_claimed', 'you already hold an assignment on this task',
                          'task_id');
     END;
+    -- The history row is the record of the claim (the claimant gets the answer: no outbox
+    -- notice).
     INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state,
-                                   to_state)
-    VALUES (a.id, a.task_id, a.worker_id, p_actor, NULL, 'claimed');
-    PERFORM gp_outbox('assignment.claimed', p_actor,
-        jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', NULL,
-                           'to', 'claimed', 'due_at', a.due_at, 'at', now()));
-    v_resp := gp_assignment_json(a) || jsonb_build_object('gate', gp_task_slots_json(t));
+                                   to_state, street_id)
+    VALUES (a.id, a.task_id, a.worker_id, p_actor, NULL, 'claimed', a.street_id);
+    v_gate := gp_task_slots_json(t);
+    v_resp := gp_assignment_json(a) || jsonb_build_object('gate', v_gate);
     RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp),
-        jsonb_build_object('gate_won',
-                           gp_task_slots_json(t) || jsonb_build_object('worker_id', p_actor)));
+        jsonb_build_object('gate_won', v_gate || jsonb_build_object('worker_id', p_actor)));
 END
 $$;
 
@@ -1016,8 +1037,8 @@ BEGIN
     IF now() > gp_assignment_live_end(a) THEN
         v_flags := v_flags || 'late_sync'::text;
     END IF;
-    INSERT INTO checkins (assignment_id, worker_id, at, lat, lng, distance_m, flags)
-    VALUES (a.id, p_actor, v_at, v_lat, v_lng, v_dist, v_flags)
+    INSERT INTO checkins (assignment_id, worker_id, at, lat, lng, distance_m, flags, street_id)
+    VALUES (a.id, p_actor, v_at, v_lat, v_lng, v_dist, v_flags, a.street_id)
     RETURNING * INTO c;
     RETURN gp_checkin_json(c);
 END
@@ -1094,6 +1115,10 @@ DECLARE
     v_device text;
     v_flags text[] := '{}';
     v_resp jsonb;
+    v_from text;
+    v_gate jsonb;
+    v_try int;
+    v_locked boolean;
 BEGIN
     v_args := gp_targ_object(p_args, ARRAY['assignment_id', 'task_id', 'client_report_id',
                                            'made_at', 'lat', 'lng', 'notes', 'evidence',
@@ -1147,65 +1172,103 @@ BEGIN
                              'task_id');
         END IF;
     END IF;
-    a := gp_assignment_lock_own(p_actor, v_aid);
-    SELECT * INTO t FROM tasks WHERE id = a.task_id;
-    IF a.state = 'released' THEN
-        PERFORM gp_raise('409', 'assignment_released', 'you released this claim', 'assignment_id');
+    -- First try: checked on the rows as last committed, then two guarded UPDATEs in the global
+    -- lock order (the task row's counters, then the assignment's state), no other lock. Every
+    -- path that moves an assignment holds its task row, so when the assignment moved between
+    -- the read and the task row's lock, the second try re-reads it under that lock and checks
+    -- again.
+    SELECT * INTO a FROM assignments WHERE id = v_aid AND worker_id = p_actor;
+    IF NOT FOUND THEN
+        PERFORM gp_raise('404', 'assignment_not_found', 'assignment not found', 'assignment_id');
     END IF;
-    IF a.state IN ('submitted', 'approved', 'rejected') THEN
+    v_tid := a.task_id;
+    SELECT * INTO t FROM tasks WHERE id = v_tid;
+    FOR v_try IN 1 .. 2 LOOP
+        PERFORM gp_report_submit_check(a, t, p_actor, v_made, p_skew, v_evidence, v_lat);
+        v_dist := NULL;
+        v_flags := '{}';
+        IF t.lat IS NOT NULL AND v_lat IS NOT NULL THEN
+            v_dist := gp_distance_m(t.lat, t.lng, v_lat, v_lng);
+        END IF;
+        IF t.geofence_m IS NOT NULL THEN
+            IF v_lat IS NULL THEN
+                v_flags := v_flags || 'no_location'::text;
+            ELSIF v_dist > t.geofence_m THEN
+                IF t.geofence_enforced THEN
+                    PERFORM gp_raise('409', 'outside_geofence',
+                        format('the report is %s m from the task, more than %s m',
+                               round(v_dist::numeric), t.geofence_m), 'lat');
+                END IF;
+                v_flags := v_flags || 'outside_geofence'::text;
+            END IF;
+        END IF;
+        IF v_made < t.starts_at OR v_made > t.ends_at THEN
+            v_flags := v_flags || 'outside_window'::text;
+        END IF;
+        IF v_made < a.claimed_at OR v_made > gp_assignment_live_end(a) THEN
+            v_flags := v_flags || 'clock_skew'::text;
+        END IF;
+        IF now() > gp_assignment_live_end(a) THEN
+            v_flags := v_flags || 'late_sync'::text;
+        END IF;
+        IF a.state = 'expired' AND EXISTS (
+               SELECT 1 FROM assignments x
+                WHERE x.task_id = a.task_id AND x.worker_id = p_actor AND x.id <> a.id
+                  AND x.state IN ('claimed', 'submitted', 'approved', 'rejected')) THEN
+            PERFORM gp_raise('409', 'claim_superseded',
+                'you hold a newer claim on this task; report on that one', 'assignment_id');
+        END IF;
+        v_from := a.state;
+        -- The task's counters: claimed -> submitted keeps the slot; expired -> submitted needs
+        -- a free one and a reservation not yet returned.
+        UPDATE tasks SET
+            claimed   = claimed - (v_from = 'claimed')::int,
+            expired   = expired - (v_from = 'expired')::int,
+            submitted = submitted + 1,
+            version = version + 1, updated_at = now()
+         WHERE id = v_tid
+           AND CASE WHEN v_from = 'claimed' THEN claimed > 0
+                    ELSE expired > 0 AND claimed + submitted + approved < slots
+                         AND released_at IS NULL END
+        RETURNING * INTO t;
+        v_locked := FOUND;
+        IF v_locked THEN
+            UPDATE assignments SET
+                state = 'submitted', submitted_at = now(),
+                review_due_at = now() + t.review_window, reason = NULL,
+                report_id = nextval('reports_id_seq'),
+                version = version + 1
+             WHERE id = a.id AND state = v_from
+            RETURNING * INTO a;
+            EXIT WHEN FOUND;
+            -- The assignment moved before the task row was ours: undo the counters.
+            UPDATE tasks SET
+                claimed   = claimed + (v_from = 'claimed')::int,
+                expired   = expired + (v_from = 'expired')::int,
+                submitted = submitted - 1
+             WHERE id = v_tid;
+        ELSIF v_try = 2 THEN
+            SELECT * INTO t FROM tasks WHERE id = v_tid;
+            IF t.released_at IS NOT NULL THEN
+                PERFORM gp_raise('409', 'sync_window_closed',
+                    'this claim ended too long ago for its work to be synced', 'made_at');
+            END IF;
+            PERFORM gp_raise('409', 'slot_reassigned',
+                'the slot of this claim was given to someone else after it expired',
+                'assignment_id');
+        END IF;
+        EXIT WHEN v_try = 2;
+        SELECT * INTO t FROM tasks WHERE id = v_tid FOR NO KEY UPDATE;
+        SELECT * INTO a FROM assignments WHERE id = v_aid;
+    END LOOP;
+    IF a.state <> 'submitted' OR a.report_id IS NULL OR NOT v_locked THEN
         PERFORM gp_raise('409', 'already_submitted',
             'a report for this assignment was already accepted', 'assignment_id');
     END IF;
-    PERFORM gp_assignment_check_time(a, t, v_made, p_skew, 'made_at');
-    IF jsonb_array_length(v_evidence) < t.evidence_photos THEN
-        PERFORM gp_raise('400', 'evidence_required',
-            format('this task needs at least %s evidence items', t.evidence_photos), 'evidence');
-    END IF;
-    IF t.evidence_checkin AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.assignment_id = a.id)
-    THEN
-        PERFORM gp_raise('409', 'checkin_required', 'this task needs a check-in before the report',
-                         'assignment_id');
-    END IF;
-    IF t.lat IS NOT NULL AND v_lat IS NOT NULL THEN
-        v_dist := gp_distance_m(t.lat, t.lng, v_lat, v_lng);
-    END IF;
-    IF t.geofence_m IS NOT NULL THEN
-        IF v_lat IS NULL THEN
-            IF t.geofence_enforced THEN
-                PERFORM gp_raise('400', 'location_required', 'this task needs the report''s place',
-                                 'lat');
-            END IF;
-            v_flags := v_flags || 'no_location'::text;
-        ELSIF v_dist > t.geofence_m THEN
-            IF t.geofence_enforced THEN
-                PERFORM gp_raise('409', 'outside_geofence',
-                    format('the report is %s m from the task, more than %s m',
-                           round(v_dist::numeric), t.geofence_m), 'lat');
-            END IF;
-            v_flags := v_flags || 'outside_geofence'::text;
-        END IF;
-    END IF;
-    IF v_made < t.starts_at OR v_made > t.ends_at THEN
-        v_flags := v_flags || 'outside_window'::text;
-    END IF;
-    IF v_made < a.claimed_at OR v_made > gp_assignment_live_end(a) THEN
-        v_flags := v_flags || 'clock_skew'::text;
-    END IF;
-    IF now() > gp_assignment_live_end(a) THEN
-        v_flags := v_flags || 'late_sync'::text;
-    END IF;
-    IF a.state = 'expired' AND EXISTS (
-           SELECT 1 FROM assignments x
-            WHERE x.task_id = a.task_id AND x.worker_id = p_actor AND x.id <> a.id
-              AND x.state IN ('claimed', 'submitted', 'approved', 'rejected')) THEN
-        PERFORM gp_raise('409', 'claim_superseded',
-            'you hold a newer claim on this task; report on that one', 'assignment_id');
-    END IF;
-    -- claimed -> submitted keeps the slot; expired -> submitted needs a free one.
-    a := gp_assignment_set_state(a.id, 'submitted', p_actor, NULL, NULL);
-    r.id := nextval('reports_id_seq');
-    UPDATE assignments SET report_id = r.id WHERE id = a.id RETURNING * INTO a;
-    SELECT * INTO t FROM tasks WHERE id = a.task_id;
+    r.id := a.report_id;
+    INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state,
+                                   to_state, street_id)
+    VALUES (a.id, a.task_id, a.worker_id, p_actor, v_from, 'submitted', a.street_id);
     r.worker_id := p_actor;
     r.client_report_id := v_crid;
     r.assignment_id := a.id;
@@ -1219,15 +1282,48 @@ BEGIN
     r.evidence := v_evidence;
     r.flags := v_flags;
     r.device_id := v_device;
+    v_gate := gp_task_slots_json(t);
     v_resp := jsonb_build_object('report', gp_report_json(r), 'assignment', gp_assignment_json(a),
-                                 'gate', gp_task_slots_json(t));
+                                 'gate', v_gate);
     INSERT INTO reports (id, worker_id, client_report_id, assignment_id, task_id, made_at,
                          received_at, lat, lng, distance_m, notes, evidence, flags, device_id,
-                         request_hash, response)
+                         request_hash, response, street_id)
     VALUES (r.id, r.worker_id, r.client_report_id, r.assignment_id, r.task_id, r.made_at,
             r.received_at, r.lat, r.lng, r.distance_m, r.notes, r.evidence, r.flags,
-            r.device_id, v_hash, v_resp);
-    RETURN gp_out(v_resp, jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t))));
+            r.device_id, v_hash, v_resp, a.street_id);
+    RETURN gp_out(v_resp, jsonb_build_object('gates', jsonb_build_array(v_gate)));
+END
+$$;
+
+-- The checks of gp_report_submit on assignment a (the actor's) of task t that do not depend on
+-- the report's place, in the order of their errors: 409 assignment_released, already_submitted,
+-- the time checks (gp_assignment_check_time), 400 evidence_required, 409 checkin_required,
+-- 400 location_required.
+CREATE FUNCTION gp_report_submit_check(a assignments, t tasks, p_actor bigint,
+                                       p_made timestamptz, p_skew interval, p_evidence jsonb,
+                                       p_lat double precision)
+RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF a.state = 'released' THEN
+        PERFORM gp_raise('409', 'assignment_released', 'you released this claim', 'assignment_id');
+    END IF;
+    IF a.state IN ('submitted', 'approved', 'rejected') THEN
+        PERFORM gp_raise('409', 'already_submitted',
+            'a report for this assignment was already accepted', 'assignment_id');
+    END IF;
+    PERFORM gp_assignment_check_time(a, t, p_made, p_skew, 'made_at');
+    IF jsonb_array_length(p_evidence) < t.evidence_photos THEN
+        PERFORM gp_raise('400', 'evidence_required',
+            format('this task needs at least %s evidence items', t.evidence_photos), 'evidence');
+    END IF;
+    IF t.evidence_checkin AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.assignment_id = a.id)
+    THEN
+        PERFORM gp_raise('409', 'checkin_required', 'this task needs a check-in before the report',
+                         'assignment_id');
+    END IF;
+    IF t.geofence_m IS NOT NULL AND p_lat IS NULL AND t.geofence_enforced THEN
+        PERFORM gp_raise('400', 'location_required', 'this task needs the report''s place', 'lat');
+    END IF;
 END
 $$;
 
@@ -1324,10 +1420,15 @@ DECLARE
     t tasks;
     v_reason text;
     v_award jsonb;
+    v_to text;
+    v_after jsonb;
+    v_gate jsonb;
 BEGIN
     SELECT * INTO a FROM assignments WHERE id = p_assignment;
-    IF NOT FOUND OR NOT gp_has_role(p_actor, gp_staff_roles(),
-                                    (SELECT unit_id FROM tasks WHERE id = a.task_id)) THEN
+    IF FOUND THEN
+        SELECT * INTO t FROM tasks WHERE id = a.task_id;
+    END IF;
+    IF a.id IS NULL OR NOT gp_has_role(p_actor, gp_staff_roles(), t.unit_id) THEN
         PERFORM gp_raise('404', 'assignment_not_found', 'assignment not found', 'assignment_id');
     END IF;
     IF p_approve IS NULL THEN
@@ -1342,9 +1443,6 @@ BEGIN
         PERFORM gp_raise('400', 'reason_required', 'a reason is required to reject a report',
                          'reason');
     END IF;
-    PERFORM 1 FROM tasks WHERE id = a.task_id FOR UPDATE;
-    SELECT * INTO a FROM assignments WHERE id = p_assignment FOR UPDATE;
-    SELECT * INTO t FROM tasks WHERE id = a.task_id;
     IF a.state IN ('approved', 'rejected') THEN
         PERFORM gp_raise('409', 'already_' || a.state, format('the report was already %s', a.state),
                          'assignment_id');
@@ -1353,23 +1451,64 @@ BEGIN
         PERFORM gp_raise('409', 'not_submitted', format('the assignment is %s', a.state),
                          'assignment_id');
     END IF;
+    v_to := CASE WHEN p_approve THEN 'approved' ELSE 'rejected' END;
+    -- Locks in the global order: the task row (its counters, one UPDATE), the assignment, then
+    -- the ledger's accounts (gp_task_award).
+    -- (submitted > 0 holds while this assignment is submitted; when it is not met, the
+    -- assignment is decided already and the checks below say so.)
+    UPDATE tasks SET
+        submitted = submitted - 1,
+        approved = approved + p_approve::int,
+        rejected = rejected + (NOT p_approve)::int,
+        version = version + 1, updated_at = now()
+     WHERE id = a.task_id AND submitted > 0
+    RETURNING * INTO t;
+    IF NOT FOUND THEN
+        PERFORM 1 FROM tasks WHERE id = a.task_id FOR NO KEY UPDATE;
+    END IF;
+    SELECT * INTO a FROM assignments WHERE id = p_assignment FOR UPDATE;
+    IF a.state IN ('approved', 'rejected') THEN   -- decided meanwhile (the UPDATE rolls back)
+        PERFORM gp_raise('409', 'already_' || a.state, format('the report was already %s', a.state),
+                         'assignment_id');
+    END IF;
+    IF a.state <> 'submitted' OR t.id IS NULL THEN
+        PERFORM gp_raise('409', 'not_submitted', format('the assignment is %s', a.state),
+                         'assignment_id');
+    END IF;
     IF p_approve THEN
         v_award := gp_task_award(t.id, a.id, a.worker_id, t.reward, p_actor);
-        a := gp_assignment_set_state(a.id, 'approved', p_actor, NULL, v_reason,
-                                     (v_award ->> 'txn_id')::bigint);
-    ELSE
-        a := gp_assignment_set_state(a.id, 'rejected', p_actor, NULL, v_reason);
     END IF;
-    t := gp_task_after_change(t.id, p_actor, NULL);
+    UPDATE assignments SET
+        state = v_to, decided_at = now(), decided_by = p_actor, reason = v_reason,
+        award_txn = (v_award ->> 'txn_id')::bigint, version = version + 1
+     WHERE id = a.id
+    RETURNING * INTO a;
+    INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state,
+                                   to_state, reason, street_id)
+    VALUES (a.id, a.task_id, a.worker_id, p_actor, 'submitted', v_to, v_reason, a.street_id);
+    PERFORM gp_outbox('assignment.' || v_to, a.worker_id,
+        jsonb_build_object('assignment_id', a.id, 'task_id', a.task_id, 'from', 'submitted',
+                           'to', v_to, 'reason', v_reason, 'award_txn', a.award_txn,
+                           'at', now()));
+    -- Close the task when every slot is approved, then settle it if it is final (what
+    -- gp_task_after_change does, without locking and reading the row again when nothing is due).
+    IF t.status = 'open' AND t.approved >= t.slots THEN
+        t := gp_task_set_state(t.id, 'closed', p_actor, NULL, 'all_slots_approved');
+    END IF;
+    IF t.status <> 'open' THEN
+        t := gp_task_settle(t.id, p_actor, NULL);
+    END IF;
+    v_after := gp_assignment_json(a);
+    v_gate := gp_task_slots_json(t);
     PERFORM gp_audit(p_actor, CASE WHEN p_approve THEN 'report.approve' ELSE 'report.reject' END,
                      'assignment', a.id::text, t.unit_id,
-                     jsonb_build_object('state', 'submitted'), gp_assignment_json(a), v_reason);
-    RETURN gp_out(gp_assignment_json(a) || jsonb_build_object(
-        'gate', gp_task_slots_json(t), 'award', v_award,
+                     jsonb_build_object('state', 'submitted'), v_after, v_reason);
+    RETURN gp_out(v_after || jsonb_build_object(
+        'gate', v_gate, 'award', v_award,
         'receipt', CASE WHEN p_approve THEN jsonb_build_object('txn_id', a.award_txn) END,
         'task', jsonb_build_object('id', t.id, 'status', t.status, 'released_at', t.released_at,
                                    'release_txn', t.release_txn)),
-        jsonb_build_object('gates', jsonb_build_array(gp_task_slots_json(t)),
+        jsonb_build_object('gates', jsonb_build_array(v_gate),
                            'awards', CASE WHEN v_award IS NOT NULL
                                           THEN jsonb_build_array(v_award) END));
 END
@@ -1512,9 +1651,14 @@ $$;
 -- assignments holds that lock). A task busy elsewhere is skipped and picked up next time.
 -- p_batch bounds the effects per call (at most 32 tasks per call, each in its own
 -- subtransaction: one failing task is reported in "errors" and does not stop the others).
--- "more": call again at once.
-CREATE FUNCTION gp_timers_sweep(p_batch int) RETURNS jsonb LANGUAGE plpgsql AS $$
+-- p_hold_ms (timers.sweep_hold) bounds how long a call holds task rows: once it has been
+-- running that long it takes no further task and returns, so that the commit frees the rows a
+-- report or a decision may be waiting for (NULL: no bound). "more": call again at once.
+CREATE FUNCTION gp_timers_sweep(p_batch int, p_hold_ms int DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql AS $$
 DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_cut boolean := false;
     v_budget int := greatest(1, least(coalesce(p_batch, 200), 10000));
     v_max_tasks int;
     v_ncand int := 0;
@@ -1560,6 +1704,11 @@ BEGIN
     LOOP
         v_ncand := v_ncand + 1;
         EXIT WHEN v_budget <= 0;
+        IF p_hold_ms IS NOT NULL AND v_ncand > 1
+           AND clock_timestamp() - v_started >= p_hold_ms * interval '1 millisecond' THEN
+            v_cut := true;
+            EXIT;
+        END IF;
         BEGIN
             SELECT * INTO t FROM tasks WHERE id = v_task FOR UPDATE SKIP LOCKED;
             IF NOT FOUND THEN
@@ -1629,7 +1778,7 @@ BEGIN
     RETURN jsonb_build_object('expired', v_expired, 'approved', v_approved, 'closed', v_closed,
                               'released', v_released, 'skipped', v_skipped, 'errors', v_errors,
                               'effects', jsonb_build_object('awards', v_awards, 'gates', v_slots),
-                              'more', v_budget <= 0 OR v_ncand >= v_max_tasks);
+                              'more', v_budget <= 0 OR v_ncand >= v_max_tasks OR v_cut);
 END
 $$;
 
