@@ -171,15 +171,15 @@ $$;
 -- leg in one UPDATE ... FROM unnest and inserts the postings (account's new version and balance).
 -- Returns the transaction id and, for every locked account (legs and siblings) in id order, its
 -- kind, owner and balance/version after the posting: callers build their replies from these
--- without reading the accounts again. Not SECURITY DEFINER: called only by the SECURITY DEFINER
--- functions of the ledger (gp_app cannot write the tables through it).
+-- without reading the accounts again. SECURITY DEFINER like gp_ledger_post_legs (the merchant
+-- functions, which run as gp_app, call it directly): it can do nothing that one cannot.
 CREATE FUNCTION gp_ledger_post_core(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
                                     p_accounts bigint[], p_amounts bigint[],
                                     p_idem_principal text, p_idem_key text,
                                     OUT txn_id bigint, OUT ids bigint[], OUT kinds text[],
                                     OUT owners bigint[], OUT balances bigint[],
                                     OUT versions bigint[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_n int := coalesce(cardinality(p_accounts), 0);
     v_bad_amount boolean := false;
@@ -364,6 +364,31 @@ CREATE FUNCTION gp_fx_balances(p_workers bigint[]) RETURNS jsonb LANGUAGE sql ST
            FROM (SELECT DISTINCT unnest(p_workers) AS w) x))
 $$;
 
+-- A worker's cache state (gp_worker_state's shape) from what a posting locked: the OUT arrays of
+-- gp_ledger_post_core, which hold both accounts of every worker it touched. No query.
+CREATE FUNCTION gp_posted_worker_state(p_worker bigint, p_kinds text[], p_owners bigint[],
+                                       p_balances bigint[], p_versions bigint[])
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_avail bigint := 0;
+    v_pend bigint := 0;
+    v_ver bigint := 0;
+    k int;
+BEGIN
+    FOR k IN 1 .. coalesce(cardinality(p_owners), 0) LOOP
+        IF p_owners[k] = p_worker AND p_kinds[k] = 'worker' THEN
+            v_avail := p_balances[k];
+            v_ver := v_ver + p_versions[k];
+        ELSIF p_owners[k] = p_worker AND p_kinds[k] = 'worker_pending' THEN
+            v_pend := p_balances[k];
+            v_ver := v_ver + p_versions[k];
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('worker_id', p_worker, 'available', v_avail, 'balance', v_avail,
+                              'pending', v_pend, 'version', v_ver);
+END
+$$;
+
 ------------------------------------------------------------------------------------------
 -- Lots (expiring points)
 ------------------------------------------------------------------------------------------
@@ -409,18 +434,29 @@ $$;
 -- Returns {"worker_id", "amount", "from_lots", "lots": [{"lot_id", "amount", "expires_at"}]}.
 CREATE FUNCTION gp_worker_spend_lots(p_worker bigint, p_amount bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
-DECLARE
-    v_left bigint := p_amount;
-    v_take bigint;
-    v_lots jsonb := '[]';
-    l point_lots;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
     END IF;
     PERFORM gp_accounts_lock(ARRAY(SELECT id FROM accounts WHERE kind = 'worker'
                                                               AND owner_id = p_worker));
-    FOR l IN SELECT * FROM point_lots WHERE worker_id = p_worker AND remaining > 0
+    RETURN gp_lots_spend(p_worker, p_amount);
+END
+$$;
+
+-- gp_worker_spend_lots without its lock, for the functions of the ledger and merchant modules
+-- that call it right after a posting debited the worker (gp_ledger_post_core locked the pair).
+-- SECURITY DEFINER like gp_worker_spend_lots (the merchant functions run as gp_app).
+CREATE FUNCTION gp_lots_spend(p_worker bigint, p_amount bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_left bigint := p_amount;
+    v_take bigint;
+    v_lots jsonb := '[]';
+    l record;
+BEGIN
+    FOR l IN SELECT id, remaining, expires_at FROM point_lots
+              WHERE worker_id = p_worker AND remaining > 0
               ORDER BY expires_at, id FOR UPDATE LOOP
         v_take := least(l.remaining, v_left);
         UPDATE point_lots SET remaining = remaining - v_take WHERE id = l.id;
@@ -490,10 +526,6 @@ DECLARE
     v_month bigint;
     v_total bigint;
     r record;
-    v_avail bigint := 0;
-    v_pend bigint := 0;
-    v_ver bigint := 0;
-    k int;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
@@ -522,16 +554,6 @@ BEGIN
     r := gp_ledger_post_core('award', p_actor, p_refs || jsonb_build_object('worker_id', p_worker),
         NULL, ARRAY[p_from, CASE WHEN v_pending THEN v_pending_acc ELSE v_acc END],
         ARRAY[-p_amount, p_amount], NULL, NULL);
-    -- The worker's state after the posting, from what the posting locked (both accounts).
-    FOR k IN 1 .. cardinality(r.ids) LOOP
-        IF r.ids[k] = v_acc THEN
-            v_avail := r.balances[k];
-            v_ver := v_ver + r.versions[k];
-        ELSIF r.ids[k] = v_pending_acc THEN
-            v_pend := r.balances[k];
-            v_ver := v_ver + r.versions[k];
-        END IF;
-    END LOOP;
 
     IF v_pending THEN
         INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
@@ -548,8 +570,8 @@ BEGIN
     SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
       INTO v_month, v_total FROM up;
 
-    RETURN jsonb_build_object('worker_id', p_worker, 'available', v_avail, 'balance', v_avail,
-                              'pending', v_pend, 'version', v_ver)
+    -- The worker's state after the posting, from what the posting locked (both accounts).
+    RETURN gp_posted_worker_state(p_worker, r.kinds, r.owners, r.balances, r.versions)
         || p_refs || jsonb_build_object(
         'txn_id', r.txn_id, 'amount', p_amount,
         'to_pending', v_pending, 'earned_month', v_month, 'earned_total', v_total,
@@ -1407,11 +1429,13 @@ REVOKE EXECUTE ON FUNCTION
     gp_account_of(text, bigint, bigint),
     gp_accounts_lock(bigint[]),
     gp_worker_try_lock(bigint),
+    gp_ledger_post_core(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
     gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_lots_spend(bigint, bigint),
     gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
@@ -1422,10 +1446,12 @@ GRANT EXECUTE ON FUNCTION
     gp_account_of(text, bigint, bigint),
     gp_accounts_lock(bigint[]),
     gp_worker_try_lock(bigint),
+    gp_ledger_post_core(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_lots_spend(bigint, bigint),
     gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),

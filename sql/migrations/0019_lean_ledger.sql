@@ -39,3 +39,20 @@ $$;
 CREATE TRIGGER postings_of_this_xact AFTER INSERT ON postings
     REFERENCING NEW TABLE AS new_postings
     FOR EACH STATEMENT EXECUTE FUNCTION postings_of_this_xact();
+
+-- The other foreign keys onto ledger_txns: every one of these columns is set by the function
+-- that created the referenced ledger transaction, in the same database transaction, from the id
+-- gp_ledger_post_core/_legs returned (point_lots: gp_worker_add_lot also checks that the
+-- transaction credited the worker), and a ledger transaction can never be updated, deleted or
+-- truncated (ledger_txns_append_only, ledger_txns_no_truncate). So the key could neither fail
+-- at insert nor later; it only cost, per row written, a `SELECT ... FOR KEY SHARE` and a row
+-- lock written on the transaction row (which the audit sealer then reads past).
+ALTER TABLE pending_points DROP CONSTRAINT pending_points_award_txn_id_fkey;
+ALTER TABLE pending_points DROP CONSTRAINT pending_points_vest_txn_id_fkey;
+ALTER TABLE point_lots DROP CONSTRAINT point_lots_earned_txn_id_fkey;
+ALTER TABLE point_lots DROP CONSTRAINT point_lots_expire_txn_id_fkey;
+ALTER TABLE vouchers DROP CONSTRAINT vouchers_hold_txn_id_fkey;
+ALTER TABLE vouchers DROP CONSTRAINT vouchers_close_txn_id_fkey;
+ALTER TABLE charges DROP CONSTRAINT charges_txn_id_fkey;
+ALTER TABLE refunds DROP CONSTRAINT refunds_txn_id_fkey;
+ALTER TABLE settlements DROP CONSTRAINT settlements_txn_id_fkey;
