@@ -393,10 +393,12 @@ $$;
 -- Lots (expiring points)
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION gp_lot_put(p_worker bigint, p_txn bigint, p_amount bigint,
-                           p_earned_at timestamptz, p_expires_at timestamptz)
+                           p_earned_at timestamptz, p_expires_at timestamptz,
+                           p_street bigint DEFAULT NULL)
 RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
-    INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at, expires_at)
-    VALUES (p_worker, p_txn, p_amount, p_amount, p_earned_at, p_expires_at)
+    INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at, expires_at,
+                                 street_id) -- NULL: filled from the worker (0019)
+    VALUES (p_worker, p_txn, p_amount, p_amount, p_earned_at, p_expires_at, p_street)
     ON CONFLICT (worker_id, expires_at) DO UPDATE
        SET amount = l.amount + EXCLUDED.amount, remaining = l.remaining + EXCLUDED.remaining
     RETURNING id
@@ -520,6 +522,7 @@ DECLARE
     v_pending_acc bigint;
     v_pol ledger_policies;
     v_rank bigint[];
+    v_street bigint;
     v_pending boolean;
     v_expires timestamptz;
     v_period text := to_char(v_now AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM');
@@ -531,14 +534,14 @@ BEGIN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
     END IF;
     -- One read: the person, their street's policy, their two accounts, their ranking units.
-    SELECT true, pol.objection_period, pol.expiry, pol.expiry_after,
+    SELECT true, p.street_id, pol.objection_period, pol.expiry, pol.expiry_after,
            (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = p.id),
            (SELECT id FROM accounts WHERE kind = 'worker_pending' AND owner_id = p.id),
            (SELECT coalesce(array_agg(x.id ORDER BY nlevel(x.path)), '{}')
               FROM org_units u
               JOIN org_units x ON x.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
              WHERE u.id = p.unit_id AND x.level IN ('street', 'community', 'grid'))
-      INTO v_found, v_pol.objection_period, v_pol.expiry, v_pol.expiry_after, v_acc, v_pending_acc, v_rank
+      INTO v_found, v_street, v_pol.objection_period, v_pol.expiry, v_pol.expiry_after, v_acc, v_pending_acc, v_rank
       FROM persons p LEFT JOIN ledger_policies pol ON pol.street_unit_id = p.street_id
      WHERE p.id = p_worker;
     IF v_found IS NULL THEN
@@ -556,15 +559,17 @@ BEGIN
         ARRAY[-p_amount, p_amount], NULL, NULL);
 
     IF v_pending THEN
-        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
-        VALUES (r.txn_id, p_worker, p_amount, v_now, v_now + v_pol.objection_period, v_expires);
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at,
+                                    street_id)
+        VALUES (r.txn_id, p_worker, p_amount, v_now, v_now + v_pol.objection_period, v_expires,
+                v_street);
     ELSIF v_expires IS NOT NULL THEN
-        PERFORM gp_lot_put(p_worker, r.txn_id, p_amount, v_now, v_expires);
+        PERFORM gp_lot_put(p_worker, r.txn_id, p_amount, v_now, v_expires, v_street);
     END IF;
 
     WITH up AS (
-        INSERT INTO worker_earnings AS e (person_id, period, points)
-        VALUES (p_worker, v_period, p_amount), (p_worker, 'all', p_amount)
+        INSERT INTO worker_earnings AS e (person_id, period, points, street_id)
+        VALUES (p_worker, v_period, p_amount, v_street), (p_worker, 'all', p_amount, v_street)
         ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
         RETURNING e.period, e.points)
     SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
@@ -724,7 +729,8 @@ BEGIN
         UPDATE pending_points SET vest_txn_id = v_txn, vested_at = now()
          WHERE award_txn_id = pp.award_txn_id;
         IF pp.expires_at IS NOT NULL THEN
-            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at);
+            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at,
+                               pp.street_id);
         END IF;
         PERFORM gp_outbox('points.vested', pp.worker_id,
             jsonb_build_object('txn_id', v_txn, 'award_txn_id', pp.award_txn_id,
@@ -1432,7 +1438,7 @@ REVOKE EXECUTE ON FUNCTION
     gp_ledger_post_core(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
-    gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz),
+    gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz, bigint),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
     gp_lots_spend(bigint, bigint),

@@ -1024,8 +1024,10 @@ BEGIN
     IF NOT gp_task_is_worker(p_actor) THEN
         PERFORM gp_raise('403', 'not_a_worker', 'pay codes are for workers and volunteers');
     END IF;
-    INSERT INTO paycodes (nonce, worker_id, expires_at)
-    VALUES (p_nonce, p_actor, now() + make_interval(secs => p_ttl_s)) RETURNING * INTO pc;
+    INSERT INTO paycodes (nonce, worker_id, expires_at, street_id)
+    SELECT p_nonce, p_actor, now() + make_interval(secs => p_ttl_s), p.street_id
+      FROM persons p WHERE p.id = p_actor
+    RETURNING * INTO pc;
     RETURN jsonb_build_object('nonce', pc.nonce, 'worker_id', pc.worker_id,
         'expires_at', pc.expires_at, 'exp', floor(extract(epoch FROM pc.expires_at))::bigint);
 END

@@ -56,3 +56,50 @@ ALTER TABLE vouchers DROP CONSTRAINT vouchers_close_txn_id_fkey;
 ALTER TABLE charges DROP CONSTRAINT charges_txn_id_fkey;
 ALTER TABLE refunds DROP CONSTRAINT refunds_txn_id_fkey;
 ALTER TABLE settlements DROP CONSTRAINT settlements_txn_id_fkey;
+
+------------------------------------------------------------------------------------------
+-- Issue 17 part 5 for the worker-owned ledger rows: pending points, lots, earnings and pay
+-- codes carry the street of their worker (persons.street_id), co-located with the worker's
+-- other rows. The ledger and merchant functions pass it explicitly (from the person row they
+-- read anyway); a BEFORE INSERT trigger fills it from the worker only for a writer that does
+-- not (seeds, test fixtures), and its WHEN clause keeps it from even being called otherwise.
+------------------------------------------------------------------------------------------
+CREATE FUNCTION street_id_from_worker() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT p.street_id INTO NEW.street_id FROM public.persons p
+     WHERE p.id = (to_jsonb(NEW) ->> CASE TG_TABLE_NAME WHEN 'worker_earnings' THEN 'person_id'
+                                                         ELSE 'worker_id' END)::bigint;
+    -- worker_id has no foreign key (see 0003): a row of no known person gets the reference
+    -- street 0 (docs/SCALING.md) instead of failing the insert.
+    NEW.street_id := coalesce(NEW.street_id, 0);
+    RETURN NEW;
+END
+$$;
+
+ALTER TABLE pending_points ADD COLUMN street_id bigint;
+ALTER TABLE point_lots ADD COLUMN street_id bigint;
+ALTER TABLE worker_earnings ADD COLUMN street_id bigint;
+ALTER TABLE paycodes ADD COLUMN street_id bigint;
+
+UPDATE pending_points x SET street_id = coalesce(
+    (SELECT p.street_id FROM persons p WHERE p.id = x.worker_id), 0);
+UPDATE point_lots x SET street_id = coalesce(
+    (SELECT p.street_id FROM persons p WHERE p.id = x.worker_id), 0);
+UPDATE worker_earnings x SET street_id = coalesce(
+    (SELECT p.street_id FROM persons p WHERE p.id = x.person_id), 0);
+UPDATE paycodes x SET street_id = coalesce(
+    (SELECT p.street_id FROM persons p WHERE p.id = x.worker_id), 0);
+
+ALTER TABLE pending_points ALTER COLUMN street_id SET NOT NULL;
+ALTER TABLE point_lots ALTER COLUMN street_id SET NOT NULL;
+ALTER TABLE worker_earnings ALTER COLUMN street_id SET NOT NULL;
+ALTER TABLE paycodes ALTER COLUMN street_id SET NOT NULL;
+
+CREATE TRIGGER pending_points_0street BEFORE INSERT ON pending_points
+    FOR EACH ROW WHEN (NEW.street_id IS NULL) EXECUTE FUNCTION street_id_from_worker();
+CREATE TRIGGER point_lots_0street BEFORE INSERT ON point_lots
+    FOR EACH ROW WHEN (NEW.street_id IS NULL) EXECUTE FUNCTION street_id_from_worker();
+CREATE TRIGGER worker_earnings_0street BEFORE INSERT ON worker_earnings
+    FOR EACH ROW WHEN (NEW.street_id IS NULL) EXECUTE FUNCTION street_id_from_worker();
+CREATE TRIGGER paycodes_0street BEFORE INSERT ON paycodes
+    FOR EACH ROW WHEN (NEW.street_id IS NULL) EXECUTE FUNCTION street_id_from_worker();
