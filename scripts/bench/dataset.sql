@@ -345,11 +345,14 @@ UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.n
   FROM b_acc b JOIN b_acc_total s ON s.acc = b.id
  WHERE a.id = b.id AND NOT b.is_new;
 
-INSERT INTO worker_earnings (person_id, period, points)
-SELECT worker, to_char(at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), sum(reward)
-  FROM b_aw GROUP BY 1, 2
-UNION ALL
-SELECT worker, 'all', sum(reward) FROM b_aw GROUP BY 1;
+INSERT INTO worker_earnings (person_id, period, points, street_id)
+SELECT e.worker, e.period, e.points, p.street_id
+  FROM (SELECT worker, to_char(at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM') AS period,
+               sum(reward) AS points
+          FROM b_aw GROUP BY 1, 2
+        UNION ALL
+        SELECT worker, 'all', sum(reward) FROM b_aw GROUP BY 1) e
+  JOIN persons p ON p.id = e.worker;
 
 INSERT INTO tasks (id, unit_id, publisher_id, title, description, category, reward, slots,
                    lat, lng, geofence_m, starts_at, ends_at, claim_ttl, review_window,

@@ -161,54 +161,35 @@ BEGIN
 END
 $$;
 
--- Why a conditional balance update matched no row: the error for the caller.
-CREATE FUNCTION gp_ledger_refuse(p_account bigint, p_amount bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    a accounts;
-BEGIN
-    SELECT * INTO a FROM accounts WHERE id = p_account;
-    IF NOT FOUND THEN
-        PERFORM gp_raise('404', 'account_not_found', format('account %s not found', p_account),
-                         'account');
-    END IF;
-    IF a.balance::numeric + p_amount NOT BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
-        PERFORM gp_raise('400', 'amount_overflow', 'the amount would overflow the balance',
-                         'amount');
-    END IF;
-    PERFORM gp_raise('402',
-        CASE a.kind WHEN 'budget' THEN 'insufficient_budget'
-                    WHEN 'reservation' THEN 'insufficient_reservation'
-                    ELSE 'insufficient_points' END,
-        CASE a.kind WHEN 'budget' THEN 'the budget cannot cover this amount'
-                    WHEN 'reservation' THEN 'the task reservation cannot cover this amount'
-                    ELSE 'not enough points' END,
-        'amount');
-END
-$$;
-
--- The posting primitive, array form (used by the functions of this file; cheaper than jsonb).
--- Legs: p_accounts[i] receives p_amounts[i] (signed). At least two legs, distinct accounts,
--- non-zero amounts summing to zero; every leg is applied with a conditional UPDATE so that no
--- account but 'issuance' goes below zero (GP402) and no balance overflows (GP400); the posting
--- records the account's new version and balance. Returns the ledger transaction id.
-CREATE FUNCTION gp_ledger_post_legs(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
+-- The posting core (issue 12: each essential write once). Legs: p_accounts[i] receives
+-- p_amounts[i] (signed). At least two legs, distinct accounts, non-zero amounts summing to zero.
+-- Two statements: (1) lock every leg's account and the sibling of every worker account among
+-- them, in ascending id (the global lock order, docs/LEDGER.md), reading their newest balances;
+-- the legs are checked against them here, under the locks (no account but 'issuance'/'clearing'
+-- below zero: GP402; no overflow: GP400; a missing account: GP404; the first failing account in
+-- id order is the one reported); (2) one statement inserts the ledger transaction, applies every
+-- leg in one UPDATE ... FROM unnest and inserts the postings (account's new version and balance).
+-- Returns the transaction id and, for every locked account (legs and siblings) in id order, its
+-- kind, owner and balance/version after the posting: callers build their replies from these
+-- without reading the accounts again. SECURITY DEFINER like gp_ledger_post_legs (the merchant
+-- functions, which run as gp_app, call it directly): it can do nothing that one cannot.
+CREATE FUNCTION gp_ledger_post_core(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
                                     p_accounts bigint[], p_amounts bigint[],
-                                    p_idem_principal text DEFAULT NULL,
-                                    p_idem_key text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+                                    p_idem_principal text, p_idem_key text,
+                                    OUT txn_id bigint, OUT ids bigint[], OUT kinds text[],
+                                    OUT owners bigint[], OUT balances bigint[],
+                                    OUT versions bigint[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_n int := coalesce(cardinality(p_accounts), 0);
-    v_bad_amount boolean;
+    v_bad_amount boolean := false;
     v_distinct int;
-    v_sum numeric;
-    v_txn bigint;
-    r record;
-    v_a accounts;
-    v_pacc bigint[] := '{}';
-    v_pamt bigint[] := '{}';
-    v_pver bigint[] := '{}';
-    v_pbal bigint[] := '{}';
+    v_sum numeric := 0;
+    v_amt bigint;
+    v_new numeric;
+    v_fail int;        -- index (in ids) of the first refused account
+    v_missing bigint;  -- smallest leg account id that does not exist
+    k int;
 BEGIN
     IF p_kind IS NULL OR p_kind NOT IN ('issue', 'grant', 'reserve', 'award', 'release', 'hold',
             'capture', 'charge', 'refund', 'expire', 'adjust', 'settle', 'vest', 'void',
@@ -218,8 +199,16 @@ BEGIN
     IF v_n < 2 OR v_n <> coalesce(cardinality(p_amounts), 0) THEN
         PERFORM gp_raise('400', 'invalid_legs', 'a transaction needs at least two legs', 'legs');
     END IF;
-    SELECT bool_or(m IS NULL OR m = 0), count(DISTINCT x), sum(m::numeric)
-      INTO v_bad_amount, v_distinct, v_sum FROM unnest(p_accounts, p_amounts) AS l (x, m);
+    IF v_n = 2 THEN -- the common case, without a query
+        v_bad_amount := p_amounts[1] IS NULL OR p_amounts[1] = 0
+                        OR p_amounts[2] IS NULL OR p_amounts[2] = 0;
+        v_distinct := CASE WHEN p_accounts[1] IS NULL OR p_accounts[2] IS NULL THEN 1
+                           WHEN p_accounts[1] = p_accounts[2] THEN 1 ELSE 2 END;
+        v_sum := p_amounts[1]::numeric + p_amounts[2];
+    ELSE
+        SELECT bool_or(m IS NULL OR m = 0), count(DISTINCT x), sum(m::numeric)
+          INTO v_bad_amount, v_distinct, v_sum FROM unnest(p_accounts, p_amounts) AS l (x, m);
+    END IF;
     IF v_bad_amount THEN
         PERFORM gp_raise('400', 'invalid_amount', 'amounts must be non-zero integers', 'amount');
     END IF;
@@ -234,47 +223,85 @@ BEGIN
         PERFORM gp_raise('400', 'memo_too_long', 'the memo is longer than 500 characters', 'memo');
     END IF;
 
-    INSERT INTO ledger_txns (kind, actor_id, refs, memo, idem_principal, idem_key)
-    VALUES (p_kind, p_actor, coalesce(p_refs, '{}'), p_memo,
-            CASE WHEN p_idem_key IS NOT NULL THEN p_idem_principal END,
-            CASE WHEN p_idem_principal IS NOT NULL THEN p_idem_key END)
-    RETURNING id INTO v_txn;
+    -- (1) Lock, ascending id: the legs and the siblings of worker accounts. FOR NO KEY UPDATE
+    -- returns each row's newest version (after waiting for a concurrent updater), so the checks
+    -- below are race-free.
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.kind ORDER BY x.id),
+           array_agg(x.owner_id ORDER BY x.id), array_agg(x.balance ORDER BY x.id),
+           array_agg(x.version ORDER BY x.id)
+      INTO ids, kinds, owners, balances, versions
+      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version FROM accounts a
+             WHERE a.id IN (SELECT unnest(p_accounts)
+                            UNION
+                            SELECT s.id FROM accounts w
+                              JOIN accounts s ON s.owner_id = w.owner_id
+                                             AND s.kind IN ('worker', 'worker_pending')
+                             WHERE w.id = ANY (p_accounts)
+                               AND w.kind IN ('worker', 'worker_pending'))
+             ORDER BY a.id FOR NO KEY UPDATE) x;
 
-    -- Legs and the siblings of worker accounts (amount 0 = lock only), in ascending id order.
-    FOR r IN
-        WITH legs AS (SELECT * FROM unnest(p_accounts, p_amounts) AS l (acc, amt))
-        SELECT acc, amt FROM legs
-        UNION ALL
-        SELECT s.id, 0 FROM accounts a
-          JOIN accounts s ON s.owner_id = a.owner_id AND s.kind IN ('worker', 'worker_pending')
-                         AND s.id <> a.id
-         WHERE a.id = ANY (p_accounts) AND a.kind IN ('worker', 'worker_pending')
-           AND s.id <> ALL (p_accounts)
-        ORDER BY 1
-    LOOP
-        IF r.amt = 0 THEN
-            PERFORM 1 FROM accounts WHERE id = r.acc FOR NO KEY UPDATE;
-            CONTINUE;
+    FOR k IN 1 .. v_n LOOP
+        IF NOT (p_accounts[k] = ANY (coalesce(ids, '{}'))) THEN
+            v_missing := least(v_missing, p_accounts[k]);
         END IF;
-        -- Under READ COMMITTED the WHERE is re-evaluated on the newest row version after
-        -- waiting for a concurrent updater, so this is race-free (no check-then-act).
-        UPDATE accounts SET balance = balance + r.amt, version = version + 1
-         WHERE id = r.acc
-           AND (kind IN ('issuance', 'clearing') OR balance::numeric + r.amt >= 0)
-           AND balance::numeric + r.amt BETWEEN -9223372036854775808 AND 9223372036854775807
-        RETURNING * INTO v_a;
-        IF NOT FOUND THEN
-            PERFORM gp_ledger_refuse(r.acc, r.amt);
-        END IF;
-        v_pacc := v_pacc || v_a.id;
-        v_pamt := v_pamt || r.amt;
-        v_pver := v_pver || v_a.version;
-        v_pbal := v_pbal || v_a.balance;
     END LOOP;
+    FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+        EXIT WHEN v_missing < ids[k];
+        v_amt := p_amounts[array_position(p_accounts, ids[k])];
+        CONTINUE WHEN v_amt IS NULL; -- a sibling, locked only
+        v_new := balances[k]::numeric + v_amt;
+        IF v_new NOT BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+            PERFORM gp_raise('400', 'amount_overflow', 'the amount would overflow the balance',
+                             'amount');
+        END IF;
+        IF v_new < 0 AND kinds[k] NOT IN ('issuance', 'clearing') THEN
+            PERFORM gp_raise('402',
+                CASE kinds[k] WHEN 'budget' THEN 'insufficient_budget'
+                              WHEN 'reservation' THEN 'insufficient_reservation'
+                              ELSE 'insufficient_points' END,
+                CASE kinds[k] WHEN 'budget' THEN 'the budget cannot cover this amount'
+                              WHEN 'reservation' THEN 'the task reservation cannot cover this amount'
+                              ELSE 'not enough points' END,
+                'amount');
+        END IF;
+        balances[k] := v_new;
+        versions[k] := versions[k] + 1;
+    END LOOP;
+    IF v_missing IS NOT NULL THEN
+        PERFORM gp_raise('404', 'account_not_found', format('account %s not found', v_missing),
+                         'account');
+    END IF;
 
-    INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-    SELECT v_txn, acc, amt, ver, bal FROM unnest(v_pacc, v_pamt, v_pver, v_pbal) AS x (acc, amt, ver, bal);
-    RETURN v_txn;
+    -- (2) One statement: the transaction, every leg's balance, the postings (ascending account
+    -- id, as the locks were taken).
+    WITH t AS (
+        INSERT INTO ledger_txns (kind, actor_id, refs, memo, idem_principal, idem_key)
+        VALUES (p_kind, p_actor, coalesce(p_refs, '{}'), p_memo,
+                CASE WHEN p_idem_key IS NOT NULL THEN p_idem_principal END,
+                CASE WHEN p_idem_principal IS NOT NULL THEN p_idem_key END)
+        RETURNING id),
+    u AS (
+        UPDATE accounts a SET balance = a.balance + l.amt, version = a.version + 1
+          FROM unnest(p_accounts, p_amounts) AS l (acc, amt)
+         WHERE a.id = l.acc
+        RETURNING a.id, l.amt, a.version, a.balance),
+    p AS (
+        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+        SELECT t.id, u.id, u.amt, u.version, u.balance FROM t, u ORDER BY u.id)
+    SELECT t.id INTO txn_id FROM t;
+END
+$$;
+
+-- The posting primitive, array form (used by the functions of this file; cheaper than jsonb):
+-- gp_ledger_post_core's checks and writes. Returns the ledger transaction id.
+CREATE FUNCTION gp_ledger_post_legs(p_kind text, p_actor bigint, p_refs jsonb, p_memo text,
+                                    p_accounts bigint[], p_amounts bigint[],
+                                    p_idem_principal text DEFAULT NULL,
+                                    p_idem_key text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+BEGIN
+    RETURN (gp_ledger_post_core(p_kind, p_actor, p_refs, p_memo, p_accounts, p_amounts,
+                                p_idem_principal, p_idem_key)).txn_id;
 END
 $$;
 
@@ -337,14 +364,41 @@ CREATE FUNCTION gp_fx_balances(p_workers bigint[]) RETURNS jsonb LANGUAGE sql ST
            FROM (SELECT DISTINCT unnest(p_workers) AS w) x))
 $$;
 
+-- A worker's cache state (gp_worker_state's shape) from what a posting locked: the OUT arrays of
+-- gp_ledger_post_core, which hold both accounts of every worker it touched. No query.
+CREATE FUNCTION gp_posted_worker_state(p_worker bigint, p_kinds text[], p_owners bigint[],
+                                       p_balances bigint[], p_versions bigint[])
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_avail bigint := 0;
+    v_pend bigint := 0;
+    v_ver bigint := 0;
+    k int;
+BEGIN
+    FOR k IN 1 .. coalesce(cardinality(p_owners), 0) LOOP
+        IF p_owners[k] = p_worker AND p_kinds[k] = 'worker' THEN
+            v_avail := p_balances[k];
+            v_ver := v_ver + p_versions[k];
+        ELSIF p_owners[k] = p_worker AND p_kinds[k] = 'worker_pending' THEN
+            v_pend := p_balances[k];
+            v_ver := v_ver + p_versions[k];
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('worker_id', p_worker, 'available', v_avail, 'balance', v_avail,
+                              'pending', v_pend, 'version', v_ver);
+END
+$$;
+
 ------------------------------------------------------------------------------------------
 -- Lots (expiring points)
 ------------------------------------------------------------------------------------------
 CREATE FUNCTION gp_lot_put(p_worker bigint, p_txn bigint, p_amount bigint,
-                           p_earned_at timestamptz, p_expires_at timestamptz)
+                           p_earned_at timestamptz, p_expires_at timestamptz,
+                           p_street bigint DEFAULT NULL)
 RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
-    INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at, expires_at)
-    VALUES (p_worker, p_txn, p_amount, p_amount, p_earned_at, p_expires_at)
+    INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at, expires_at,
+                                 street_id) -- NULL: filled from the worker (0019)
+    VALUES (p_worker, p_txn, p_amount, p_amount, p_earned_at, p_expires_at, p_street)
     ON CONFLICT (worker_id, expires_at) DO UPDATE
        SET amount = l.amount + EXCLUDED.amount, remaining = l.remaining + EXCLUDED.remaining
     RETURNING id
@@ -382,18 +436,29 @@ $$;
 -- Returns {"worker_id", "amount", "from_lots", "lots": [{"lot_id", "amount", "expires_at"}]}.
 CREATE FUNCTION gp_worker_spend_lots(p_worker bigint, p_amount bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
-DECLARE
-    v_left bigint := p_amount;
-    v_take bigint;
-    v_lots jsonb := '[]';
-    l point_lots;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
     END IF;
     PERFORM gp_accounts_lock(ARRAY(SELECT id FROM accounts WHERE kind = 'worker'
                                                               AND owner_id = p_worker));
-    FOR l IN SELECT * FROM point_lots WHERE worker_id = p_worker AND remaining > 0
+    RETURN gp_lots_spend(p_worker, p_amount);
+END
+$$;
+
+-- gp_worker_spend_lots without its lock, for the functions of the ledger and merchant modules
+-- that call it right after a posting debited the worker (gp_ledger_post_core locked the pair).
+-- SECURITY DEFINER like gp_worker_spend_lots (the merchant functions run as gp_app).
+CREATE FUNCTION gp_lots_spend(p_worker bigint, p_amount bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
+DECLARE
+    v_left bigint := p_amount;
+    v_take bigint;
+    v_lots jsonb := '[]';
+    l record;
+BEGIN
+    FOR l IN SELECT id, remaining, expires_at FROM point_lots
+              WHERE worker_id = p_worker AND remaining > 0
               ORDER BY expires_at, id FOR UPDATE LOOP
         v_take := least(l.remaining, v_left);
         UPDATE point_lots SET remaining = remaining - v_take WHERE id = l.id;
@@ -452,48 +517,70 @@ CREATE FUNCTION gp_award_from(p_from bigint, p_refs jsonb, p_worker bigint, p_am
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_now timestamptz := now();
+    v_found boolean;
     v_acc bigint;
-    v_txn bigint;
-    pol ledger_policies;
+    v_pending_acc bigint;
+    v_pol ledger_policies;
+    v_rank bigint[];
+    v_street bigint;
     v_pending boolean;
     v_expires timestamptz;
-    v_period text := gp_period_now();
+    v_period text := to_char(v_now AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM');
     v_month bigint;
     v_total bigint;
+    r record;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM persons WHERE id = p_worker) THEN
+    -- One read: the person, their street's policy, their two accounts, their ranking units.
+    SELECT true, p.street_id, pol.objection_period, pol.expiry, pol.expiry_after,
+           (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = p.id),
+           (SELECT id FROM accounts WHERE kind = 'worker_pending' AND owner_id = p.id),
+           (SELECT coalesce(array_agg(x.id ORDER BY nlevel(x.path)), '{}')
+              FROM org_units u
+              JOIN org_units x ON x.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+             WHERE u.id = p.unit_id AND x.level IN ('street', 'community', 'grid'))
+      INTO v_found, v_street, v_pol.objection_period, v_pol.expiry, v_pol.expiry_after, v_acc, v_pending_acc, v_rank
+      FROM persons p LEFT JOIN ledger_policies pol ON pol.street_unit_id = p.street_id
+     WHERE p.id = p_worker;
+    IF v_found IS NULL THEN
         PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
     END IF;
-    pol := gp_policy_of_person(p_worker);
-    v_pending := coalesce(pol.objection_period > interval '0', false);
-    v_expires := gp_lot_expiry(pol, v_now);
-    v_acc := gp_account_of(CASE WHEN v_pending THEN 'worker_pending' ELSE 'worker' END, p_worker);
+    v_pending := coalesce(v_pol.objection_period > interval '0', false);
+    v_expires := gp_lot_expiry(v_pol, v_now);
+    IF v_acc IS NULL OR v_pending_acc IS NULL THEN -- the worker's first points
+        v_acc := gp_account_of('worker', p_worker);
+        v_pending_acc := gp_account_of('worker_pending', p_worker);
+    END IF;
 
-    v_txn := gp_ledger_post_legs('award', p_actor, p_refs || jsonb_build_object('worker_id', p_worker),
-        NULL, ARRAY[p_from, v_acc], ARRAY[-p_amount, p_amount]);
+    r := gp_ledger_post_core('award', p_actor, p_refs || jsonb_build_object('worker_id', p_worker),
+        NULL, ARRAY[p_from, CASE WHEN v_pending THEN v_pending_acc ELSE v_acc END],
+        ARRAY[-p_amount, p_amount], NULL, NULL);
 
     IF v_pending THEN
-        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at)
-        VALUES (v_txn, p_worker, p_amount, v_now, v_now + pol.objection_period, v_expires);
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at, expires_at,
+                                    street_id)
+        VALUES (r.txn_id, p_worker, p_amount, v_now, v_now + v_pol.objection_period, v_expires,
+                v_street);
     ELSIF v_expires IS NOT NULL THEN
-        PERFORM gp_lot_put(p_worker, v_txn, p_amount, v_now, v_expires);
+        PERFORM gp_lot_put(p_worker, r.txn_id, p_amount, v_now, v_expires, v_street);
     END IF;
 
     WITH up AS (
-        INSERT INTO worker_earnings AS e (person_id, period, points)
-        VALUES (p_worker, v_period, p_amount), (p_worker, 'all', p_amount)
+        INSERT INTO worker_earnings AS e (person_id, period, points, street_id)
+        VALUES (p_worker, v_period, p_amount, v_street), (p_worker, 'all', p_amount, v_street)
         ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
         RETURNING e.period, e.points)
     SELECT max(points) FILTER (WHERE period <> 'all'), max(points) FILTER (WHERE period = 'all')
       INTO v_month, v_total FROM up;
 
-    RETURN gp_worker_state(p_worker) || p_refs || jsonb_build_object(
-        'txn_id', v_txn, 'amount', p_amount,
+    -- The worker's state after the posting, from what the posting locked (both accounts).
+    RETURN gp_posted_worker_state(p_worker, r.kinds, r.owners, r.balances, r.versions)
+        || p_refs || jsonb_build_object(
+        'txn_id', r.txn_id, 'amount', p_amount,
         'to_pending', v_pending, 'earned_month', v_month, 'earned_total', v_total,
-        'period', v_period, 'rank_units', to_jsonb(gp_rank_units(p_worker)));
+        'period', v_period, 'rank_units', to_jsonb(v_rank));
 END
 $$;
 
@@ -508,6 +595,7 @@ CREATE FUNCTION gp_task_award(p_task bigint, p_assignment bigint, p_worker bigin
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_res bigint;
+    v_paid boolean;
 BEGIN
     IF p_amount IS NULL OR p_amount <= 0 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
@@ -516,13 +604,15 @@ BEGIN
         PERFORM gp_raise('400', 'invalid_assignment', 'an assignment id is required',
                          'assignment_id');
     END IF;
-    IF EXISTS (SELECT 1 FROM ledger_txns
-                WHERE kind = 'award' AND refs ->> 'assignment_id' = p_assignment::text) THEN
+    SELECT EXISTS (SELECT 1 FROM ledger_txns
+                    WHERE kind = 'award' AND refs ->> 'assignment_id' = p_assignment::text),
+           (SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task)
+      INTO v_paid, v_res;
+    IF v_paid THEN
         PERFORM gp_raise('409', 'already_awarded', 'this assignment has already been paid',
                          'assignment_id');
     END IF;
-    SELECT id INTO v_res FROM accounts WHERE kind = 'reservation' AND owner_id = p_task;
-    IF NOT FOUND THEN
+    IF v_res IS NULL THEN
         PERFORM gp_raise('402', 'insufficient_reservation', 'the task has no reservation',
                          'task_id');
     END IF;
@@ -532,14 +622,14 @@ END
 $$;
 
 -- Many awards of one task in one transaction (the auto-approval sweep): locks every account
--- involved in id order first, then pays each; all or nothing. Returns the array of
--- gp_task_award results in input order.
+-- involved in id order first (the reservation and each worker's pair: gp_accounts_lock), then
+-- pays each; all or nothing. Returns the array of gp_task_award results in input order.
 CREATE FUNCTION gp_task_award_many(p_task bigint, p_assignments bigint[], p_workers bigint[],
                                    p_amount bigint, p_actor bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_out jsonb := '[]';
-    v_ids bigint[];
+    v_new bigint;
     i int;
 BEGIN
     IF coalesce(cardinality(p_assignments), 0) <> coalesce(cardinality(p_workers), 0) THEN
@@ -549,13 +639,17 @@ BEGIN
     IF coalesce(cardinality(p_assignments), 0) = 0 THEN
         RETURN v_out;
     END IF;
-    v_ids := ARRAY(SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task);
-    FOR i IN 1 .. cardinality(p_workers) LOOP
-        IF EXISTS (SELECT 1 FROM persons WHERE id = p_workers[i]) THEN
-            v_ids := v_ids || gp_account_of('worker', p_workers[i]);
-        END IF;
+    -- Workers without accounts yet get them first (gp_account_of takes no lock on others).
+    FOR v_new IN SELECT p.id FROM persons p
+                   WHERE p.id = ANY (p_workers)
+                     AND NOT EXISTS (SELECT 1 FROM accounts a
+                                      WHERE a.kind = 'worker' AND a.owner_id = p.id) LOOP
+        PERFORM gp_account_of('worker', v_new);
     END LOOP;
-    PERFORM gp_accounts_lock(v_ids);
+    PERFORM gp_accounts_lock(ARRAY(
+        SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task
+        UNION ALL
+        SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = ANY (p_workers)));
     FOR i IN 1 .. cardinality(p_assignments) LOOP
         v_out := v_out || jsonb_build_array(
             gp_task_award(p_task, p_assignments[i], p_workers[i], p_amount, p_actor));
@@ -635,7 +729,8 @@ BEGIN
         UPDATE pending_points SET vest_txn_id = v_txn, vested_at = now()
          WHERE award_txn_id = pp.award_txn_id;
         IF pp.expires_at IS NOT NULL THEN
-            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at);
+            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at,
+                               pp.street_id);
         END IF;
         PERFORM gp_outbox('points.vested', pp.worker_id,
             jsonb_build_object('txn_id', v_txn, 'award_txn_id', pp.award_txn_id,
@@ -1283,6 +1378,13 @@ CREATE FUNCTION gp_ledger_check() RETURNS jsonb LANGUAGE sql STABLE AS $$
           WHERE x.acc IS NULL OR x.account_version <> x.rn OR x.balance_after <> x.running
           ORDER BY x.id LIMIT 100)
         UNION ALL
+        -- 3b. every posting belongs to an existing transaction (no foreign key since 0019: the
+        --     insert-time check postings_of_this_xact and append-only ledger_txns keep it)
+        (SELECT jsonb_build_object('check', 'posting_orphan', 'posting_id', p.id,
+                                   'txn_id', p.txn_id)
+           FROM postings p WHERE NOT EXISTS (SELECT 1 FROM ledger_txns t WHERE t.id = p.txn_id)
+          ORDER BY p.id LIMIT 100)
+        UNION ALL
         -- 4. nothing negative where forbidden (the CHECK makes this impossible; belt and braces)
         (SELECT jsonb_build_object('check', 'negative_balance', 'account_id', id, 'kind', kind,
                                    'balance', balance)
@@ -1333,11 +1435,13 @@ REVOKE EXECUTE ON FUNCTION
     gp_account_of(text, bigint, bigint),
     gp_accounts_lock(bigint[]),
     gp_worker_try_lock(bigint),
+    gp_ledger_post_core(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
-    gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz),
+    gp_lot_put(bigint, bigint, bigint, timestamptz, timestamptz, bigint),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_lots_spend(bigint, bigint),
     gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),
@@ -1348,10 +1452,12 @@ GRANT EXECUTE ON FUNCTION
     gp_account_of(text, bigint, bigint),
     gp_accounts_lock(bigint[]),
     gp_worker_try_lock(bigint),
+    gp_ledger_post_core(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post_legs(text, bigint, jsonb, text, bigint[], bigint[], text, text),
     gp_ledger_post(text, bigint, jsonb, text, jsonb, text, text),
     gp_worker_add_lot(bigint, bigint, bigint, timestamptz),
     gp_worker_spend_lots(bigint, bigint),
+    gp_lots_spend(bigint, bigint),
     gp_award_from(bigint, jsonb, bigint, bigint, bigint),
     gp_task_award(bigint, bigint, bigint, bigint, bigint),
     gp_task_award_many(bigint, bigint[], bigint[], bigint, bigint),

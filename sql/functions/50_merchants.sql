@@ -784,6 +784,8 @@ DECLARE
     v_spend jsonb;
     v_code text;
     v_resp jsonb;
+    v_state jsonb;
+    r record;
     i int;
 BEGIN
     v_replay := gp_idem_begin(v_principal, p_idem_key, p_request_hash);
@@ -823,11 +825,13 @@ BEGIN
     SELECT * INTO m FROM merchants WHERE id = o.merchant_id;
     v.id := nextval('vouchers_id_seq');
     v_hold := gp_account_of('hold', v.id, m.street_id);
-    v_txn := gp_ledger_post_legs('hold', p_actor,
+    r := gp_ledger_post_core('hold', p_actor,
         jsonb_build_object('voucher_id', v.id, 'offer_id', o.id, 'merchant_id', m.id,
                            'worker_id', p_actor), NULL,
-        ARRAY[gp_account_of('worker', p_actor), v_hold], ARRAY[-o.price, o.price]);
-    v_spend := gp_worker_spend_lots(p_actor, o.price);
+        ARRAY[gp_account_of('worker', p_actor), v_hold], ARRAY[-o.price, o.price], NULL, NULL);
+    v_txn := r.txn_id;
+    v_spend := gp_lots_spend(p_actor, o.price); -- the posting locked the worker's accounts
+    v_state := gp_posted_worker_state(p_actor, r.kinds, r.owners, r.balances, r.versions);
     FOR i IN 1 .. 5 LOOP
         v_code := gp_mrc_new_code();
         EXIT WHEN NOT EXISTS (SELECT 1 FROM vouchers WHERE code = v_code);
@@ -841,9 +845,9 @@ BEGIN
                            'expires_at', v.expires_at));
     v_resp := gp_voucher_json(v, 'worker')
         || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn),
-                              'balances', jsonb_build_array(gp_worker_state(p_actor)));
+                              'balances', jsonb_build_array(v_state));
     RETURN gp_out(gp_idem_finish(v_principal, p_idem_key, p_request_hash, v_resp),
-                  gp_fx_balances(ARRAY[p_actor]));
+                  jsonb_build_object('balances', jsonb_build_array(v_state)));
 END
 $$;
 
@@ -983,21 +987,25 @@ BEGIN
     IF v.expires_at <= now() THEN
         PERFORM gp_raise('409', 'voucher_expired', 'the voucher is expired', 'code');
     END IF;
-    v_hold := gp_account_of('hold', v.id);
-    v_acc := gp_mrc_account(m.id);
-    PERFORM gp_accounts_lock(ARRAY[v_hold, v_acc]);
-    PERFORM gp_mrc_check_period(m.id);
+    SELECT (SELECT id FROM accounts WHERE kind = 'hold' AND owner_id = v.id),
+           (SELECT id FROM accounts WHERE kind = 'merchant' AND owner_id = m.id)
+      INTO v_hold, v_acc;
+    -- The posting locks both accounts in id order; the settled period is checked under that
+    -- lock (see the header).
     v_txn := gp_ledger_post_legs('capture', NULL,
         jsonb_build_object('voucher_id', v.id, 'merchant_id', m.id, 'worker_id', v.worker_id,
                            'offer_id', v.offer_id, 'key_id', p_key_id), NULL,
         ARRAY[v_hold, v_acc], ARRAY[-v.price, v.price], p_idem_principal, p_idem_key);
+    PERFORM gp_mrc_check_period(m.id);
     UPDATE vouchers SET state = 'captured', close_txn_id = v_txn, closed_at = now()
      WHERE id = v.id RETURNING * INTO v;
-    PERFORM gp_mrc_event(m.id, 'voucher.captured', gp_voucher_json(v, 'merchant'));
+    v_resp := gp_voucher_json(v, 'merchant');
+    IF m.webhook_url IS NOT NULL THEN
+        PERFORM gp_mrc_event(m.id, 'voucher.captured', v_resp);
+    END IF;
     PERFORM gp_outbox('voucher.captured', v.worker_id,
         jsonb_build_object('voucher_id', v.id, 'txn_id', v_txn, 'merchant_id', m.id));
-    v_resp := gp_voucher_json(v, 'merchant')
-        || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
+    v_resp := v_resp || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
     RETURN gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp);
 END
 $$;
@@ -1016,8 +1024,10 @@ BEGIN
     IF NOT gp_task_is_worker(p_actor) THEN
         PERFORM gp_raise('403', 'not_a_worker', 'pay codes are for workers and volunteers');
     END IF;
-    INSERT INTO paycodes (nonce, worker_id, expires_at)
-    VALUES (p_nonce, p_actor, now() + make_interval(secs => p_ttl_s)) RETURNING * INTO pc;
+    INSERT INTO paycodes (nonce, worker_id, expires_at, street_id)
+    SELECT p_nonce, p_actor, now() + make_interval(secs => p_ttl_s), p.street_id
+      FROM persons p WHERE p.id = p_actor
+    RETURNING * INTO pc;
     RETURN jsonb_build_object('nonce', pc.nonce, 'worker_id', pc.worker_id,
         'expires_at', pc.expires_at, 'exp', floor(extract(epoch FROM pc.expires_at))::bigint);
 END
@@ -1036,13 +1046,16 @@ RETURNS gp_reply LANGUAGE plpgsql AS $$
 DECLARE
     m merchants := gp_mrc_principal(p_key_id);
     v_replay jsonb;
-    pc paycodes;
+    v_pc_worker bigint;
+    v_used timestamptz;
+    v_expires timestamptz;
+    v_in_area boolean;
     c charges;
     v_wacc bigint;
     v_acc bigint;
-    v_txn bigint;
+    r record;
     v_spend jsonb;
-    v_resp jsonb;
+    v_json jsonb;
 BEGIN
     v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
     IF v_replay IS NOT NULL THEN
@@ -1051,41 +1064,54 @@ BEGIN
     IF p_amount IS NULL OR p_amount < 1 OR p_amount > 1000000000 THEN
         PERFORM gp_raise('400', 'invalid_amount', 'amount must be between 1 and 1000000000', 'amount');
     END IF;
-    SELECT * INTO pc FROM paycodes WHERE nonce = p_nonce FOR UPDATE;
-    IF NOT FOUND OR pc.worker_id <> p_worker
-       OR NOT EXISTS (SELECT 1 FROM persons p JOIN org_units pu ON pu.id = p.unit_id
-                        JOIN org_units mu ON mu.id = m.unit_id
-                       WHERE p.id = p_worker AND p.status = 'active' AND pu.path <@ mu.path) THEN
+    -- One statement: the pay code (locked: the domain row comes before the accounts in the
+    -- lock order), whether its worker lives where the merchant serves, the two accounts.
+    SELECT pc.worker_id, pc.used_at, pc.expires_at,
+           EXISTS (SELECT 1 FROM persons p JOIN org_units pu ON pu.id = p.unit_id
+                     JOIN org_units mu ON mu.id = m.unit_id
+                    WHERE p.id = p_worker AND p.status = 'active' AND pu.path <@ mu.path),
+           (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = p_worker),
+           (SELECT id FROM accounts WHERE kind = 'merchant' AND owner_id = m.id)
+      INTO v_pc_worker, v_used, v_expires, v_in_area, v_wacc, v_acc
+      FROM paycodes pc WHERE pc.nonce = p_nonce FOR UPDATE OF pc;
+    IF NOT FOUND OR v_pc_worker <> p_worker OR NOT v_in_area THEN
         PERFORM gp_raise('404', 'paycode_not_found', 'pay code not found', 'paycode');
     END IF;
-    IF pc.used_at IS NOT NULL THEN
+    IF v_used IS NOT NULL THEN
         PERFORM gp_raise('409', 'paycode_used', 'this pay code has been used', 'paycode');
     END IF;
-    IF pc.expires_at <= now() THEN
+    IF v_expires <= now() THEN
         PERFORM gp_raise('409', 'paycode_expired', 'this pay code has expired', 'paycode');
     END IF;
-    v_wacc := gp_account_of('worker', p_worker);
-    v_acc := gp_mrc_account(m.id);
-    PERFORM gp_accounts_lock(ARRAY[v_wacc, v_acc]);
-    PERFORM gp_mrc_check_period(m.id);
+    IF v_wacc IS NULL THEN -- a worker who never had points: the posting answers 402
+        v_wacc := gp_account_of('worker', p_worker);
+    END IF;
     c.id := nextval('charges_id_seq');
-    v_txn := gp_ledger_post_legs('charge', NULL,
+    -- The posting locks both accounts (and the worker's pending one) in id order; the settled
+    -- period is checked under that lock (see the header), the lots after it.
+    r := gp_ledger_post_core('charge', NULL,
         jsonb_build_object('charge_id', c.id, 'merchant_id', m.id, 'worker_id', p_worker,
                            'key_id', p_key_id), p_memo,
         ARRAY[v_wacc, v_acc], ARRAY[-p_amount, p_amount], p_idem_principal, p_idem_key);
-    v_spend := gp_worker_spend_lots(p_worker, p_amount);
-    INSERT INTO charges (id, merchant_id, worker_id, amount, paycode, memo, txn_id, spend)
-    VALUES (c.id, m.id, p_worker, p_amount, p_nonce, p_memo, v_txn, v_spend) RETURNING * INTO c;
+    PERFORM gp_mrc_check_period(m.id);
+    v_spend := gp_lots_spend(p_worker, p_amount);
+    INSERT INTO charges (id, merchant_id, worker_id, amount, paycode, memo, txn_id, spend, street_id)
+    VALUES (c.id, m.id, p_worker, p_amount, p_nonce, p_memo, r.txn_id, v_spend, m.street_id)
+    RETURNING * INTO c;
     UPDATE paycodes SET used_at = now(), charge_id = c.id WHERE nonce = p_nonce;
-    PERFORM gp_mrc_event(m.id, 'charge.created', gp_charge_json(c, 'merchant'));
+    v_json := gp_charge_json(c, 'merchant');
+    IF m.webhook_url IS NOT NULL THEN
+        PERFORM gp_mrc_event(m.id, 'charge.created', v_json);
+    END IF;
     PERFORM gp_outbox('charge.created', p_worker,
-        jsonb_build_object('charge_id', c.id, 'txn_id', v_txn, 'amount', p_amount,
+        jsonb_build_object('charge_id', c.id, 'txn_id', r.txn_id, 'amount', p_amount,
                            'merchant_id', m.id));
     -- A merchant never sees a worker's balance: it goes to the cache, not into the body.
-    v_resp := gp_charge_json(c, 'merchant')
-        || jsonb_build_object('receipt', jsonb_build_object('txn_id', v_txn));
-    RETURN gp_out(gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp),
-                  gp_fx_balances(ARRAY[p_worker]));
+    RETURN gp_out(gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash,
+                                 v_json || jsonb_build_object('receipt',
+                                               jsonb_build_object('txn_id', r.txn_id))),
+                  jsonb_build_object('balances', jsonb_build_array(gp_posted_worker_state(
+                      p_worker, r.kinds, r.owners, r.balances, r.versions))));
 END
 $$;
 
@@ -1150,6 +1176,7 @@ DECLARE
     v_acc bigint;
     v_txn bigint;
     r refunds;
+    p record;
     v_resp jsonb;
 BEGIN
     v_replay := gp_idem_begin(p_idem_principal, p_idem_key, p_request_hash);
@@ -1190,33 +1217,42 @@ BEGIN
         PERFORM gp_raise('409', 'refund_exceeds_original',
             format('at most %s points are left to refund', v_total - v_done), 'amount');
     END IF;
-    v_wacc := gp_account_of('worker', v_worker);
-    v_acc := gp_mrc_account(m.id);
-    PERFORM gp_accounts_lock(ARRAY[v_wacc, v_acc]);
-    PERFORM gp_mrc_check_period(m.id);
+    SELECT (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = v_worker),
+           (SELECT id FROM accounts WHERE kind = 'merchant' AND owner_id = m.id)
+      INTO v_wacc, v_acc;
     r.id := nextval('refunds_id_seq');
-    v_txn := gp_ledger_post_legs('refund', NULL,
+    -- The posting locks both accounts (and the worker's pending one) in id order; the settled
+    -- period is checked under that lock (see the header).
+    p := gp_ledger_post_core('refund', NULL,
         jsonb_build_object('refund_id', r.id, 'merchant_id', m.id, 'worker_id', v_worker,
                            'charge_id', c.id, 'voucher_id', v.id, 'key_id', p_key_id), v_reason,
         ARRAY[v_acc, v_wacc], ARRAY[-v_amount, v_amount], p_idem_principal, p_idem_key);
+    v_txn := p.txn_id;
+    PERFORM gp_mrc_check_period(m.id);
     PERFORM gp_mrc_restore_lots(v_worker, v_txn, v_spend, v_done, v_amount);
-    INSERT INTO refunds (id, merchant_id, worker_id, charge_id, voucher_id, amount, reason, txn_id)
-    VALUES (r.id, m.id, v_worker, c.id, v.id, v_amount, v_reason, v_txn) RETURNING * INTO r;
+    INSERT INTO refunds (id, merchant_id, worker_id, charge_id, voucher_id, amount, reason, txn_id,
+                         street_id)
+    VALUES (r.id, m.id, v_worker, c.id, v.id, v_amount, v_reason, v_txn, m.street_id)
+    RETURNING * INTO r;
     IF p_kind = 'charge' THEN
         UPDATE charges SET refunded = refunded + v_amount WHERE id = c.id;
     ELSE
         UPDATE vouchers SET refunded = refunded + v_amount WHERE id = v.id;
     END IF;
-    PERFORM gp_mrc_event(m.id, 'refund.created', gp_refund_json(r));
+    v_resp := gp_refund_json(r);
+    IF m.webhook_url IS NOT NULL THEN
+        PERFORM gp_mrc_event(m.id, 'refund.created', v_resp);
+    END IF;
     PERFORM gp_outbox('refund.created', v_worker,
         jsonb_build_object('refund_id', r.id, 'txn_id', v_txn, 'amount', v_amount,
                            'merchant_id', m.id));
-    v_resp := gp_refund_json(r) || jsonb_build_object(
+    v_resp := v_resp || jsonb_build_object(
         'refunded_total', v_done + v_amount, 'original', v_total,
         'receipt', jsonb_build_object('txn_id', v_txn));
     -- A merchant never sees a worker's balance: it goes to the cache, not into the body.
     RETURN gp_out(gp_idem_finish(p_idem_principal, p_idem_key, p_request_hash, v_resp),
-                  gp_fx_balances(ARRAY[v_worker]));
+                  jsonb_build_object('balances', jsonb_build_array(gp_posted_worker_state(
+                      v_worker, p.kinds, p.owners, p.balances, p.versions))));
 END
 $$;
 

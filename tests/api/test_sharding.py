@@ -60,10 +60,6 @@ PENDING = {
     "ledger_txns": "its postings' accounts (one street per transaction)",
     "postings": "account_id -> accounts",
     "ledger_policies": "street_unit_id (is the street: rename)",
-    "pending_points": "worker_id -> persons",
-    "point_lots": "worker_id -> persons",
-    "worker_earnings": "person_id -> persons",
-    "paycodes": "voucher_id -> vouchers",
 }
 
 
