@@ -18,8 +18,11 @@
                                          instructions per request from two callgrind dumps of
                                          the same process (N1 and N2 requests after zeroing):
                                          prints "ir_per_req=..."
-  results.py publish RESULTS.tsv MACHINE.md DOC   writes the table and the machine description
-                                         between the BEGIN/END RESULTS markers of DOC
+  results.py history HISTORY.tsv         the history table: lines "path txns ms_per_call
+                                         buffers_per_call", one column per data set
+  results.py publish RESULTS.md MACHINE.md DOC    writes the machine description and the tables
+                                         (results.md, as printed) between the BEGIN/END RESULTS
+                                         markers of DOC
 
 RESULTS.tsv: one row per line, tab-separated:
   id  scenario  metric  server  baseline_name  baseline  p50_ms  p99_ms  p999_ms  errors  goal  verdict
@@ -215,10 +218,44 @@ def callgrind(p1, p2, n1, n2):
     print("ir_per_req=%.0f ir_n1=%d ir_n2=%d" % ((b - a) / (int(n2) - int(n1)), a, b))
 
 
-def publish(results, machine, doc):
+HISTORY_PATHS = {"list": "task list near a point (`gp_task_list`)",
+                 "statement": "a worker's statement, first page (`gp_statement`)",
+                 "claim": "claim (`gp_task_claim`)",
+                 "award": "report + approval, paid (`gp_report_submit` + `gp_report_decide`)"}
+
+
+def history(path):
+    data = {}
+    with open(path) as f:
+        for line in f:
+            c = line.split()
+            if len(c) == 4:
+                data.setdefault(c[0], {})[int(c[1])] = (float(c[2]), float(c[3]))
+    sets = sorted({h for v in data.values() for h in v})
+    head = "| path | " + " | ".join(f"{h:,} transactions: ms / buffers per call" for h in sets)
+    if len(sets) >= 2:
+        head += " | buffers, largest ÷ smallest | goal | met |"
+    out = [head if len(sets) >= 2 else head + " |",
+           "|---|" + "---:|" * len(sets) + ("---:|---|---|" if len(sets) >= 2 else "")]
+    for p in [k for k in HISTORY_PATHS if k in data] + [k for k in data if k not in HISTORY_PATHS]:
+        v = data[p]
+        cells = [f"{v[h][0]:.2f} / {v[h][1]:.0f}" if h in v else "-" for h in sets]
+        line = f"| {HISTORY_PATHS.get(p, p)} | " + " | ".join(cells)
+        if len(sets) >= 2:
+            lo, hi = v.get(sets[0]), v.get(sets[-1])
+            r = hi[1] / lo[1] if lo and hi and lo[1] > 0 else None
+            line += (f" | {r:.2f}" if r is not None else " | -") + " | same cost (≤ 1.25×) | " + \
+                ("yes" if r is not None and r <= 1.25 else "NO")
+        out.append(line + " |")
+    return "\n".join(out)
+
+
+def publish(results_md, machine, doc):
     with open(machine) as f:
         mach = f.read().strip()
-    block = BEGIN + "\n\n" + mach + "\n\n" + table(results) + "\n\n" + END
+    with open(results_md) as f:
+        tables = f.read().strip()
+    block = BEGIN + "\n\n" + mach + "\n\n" + tables + "\n\n" + END
     with open(doc) as f:
         text = f.read()
     if BEGIN in text and END in text:
@@ -239,6 +276,8 @@ def main(argv):
         sign_charges(*argv[2:7])
     elif len(argv) == 3 and argv[1] == "table":
         print(table(argv[2]))
+    elif len(argv) == 3 and argv[1] == "history":
+        print(history(argv[2]))
     elif len(argv) == 3 and argv[1] == "costs":
         print(costs(argv[2]))
     elif len(argv) == 6 and argv[1] == "callgrind":
