@@ -894,25 +894,33 @@ history_probe
 # =============================================================================================
 if [[ ${BENCH_CALLGRIND:-1} == 1 ]]; then
     command -v valgrind >/dev/null || die "valgrind not found (scripts/deps.sh installs it)"
-    CG_N1=500 CG_N2=2500 CG_R0=20 CG_R1=100 CG_R2=500
+    CG_N1=200 CG_N2=1000 CG_R0=20 CG_R1=50 CG_R2=250
     log "instructions per request (callgrind): bare evhttp and balance read ($CG_N1 / $CG_N2), report ($CG_R1 / $CG_R2)"
     head -n "$CG_N1" "$W/balance.req" >"$W/cg_bal1.req"
-    head -n "$CG_N2" "$W/balance.req" >"$W/cg_bal2.req"
-    # cg_measure PID PORT WARM FILE1 N1 FILE2 N2 OUTBASE D: warm-up, zero, N1 requests, dump
-    # (number D of the process), N2 requests, dump D + 1; prints results.py callgrind's line.
+    tail -n +$((CG_N1 + 1)) "$W/balance.req" | head -n "$CG_N2" >"$W/cg_bal2.req"
+    # cg_measure PID PORT WARM1 FILE1 N1 WARM2 FILE2 N2 OUTBASE D: for each of the two runs a
+    # warm-up (the sessions of its workers into Redis: the session cache keeps them 30 s, and
+    # under callgrind a run takes seconds), then zero the counters, run, dump (numbers D and
+    # D + 1 of the process). Prints results.py callgrind's line and the database queries of the
+    # second run per request (session or balance misses; 0 for a balance read from Redis).
     cg_measure() {
-        local pid=$1 port=$2 d=$9
+        local pid=$1 port=$2 d=${10} q0 q1
         build/bench/gpload once -p "$port" -c 4 -f "$3" >/dev/null
-        callgrind_control -z "$pid" >/dev/null
-        build/bench/gpload once -p "$port" -c 4 -f "$4" >"$8.run$d"
-        callgrind_control -d "$pid" >/dev/null
-        build/bench/gpload once -p "$port" -c 4 -f "$6" >"$8.run$((d + 1))"
-        callgrind_control -d "$pid" >/dev/null
-        for f in "$8.run$d" "$8.run$((d + 1))"; do
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        build/bench/gpload once -p "$port" -c 4 -f "$4" >"$9.run$d"
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        build/bench/gpload once -p "$port" -c 4 -f "$6" >/dev/null
+        q0=$(curl -sf "http://127.0.0.1:$port/metrics" | awk '$1 == "gridpoints_db_queries_total" { print $2 }')
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        build/bench/gpload once -p "$port" -c 4 -f "$7" >"$9.run$((d + 1))"
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        q1=$(curl -sf "http://127.0.0.1:$port/metrics" | awk '$1 == "gridpoints_db_queries_total" { print $2 }')
+        for f in "$9.run$d" "$9.run$((d + 1))"; do
             [[ $(field errors "$(cat "$f")") == 0 && $(field s2xx "$(cat "$f")") == $(field requests "$(cat "$f")") ]] ||
                 die "callgrind run $f: not every request succeeded: $(cat "$f")"
         done
-        "$PY" scripts/bench/results.py callgrind "$8.$d" "$8.$((d + 1))" "$5" "$7"
+        echo "$("$PY" scripts/bench/results.py callgrind "$9.$d" "$9.$((d + 1))" "$5" "$8")" \
+            "db_queries_per_req=$( [[ -n $q0 && -n $q1 ]] && calc "($q1 - $q0) / $8" || echo -)"
     }
     CGB_PORT=$(free_port)
     valgrind --tool=callgrind --callgrind-out-file="$W/cg.bare.out" \
@@ -923,16 +931,20 @@ if [[ ${BENCH_CALLGRIND:-1} == 1 ]]; then
         curl -sf "http://127.0.0.1:$CGB_PORT/" >/dev/null 2>&1 && break
         sleep 0.1
     done
-    IR_BARE=$(cg_measure "$CGB_PID" "$CGB_PORT" "$W/cg_bal2.req" "$W/cg_bal1.req" "$CG_N1" \
-        "$W/cg_bal2.req" "$CG_N2" "$W/cg.bare.out" 1) || IR_BARE="ir_per_req=-"
+    IR_BARE=$(cg_measure "$CGB_PID" "$CGB_PORT" "$W/cg_bal1.req" "$W/cg_bal1.req" "$CG_N1" \
+        "$W/cg_bal2.req" "$W/cg_bal2.req" "$CG_N2" "$W/cg.bare.out" 1) || IR_BARE="ir_per_req=-"
     stop_pid "$CGB_PID"
     log "   bare evhttp: $IR_BARE"
     # gridpointsd under callgrind on its own port, the same database and Redis. The reports of
     # grids 90..99, with a review window of a day so that no sweep pays them meanwhile.
     sql -v name=cg -v grid0=90 -v tasks=10 -v per_task=$(((CG_R0 + CG_R1 + CG_R2) / 10)) -v review_s=86400 \
         -f scripts/bench/reports_setup.sql >/dev/null
-    reqfile "$W/cg_rep_warm.req" "SELECT 'GET', '/api/v1/workers/me/balance', token FROM bench.reports WHERE name = 'cg'"
-    reqfile "$W/cg_rep0.req" "SELECT 'POST', '/api/v1/reports', token, body FROM bench.reports WHERE name = 'cg' AND n <= $CG_R0 ORDER BY n"
+    # Warm-ups: CG_R0 reports first (the report path once), then the sessions of each run's workers.
+    reqfile "$W/cg_rep_w1.req" "SELECT 'POST', '/api/v1/reports', token, body FROM bench.reports WHERE name = 'cg' AND n <= $CG_R0
+                                UNION ALL SELECT 'GET', '/api/v1/workers/me/balance', token, '' FROM bench.reports
+                                 WHERE name = 'cg' AND n > $CG_R0 AND n <= $((CG_R0 + CG_R1))"
+    reqfile "$W/cg_rep_w2.req" "SELECT 'GET', '/api/v1/workers/me/balance', token FROM bench.reports
+                                 WHERE name = 'cg' AND n > $((CG_R0 + CG_R1))"
     reqfile "$W/cg_rep1.req" "SELECT 'POST', '/api/v1/reports', token, body FROM bench.reports WHERE name = 'cg'
                               AND n > $CG_R0 AND n <= $((CG_R0 + CG_R1)) ORDER BY n"
     reqfile "$W/cg_rep2.req" "SELECT 'POST', '/api/v1/reports', token, body FROM bench.reports WHERE name = 'cg'
@@ -965,23 +977,24 @@ if [[ ${BENCH_CALLGRIND:-1} == 1 ]]; then
     IR_BAL="ir_per_req=-" IR_REP="ir_per_req=-"
     if ((CG_OK)); then
         log "   gridpointsd under valgrind ready and reconciled in $((SECONDS - T0)) s"
-        callgrind_control -i on "$SERVER_PID" >/dev/null
-        build/bench/gpload once -p "$PORT" -c 4 -f "$W/cg_rep_warm.req" >/dev/null
-        IR_BAL=$(cg_measure "$SERVER_PID" "$PORT" "$W/cg_bal2.req" "$W/cg_bal1.req" "$CG_N1" \
-            "$W/cg_bal2.req" "$CG_N2" "$W/cg.gp.out" 1) || IR_BAL="ir_per_req=-"
+        callgrind_control -i on "$SERVER_PID" >/dev/null 2>&1
+        IR_BAL=$(cg_measure "$SERVER_PID" "$PORT" "$W/cg_bal1.req" "$W/cg_bal1.req" "$CG_N1" \
+            "$W/cg_bal2.req" "$W/cg_bal2.req" "$CG_N2" "$W/cg.gp.out" 1) || IR_BAL="ir_per_req=-"
         log "   balance read: $IR_BAL"
-        IR_REP=$(cg_measure "$SERVER_PID" "$PORT" "$W/cg_rep0.req" "$W/cg_rep1.req" "$CG_R1" \
-            "$W/cg_rep2.req" "$CG_R2" "$W/cg.gp.out" 3) || IR_REP="ir_per_req=-"
+        IR_REP=$(cg_measure "$SERVER_PID" "$PORT" "$W/cg_rep_w1.req" "$W/cg_rep1.req" "$CG_R1" \
+            "$W/cg_rep_w2.req" "$W/cg_rep2.req" "$CG_R2" "$W/cg.gp.out" 3) || IR_REP="ir_per_req=-"
         log "   report submission: $IR_REP"
     fi
     stop_pid "$SERVER_PID"
     PORT=$PORT0 URL=$URL0
-    row 1c "instructions per request, balance read (callgrind, the $CG_N1..$CG_N2 difference)" "instructions/request" \
+    row 1c "instructions per request, balance read (callgrind, the $CG_N1..$CG_N2 difference)" \
+        "instructions/request ($(field db_queries_per_req "$IR_BAL") db queries/request)" \
         "$(field ir_per_req "$IR_BAL")" "bare evhttp, same body" "$(field ir_per_req "$IR_BARE")" "-" "-" "-" "0" \
         "<= 2x bare" "$([[ $IR_BAL$IR_BARE == *-* ]] && echo "not measured" ||
             verdict "$(field ir_per_req "$IR_BAL") <= 2 * $(field ir_per_req "$IR_BARE")")"
     row 4f "instructions per request, report submission (callgrind, the $CG_R1..$CG_R2 difference)" \
-        "instructions/request (before: ~400,000)" "$(field ir_per_req "$IR_REP")" "-" "-" "-" "-" "-" "0" "-" "-"
+        "instructions/request (before: ~400,000; $(field db_queries_per_req "$IR_REP") db queries/request)" \
+        "$(field ir_per_req "$IR_REP")" "-" "-" "-" "-" "-" "0" "-" "-"
 fi
 
 # ---------------------------------------------------------------------------------------------
