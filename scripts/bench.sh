@@ -897,7 +897,7 @@ if [[ ${BENCH_CALLGRIND:-1} == 1 ]]; then
     CG_N1=200 CG_N2=1000 CG_R0=20 CG_R1=50 CG_R2=250
     log "instructions per request (callgrind): bare evhttp and balance read ($CG_N1 / $CG_N2), report ($CG_R1 / $CG_R2)"
     head -n "$CG_N1" "$W/balance.req" >"$W/cg_bal1.req"
-    tail -n +$((CG_N1 + 1)) "$W/balance.req" | head -n "$CG_N2" >"$W/cg_bal2.req"
+    sed -n "$((CG_N1 + 1)),$((CG_N1 + CG_N2))p" "$W/balance.req" >"$W/cg_bal2.req"
     # cg_measure PID PORT WARM1 FILE1 N1 WARM2 FILE2 N2 OUTBASE D: for each of the two runs a
     # warm-up (the sessions of its workers into Redis: the session cache keeps them 30 s, and
     # under callgrind a run takes seconds), then zero the counters, run, dump (numbers D and
