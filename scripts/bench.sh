@@ -990,7 +990,7 @@ if [[ ${BENCH_CALLGRIND:-1} == 1 ]]; then
     row 1c "instructions per request, balance read (callgrind, the $CG_N1..$CG_N2 difference)" \
         "instructions/request ($(field db_queries_per_req "$IR_BAL") db queries/request)" \
         "$(field ir_per_req "$IR_BAL")" "bare evhttp, same body" "$(field ir_per_req "$IR_BARE")" "-" "-" "-" "0" \
-        "<= 2x bare" "$([[ $IR_BAL$IR_BARE == *-* ]] && echo "not measured" ||
+        "<= 2x bare" "$([[ $(field ir_per_req "$IR_BAL") == - || $(field ir_per_req "$IR_BARE") == - ]] && echo "not measured" ||
             verdict "$(field ir_per_req "$IR_BAL") <= 2 * $(field ir_per_req "$IR_BARE")")"
     row 4f "instructions per request, report submission (callgrind, the $CG_R1..$CG_R2 difference)" \
         "instructions/request (before: ~400,000; $(field db_queries_per_req "$IR_REP") db queries/request)" \
