@@ -10,7 +10,7 @@
 # into docs/BENCHMARKS.md. Everything it started is stopped at the end, also on failure.
 #
 #   make bench                   the full run (about 14 minutes)
-#   BENCH_QUICK=1 make bench     every scenario briefly (about 4 minutes); results go to
+#   BENCH_QUICK=1 make bench     every scenario briefly (about 5 minutes); results go to
 #                                var/bench/results.md only, not into docs/
 #
 # Besides the scenarios (each HTTP write scenario next to its minimal logical shape,
