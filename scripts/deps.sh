@@ -15,6 +15,8 @@ PACKAGES=(
     # test: black-box API tests (tests/api), load and clock tools
     python3 python3-pytest python3-requests python3-psycopg2 python3-redis python3-yaml python3-jsonschema
     python3-hypothesis wrk faketime openssl python3-openpyxl
+    # make bench: instructions per request (callgrind)
+    valgrind
     # promtool (tests/api/test_metrics.py checks /metrics and deploy/prometheus/ with it)
     prometheus
     # operations drills (make test-ops, tests/ops): the load balancer of deploy/haproxy/

@@ -31,7 +31,9 @@ void care_keys_wipe(struct care_keys *k)
 
 static void aad_of(const char *field, char *aad, size_t cap)
 {
-    snprintf(aad, cap, "care:%s", field);
+    /* the field names are short constants; a truncated AAD would be a different key */
+    int n = snprintf(aad, cap, "care:%s", field);
+    ASSERT(n > 0 && (size_t)n < cap);
 }
 
 bool care_seal(const struct care_keys *k, const char *field, const char *value, char **out)

@@ -8,9 +8,16 @@
 -- Fills bench.reports (name = :'name'): one row per assignment with its worker's token, the
 -- grid staff who may decide it, and the report body (valid, made now, at the task's place).
 --
---   psql -v name=http -v grid0=0 -v tasks=40 -v per_task=400 -f reports_setup.sql
+--   psql -v name=http -v grid0=0 -v tasks=40 -v per_task=400 [-v review_s=1] -f reports_setup.sql
+--
+-- review_s (default 1): the tasks' review window; the history probe and the callgrind run
+-- take a day, so that no timer sweep pays their reports while they are measured.
 
 \set ON_ERROR_STOP on
+\if :{?review_s}
+\else
+\set review_s 1
+\endif
 SET client_min_messages = warning;
 
 CREATE TABLE IF NOT EXISTS bench.reports (
@@ -26,7 +33,7 @@ SELECT g.id AS grid, g.staff,
             'reward', 10, 'slots', :per_task, 'lat', g.lat, 'lng', g.lng, 'geofence_m', 300,
             'ends_at', to_char((now() + interval '1 day') AT TIME ZONE 'UTC',
                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-            'claim_ttl_s', 86400, 'review_window_s', 1))).body ->> 'id')::bigint AS task_id,
+            'claim_ttl_s', 86400, 'review_window_s', :review_s))).body ->> 'id')::bigint AS task_id,
        g.lat, g.lng
   FROM (SELECT u.id, (row_number() OVER (ORDER BY u.id) - 1)::int AS k,
                (SELECT min(s.person_id) FROM bench.staff s

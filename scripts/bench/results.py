@@ -12,12 +12,23 @@
                                          key_id secret", PAYCODES lines "nonce worker_id exp
                                          merchant_index"
   results.py table RESULTS.tsv           the results table (markdown) on stdout
-  results.py publish RESULTS.tsv MACHINE.md DOC   writes the table and the machine description
-                                         between the BEGIN/END RESULTS markers of DOC
+  results.py costs COSTS.json            the per-operation SQL cost table (scripts/bench/
+                                         shapecost.py's figures) with issue 12's "before"
+  results.py callgrind OUT.N1 OUT.N2 N1 N2
+                                         instructions per request from two callgrind dumps of
+                                         the same process (N1 and N2 requests after zeroing):
+                                         prints "ir_per_req=..."
+  results.py history HISTORY.tsv         the history table: lines "path txns ms_per_call
+                                         buffers_per_call", one column per data set
+  results.py publish RESULTS.md MACHINE.md DOC    writes the machine description and the tables
+                                         (results.md, as printed) between the BEGIN/END RESULTS
+                                         markers of DOC
 
 RESULTS.tsv: one row per line, tab-separated:
   id  scenario  metric  server  baseline_name  baseline  p50_ms  p99_ms  p999_ms  errors  goal  verdict
-(empty fields are "-"; the ratio is server / baseline when both are numbers).
+  [baseline2_name  baseline2]
+(empty fields are "-"; the ratio is server / baseline when both are numbers; the second
+baseline, when given, is the pgbench run of our own SQL function, beside the logical shape).
 """
 
 import hashlib
@@ -122,29 +133,129 @@ def fmt(v):
     return f"{x:.2f}"
 
 
+def ratio(a, b):
+    s, b = num(a), num(b)
+    return f"{s / b:.2f}" if s is not None and b not in (None, 0) else "-"
+
+
 def table(path):
-    out = ["| # | scenario | metric | gridpointsd | baseline | baseline value | ratio | p50 ms | "
-           "p99 ms | p99.9 ms | errors | goal | met |",
-           "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    out = ["| # | scenario | metric | gridpointsd | baseline (logical shape) | value | ratio | "
+           "our SQL through pgbench | value | ratio | p50 ms | p99 ms | p99.9 ms | errors | goal | met |",
+           "|---|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
     with open(path) as f:
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
     # In scenario order (6 runs last, as it restarts the server); stable within a scenario.
     rows.sort(key=lambda c: int(re.match(r"\d*", c[0]).group() or 0))
     for c in rows:
-        c += ["-"] * (12 - len(c))
+        c += ["-"] * (14 - len(c))
         sid, scen, metric, server, bname, bval, p50, p99, p999, errors, goal, verdict = c[:12]
-        s, b = num(server), num(bval)
-        ratio = f"{s / b:.2f}" if s is not None and b not in (None, 0) else "-"
-        out.append("| " + " | ".join([sid, scen, metric, fmt(server), bname, fmt(bval), ratio,
-                                      fmt(p50), fmt(p99), fmt(p999), errors, goal, verdict])
-                   + " |")
+        b2name, b2val = c[12:14]
+        out.append("| " + " | ".join([sid, scen, metric, fmt(server), bname, fmt(bval),
+                                      ratio(server, bval), b2name, fmt(b2val),
+                                      ratio(server, b2val), fmt(p50), fmt(p99), fmt(p999),
+                                      errors, goal, verdict]) + " |")
     return "\n".join(out)
 
 
-def publish(results, machine, doc):
+# Issue 12's table ("Where it stands", measured on main before the lean write path):
+# statements, FK checks, index entries, WAL bytes, PG CPU ms.
+BEFORE = {
+    "shape_award": ("9", "4", "6", "1,204", "0.27–0.29"),
+    "gp_submit": ("35", "9", "16.7", "3,974", "1.27–1.36"),
+    "gp_approve": ("50", "10", "30.1", "5,557", "2.34–2.71"),
+    "gp_sweep_award": ("27", "6", "23.4", "3,878", "1.03–1.16"),
+    "gp_claim": ("23", "6", "10.0", "1,628", "1.78–1.81"),
+    "gp_charge": ("40", "5", "17.4", "3,800", "2.13–2.29"),
+}
+LABEL = {
+    "gp_publish": "`gp_task_publish`",
+    "gp_claim": "`gp_task_claim`",
+    "gp_submit": "`gp_report_submit`",
+    "gp_approve": "`gp_report_decide` (approve, pays)",
+    "gp_sweep_award": "auto-approval sweep, per award",
+    "gp_charge": "`gp_mrc_charge`",
+    "shape_award": "minimal award shape",
+    "shape_submit": "minimal submission shape",
+    "shape_claim": "minimal claim shape",
+    "shape_charge": "minimal charge shape",
+}
+SHAPE_OF = {"gp_claim": "shape_claim", "gp_submit": "shape_submit", "gp_approve": "shape_award",
+            "gp_sweep_award": "shape_award", "gp_charge": "shape_charge"}
+
+
+def costs(path):
+    with open(path) as f:
+        r = json.load(f)
+    n = next(iter(r.values()))["n"] if r else 0
+    out = [f"| operation (N = {n}, one transaction each) | statements | FK checks | index entries | "
+           "heap ins / upd / HOT / locks | WAL bytes | PG CPU ms | CPU × shape | "
+           "before (issue 12): statements / FK / index / WAL / CPU ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    order = [k for k in LABEL if k in r] + [k for k in r if k not in LABEL]
+    for k in order:
+        v = r[k]
+        shape = r.get(SHAPE_OF.get(k, ""), None)
+        x = f"{v['cpu_ms'] / shape['cpu_ms']:.1f}" if shape and shape["cpu_ms"] > 0 else "-"
+        heap = " / ".join(f"{v[h]:.1f}" for h in ("heap_insert", "heap_update",
+                                                   "heap_hot_update", "heap_lock"))
+        out.append(f"| {LABEL.get(k, k)} | {v['statements']:.1f} | {v['fk_checks']:.1f} | "
+                   f"{v['index_entries']:.1f} | {heap} | {v['wal_bytes']:,.0f} | "
+                   f"{v['cpu_ms']:.2f} | {x} | {' / '.join(BEFORE.get(k, ('-',)))} |")
+    return "\n".join(out)
+
+
+def callgrind_total(path):
+    """The Ir total of a callgrind dump ("summary:" or "totals:" line)."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise SystemExit(f"results.py: no summary in {path}")
+
+
+def callgrind(p1, p2, n1, n2):
+    a, b = callgrind_total(p1), callgrind_total(p2)
+    print("ir_per_req=%.0f ir_n1=%d ir_n2=%d" % ((b - a) / (int(n2) - int(n1)), a, b))
+
+
+HISTORY_PATHS = {"list": "task list near a point (`gp_task_list`)",
+                 "statement": "a worker's statement, first page (`gp_statement`)",
+                 "claim": "claim (`gp_task_claim`)",
+                 "award": "report + approval, paid (`gp_report_submit` + `gp_report_decide`)"}
+
+
+def history(path):
+    data = {}
+    with open(path) as f:
+        for line in f:
+            c = line.split()
+            if len(c) == 4:
+                data.setdefault(c[0], {})[int(c[1])] = (float(c[2]), float(c[3]))
+    sets = sorted({h for v in data.values() for h in v})
+    head = "| path | " + " | ".join(f"{h:,} transactions: ms / buffers per call" for h in sets)
+    if len(sets) >= 2:
+        head += " | buffers, largest ÷ smallest | goal | met |"
+    out = [head if len(sets) >= 2 else head + " |",
+           "|---|" + "---:|" * len(sets) + ("---:|---|---|" if len(sets) >= 2 else "")]
+    for p in [k for k in HISTORY_PATHS if k in data] + [k for k in data if k not in HISTORY_PATHS]:
+        v = data[p]
+        cells = [f"{v[h][0]:.2f} / {v[h][1]:.0f}" if h in v else "-" for h in sets]
+        line = f"| {HISTORY_PATHS.get(p, p)} | " + " | ".join(cells)
+        if len(sets) >= 2:
+            lo, hi = v.get(sets[0]), v.get(sets[-1])
+            r = hi[1] / lo[1] if lo and hi and lo[1] > 0 else None
+            line += (f" | {r:.2f}" if r is not None else " | -") + " | same cost (≤ 1.25×) | " + \
+                ("yes" if r is not None and r <= 1.25 else "NO")
+        out.append(line + " |")
+    return "\n".join(out)
+
+
+def publish(results_md, machine, doc):
     with open(machine) as f:
         mach = f.read().strip()
-    block = BEGIN + "\n\n" + mach + "\n\n" + table(results) + "\n\n" + END
+    with open(results_md) as f:
+        tables = f.read().strip()
+    block = BEGIN + "\n\n" + mach + "\n\n" + tables + "\n\n" + END
     with open(doc) as f:
         text = f.read()
     if BEGIN in text and END in text:
@@ -165,6 +276,12 @@ def main(argv):
         sign_charges(*argv[2:7])
     elif len(argv) == 3 and argv[1] == "table":
         print(table(argv[2]))
+    elif len(argv) == 3 and argv[1] == "history":
+        print(history(argv[2]))
+    elif len(argv) == 3 and argv[1] == "costs":
+        print(costs(argv[2]))
+    elif len(argv) == 6 and argv[1] == "callgrind":
+        callgrind(*argv[2:6])
     elif len(argv) == 5 and argv[1] == "publish":
         publish(argv[2], argv[3], argv[4])
     else:
