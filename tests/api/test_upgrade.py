@@ -195,7 +195,7 @@ def test_upgrade_from_the_previous_main(db, cli, make_server):
     assert db.sql("SELECT p.proname FROM pg_proc p WHERE p.prosecdef AND NOT "
                   "('search_path=gp, public, pg_temp' = ANY (coalesce(p.proconfig, '{}')))") == []
     assert db.sql.scalar("SELECT has_function_privilege('gp_app', 'gp.gp_lot_put(bigint, bigint, "
-                         "bigint, timestamptz, timestamptz)', 'EXECUTE')") is False
+                         "bigint, timestamptz, timestamptz, bigint)', 'EXECUTE')") is False
     assert db.sql.scalar("SELECT has_function_privilege('gp_app', 'gp.gp_task_award(bigint, "
                          "bigint, bigint, bigint, bigint)', 'EXECUTE')") is True
 
