@@ -201,10 +201,10 @@ static void db_principal_cb(struct db_result *res, void *arg)
 
 struct auth_sessions {
     struct app *app;
-    struct event *flush;     /* zero-timeout: send what is pending */
-    struct req_ctx **queue;  /* misses not yet sent, oldest first (a ring) */
+    struct event *flush;    /* zero-timeout: send what is pending */
+    struct req_ctx **queue; /* misses not yet sent, oldest first (a ring) */
     size_t head, len, cap;
-    int inflight;            /* batch queries running */
+    int inflight; /* batch queries running */
     int batch_max, inflight_max;
 };
 
