@@ -32,6 +32,9 @@ extern const struct route_guard auth_guard_auditor;
  * after the database pool (a failing batch still answers its requests). */
 struct auth_sessions *auth_sessions_new(struct app *app);
 void auth_sessions_free(struct auth_sessions *as);
+/* Session cache misses queued and the batch queries that looked them up, since start. */
+void auth_sessions_stats(const struct auth_sessions *as, unsigned long long *misses,
+                         unsigned long long *lookups);
 
 /* Drops the cached principal of the request's token (logout); fire-and-forget. */
 void auth_session_forget(struct req_ctx *rc);

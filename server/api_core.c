@@ -368,6 +368,8 @@ void api_metrics(struct req_ctx *rc)
     db_pool_get_stats(app->db, &ds);
     struct kv_stats ks;
     kv_get_stats(app->kv, &ks);
+    unsigned long long sess_misses, sess_lookups;
+    auth_sessions_stats(app->sessions, &sess_misses, &sess_lookups);
     /* HELP and TYPE on each (promtool check metrics runs over this in tests/api). */
     const struct {
         const char *name, *type, *help;
@@ -386,6 +388,11 @@ void api_metrics(struct req_ctx *rc)
          ds.timeouts},
         {"db_rejected_total", "counter",
          "Queries refused at once: wait queue full or PostgreSQL known to be down.", ds.rejected},
+        {"session_misses_total", "counter",
+         "Requests whose session was not in Redis (looked up in PostgreSQL).", sess_misses},
+        {"session_lookups_total", "counter",
+         "Queries that looked up missed sessions (several misses per query when they coincide).",
+         sess_lookups},
         {"redis_up", "gauge", "1 while the Redis connection is up, else 0.", ks.up ? 1 : 0},
         {"redis_pending", "gauge", "Redis commands sent and not answered yet.", ks.pending},
         {"redis_commands_total", "counter", "Commands sent to Redis.", ks.commands},

@@ -206,6 +206,7 @@ struct auth_sessions {
     size_t head, len, cap;
     int inflight; /* batch queries running */
     int batch_max, inflight_max;
+    unsigned long long misses, lookups; /* counters for /metrics: misses queued, queries sent */
 };
 
 /* One batch query in flight: its requests, in the order of the reply's rows. */
@@ -269,6 +270,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         *p++ = '}';
         *p = '\0';
         as->inflight++;
+        as->lookups++;
         const char *params[] = {param};
         db_query(as->app->db, BATCH_SQL, 1, params, batch_cb, b); /* copies the parameter */
         free(param);
@@ -283,6 +285,13 @@ struct auth_sessions *auth_sessions_new(struct app *app)
     as->inflight_max = app->cfg->session_batches_in_flight;
     as->flush = event_new(app->base, -1, 0, flush_cb, as);
     return as;
+}
+
+void auth_sessions_stats(const struct auth_sessions *as, unsigned long long *misses,
+                         unsigned long long *lookups)
+{
+    *misses = as ? as->misses : 0;
+    *lookups = as ? as->lookups : 0;
 }
 
 void auth_sessions_free(struct auth_sessions *as)
@@ -310,6 +319,7 @@ static void miss(struct auth_sessions *as, struct req_ctx *rc)
     }
     as->queue[(as->head + as->len) % as->cap] = rc;
     as->len++;
+    as->misses++;
     /* Sent once the loop has read what else arrived in the same turn (or when a batch in
      * flight comes back, if all are busy). */
     if (as->inflight < as->inflight_max)
