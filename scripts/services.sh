@@ -147,6 +147,17 @@ choose_pgroot() {
         if ((${#PGROOT} > 80)) || { is_root && ! as_pg test -x "$DIR"; }; then
             PGROOT=/tmp/gridpoints-$(printf '%s' "$DIR" | sha256sum | cut -c1-16)
             say "PostgreSQL files go to $PGROOT ($DIR/pg is too long a path or not reachable by $PG_OS_USER)"
+            # $DIR has no pgroot file, so it is new: files there belong to an earlier $DIR at
+            # the same path that was deleted (rm -rf var). Starting on them would bring back
+            # its database (and refuse this one's new audit key): move them aside.
+            if [[ -e $PGROOT ]]; then
+                [[ -f $PGROOT/data/postmaster.pid ]] && alive "$(head -n 1 "$PGROOT/data/postmaster.pid")" postgres &&
+                    die "$PGROOT holds a running PostgreSQL of an earlier $DIR: stop it first (scripts/services.sh stop needs its pgroot file; or kill $(head -n 1 "$PGROOT/data/postmaster.pid"))"
+                local aside
+                aside=$PGROOT.stale-$(date +%Y%m%d%H%M%S)
+                mv "$PGROOT" "$aside"
+                say "moved the PostgreSQL files of an earlier, deleted $DIR aside to $aside (remove it when you do not need it)"
+            fi
         fi
         echo "$PGROOT" >"$DIR/pgroot"
     fi
