@@ -2,8 +2,10 @@
 column PostgreSQL with Citus would shard by), read from the catalogue; and every Redis key a
 workload leaves carries a hash tag, so that Redis Cluster can take over."""
 
+import concurrent.futures as cf
 import re
 import socket
+import threading
 import subprocess
 import time
 
@@ -203,6 +205,38 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
     untagged = sorted(k for k in redis.scan_iter(count=1000)
                       if not HASH_TAG.search(k) and not re.match(r"(harness|durable)", k))
     assert not untagged, untagged[:20]
+
+
+def test_system_accounts_are_per_street_and_made_once_under_a_race(api, make_admin, sql):
+    """Two fresh streets issue concurrently (20 issues each, released together): each street
+    gets exactly one issuance account of its own (owner = street = the street's unit), every
+    issue posts to it and not to the legacy global account, and the ledger is sound."""
+    admins = [make_admin(), make_admin()]
+    legacy = sql.scalar("SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 0")
+    barrier = threading.Barrier(40)
+
+    def issue(i):
+        a = admins[i % 2]
+        barrier.wait()
+        return api.post("/api/v1/budgets/issue",
+                        {"unit_id": a["unit_id"], "amount": 10 + i, "memo": "race"},
+                        token=a["token"])
+
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        rs = list(ex.map(issue, range(40)))
+    assert [r.status_code for r in rs] == [201] * 40, [r.text for r in rs if r.status_code != 201]
+    for k, a in enumerate(admins):
+        street = a["unit_id"]
+        got = sql("SELECT owner_id, street_id, balance, version FROM accounts "
+                  "WHERE kind = 'issuance' AND street_id = %s", (street,))
+        issued = sum(10 + i for i in range(k, 40, 2))
+        assert got == [(street, street, -issued, 20)], (got, street)
+        txns = sql("SELECT street_id FROM ledger_txns WHERE kind = 'issue' "
+                   "AND refs ->> 'unit_id' = %s", (str(street),))
+        assert txns == [(street,)] * 20, txns
+    assert sql.scalar("SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 0") \
+        == legacy
+    assert sql.scalar("SELECT gp.gp_ledger_check()") == []
 
 
 def redis_workload(api, admin, sql):
