@@ -251,7 +251,9 @@ SELECT x.txn0, 'issue', (SELECT min(person_id) FROM bench.staff WHERE role = 'st
        now() - interval '366 days'
   FROM b_ids x, b_street s;
 INSERT INTO b_leg
-SELECT x.txn0, (SELECT id FROM accounts WHERE kind = 'issuance'),
+SELECT x.txn0, coalesce(  -- the street's issuance account (0024), else the legacy global one
+           (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = (SELECT id FROM b_street)),
+           (SELECT id FROM accounts WHERE kind = 'issuance' AND owner_id = 0)),
        -((SELECT sum(amount) FROM b_cfund) + 50000000)
   FROM b_ids x;
 INSERT INTO b_leg
@@ -320,25 +322,29 @@ SELECT t.txn0 + t.n + 1, ga.id, (t.slots - t.n) * t.reward FROM b_t t
 ------------------------------------------------------------------------------------------
 -- Into the real tables
 ------------------------------------------------------------------------------------------
-INSERT INTO ledger_txns (id, kind, actor_id, refs, memo, created_at)
-SELECT id, kind, actor, refs, memo, created_at FROM b_tx ORDER BY id;
+-- street_id (0024): the one street of the data set, for transactions, postings and accounts
+-- (the street_id triggers are off with the others here)
+INSERT INTO ledger_txns (id, kind, actor_id, refs, memo, created_at, street_id)
+SELECT x.id, x.kind, x.actor, x.refs, x.memo, x.created_at, (SELECT s.id FROM b_street s)
+  FROM b_tx x ORDER BY x.id;
 
 -- Postings: per account, the versions and the running balance go on from where the account
 -- stood, in transaction order.
-INSERT INTO postings (id, txn_id, account_id, amount, account_version, balance_after)
+INSERT INTO postings (id, txn_id, account_id, amount, account_version, balance_after, street_id)
 SELECT (SELECT pg_temp.reserve_ids('postings_id_seq', (SELECT count(*) FROM b_leg))) - 1
        + row_number() OVER (ORDER BY l.txn, l.acc),
        l.txn, l.acc, l.amount,
-       a.base_version + row_number() OVER w, a.base_balance + sum(l.amount) OVER w
+       a.base_version + row_number() OVER w, a.base_balance + sum(l.amount) OVER w,
+       (SELECT id FROM b_street)
   FROM b_leg l JOIN b_acc a ON a.id = l.acc
 WINDOW w AS (PARTITION BY l.acc ORDER BY l.txn)
  ORDER BY l.txn, l.acc;
 
 CREATE TEMP TABLE b_acc_total AS
 SELECT acc, sum(amount) AS total, count(*) AS n FROM b_leg GROUP BY acc;
-INSERT INTO accounts (id, kind, owner_id, unit_id, balance, version, created_at)
+INSERT INTO accounts (id, kind, owner_id, unit_id, balance, version, created_at, street_id)
 SELECT a.id, a.kind, a.owner_id, a.unit_id, coalesce(s.total, 0), coalesce(s.n, 0),
-       now() - interval '366 days'
+       now() - interval '366 days', (SELECT id FROM b_street)
   FROM b_acc a LEFT JOIN b_acc_total s ON s.acc = a.id
  WHERE a.is_new;
 UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.n

@@ -141,19 +141,29 @@ $$;
 ------------------------------------------------------------------------------------------
 -- PL/pgSQL, not LANGUAGE sql: an INSERT in a sql function is planned again on every call; here
 -- the plan is cached for the session.
+-- Both rows carry a street (sql/migrations/0024_street_ledger.sql): the audit row the street of
+-- its unit, the outbox row its person's; a caller that has the street at hand passes p_street,
+-- else it is looked up inside the one INSERT (one index probe; 0 when there is no unit/person).
 CREATE FUNCTION gp_audit(p_actor bigint, p_action text, p_object_type text, p_object_id text,
-                         p_unit bigint, p_before jsonb, p_after jsonb, p_reason text DEFAULT NULL)
+                         p_unit bigint, p_before jsonb, p_after jsonb, p_reason text DEFAULT NULL,
+                         p_street bigint DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO audit_log (actor_id, action, object_type, object_id, unit_id, before, after, reason)
-    VALUES (p_actor, p_action, p_object_type, p_object_id, p_unit, p_before, p_after, p_reason);
+    INSERT INTO audit_log (actor_id, action, object_type, object_id, unit_id, before, after, reason,
+                           street_id)
+    VALUES (p_actor, p_action, p_object_type, p_object_id, p_unit, p_before, p_after, p_reason,
+            coalesce(p_street, (SELECT ltree2text(subpath(u.path, 0, 1))::bigint
+                                  FROM org_units u WHERE u.id = p_unit), 0));
 END
 $$;
 
-CREATE FUNCTION gp_outbox(p_topic text, p_person bigint, p_payload jsonb) RETURNS void
+CREATE FUNCTION gp_outbox(p_topic text, p_person bigint, p_payload jsonb,
+                          p_street bigint DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO outbox (topic, person_id, payload) VALUES (p_topic, p_person, p_payload);
+    INSERT INTO outbox (topic, person_id, payload, street_id)
+    VALUES (p_topic, p_person, p_payload,
+            coalesce(p_street, (SELECT p.street_id FROM persons p WHERE p.id = p_person), 0));
 END
 $$;
 

@@ -79,38 +79,51 @@ $$;
 ------------------------------------------------------------------------------------------
 -- Seams: account ids, posting, locking
 ------------------------------------------------------------------------------------------
--- The id of the account of (kind, owner), created on demand. Kinds and owners:
---   issuance, expiry, settlement: owner NULL/0 (created by this migration)
+-- The id of the account of (kind, owner), created on demand, with the street it belongs to
+-- (accounts.street_id, sql/migrations/0024_street_ledger.sql). Kinds and owners:
+--   issuance, expiry, settlement: a street's unit id (the street's own system account,
+--   created on demand, owner = street_id = the street), or NULL/0 for the legacy global
+--   account of street 0 (0003; kept, append-only, for its history);
 --   budget, care (a grid's care budget, 80_care.sql): org unit id;
---   worker, worker_pending: person id (both created together);
---   reservation: task id; merchant: merchant id; hold: voucher/order id -- for these three the
---   optional p_unit is the org node the account is scoped to (used only when creating).
+--   worker, worker_pending: person id (both created together; the person's street);
+--   reservation: task id; merchant: merchant id; hold: voucher/order id; clearing: exchange
+--   partner id; xhold: exchange transfer id -- for these the optional p_unit is the org node
+--   the account is scoped to (used only when creating; its street is the account's).
 CREATE FUNCTION gp_account_of(p_kind text, p_owner bigint, p_unit bigint DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
     v_owner bigint := coalesce(p_owner, 0);
     v_id bigint;
     v_unit bigint;
+    v_street bigint;
 BEGIN
     SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
     IF FOUND THEN
         RETURN v_id;
     END IF;
     IF p_kind IN ('issuance', 'expiry', 'settlement') THEN
-        PERFORM gp_raise('400', 'invalid_account', 'system accounts have no owner', 'owner_id');
+        -- the legacy account (owner 0) always exists; a street's is made here
+        SELECT id INTO v_unit FROM org_units WHERE id = v_owner AND level = 'street'
+                                               AND nlevel(path) = 1;
+        IF NOT FOUND THEN
+            PERFORM gp_raise('404', 'unit_not_found', 'a system account belongs to a street',
+                             'unit_id');
+        END IF;
+        v_street := v_owner;
     ELSIF p_kind IN ('budget', 'care') THEN
-        SELECT id INTO v_unit FROM org_units WHERE id = v_owner;
+        SELECT id, ltree2text(subpath(path, 0, 1))::bigint INTO v_unit, v_street
+          FROM org_units WHERE id = v_owner;
         IF NOT FOUND THEN
             PERFORM gp_raise('404', 'unit_not_found', 'unit not found', 'unit_id');
         END IF;
     ELSIF p_kind IN ('worker', 'worker_pending') THEN
-        SELECT unit_id INTO v_unit FROM persons WHERE id = v_owner;
+        SELECT unit_id, street_id INTO v_unit, v_street FROM persons WHERE id = v_owner;
         IF NOT FOUND THEN
             PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
         END IF;
         -- Both at once, 'worker' first, so the available account always has the lower id.
-        INSERT INTO accounts (kind, owner_id, unit_id)
-        VALUES ('worker', v_owner, v_unit), ('worker_pending', v_owner, v_unit)
+        INSERT INTO accounts (kind, owner_id, unit_id, street_id)
+        VALUES ('worker', v_owner, v_unit, v_street), ('worker_pending', v_owner, v_unit, v_street)
         ON CONFLICT (kind, owner_id) DO NOTHING;
         SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
         RETURN v_id;
@@ -119,10 +132,13 @@ BEGIN
             PERFORM gp_raise('400', 'invalid_account', 'an owner id is required', 'owner_id');
         END IF;
         v_unit := p_unit;
+        v_street := coalesce((SELECT ltree2text(subpath(path, 0, 1))::bigint FROM org_units
+                               WHERE id = v_unit), 0);
     ELSE
         PERFORM gp_raise('400', 'invalid_account', 'unknown account kind', 'kind');
     END IF;
-    INSERT INTO accounts (kind, owner_id, unit_id) VALUES (p_kind, v_owner, v_unit)
+    INSERT INTO accounts (kind, owner_id, unit_id, street_id)
+    VALUES (p_kind, v_owner, v_unit, v_street)
     ON CONFLICT (kind, owner_id) DO NOTHING RETURNING id INTO v_id;
     IF v_id IS NULL THEN -- a concurrent transaction created it first
         SELECT id INTO v_id FROM accounts WHERE kind = p_kind AND owner_id = v_owner;
@@ -164,11 +180,13 @@ $$;
 -- The posting core (issue 12: each essential write once). Legs: p_accounts[i] receives
 -- p_amounts[i] (signed). At least two legs, distinct accounts, non-zero amounts summing to zero.
 -- Two statements: (1) lock every leg's account and the sibling of every worker account among
--- them, in ascending id (the global lock order, docs/LEDGER.md), reading their newest balances;
--- the legs are checked against them here, under the locks (no account but 'issuance'/'clearing'
--- below zero: GP402; no overflow: GP400; a missing account: GP404; the first failing account in
--- id order is the one reported); (2) one statement inserts the ledger transaction, applies every
--- leg in one UPDATE ... FROM unnest and inserts the postings (account's new version and balance).
+-- them, in ascending id (the global lock order, docs/LEDGER.md), reading their newest balances
+-- and streets; the legs are checked against them here, under the locks (no account but
+-- 'issuance'/'clearing' below zero: GP402; no overflow: GP400; a missing account: GP404; the
+-- first failing account in id order is the one reported; all accounts in one street, legacy
+-- street-0 system accounts going with any: else GP409 cross_street_transaction); (2) one
+-- statement inserts the ledger transaction, applies every leg in one UPDATE ... FROM unnest and
+-- inserts the postings (account's new version and balance), both with that street.
 -- Returns the transaction id and, for every locked account (legs and siblings) in id order, its
 -- kind, owner and balance/version after the posting: callers build their replies from these
 -- without reading the accounts again. SECURITY DEFINER like gp_ledger_post_legs (the merchant
@@ -189,6 +207,8 @@ DECLARE
     v_new numeric;
     v_fail int;        -- index (in ids) of the first refused account
     v_missing bigint;  -- smallest leg account id that does not exist
+    v_streets bigint[];
+    v_street bigint := 0; -- the transaction's street: its accounts' (0: legacy system only)
     k int;
 BEGIN
     IF p_kind IS NULL OR p_kind NOT IN ('issue', 'grant', 'reserve', 'award', 'release', 'hold',
@@ -228,9 +248,9 @@ BEGIN
     -- below are race-free.
     SELECT array_agg(x.id ORDER BY x.id), array_agg(x.kind ORDER BY x.id),
            array_agg(x.owner_id ORDER BY x.id), array_agg(x.balance ORDER BY x.id),
-           array_agg(x.version ORDER BY x.id)
-      INTO ids, kinds, owners, balances, versions
-      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version FROM accounts a
+           array_agg(x.version ORDER BY x.id), array_agg(x.street_id ORDER BY x.id)
+      INTO ids, kinds, owners, balances, versions, v_streets
+      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version, a.street_id FROM accounts a
              WHERE a.id IN (SELECT unnest(p_accounts)
                             UNION
                             SELECT s.id FROM accounts w
@@ -247,6 +267,15 @@ BEGIN
     END LOOP;
     FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
         EXIT WHEN v_missing < ids[k];
+        IF v_streets[k] <> 0 THEN
+            IF v_street = 0 THEN
+                v_street := v_streets[k];
+            ELSIF v_street <> v_streets[k] THEN
+                PERFORM gp_raise('409', 'cross_street_transaction',
+                                 'the accounts of a transaction must belong to one street',
+                                 'account');
+            END IF;
+        END IF;
         v_amt := p_amounts[array_position(p_accounts, ids[k])];
         CONTINUE WHEN v_amt IS NULL; -- a sibling, locked only
         v_new := balances[k]::numeric + v_amt;
@@ -275,10 +304,10 @@ BEGIN
     -- (2) One statement: the transaction, every leg's balance, the postings (ascending account
     -- id, as the locks were taken).
     WITH t AS (
-        INSERT INTO ledger_txns (kind, actor_id, refs, memo, idem_principal, idem_key)
+        INSERT INTO ledger_txns (kind, actor_id, refs, memo, idem_principal, idem_key, street_id)
         VALUES (p_kind, p_actor, coalesce(p_refs, '{}'), p_memo,
                 CASE WHEN p_idem_key IS NOT NULL THEN p_idem_principal END,
-                CASE WHEN p_idem_principal IS NOT NULL THEN p_idem_key END)
+                CASE WHEN p_idem_principal IS NOT NULL THEN p_idem_key END, v_street)
         RETURNING id),
     u AS (
         UPDATE accounts a SET balance = a.balance + l.amt, version = a.version + 1
@@ -286,8 +315,9 @@ BEGIN
          WHERE a.id = l.acc
         RETURNING a.id, l.amt, a.version, a.balance),
     p AS (
-        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-        SELECT t.id, u.id, u.amt, u.version, u.balance FROM t, u ORDER BY u.id)
+        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after,
+                              street_id)
+        SELECT t.id, u.id, u.amt, u.version, u.balance, v_street FROM t, u ORDER BY u.id)
     SELECT t.id INTO txn_id FROM t;
 END
 $$;
@@ -346,14 +376,32 @@ $$;
 -- A worker's combined state as the cache stores it. version = sum of the versions of the
 -- worker's two accounts: it grows by one with every posting to either, and both are locked
 -- together by every posting, so one version always means one (available, pending) pair.
-CREATE FUNCTION gp_worker_state(p_worker bigint) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+-- p_street, when the caller knows the worker's street (persons.street_id), is added to the
+-- query so that it names its shard (docs/SCALING.md); the result is the same.
+CREATE FUNCTION gp_worker_state(p_worker bigint, p_street bigint DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    st jsonb;
 BEGIN
-    RETURN (SELECT jsonb_build_object('worker_id', p_worker,
-                'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
-                'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
-                'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
-                'version', coalesce(sum(version), 0))
-              FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker);
+    IF p_street IS NULL THEN
+        SELECT jsonb_build_object('worker_id', p_worker,
+                   'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                   'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                   'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
+                   'version', coalesce(sum(version), 0))
+          INTO st
+          FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker;
+    ELSE
+        SELECT jsonb_build_object('worker_id', p_worker,
+                   'available', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                   'balance', coalesce(sum(balance) FILTER (WHERE kind = 'worker'), 0),
+                   'pending', coalesce(sum(balance) FILTER (WHERE kind = 'worker_pending'), 0),
+                   'version', coalesce(sum(version), 0))
+          INTO st
+          FROM accounts WHERE kind IN ('worker', 'worker_pending') AND owner_id = p_worker
+                          AND street_id = p_street;
+    END IF;
+    RETURN st;
 END
 $$;
 
@@ -826,7 +874,7 @@ BEGIN
     PERFORM gp_ledger_check_memo(p_memo);
     v_budget := gp_account_of('budget', p_unit);
     v_txn := gp_ledger_post_legs('issue', p_actor, jsonb_build_object('unit_id', p_unit), p_memo,
-        ARRAY[gp_account_of('issuance', NULL), v_budget], ARRAY[-p_amount, p_amount],
+        ARRAY[gp_account_of('issuance', p_unit), v_budget], ARRAY[-p_amount, p_amount],
         v_principal, p_idem_key);
     SELECT jsonb_build_object('txn_id', v_txn, 'kind', 'issue', 'unit_id', p_unit,
                               'amount', p_amount, 'memo', p_memo,
@@ -1093,36 +1141,48 @@ $$;
 -- the available balance that expire within 30 days), "next_expiry", "version"}: one snapshot,
 -- so (available, pending, version) is what ledger_cache_put wants on a cache miss; effects:
 -- that state for the cache (a read that refills it).
+-- Every read names the worker's street (persons.street_id, from the scope check's row), so
+-- that each routes to one shard under Citus (docs/SCALING.md).
 CREATE FUNCTION gp_balance(p_actor bigint, p_worker bigint) RETURNS gp_reply
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
+    w persons;
     st jsonb;
 BEGIN
-    PERFORM gp_require_ledger_reader(p_actor, p_worker);
-    st := gp_worker_state(p_worker);
+    w := gp_require_ledger_reader(p_actor, p_worker);
+    st := gp_worker_state(p_worker, w.street_id);
     RETURN gp_out(st || (
         SELECT jsonb_build_object(
             'expiring_soon', least(coalesce(sum(remaining) FILTER (
                                         WHERE expires_at <= now() + interval '30 days'), 0),
                                    (st ->> 'available')::bigint),
             'next_expiry', min(expires_at))
-          FROM point_lots WHERE worker_id = p_worker AND remaining > 0),
+          FROM point_lots WHERE worker_id = p_worker AND street_id = w.street_id
+                            AND remaining > 0),
         jsonb_build_object('balances', jsonb_build_array(st)));
 END
 $$;
 
 -- The postings of the accounts p_accounts, newest first, keyset-paginated on the posting id;
 -- each with the log position of its transaction ("log_index", NULL until the sealer has
--- sealed it).
+-- sealed it). The accounts are of one street, p_street (a caller that does not know it leaves
+-- it NULL: it is read from the first account); both the accounts and the postings are read
+-- with street_id = that street, so the query names its shard (docs/SCALING.md). Postings
+-- carry their transaction's street, which is the street of every non-legacy account in it.
 CREATE FUNCTION gp_postings_page(p_accounts bigint[], p_kind text, p_from timestamptz,
-                                 p_to timestamptz, p_after bigint, p_limit int)
+                                 p_to timestamptz, p_after bigint, p_limit int,
+                                 p_street bigint DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_limit int := least(greatest(coalesce(p_limit, 50), 1), 200);
+    v_street bigint := p_street;
     items jsonb;
 BEGIN
     IF p_kind IS NOT NULL AND NOT (p_kind = ANY (gp_ledger_kinds())) THEN
         PERFORM gp_raise('400', 'invalid_kind', 'unknown transaction kind', 'kind');
+    END IF;
+    IF v_street IS NULL THEN
+        SELECT street_id INTO v_street FROM accounts WHERE id = p_accounts[1];
     END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', x.id, 'txn_id', x.txn_id, 'kind', x.kind,
@@ -1139,13 +1199,14 @@ BEGIN
                   SELECT p.id, p.txn_id, t.kind, a.kind AS account_kind, p.amount,
                          p.balance_after, t.refs, t.memo, t.created_at
                     FROM postings p JOIN ledger_txns t ON t.id = p.txn_id
-                   WHERE p.account_id = a.id
+                   WHERE p.account_id = a.id AND p.street_id = v_street
+                     AND t.street_id = v_street
                      AND (p_after IS NULL OR p.id < p_after)
                      AND (p_kind IS NULL OR t.kind = p_kind)
                      AND (p_from IS NULL OR t.created_at >= p_from)
                      AND (p_to IS NULL OR t.created_at < p_to)
                    ORDER BY p.id DESC LIMIT v_limit + 1) y
-             WHERE a.id = ANY (p_accounts)
+             WHERE a.id = ANY (p_accounts) AND a.street_id = v_street
              ORDER BY y.id DESC LIMIT v_limit + 1) x;
     RETURN gp_page(items, v_limit);
 END
@@ -1158,12 +1219,14 @@ $$;
 CREATE FUNCTION gp_statement(p_actor bigint, p_worker bigint, p_kind text, p_from timestamptz,
                              p_to timestamptz, p_after bigint, p_limit int)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w persons;
 BEGIN
-    PERFORM gp_require_ledger_reader(p_actor, p_worker);
+    w := gp_require_ledger_reader(p_actor, p_worker);
     RETURN gp_postings_page(
         ARRAY(SELECT id FROM accounts WHERE kind IN ('worker', 'worker_pending')
-                                        AND owner_id = p_worker),
-        p_kind, p_from, p_to, p_after, p_limit)
+                                        AND owner_id = p_worker AND street_id = w.street_id),
+        p_kind, p_from, p_to, p_after, p_limit, w.street_id)
         || jsonb_build_object('worker_id', p_worker);
 END
 $$;
@@ -1426,6 +1489,16 @@ CREATE FUNCTION gp_ledger_check() RETURNS jsonb LANGUAGE sql STABLE AS $$
                                                 AND a.kind IN ('worker', 'worker_pending')
                                WHERE t.kind = 'award' GROUP BY 1) aw ON aw.w = e.person_id) x
           WHERE x.earned <> x.awarded ORDER BY x.w LIMIT 100)
+        UNION ALL
+        -- 9. one street per transaction (0024): every posting carries its transaction's street,
+        --    and every account it moves is of that street or a legacy system account (street 0)
+        (SELECT jsonb_build_object('check', 'street_mismatch', 'posting_id', p.id,
+                                   'txn_id', p.txn_id, 'posting_street', p.street_id,
+                                   'txn_street', t.street_id, 'account_street', a.street_id)
+           FROM postings p JOIN ledger_txns t ON t.id = p.txn_id
+           LEFT JOIN accounts a ON a.id = p.account_id
+          WHERE p.street_id <> t.street_id OR (a.street_id <> 0 AND a.street_id <> t.street_id)
+          ORDER BY p.id LIMIT 100)
     ) checks
 $$;
 

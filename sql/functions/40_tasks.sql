@@ -227,11 +227,11 @@ BEGIN
                p_from, p_to, p_reason, m.street_id
           FROM moved m ORDER BY m.id),
     ob AS (
-        INSERT INTO outbox (topic, person_id, payload)
+        INSERT INTO outbox (topic, person_id, payload, street_id) -- the worker's = the task's
         SELECT 'assignment.' || p_to, m.worker_id,
                jsonb_build_object('assignment_id', m.id, 'task_id', p_task, 'from', p_from,
                                   'to', p_to, 'reason', p_reason, 'award_txn', m.award_txn,
-                                  'at', now())
+                                  'at', now()), m.street_id
           FROM moved m ORDER BY m.id)
     SELECT count(*) INTO v_n FROM moved;
     IF v_n > 0 THEN

@@ -1393,7 +1393,7 @@ BEGIN
                          'until');
     END IF;
     v_acc := gp_mrc_account(m.id);
-    v_set := gp_account_of('settlement', NULL);
+    v_set := gp_account_of('settlement', m.street_id);
     PERFORM gp_accounts_lock(ARRAY[v_acc, v_set]);
     v_start := gp_m_period_start(m.id);
     IF v_end <= v_start THEN

@@ -1093,7 +1093,7 @@ BEGIN
         PERFORM gp_raise('400', 'invalid_month', 'month must be YYYY-MM', 'month');
     END IF;
     v_start := (p_month || '-01')::timestamp AT TIME ZONE 'Asia/Shanghai';
-    SELECT * INTO pol FROM ledger_policies WHERE street_unit_id = gp_street_of_unit(g.id);
+    SELECT * INTO pol FROM ledger_policies WHERE street_id = gp_street_of_unit(g.id);
     RETURN jsonb_build_object(
         'grid', jsonb_build_object('id', g.id, 'name', g.name,
                                    'community', (SELECT jsonb_build_object('id', c.id, 'name', c.name)

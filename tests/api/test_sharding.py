@@ -2,8 +2,10 @@
 column PostgreSQL with Citus would shard by), read from the catalogue; and every Redis key a
 workload leaves carries a hash tag, so that Redis Cluster can take over."""
 
+import concurrent.futures as cf
 import re
 import socket
+import threading
 import subprocess
 import time
 
@@ -52,15 +54,8 @@ GLOBAL = {
 
 # Street data whose rows do not carry street_id yet: the rest of the migration (docs/SCALING.md,
 # "What is left"). Each names the way to its street. This list only shrinks: a table that gets
-# street_id must leave it (checked below).
-PENDING = {
-    "audit_log": "unit_id -> street",
-    "outbox": "person_id -> persons.unit_id -> street",
-    "accounts": "unit_id -> street",
-    "ledger_txns": "its postings' accounts (one street per transaction)",
-    "postings": "account_id -> accounts",
-    "ledger_policies": "street_unit_id (is the street: rename)",
-}
+# street_id must leave it (checked below). Empty since sql/migrations/0024_street_ledger.sql.
+PENDING = {}
 
 
 HASH_TAG = re.compile(r"\{[^{}]+\}")
@@ -147,6 +142,28 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
                  UNION ALL SELECT 'role_grants', count(*) FROM role_grants
                    WHERE street_id <> street_of_unit(unit_id)""")
     assert all(n == 0 for _, n in bad), bad
+    # the ledger (0024): the award's transaction and postings, the worker's accounts, the
+    # per-street issuance account the tree's budget came from; the audit and outbox rows
+    award = sql("SELECT id, street_id FROM ledger_txns WHERE kind = 'award' "
+                "AND refs ->> 'assignment_id' = %s", (str(a["id"]),))
+    assert len(award) == 1 and award[0][1] == street, (award, street)
+    got = sql("SELECT street_id FROM postings WHERE txn_id = %s", (award[0][0],))
+    assert len(got) == 2 and all(g[0] == street for g in got), (got, street)
+    got = sql("SELECT kind, street_id FROM accounts WHERE owner_id = %s "
+              "AND kind IN ('worker', 'worker_pending')", (w["id"],))
+    assert len(got) == 2 and all(g[1] == street for g in got), (got, street)
+    got = sql("""SELECT a.street_id, t.street_id FROM ledger_txns t
+                  JOIN postings p ON p.txn_id = t.id JOIN accounts a ON a.id = p.account_id
+                 WHERE t.kind = 'issue' AND t.refs ->> 'unit_id' = %s
+                   AND a.kind = 'issuance'""", (str(street),))
+    assert got and all(g == (street, street) for g in got), (got, street)
+    assert sql.scalar("SELECT owner_id FROM accounts WHERE kind = 'issuance' AND street_id = %s",
+                      (street,)) == street
+    got = sql("SELECT street_id FROM outbox WHERE person_id = %s", (w["id"],))
+    assert got and all(g[0] == street for g in got), ("outbox", got, street)
+    got = sql("SELECT street_id FROM audit_log WHERE unit_id IN "
+              "(SELECT id FROM org_units WHERE path <@ %s::text::ltree)", (str(street),))
+    assert got and all(g[0] == street for g in got), ("audit_log", got, street)
     # the merchant tables: a merchant with a key, an offer, a voucher and a charge
     st = Street(api, admin, sql, server)
     m, client = st.merchant()
@@ -163,11 +180,63 @@ def test_street_id_follows_the_rows_parent(api, admin, sql, redis, server):
         n = sql.scalar(f"""SELECT count(*) FROM {t} x JOIN merchants m ON m.id = x.merchant_id
                             WHERE x.street_id <> m.street_id""")
         assert n == 0, t
+    charge = sql("SELECT street_id FROM ledger_txns WHERE kind = 'charge' "
+                 "AND id = (SELECT txn_id FROM charges WHERE merchant_id = %s)", (m["id"],))
+    assert charge == [(street,)], (charge, street)
+    # and in the whole database: every posting in its transaction's street, every account of a
+    # transaction in that street or a legacy system account (gp_ledger_check's check 9), every
+    # worker's accounts in the worker's street, audit and outbox rows in their unit's / person's
+    assert not [v for v in sql.scalar("SELECT gp.gp_ledger_check()")
+                if v["check"] == "street_mismatch"]
+    bad = sql("""SELECT 'accounts', count(*) FROM accounts a JOIN persons p ON p.id = a.owner_id
+                  WHERE a.kind IN ('worker', 'worker_pending') AND a.street_id <> p.street_id
+                 UNION ALL SELECT 'budgets', count(*) FROM accounts
+                  WHERE kind IN ('budget', 'care') AND street_id <> street_of_unit(owner_id)
+                 UNION ALL SELECT 'system', count(*) FROM accounts
+                  WHERE kind IN ('issuance', 'expiry', 'settlement') AND street_id <> owner_id
+                 UNION ALL SELECT 'audit_log', count(*) FROM audit_log
+                  WHERE street_id <> coalesce(street_of_unit(unit_id), 0)
+                 UNION ALL SELECT 'outbox', count(*) FROM outbox o
+                  WHERE o.street_id <> coalesce((SELECT p.street_id FROM persons p
+                                                  WHERE p.id = o.person_id), 0)""")
+    assert all(n == 0 for _, n in bad), bad
     # and the keys this (and any earlier test of the session) left in Redis are hash-tagged,
     # but for those tests/api/test_harness.py writes itself to test the harness
     untagged = sorted(k for k in redis.scan_iter(count=1000)
                       if not HASH_TAG.search(k) and not re.match(r"(harness|durable)", k))
     assert not untagged, untagged[:20]
+
+
+def test_system_accounts_are_per_street_and_made_once_under_a_race(api, make_admin, sql):
+    """Two fresh streets issue concurrently (20 issues each, released together): each street
+    gets exactly one issuance account of its own (owner = street = the street's unit), every
+    issue posts to it and not to the legacy global account, and the ledger is sound."""
+    admins = [make_admin(), make_admin()]
+    legacy = sql.scalar("SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 0")
+    barrier = threading.Barrier(40)
+
+    def issue(i):
+        a = admins[i % 2]
+        barrier.wait()
+        return api.post("/api/v1/budgets/issue",
+                        {"unit_id": a["unit_id"], "amount": 10 + i, "memo": "race"},
+                        token=a["token"])
+
+    with cf.ThreadPoolExecutor(max_workers=40) as ex:
+        rs = list(ex.map(issue, range(40)))
+    assert [r.status_code for r in rs] == [201] * 40, [r.text for r in rs if r.status_code != 201]
+    for k, a in enumerate(admins):
+        street = a["unit_id"]
+        got = sql("SELECT owner_id, street_id, balance, version FROM accounts "
+                  "WHERE kind = 'issuance' AND street_id = %s", (street,))
+        issued = sum(10 + i for i in range(k, 40, 2))
+        assert got == [(street, street, -issued, 20)], (got, street)
+        txns = sql("SELECT street_id FROM ledger_txns WHERE kind = 'issue' "
+                   "AND refs ->> 'unit_id' = %s", (str(street),))
+        assert txns == [(street,)] * 20, txns
+    assert sql.scalar("SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 0") \
+        == legacy
+    assert sql.scalar("SELECT gp.gp_ledger_check()") == []
 
 
 def redis_workload(api, admin, sql):

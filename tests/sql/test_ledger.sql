@@ -120,8 +120,13 @@ SELECT pg_temp.eq(pg_temp.budget(1001), 10000::bigint, 'issued once');
 SELECT pg_temp.eq((SELECT count(*) FROM ledger_txns WHERE kind = 'issue'), 1::bigint, 'one issue txn');
 SELECT pg_temp.eq((SELECT count(*) FROM audit_log WHERE action = 'ledger.issue'), 1::bigint,
                   'issue audited once');
-SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'issuance'), -10000::bigint,
-                  'issuance account is minus what was issued');
+-- the street's own issuance account (0024: system accounts are per street)
+SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 1001),
+                  -10000::bigint, 'issuance account is minus what was issued');
+SELECT pg_temp.eq((SELECT street_id FROM accounts WHERE kind = 'issuance' AND owner_id = 1001),
+                  1001::bigint, 'the issuance account is in its street');
+SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 0),
+                  0::bigint, 'the legacy global issuance account is not posted to');
 
 \echo '== grant: scope rules, idempotency'
 INSERT INTO r SELECT 'g1', gp_grant(101, 1001, 1011, 3000, 'C1 budget', 'person:101', 'k-g1', 'hg1');
@@ -201,13 +206,14 @@ SELECT pg_temp.expect($$SELECT gp_ledger_post('charge', 201, '{}', NULL,
     jsonb_build_array(jsonb_build_object('account', gp_account_of('worker', 201), 'amount', -1),
                       jsonb_build_object('account', gp_account_of('merchant', 77, 1001), 'amount', 1)))$$,
     'GP402', 'insufficient_points');
--- overflow: the issuance account (-10000 so far) reaches -2^63 exactly, then one more point
-SELECT pg_temp.expect($$SELECT gp_issue(105, 2001, 9223372036854775807, 'max')$$, 'GP400', 'amount_overflow');
+-- overflow: street 2001's own issuance account (0024: per street, so street 1001's -10000 is
+-- not in it) goes to -(2^63 - 1) and its budget to 2^63 - 1; then one more point overflows
 SELECT gp_issue(105, 2001, 9223372036854775807 - 10000, 'nearly everything');
-SELECT gp_issue(105, 2001, 1, 'the last point');
-SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'issuance'), -9223372036854775808, 'issuance at min');
+SELECT gp_issue(105, 2001, 10000, 'the last points');
+SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'issuance' AND owner_id = 2001),
+                  -9223372036854775807, 'issuance at -max');
 SELECT pg_temp.expect($$SELECT gp_issue(105, 2001, 1, 'one more')$$, 'GP400', 'amount_overflow');
-SELECT pg_temp.eq(pg_temp.budget(2001), 9223372036854765808, 'budget kept');
+SELECT pg_temp.eq(pg_temp.budget(2001), 9223372036854775807, 'budget kept');
 SELECT pg_temp.check_clean('after primitives');
 
 \echo '== reserve, award once, release'
@@ -410,7 +416,7 @@ BEGIN
     BEGIN
         INSERT INTO ledger_txns (id, kind) VALUES (-1, 'adjust');
         INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-        VALUES (-1, (SELECT id FROM accounts WHERE kind = 'expiry'), 5, 1, 5);
+        VALUES (-1, (SELECT id FROM accounts WHERE kind = 'expiry' AND owner_id = 0), 5, 1, 5);
         SET CONSTRAINTS ALL IMMEDIATE;
         RAISE EXCEPTION 'unbalanced posting was accepted';
     EXCEPTION WHEN SQLSTATE 'GP500' THEN
@@ -431,7 +437,7 @@ $$;
 BEGIN;
 INSERT INTO ledger_txns (id, kind) VALUES (-3, 'adjust');
 INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-VALUES (-3, (SELECT id FROM accounts WHERE kind = 'expiry'), 5, 1, 5);
+VALUES (-3, (SELECT id FROM accounts WHERE kind = 'expiry' AND owner_id = 0), 5, 1, 5);
 COMMIT;
 \set ON_ERROR_STOP on
 SELECT pg_temp.eq((SELECT count(*) FROM ledger_txns WHERE id < 0), 0::bigint, 'unbalanced txn not committed');
@@ -528,7 +534,8 @@ BEGIN
 END
 $$;
 SELECT pg_temp.eq((gp_ledger_sweep(100) ->> 'expired')::int, 0, 'expiry fires once');
-SELECT pg_temp.eq((SELECT balance FROM accounts WHERE kind = 'expiry'), 30::bigint, 'expiry account');
+SELECT pg_temp.eq((SELECT sum(balance)::bigint FROM accounts WHERE kind = 'expiry'), 30::bigint,
+                  'expiry accounts (the legacy one or the street''s)');
 SELECT pg_temp.eq((SELECT count(*) FROM ledger_txns WHERE kind IN ('vest', 'expire')), 2::bigint, 'vest + expire txns');
 SELECT pg_temp.eq((SELECT count(*) FROM outbox WHERE topic IN ('points.vested', 'points.expired')), 2::bigint,
                   'outbox messages');
@@ -538,10 +545,18 @@ SELECT gp_policy_set(105, 2001, '{"objection_period": 0, "expiry": "1 hour"}');
 SELECT gp_task_award(9101, 102, 205, 40, 105);
 SELECT gp_policy_set(105, 2001, '{"expiry": 7200}');
 SELECT gp_task_award(9101, 103, 205, 50, 105);
+-- (a merchant of the worker's street 2001: a transaction's accounts are of one street, 0024)
 SELECT gp_ledger_post('charge', 205, '{"order": 1}', NULL,
     jsonb_build_array(jsonb_build_object('account', gp_account_of('worker', 205), 'amount', -60),
-                      jsonb_build_object('account', gp_account_of('merchant', 77, 1001), 'amount', 60)))
+                      jsonb_build_object('account', gp_account_of('merchant', 78, 2001), 'amount', 60)))
   AS charge_txn \gset
+-- a transaction across two streets is refused, and changes nothing
+SELECT pg_temp.expect($$SELECT gp_ledger_post('charge', 205, '{"order": 2}', NULL,
+    jsonb_build_array(jsonb_build_object('account', gp_account_of('worker', 205), 'amount', -1),
+                      jsonb_build_object('account', gp_account_of('merchant', 77, 1001), 'amount', 1)))$$,
+    'GP409', 'cross_street_transaction');
+SELECT pg_temp.eq((SELECT street_id FROM ledger_txns WHERE id = :charge_txn), 2001::bigint,
+                  'the charge is in the worker''s street');
 SELECT pg_temp.eq(gp_worker_spend_lots(205, 60) -> 'lots',
     (SELECT jsonb_build_array(
         jsonb_build_object('lot_id', a.id, 'amount', 40, 'expires_at', a.expires_at),
@@ -551,13 +566,13 @@ SELECT pg_temp.eq(gp_worker_spend_lots(205, 60) -> 'lots',
     'spent oldest first');
 SELECT pg_temp.eq((SELECT sum(remaining) FROM point_lots WHERE worker_id = 205), 30::numeric, 'lots left');
 SELECT pg_temp.expect($$SELECT gp_worker_add_lot(205, $$ || :charge_txn || $$, 10)$$, 'GP400', 'invalid_lot');
--- a street policy of "end of next year" (Asia/Shanghai calendar)
-SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now())::ledger_policies,
+-- a street policy of "end of next year" (Asia/Shanghai calendar; the last field is street_id, 0024)
+SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now(), 2001)::ledger_policies,
                                  '2025-06-01 12:00+08'), '2027-01-01 00:00+08'::timestamptz, 'end of next year');
-SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now())::ledger_policies,
+SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now(), 2001)::ledger_policies,
                                  '2025-12-31 23:30+08'), '2027-01-01 00:00+08'::timestamptz,
                   'end of next year, late on new year''s eve in Shanghai');
-SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now())::ledger_policies,
+SELECT pg_temp.eq(gp_lot_expiry(ROW(2001, '0', 'end_of_next_year', NULL, NULL, now(), 2001)::ledger_policies,
                                  '2026-01-01 00:30+08'), '2028-01-01 00:00+08'::timestamptz,
                   'just after new year in Shanghai (still 2025 in UTC)');
 SELECT pg_temp.ok(gp_lot_expiry(NULL::ledger_policies, now()) IS NULL, 'no policy, no expiry');
