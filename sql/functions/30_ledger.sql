@@ -621,39 +621,243 @@ BEGIN
 END
 $$;
 
--- Many awards of one task in one transaction (the auto-approval sweep): locks every account
--- involved in id order first (the reservation and each worker's pair: gp_accounts_lock), then
--- pays each; all or nothing. Returns the array of gp_task_award results in input order.
+-- Many awards of one task in one transaction (the auto-approval sweep), set-based (issue 12
+-- part 3): a fixed number of statements whatever the batch size.
+--   (1) workers without accounts get them (gp_account_of; a read when every worker has them);
+--   (2) ONE lock statement: the task's reservation and every worker's pair, ascending id,
+--       FOR NO KEY UPDATE SKIP LOCKED (the global lock order, docs/LEDGER.md; a sweep skips,
+--       never waits): a worker with either account busy is not paid this time (its assignment
+--       stays due and the next sweep pays it); a busy reservation pays nobody this time;
+--   (3) ONE read of the inputs: person, street policy, ranking units, the exactly-once probe
+--       (GP409 already_awarded; the unique index ledger_txns_award_once is the backstop), the
+--       reservation's cover (GP402), overflow (GP400);
+--   (4) ONE write statement: N ledger_txns, 2N postings with running balance_after and
+--       account_version (the reservation's across its N postings in transaction order, a window
+--       sum; each worker account's likewise), one UPDATE of each account (the reservation
+--       once), the pending_points / point_lots of the policy, the earnings (one upsert row per
+--       worker and period), and the reply.
+-- All or nothing for the workers it pays. Returns, in input order, one gp_task_award-shaped
+-- jsonb per assignment PAID (a skipped one is absent: the caller moves only the assignments
+-- named in the reply).
+-- Issue 17 / branch `street`: when ledger_txns and postings carry street_id (0024), the write
+-- below sets it to the task's street (v_street, tasks.street_id, read in (3)) on both INSERTs:
+-- see "STREET_ID" below.
 CREATE FUNCTION gp_task_award_many(p_task bigint, p_assignments bigint[], p_workers bigint[],
                                    p_amount bigint, p_actor bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
-    v_out jsonb := '[]';
+    v_n int := coalesce(cardinality(p_assignments), 0);
+    v_now timestamptz := now();
+    v_period text := to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM');
     v_new bigint;
-    i int;
+    v_res bigint;
+    v_street bigint; -- STREET_ID: the task's street, for ledger_txns/postings.street_id (0024)
+    l_ids bigint[];
+    l_kinds text[];
+    l_owners bigint[];
+    l_bal bigint[];
+    l_ver bigint[];
+    v_err text;
+    v_err_asg bigint;
+    v_cover numeric;
+    v_overflow boolean;
+    v_paid int;
+    -- the awards to pay, in input order
+    a_asg bigint[];
+    a_w bigint[];
+    a_dest bigint[];
+    a_pend boolean[];
+    a_due timestamptz[];
+    a_exp timestamptz[];
+    a_street bigint[];
+    a_rank jsonb[];
+    v_out jsonb;
 BEGIN
-    IF coalesce(cardinality(p_assignments), 0) <> coalesce(cardinality(p_workers), 0) THEN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    IF v_n <> coalesce(cardinality(p_workers), 0) THEN
         PERFORM gp_raise('400', 'invalid_request',
                          'assignments and workers must have the same length', 'workers');
     END IF;
-    IF coalesce(cardinality(p_assignments), 0) = 0 THEN
-        RETURN v_out;
+    IF v_n = 0 THEN
+        RETURN '[]';
     END IF;
-    -- Workers without accounts yet get them first (gp_account_of takes no lock on others).
+    IF array_position(p_assignments, NULL) IS NOT NULL THEN
+        PERFORM gp_raise('400', 'invalid_assignment', 'an assignment id is required',
+                         'assignment_id');
+    END IF;
+    -- (1) Workers without accounts yet get them first (gp_account_of takes no lock on others).
     FOR v_new IN SELECT p.id FROM persons p
                    WHERE p.id = ANY (p_workers)
                      AND NOT EXISTS (SELECT 1 FROM accounts a
                                       WHERE a.kind = 'worker' AND a.owner_id = p.id) LOOP
         PERFORM gp_account_of('worker', v_new);
     END LOOP;
-    PERFORM gp_accounts_lock(ARRAY(
-        SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task
+
+    -- (2) Lock, ascending id, skipping what another transaction holds.
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.kind ORDER BY x.id),
+           array_agg(x.owner_id ORDER BY x.id), array_agg(x.balance ORDER BY x.id),
+           array_agg(x.version ORDER BY x.id)
+      INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version FROM accounts a
+             WHERE a.id IN (SELECT r.id FROM accounts r
+                             WHERE r.kind = 'reservation' AND r.owner_id = p_task
+                            UNION ALL
+                            SELECT w.id FROM accounts w
+                             WHERE w.kind IN ('worker', 'worker_pending')
+                               AND w.owner_id = ANY (p_workers))
+             ORDER BY a.id FOR NO KEY UPDATE SKIP LOCKED) x;
+    v_res := l_ids[array_position(l_kinds, 'reservation')];
+
+    -- (3) One read: what each input is, the first refusal in input order, what to pay.
+    WITH i AS (
+        SELECT i.asg, i.w, i.n, p.id AS pid, p.street_id, pol.objection_period,
+               gp_lot_expiry(pol, v_now) AS exp,
+               (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = i.w) AS acc,
+               (SELECT id FROM accounts WHERE kind = 'worker_pending' AND owner_id = i.w) AS pacc,
+               EXISTS (SELECT 1 FROM ledger_txns t
+                        WHERE t.kind = 'award' AND t.refs ->> 'assignment_id' = i.asg::text)
+                   OR count(*) OVER (PARTITION BY i.asg) > 1 AS paid,
+               p.unit_id
+          FROM unnest(p_assignments, p_workers) WITH ORDINALITY AS i (asg, w, n)
+          LEFT JOIN persons p ON p.id = i.w
+          LEFT JOIN ledger_policies pol ON pol.street_unit_id = p.street_id),
+    j AS (
+        SELECT i.*, coalesce(i.objection_period > interval '0', false) AS pend,
+               i.acc = ANY (l_ids) AND i.pacc = ANY (l_ids) AS got
+          FROM i),
+    bad AS (
+        SELECT CASE WHEN j.paid THEN 'paid' WHEN j.pid IS NULL THEN 'person' END AS err, j.asg
+          FROM j WHERE j.paid OR j.pid IS NULL ORDER BY j.n LIMIT 1),
+    pay AS (
+        SELECT j.*, (SELECT coalesce(jsonb_agg(x.id ORDER BY nlevel(x.path)), '[]')
+                       FROM org_units u
+                       JOIN org_units x
+                         ON x.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+                      WHERE u.id = j.unit_id AND x.level IN ('street', 'community', 'grid'))
+                    AS rank
+          FROM j WHERE j.got AND v_res IS NOT NULL AND j.pid IS NOT NULL AND NOT j.paid)
+    SELECT (SELECT err FROM bad), (SELECT asg FROM bad),
+           array_agg(pay.asg ORDER BY pay.n), array_agg(pay.w ORDER BY pay.n),
+           array_agg(CASE WHEN pay.pend THEN pay.pacc ELSE pay.acc END ORDER BY pay.n),
+           array_agg(pay.pend ORDER BY pay.n),
+           array_agg(v_now + pay.objection_period ORDER BY pay.n),
+           array_agg(pay.exp ORDER BY pay.n), array_agg(pay.street_id ORDER BY pay.n),
+           array_agg(pay.rank ORDER BY pay.n), count(pay.asg),
+           (SELECT street_id FROM tasks WHERE id = p_task),
+           (SELECT bool_or(b.bal::numeric + d.cnt * p_amount::numeric > 9223372036854775807)
+              FROM (SELECT CASE WHEN pay.pend THEN pay.pacc ELSE pay.acc END AS acc,
+                           count(*) AS cnt FROM pay GROUP BY 1) d
+              JOIN unnest(l_ids, l_bal) b (id, bal) ON b.id = d.acc)
+      INTO v_err, v_err_asg, a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank, v_paid,
+           v_street, v_overflow
+      FROM (SELECT 1) one LEFT JOIN pay ON true;
+    IF v_err = 'paid' THEN
+        PERFORM gp_raise('409', 'already_awarded', 'this assignment has already been paid',
+                         'assignment_id');
+    ELSIF v_err = 'person' THEN
+        PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
+    END IF;
+    IF v_res IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM accounts WHERE kind = 'reservation' AND owner_id = p_task)
+        THEN
+            PERFORM gp_raise('402', 'insufficient_reservation', 'the task has no reservation',
+                             'task_id');
+        END IF;
+        RETURN '[]'; -- busy: the next sweep pays
+    END IF;
+    IF v_paid = 0 THEN -- the reservation or every worker is busy: the next sweep pays
+        RETURN '[]';
+    END IF;
+    v_cover := l_bal[array_position(l_ids, v_res)]::numeric - v_paid::numeric * p_amount;
+    IF v_cover < 0 THEN
+        PERFORM gp_raise('402', 'insufficient_reservation',
+                         'the task reservation cannot cover this amount', 'amount');
+    END IF;
+    IF v_overflow THEN
+        PERFORM gp_raise('400', 'amount_overflow', 'the amount would overflow the balance',
+                         'amount');
+    END IF;
+
+    -- (4) One write statement. Postings are inserted in (transaction, account) order, so each
+    -- account's postings have ascending ids in version order.
+    WITH i AS (
+        SELECT * FROM unnest(a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank)
+                      WITH ORDINALITY AS i (asg, w, dest, pend, due, exp, street, rank, n)),
+    t AS (
+        INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + street_id v_street
+        SELECT 'award', p_actor,
+               jsonb_build_object('task_id', p_task, 'assignment_id', i.asg, 'worker_id', i.w),
+               NULL
+          FROM i ORDER BY i.n
+        RETURNING id, (refs ->> 'assignment_id')::bigint AS asg),
+    it AS (
+        SELECT i.*, t.id AS txn FROM i JOIN t ON t.asg = i.asg),
+    legs AS (
+        SELECT it.txn, it.dest AS acc, p_amount AS amt FROM it
         UNION ALL
-        SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = ANY (p_workers)));
-    FOR i IN 1 .. cardinality(p_assignments) LOOP
-        v_out := v_out || jsonb_build_array(
-            gp_task_award(p_task, p_assignments[i], p_workers[i], p_amount, p_actor));
-    END LOOP;
+        SELECT it.txn, v_res, -p_amount FROM it),
+    b AS (
+        SELECT * FROM unnest(l_ids, l_bal, l_ver) AS b (id, bal, ver)),
+    p AS (
+        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+        -- STREET_ID: + street_id v_street
+        SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+          FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                  FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+          JOIN b ON b.id = c.acc
+         ORDER BY c.txn, c.acc),
+    u AS (
+        UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+          FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                  FROM legs GROUP BY legs.acc) s
+         WHERE a.id = s.acc
+        RETURNING a.id, a.balance, a.version),
+    pp AS (
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at,
+                                    expires_at, street_id)
+        SELECT it.txn, it.w, p_amount, v_now, it.due, it.exp, it.street FROM it WHERE it.pend),
+    lots AS (
+        INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at,
+                                     expires_at, street_id)
+        SELECT it.w, min(it.txn), sum(p_amount), sum(p_amount), v_now, it.exp, min(it.street)
+          FROM it WHERE NOT it.pend AND it.exp IS NOT NULL
+         GROUP BY it.w, it.exp
+        ON CONFLICT (worker_id, expires_at) DO UPDATE
+           SET amount = l.amount + EXCLUDED.amount, remaining = l.remaining + EXCLUDED.remaining),
+    e AS (
+        INSERT INTO worker_earnings AS e (person_id, period, points, street_id)
+        SELECT it.w, per.period, sum(p_amount), min(it.street)
+          FROM it CROSS JOIN (VALUES (v_period), ('all')) per (period)
+         GROUP BY it.w, per.period
+        ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
+        RETURNING e.person_id, e.period, e.points),
+    st AS ( -- each worker's state after the batch: the locked pair, as updated
+        SELECT b2.owner AS w,
+               max(coalesce(u.balance, b2.bal)) FILTER (WHERE b2.kind = 'worker') AS avail,
+               max(coalesce(u.balance, b2.bal)) FILTER (WHERE b2.kind = 'worker_pending') AS pend,
+               sum(coalesce(u.version, b2.ver)) AS ver
+          FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver) AS b2 (id, kind, owner, bal, ver)
+          LEFT JOIN u ON u.id = b2.id
+         WHERE b2.kind IN ('worker', 'worker_pending')
+         GROUP BY b2.owner)
+    SELECT jsonb_agg(jsonb_build_object(
+               'worker_id', it.w, 'available', st.avail, 'balance', st.avail,
+               'pending', st.pend, 'version', st.ver,
+               'task_id', p_task, 'assignment_id', it.asg,
+               'txn_id', it.txn, 'amount', p_amount, 'to_pending', it.pend,
+               'earned_month', em.points, 'earned_total', ea.points,
+               'period', v_period, 'rank_units', it.rank) ORDER BY it.n)
+      INTO v_out
+      FROM it
+      JOIN st ON st.w = it.w
+      JOIN e em ON em.person_id = it.w AND em.period = v_period
+      JOIN e ea ON ea.person_id = it.w AND ea.period = 'all';
+    IF coalesce(jsonb_array_length(v_out), 0) <> v_paid THEN
+        RAISE EXCEPTION 'gp_task_award_many: % replies for % awards', jsonb_array_length(v_out),
+                        v_paid;
+    END IF;
     RETURN v_out;
 END
 $$;

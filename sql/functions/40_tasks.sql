@@ -1666,6 +1666,7 @@ DECLARE
     t tasks;
     v_ids bigint[];
     v_workers bigint[];
+    v_txns bigint[];
     v_was_released boolean;
     l_exp int;
     l_app int;
@@ -1722,8 +1723,9 @@ BEGIN
                        WHERE x.task_id = v_task AND x.state = 'claimed' AND x.due_at <= now()
                        ORDER BY x.due_at, x.id LIMIT v_budget FOR UPDATE),
                 'claimed', 'expired', NULL, 'claim_expiry', 'claim_expired');
-            -- (b) auto-approval: one gp_task_award_many per task (it locks every account
-            -- involved in id order first, the ledger's lock order).
+            -- (b) auto-approval: one set-based gp_task_award_many per task (it locks the
+            -- reservation and every worker's accounts in id order, skipping busy ones: those
+            -- assignments stay due for the next sweep). Only the paid ones move.
             SELECT coalesce(array_agg(x.id ORDER BY x.review_due_at, x.id), '{}'),
                    coalesce(array_agg(x.worker_id ORDER BY x.review_due_at, x.id), '{}')
               INTO v_ids, v_workers
@@ -1734,11 +1736,15 @@ BEGIN
                      LIMIT greatest(v_budget - l_exp, 0) FOR UPDATE) x;
             IF cardinality(v_ids) > 0 THEN
                 l_awards := gp_task_award_many(v_task, v_ids, v_workers, t.reward, NULL);
+                v_skipped := v_skipped + cardinality(v_ids) - jsonb_array_length(l_awards);
+                SELECT coalesce(array_agg((w ->> 'assignment_id')::bigint ORDER BY n), '{}'),
+                       coalesce(array_agg((w ->> 'txn_id')::bigint ORDER BY n), '{}')
+                  INTO v_ids, v_txns
+                  FROM jsonb_array_elements(l_awards) WITH ORDINALITY x (w, n);
+            END IF;
+            IF cardinality(v_ids) > 0 THEN
                 l_app := gp_assignments_move(v_task, v_ids, 'submitted', 'approved', NULL,
-                    'auto_approval', 'review_window_elapsed',
-                    ARRAY(SELECT (w ->> 'txn_id')::bigint
-                            FROM jsonb_array_elements(l_awards) WITH ORDINALITY x (w, n)
-                           ORDER BY n));
+                    'auto_approval', 'review_window_elapsed', v_txns);
                 IF l_app <> cardinality(v_ids) THEN
                     RAISE EXCEPTION 'auto-approval moved % of % assignments', l_app,
                                     cardinality(v_ids);
