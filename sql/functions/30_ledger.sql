@@ -905,73 +905,217 @@ $$;
 -- "effects": {"balances": [{worker_id, available, pending, version}, ...]}} for the cache (the
 -- effect format of 00_helpers.sql). Due times use the
 -- database clock. A row whose worker is busy is skipped this round and picked up by the next.
+-- Set-based (issue 12 part 3): a fixed number of statements per call whatever the batch size.
+-- Vesting: (1) the due rows, (2) one lock statement for their workers' pairs (ascending id,
+-- SKIP LOCKED: a busy worker's rows wait for the next round), (3) one write statement: the
+-- 'vest' transactions, their postings with running balances and versions (window sums), one
+-- UPDATE per account, the pending rows marked, the lots of the vested points, the outbox rows.
+-- Expiry the same way, the expiry account among the locked rows (updated once per batch; busy:
+-- the lots wait for the next round). A worker's lots expiring in one batch take, in expiry
+-- order, what remains of them but never more than the balance: amount_k = least(C_k, bal) -
+-- least(C_(k-1), bal) with C_k the running sum of their remaining points, which is what taking
+-- them one after another gave.
 CREATE FUNCTION gp_ledger_sweep(p_batch int DEFAULT 100)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
-    pp pending_points;
-    l point_lots;
+    v_batch int := least(greatest(coalesce(p_batch, 100), 1), 10000);
     v_touched bigint[] := '{}';
     v_vested int := 0;
     v_expired int := 0;
     v_skipped int := 0;
-    v_txn bigint;
-    v_bal bigint;
-    v_amt bigint;
-    v_batch int := least(greatest(coalesce(p_batch, 100), 1), 10000);
+    v_expiry bigint; -- STREET_ID: per street after branch `street` (the lot's street_id)
+    r_keys bigint[];
+    r_workers bigint[];
+    l_ids bigint[];
+    l_kinds text[];
+    l_owners bigint[];
+    l_bal bigint[];
+    l_ver bigint[];
+    v_n int;
+    v_w bigint[];
+    v_effects jsonb;
 BEGIN
-    FOR pp IN SELECT * FROM pending_points WHERE vest_txn_id IS NULL AND due_at <= now()
-               ORDER BY due_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
-        IF NOT gp_worker_try_lock(pp.worker_id) THEN
-            v_skipped := v_skipped + 1;
-            CONTINUE;
-        END IF;
-        v_txn := gp_ledger_post_legs('vest', NULL,
-            jsonb_build_object('award_txn_id', pp.award_txn_id, 'worker_id', pp.worker_id), NULL,
-            ARRAY[gp_account_of('worker_pending', pp.worker_id),
-                  gp_account_of('worker', pp.worker_id)],
-            ARRAY[-pp.amount, pp.amount]);
-        UPDATE pending_points SET vest_txn_id = v_txn, vested_at = now()
-         WHERE award_txn_id = pp.award_txn_id;
-        IF pp.expires_at IS NOT NULL THEN
-            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at,
-                               pp.street_id);
-        END IF;
-        PERFORM gp_outbox('points.vested', pp.worker_id,
-            jsonb_build_object('txn_id', v_txn, 'award_txn_id', pp.award_txn_id,
-                               'amount', pp.amount));
-        v_touched := v_touched || pp.worker_id;
-        v_vested := v_vested + 1;
-    END LOOP;
+    -- Vesting. (1) The due rows.
+    SELECT coalesce(array_agg(x.award_txn_id ORDER BY x.due_at, x.award_txn_id), '{}'),
+           coalesce(array_agg(x.worker_id ORDER BY x.due_at, x.award_txn_id), '{}')
+      INTO r_keys, r_workers
+      FROM (SELECT award_txn_id, worker_id, due_at FROM pending_points
+             WHERE vest_txn_id IS NULL AND due_at <= now()
+             ORDER BY due_at LIMIT v_batch FOR UPDATE SKIP LOCKED) x;
+    IF cardinality(r_keys) > 0 THEN
+        -- (2) Their workers' pairs, ascending id, skipping busy ones.
+        SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
+               array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
+               array_agg(a.version ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+                 WHERE kind IN ('worker', 'worker_pending') AND owner_id = ANY (r_workers)
+                 ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
+        -- (3) One write.
+        WITH b AS (
+            SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
+                          AS b (id, kind, owner, bal, ver)),
+        v AS ( -- the rows whose worker has both accounts locked, in due order
+            SELECT pp.*, k.n, wa.id AS acc, pa.id AS pacc
+              FROM unnest(r_keys) WITH ORDINALITY AS k (award, n)
+              JOIN pending_points pp ON pp.award_txn_id = k.award
+              JOIN b wa ON wa.owner = pp.worker_id AND wa.kind = 'worker'
+              JOIN b pa ON pa.owner = pp.worker_id AND pa.kind = 'worker_pending'),
+        t AS (
+            INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + v.street_id
+            SELECT 'vest', NULL,
+                   jsonb_build_object('award_txn_id', v.award_txn_id, 'worker_id', v.worker_id),
+                   NULL
+              FROM v ORDER BY v.n
+            RETURNING id, (refs ->> 'award_txn_id')::bigint AS award),
+        vt AS (
+            SELECT v.*, t.id AS txn FROM v JOIN t ON t.award = v.award_txn_id),
+        legs AS (
+            SELECT vt.txn, vt.pacc AS acc, -vt.amount AS amt FROM vt
+            UNION ALL
+            SELECT vt.txn, vt.acc, vt.amount FROM vt),
+        p AS (
+            INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+            -- STREET_ID: + the worker's street
+            SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+              FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                      FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+              JOIN b ON b.id = c.acc
+             ORDER BY c.txn, c.acc),
+        u AS (
+            UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+              FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                      FROM legs GROUP BY legs.acc) s
+             WHERE a.id = s.acc),
+        m AS (
+            UPDATE pending_points x SET vest_txn_id = vt.txn, vested_at = now()
+              FROM vt WHERE x.award_txn_id = vt.award_txn_id),
+        lots AS (
+            INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at,
+                                         expires_at, street_id)
+            SELECT vt.worker_id, min(vt.txn), sum(vt.amount), sum(vt.amount), min(vt.earned_at),
+                   vt.expires_at, min(vt.street_id)
+              FROM vt WHERE vt.expires_at IS NOT NULL
+             GROUP BY vt.worker_id, vt.expires_at
+            ON CONFLICT (worker_id, expires_at) DO UPDATE
+               SET amount = l.amount + EXCLUDED.amount,
+                   remaining = l.remaining + EXCLUDED.remaining),
+        ob AS (
+            INSERT INTO outbox (topic, person_id, payload)
+            SELECT 'points.vested', vt.worker_id,
+                   jsonb_build_object('txn_id', vt.txn, 'award_txn_id', vt.award_txn_id,
+                                      'amount', vt.amount)
+              FROM vt ORDER BY vt.txn)
+        SELECT count(*), coalesce(array_agg(vt.worker_id), '{}') INTO v_n, v_w FROM vt;
+        v_vested := v_n;
+        v_skipped := cardinality(r_keys) - v_n;
+        v_touched := v_touched || v_w;
+    END IF;
 
-    FOR l IN SELECT * FROM point_lots WHERE remaining > 0 AND expires_at <= now()
-              ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
-        IF NOT gp_worker_try_lock(l.worker_id) THEN
-            v_skipped := v_skipped + 1;
-            CONTINUE;
+    -- Expiry. (1) The due lots.
+    SELECT coalesce(array_agg(x.id ORDER BY x.expires_at, x.id), '{}'),
+           coalesce(array_agg(x.worker_id ORDER BY x.expires_at, x.id), '{}')
+      INTO r_keys, r_workers
+      FROM (SELECT id, worker_id, expires_at FROM point_lots
+             WHERE remaining > 0 AND expires_at <= now()
+             ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED) x;
+    IF cardinality(r_keys) > 0 THEN
+        v_expiry := gp_account_of('expiry', NULL);
+        -- (2) The workers' pairs and the expiry account, ascending id, skipping busy ones
+        -- (rows this transaction already holds are not skipped).
+        SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
+               array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
+               array_agg(a.version ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+                 WHERE id IN (SELECT w.id FROM accounts w
+                               WHERE w.kind IN ('worker', 'worker_pending')
+                                 AND w.owner_id = ANY (r_workers)
+                              UNION ALL
+                              SELECT v_expiry)
+                 ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
+        IF NOT (v_expiry = ANY (coalesce(l_ids, '{}'))) THEN
+            v_skipped := v_skipped + cardinality(r_keys); -- another sweep holds it
+        ELSE
+            WITH b AS (
+                SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
+                              AS b (id, kind, owner, bal, ver)),
+            e0 AS ( -- the lots whose worker has both accounts locked, in expiry order
+                SELECT l.id, l.worker_id, l.expires_at, l.remaining, l.street_id, k.n,
+                       wa.id AS acc, greatest(wa.bal, 0) AS bal,
+                       sum(l.remaining) OVER (PARTITION BY l.worker_id ORDER BY k.n) AS cum
+                  FROM unnest(r_keys) WITH ORDINALITY AS k (lot, n)
+                  JOIN point_lots l ON l.id = k.lot
+                  JOIN b wa ON wa.owner = l.worker_id AND wa.kind = 'worker'
+                  JOIN b pa ON pa.owner = l.worker_id AND pa.kind = 'worker_pending'),
+            e AS (
+                SELECT e0.*, (least(e0.cum, e0.bal) - least(e0.cum - e0.remaining, e0.bal))::bigint
+                             AS amt
+                  FROM e0),
+            t AS (
+                INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + e.street_id
+                SELECT 'expire', NULL,
+                       jsonb_build_object('lot_id', e.id, 'worker_id', e.worker_id,
+                                          'expires_at', e.expires_at,
+                                          'shortfall', e.remaining - e.amt),
+                       NULL
+                  FROM e WHERE e.amt > 0 ORDER BY e.n
+                RETURNING id, (refs ->> 'lot_id')::bigint AS lot),
+            et AS (
+                SELECT e.*, t.id AS txn FROM e LEFT JOIN t ON t.lot = e.id),
+            legs AS (
+                SELECT et.txn, et.acc, -et.amt AS amt FROM et WHERE et.txn IS NOT NULL
+                UNION ALL
+                SELECT et.txn, v_expiry, et.amt FROM et WHERE et.txn IS NOT NULL),
+            p AS (
+                INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+                -- STREET_ID: + the lot's street
+                SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+                  FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                          FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+                  JOIN b ON b.id = c.acc
+                 ORDER BY c.txn, c.acc),
+            u AS (
+                UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+                  FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                          FROM legs GROUP BY legs.acc) s
+                 WHERE a.id = s.acc),
+            m AS (
+                UPDATE point_lots x SET remaining = 0, expire_txn_id = et.txn
+                  FROM et WHERE x.id = et.id),
+            ob AS (
+                INSERT INTO outbox (topic, person_id, payload)
+                SELECT 'points.expired', et.worker_id,
+                       jsonb_build_object('txn_id', et.txn, 'amount', et.amt,
+                                          'expires_at', et.expires_at)
+                  FROM et WHERE et.txn IS NOT NULL ORDER BY et.txn)
+            SELECT count(*), coalesce(array_agg(et.worker_id) FILTER (WHERE et.txn IS NOT NULL),
+                                      '{}')
+              INTO v_n, v_w FROM et;
+            v_expired := v_n;
+            v_skipped := v_skipped + cardinality(r_keys) - v_n;
+            v_touched := v_touched || v_w;
         END IF;
-        SELECT balance INTO v_bal FROM accounts WHERE kind = 'worker' AND owner_id = l.worker_id;
-        -- Lots never hold more than the balance when every debit consumes lots; the least() only
-        -- keeps a caller's forgotten gp_worker_spend_lots from blocking the sweep forever.
-        v_amt := least(l.remaining, coalesce(v_bal, 0));
-        v_txn := NULL;
-        IF v_amt > 0 THEN
-            v_txn := gp_ledger_post_legs('expire', NULL,
-                jsonb_build_object('lot_id', l.id, 'worker_id', l.worker_id,
-                                   'expires_at', l.expires_at,
-                                   'shortfall', l.remaining - v_amt),
-                NULL,
-                ARRAY[gp_account_of('worker', l.worker_id), gp_account_of('expiry', NULL)],
-                ARRAY[-v_amt, v_amt]);
-            PERFORM gp_outbox('points.expired', l.worker_id,
-                jsonb_build_object('txn_id', v_txn, 'amount', v_amt, 'expires_at', l.expires_at));
-            v_touched := v_touched || l.worker_id;
-        END IF;
-        UPDATE point_lots SET remaining = 0, expire_txn_id = v_txn WHERE id = l.id;
-        v_expired := v_expired + 1;
-    END LOOP;
+    END IF;
 
+    -- The touched workers' states for the cache (gp_worker_state's shape), in one read.
+    IF cardinality(v_touched) = 0 THEN
+        v_effects := jsonb_build_object('balances', '[]'::jsonb);
+    ELSE
+        SELECT jsonb_build_object('balances', coalesce(jsonb_agg(s.j ORDER BY s.w), '[]'))
+          INTO v_effects
+          FROM (SELECT a.owner_id AS w, jsonb_build_object('worker_id', a.owner_id,
+                       'available', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker'), 0),
+                       'balance', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker'), 0),
+                       'pending',
+                       coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker_pending'), 0),
+                       'version', coalesce(sum(a.version), 0)) AS j
+                  FROM accounts a
+                 WHERE a.kind IN ('worker', 'worker_pending') AND a.owner_id = ANY (v_touched)
+                 GROUP BY a.owner_id) s;
+    END IF;
     RETURN jsonb_build_object('vested', v_vested, 'expired', v_expired, 'skipped', v_skipped,
-                              'effects', gp_fx_balances(v_touched));
+                              'effects', v_effects);
 END
 $$;
 
