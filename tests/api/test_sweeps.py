@@ -194,3 +194,85 @@ def test_vesting_and_expiry_in_batches_skip_busy_workers(api, tree, sql, service
                       "WHERE t.kind = 'expire' AND a.kind = 'expiry' "
                       "AND (t.refs ->> 'worker_id')::bigint = ANY (%s)", (ids,)) == 110
     tree.ledger_ok()
+
+
+def test_submissions_do_not_wait_on_the_sweep(api, tree, sql, services):
+    """Issue 12 part 3, item 4: while the janitor pays a large batch of one task (one
+    gp_task_award_many, committed per task batch), reports on another task of the same grid,
+    budget and workers' street never wait on a lock the sweep holds. A sampler watches
+    pg_stat_activity every few ms for a backend waiting on a lock whose holder runs
+    gp_timers_sweep. (A report on the very task being paid waits for that task batch's commit:
+    both update the task's counters; docs/TASKS.md, timers.sweep_hold.)"""
+    big = tree.publish(slots=120, reward=3, review_window_s=2, geofence_enforced=False)
+    other = tree.publish(slots=100, reward=3, review_window_s=3600, geofence_enforced=False)
+    ws = tree.workers(220)
+    claims = {}
+
+    def claim(args):
+        task, w = args
+        r = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w["token"])
+        assert r.status_code == 201, r.text
+        return w["id"], task["id"], r.json()["id"]
+
+    jobs = [(big, w) for w in ws[:120]] + [(other, w) for w in ws[120:]]
+    with cf.ThreadPoolExecutor(max_workers=6) as ex:
+        for wid, tid, aid in ex.map(claim, jobs):
+            claims[(tid, wid)] = aid
+    by_id = {w["id"]: w for w in ws}
+
+    def submit(key):
+        tid, wid = key
+        t0 = time.monotonic()
+        r = api.post("/api/v1/reports", report_body(claims[key]), token=by_id[wid]["token"])
+        return r.status_code, time.monotonic() - t0
+
+    with cf.ThreadPoolExecutor(max_workers=6) as ex:
+        rs = list(ex.map(submit, [(big["id"], w["id"]) for w in ws[:120]]))
+    assert all(code == 201 for code, _ in rs)
+    due = time.monotonic() + 2.0  # the big task's review window ends
+
+    waits = []  # (waiter query, holder query)
+    both = []
+    stop = [False]
+
+    def sample():
+        c = Sql(services.admin_url)
+        try:
+            while not stop[0]:
+                waits.extend(c(
+                    "SELECT w.query, h.query FROM pg_stat_activity w "
+                    "CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) b (pid) "
+                    "JOIN pg_stat_activity h ON h.pid = b.pid "
+                    "WHERE w.wait_event_type = 'Lock' AND w.datname = current_database()"))
+                # the sweep and reports in flight at the same instant
+                both.append(c.scalar(
+                    "SELECT count(*) FILTER (WHERE query LIKE '%%gp_timers_sweep%%') > 0 "
+                    "AND count(*) FILTER (WHERE query LIKE '%%gp_report_submit%%') > 0 "
+                    "FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"))
+                time.sleep(0.002)
+        finally:
+            c.close()
+
+    sampler = cf.ThreadPoolExecutor(max_workers=1)
+    fut = sampler.submit(sample)
+    try:
+        time.sleep(max(0.0, due - time.monotonic() - 0.3))
+        with cf.ThreadPoolExecutor(max_workers=6) as ex:
+            rs = list(ex.map(submit, [(other["id"], w["id"]) for w in ws[120:]]))
+        assert wait_for(lambda: sql.scalar(
+            "SELECT count(*) FROM assignments WHERE task_id = %s AND state = 'approved'",
+            (big["id"],)) == 120)
+    finally:
+        stop[0] = True
+        fut.result()
+        sampler.shutdown()
+    assert all(code == 201 for code, _ in rs), rs
+    on_sweep = [(w, h) for w, h in waits if "gp_timers_sweep" in h]
+    lat = sorted(dt for _, dt in rs)
+    print(f"\nlock waits on the sweep: {len(on_sweep)} (lock waits in all: {len(waits)}); "
+          f"samples with the sweep and reports both active: {sum(1 for b in both if b)} of "
+          f"{len(both)}; report latency p50 {lat[len(lat) // 2] * 1000:.1f} ms, "
+          f"max {lat[-1] * 1000:.1f} ms")
+    assert on_sweep == [], on_sweep[:5]
+    tree.ledger_ok()
