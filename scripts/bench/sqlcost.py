@@ -372,9 +372,9 @@ def measure(a, n, only, env):
         one("SELECT gp_task_reserve(%s, %s, %s, %s)", (fake, street, 10 * n, admin_id))
         conn.commit()
         ws = workers[2 * n + 1:3 * n + 1]
-        t0 = time.time()
         run_calls(conn, "SELECT gp_task_award(%s, %s, %s, 10, %s)",
                   [(fake, fake + 1 + i, w, admin_id) for i, w in enumerate(ws)])
+        t0 = time.time()  # every lot is due 20 s after its award: all of them by t0 + 20
 
         def sweep_until(key, name):
             meter.start()

@@ -1643,7 +1643,8 @@ $$;
 --    "gates": [{"task_id", "unit_id", "free_slots", "slots_version"}]} (00_helpers.sql),
 --    "errors": [{"task_id", "sqlstate", "message"}], "more": bool}
 -- (a) claims due (due_at <= now()) expire; (b) submitted reports whose review window ended are
--- approved and paid; (c) open tasks past ends_at, or with every slot approved, close (their
+-- approved and paid, one set-based gp_task_award_many per task (a report whose worker's
+-- accounts another transaction holds stays due for the next call; "skipped" counts it); (c) open tasks past ends_at, or with every slot approved, close (their
 -- live claims expire); (d) closed/cancelled tasks with nothing live or submitted and past
 -- release_after get their unused reservation back.
 -- Work is grouped per task: each due task is locked FOR UPDATE SKIP LOCKED, so any number of
