@@ -923,7 +923,10 @@ DECLARE
     v_vested int := 0;
     v_expired int := 0;
     v_skipped int := 0;
-    v_expiry bigint; -- STREET_ID: per street after branch `street` (the lot's street_id)
+    -- STREET_ID: after branch `street` the expiry account is per street: lock the expiry
+    -- account of every distinct lot street_id in (2) and credit each lot's own in `legs` (the
+    -- window sums and the one UPDATE per account already handle several credited accounts).
+    v_expiry bigint;
     r_keys bigint[];
     r_workers bigint[];
     l_ids bigint[];
