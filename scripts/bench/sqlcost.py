@@ -34,6 +34,8 @@ pg_stat_statements and pg_walinspect, migrates, loads the demo street and the be
   approve      gp_report_decide(approve) of those N reports (pays the award)
   sweep_award  the auto-approval sweep: N more reports with a 1 s review window, paid by
                gp_timers_sweep; per award
+  ledger_vest  gp_ledger_sweep vesting N pending awards (1 s objection period); per vest
+  ledger_expire gp_ledger_sweep expiring those N lots (20 s expiry); per expired lot
   charge       gp_mrc_charge with a worker's pay code (gp_paycode_issue is set-up, not counted)
   award_shape  the minimal award: 1 transaction row, 2 postings, 2 guarded balance updates, in
                tables of schema `shape` made here (docs/BENCHMARKS.md, "logical shapes")
@@ -359,6 +361,44 @@ def measure(a, n, only, env):
             sys.exit(f"sqlcost: the sweep paid {done} of {len(asg)} awards")
         results["sweep_award"] = meter.stop(len(asg))
         print(f"sqlcost: sweep_award: {json.dumps(results['sweep_award'])}", file=sys.stderr)
+
+    if not only or only & {"ledger_vest", "ledger_expire"}:
+        # gp_ledger_sweep: N pending awards (1 s objection period) vested, then their N lots
+        # (20 s expiry: none is due before every award has vested) expired, by the sweep in
+        # batches of 200; per vest / per expired lot
+        one("SELECT gp_policy_set(%s, %s, %s::jsonb)",
+            (admin_id, street, '{"objection_period": 1, "expiry": "20 seconds"}'))
+        fake = 10**12 + int(time.time())
+        one("SELECT gp_task_reserve(%s, %s, %s, %s)", (fake, street, 10 * n, admin_id))
+        conn.commit()
+        ws = workers[2 * n + 1:3 * n + 1]
+        run_calls(conn, "SELECT gp_task_award(%s, %s, %s, 10, %s)",
+                  [(fake, fake + 1 + i, w, admin_id) for i, w in enumerate(ws)])
+        t0 = time.time()  # every lot is due 20 s after its award: all of them by t0 + 20
+
+        def sweep_until(key, name):
+            meter.start()
+            done = 0
+            with conn.cursor() as c:
+                for _ in range(1000):
+                    c.execute("SELECT gp_ledger_sweep(200)")
+                    done += c.fetchone()[0][key]
+                    conn.commit()
+                    if done >= len(ws):
+                        break
+                    time.sleep(0.05)
+            if done != len(ws):
+                sys.exit(f"sqlcost: the ledger sweep did {done} of {len(ws)} ({key})")
+            results[name] = meter.stop(len(ws))
+            print(f"sqlcost: {name}: {json.dumps(results[name])}", file=sys.stderr)
+
+        time.sleep(1.5)
+        sweep_until("vested", "ledger_vest")
+        time.sleep(max(0.0, t0 + 20.5 - time.time()))
+        sweep_until("expired", "ledger_expire")
+        one("SELECT gp_policy_set(%s, %s, %s::jsonb)",
+            (admin_id, street, '{"objection_period": 0, "expiry": "none"}'))
+        conn.commit()
 
     if not only or "charge" in only:
         m = one("SELECT id FROM merchants ORDER BY id LIMIT 1")[0]

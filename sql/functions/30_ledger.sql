@@ -669,39 +669,243 @@ BEGIN
 END
 $$;
 
--- Many awards of one task in one transaction (the auto-approval sweep): locks every account
--- involved in id order first (the reservation and each worker's pair: gp_accounts_lock), then
--- pays each; all or nothing. Returns the array of gp_task_award results in input order.
+-- Many awards of one task in one transaction (the auto-approval sweep), set-based (issue 12
+-- part 3): a fixed number of statements whatever the batch size.
+--   (1) workers without accounts get them (gp_account_of; a read when every worker has them);
+--   (2) ONE lock statement: the task's reservation and every worker's pair, ascending id,
+--       FOR NO KEY UPDATE SKIP LOCKED (the global lock order, docs/LEDGER.md; a sweep skips,
+--       never waits): a worker with either account busy is not paid this time (its assignment
+--       stays due and the next sweep pays it); a busy reservation pays nobody this time;
+--   (3) ONE read of the inputs: person, street policy, ranking units, the exactly-once probe
+--       (GP409 already_awarded; the unique index ledger_txns_award_once is the backstop), the
+--       reservation's cover (GP402), overflow (GP400);
+--   (4) ONE write statement: N ledger_txns, 2N postings with running balance_after and
+--       account_version (the reservation's across its N postings in transaction order, a window
+--       sum; each worker account's likewise), one UPDATE of each account (the reservation
+--       once), the pending_points / point_lots of the policy, the earnings (one upsert row per
+--       worker and period), and the reply.
+-- All or nothing for the workers it pays. Returns, in input order, one gp_task_award-shaped
+-- jsonb per assignment PAID (a skipped one is absent: the caller moves only the assignments
+-- named in the reply).
+-- Issue 17 / branch `street`: when ledger_txns and postings carry street_id (0024), the write
+-- below sets it to the task's street (v_street, tasks.street_id, read in (3)) on both INSERTs:
+-- see "STREET_ID" below.
 CREATE FUNCTION gp_task_award_many(p_task bigint, p_assignments bigint[], p_workers bigint[],
                                    p_amount bigint, p_actor bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
-    v_out jsonb := '[]';
+    v_n int := coalesce(cardinality(p_assignments), 0);
+    v_now timestamptz := now();
+    v_period text := to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM');
     v_new bigint;
-    i int;
+    v_res bigint;
+    v_street bigint; -- STREET_ID: the task's street, for ledger_txns/postings.street_id (0024)
+    l_ids bigint[];
+    l_kinds text[];
+    l_owners bigint[];
+    l_bal bigint[];
+    l_ver bigint[];
+    v_err text;
+    v_err_asg bigint;
+    v_cover numeric;
+    v_overflow boolean;
+    v_paid int;
+    -- the awards to pay, in input order
+    a_asg bigint[];
+    a_w bigint[];
+    a_dest bigint[];
+    a_pend boolean[];
+    a_due timestamptz[];
+    a_exp timestamptz[];
+    a_street bigint[];
+    a_rank jsonb[];
+    v_out jsonb;
 BEGIN
-    IF coalesce(cardinality(p_assignments), 0) <> coalesce(cardinality(p_workers), 0) THEN
+    IF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM gp_raise('400', 'invalid_amount', 'the amount must be positive', 'amount');
+    END IF;
+    IF v_n <> coalesce(cardinality(p_workers), 0) THEN
         PERFORM gp_raise('400', 'invalid_request',
                          'assignments and workers must have the same length', 'workers');
     END IF;
-    IF coalesce(cardinality(p_assignments), 0) = 0 THEN
-        RETURN v_out;
+    IF v_n = 0 THEN
+        RETURN '[]';
     END IF;
-    -- Workers without accounts yet get them first (gp_account_of takes no lock on others).
+    IF array_position(p_assignments, NULL) IS NOT NULL THEN
+        PERFORM gp_raise('400', 'invalid_assignment', 'an assignment id is required',
+                         'assignment_id');
+    END IF;
+    -- (1) Workers without accounts yet get them first (gp_account_of takes no lock on others).
     FOR v_new IN SELECT p.id FROM persons p
                    WHERE p.id = ANY (p_workers)
                      AND NOT EXISTS (SELECT 1 FROM accounts a
                                       WHERE a.kind = 'worker' AND a.owner_id = p.id) LOOP
         PERFORM gp_account_of('worker', v_new);
     END LOOP;
-    PERFORM gp_accounts_lock(ARRAY(
-        SELECT id FROM accounts WHERE kind = 'reservation' AND owner_id = p_task
+
+    -- (2) Lock, ascending id, skipping what another transaction holds.
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.kind ORDER BY x.id),
+           array_agg(x.owner_id ORDER BY x.id), array_agg(x.balance ORDER BY x.id),
+           array_agg(x.version ORDER BY x.id)
+      INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version FROM accounts a
+             WHERE a.id IN (SELECT r.id FROM accounts r
+                             WHERE r.kind = 'reservation' AND r.owner_id = p_task
+                            UNION ALL
+                            SELECT w.id FROM accounts w
+                             WHERE w.kind IN ('worker', 'worker_pending')
+                               AND w.owner_id = ANY (p_workers))
+             ORDER BY a.id FOR NO KEY UPDATE SKIP LOCKED) x;
+    v_res := l_ids[array_position(l_kinds, 'reservation')];
+
+    -- (3) One read: what each input is, the first refusal in input order, what to pay.
+    WITH i AS (
+        SELECT i.asg, i.w, i.n, p.id AS pid, p.street_id, pol.objection_period,
+               gp_lot_expiry(pol, v_now) AS exp,
+               (SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = i.w) AS acc,
+               (SELECT id FROM accounts WHERE kind = 'worker_pending' AND owner_id = i.w) AS pacc,
+               EXISTS (SELECT 1 FROM ledger_txns t
+                        WHERE t.kind = 'award' AND t.refs ->> 'assignment_id' = i.asg::text)
+                   OR count(*) OVER (PARTITION BY i.asg) > 1 AS paid,
+               p.unit_id
+          FROM unnest(p_assignments, p_workers) WITH ORDINALITY AS i (asg, w, n)
+          LEFT JOIN persons p ON p.id = i.w
+          LEFT JOIN ledger_policies pol ON pol.street_unit_id = p.street_id),
+    j AS (
+        SELECT i.*, coalesce(i.objection_period > interval '0', false) AS pend,
+               i.acc = ANY (l_ids) AND i.pacc = ANY (l_ids) AS got
+          FROM i),
+    bad AS (
+        SELECT CASE WHEN j.paid THEN 'paid' WHEN j.pid IS NULL THEN 'person' END AS err, j.asg
+          FROM j WHERE j.paid OR j.pid IS NULL ORDER BY j.n LIMIT 1),
+    pay AS (
+        SELECT j.*, (SELECT coalesce(jsonb_agg(x.id ORDER BY nlevel(x.path)), '[]')
+                       FROM org_units u
+                       JOIN org_units x
+                         ON x.id = ANY (string_to_array(ltree2text(u.path), '.')::bigint[])
+                      WHERE u.id = j.unit_id AND x.level IN ('street', 'community', 'grid'))
+                    AS rank
+          FROM j WHERE j.got AND v_res IS NOT NULL AND j.pid IS NOT NULL AND NOT j.paid)
+    SELECT (SELECT err FROM bad), (SELECT asg FROM bad),
+           array_agg(pay.asg ORDER BY pay.n), array_agg(pay.w ORDER BY pay.n),
+           array_agg(CASE WHEN pay.pend THEN pay.pacc ELSE pay.acc END ORDER BY pay.n),
+           array_agg(pay.pend ORDER BY pay.n),
+           array_agg(v_now + pay.objection_period ORDER BY pay.n),
+           array_agg(pay.exp ORDER BY pay.n), array_agg(pay.street_id ORDER BY pay.n),
+           array_agg(pay.rank ORDER BY pay.n), count(pay.asg),
+           (SELECT street_id FROM tasks WHERE id = p_task),
+           (SELECT bool_or(b.bal::numeric + d.cnt * p_amount::numeric > 9223372036854775807)
+              FROM (SELECT CASE WHEN pay.pend THEN pay.pacc ELSE pay.acc END AS acc,
+                           count(*) AS cnt FROM pay GROUP BY 1) d
+              JOIN unnest(l_ids, l_bal) b (id, bal) ON b.id = d.acc)
+      INTO v_err, v_err_asg, a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank, v_paid,
+           v_street, v_overflow
+      FROM (SELECT 1) one LEFT JOIN pay ON true;
+    IF v_err = 'paid' THEN
+        PERFORM gp_raise('409', 'already_awarded', 'this assignment has already been paid',
+                         'assignment_id');
+    ELSIF v_err = 'person' THEN
+        PERFORM gp_raise('404', 'person_not_found', 'person not found', 'worker_id');
+    END IF;
+    IF v_res IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM accounts WHERE kind = 'reservation' AND owner_id = p_task)
+        THEN
+            PERFORM gp_raise('402', 'insufficient_reservation', 'the task has no reservation',
+                             'task_id');
+        END IF;
+        RETURN '[]'; -- busy: the next sweep pays
+    END IF;
+    IF v_paid = 0 THEN -- the reservation or every worker is busy: the next sweep pays
+        RETURN '[]';
+    END IF;
+    v_cover := l_bal[array_position(l_ids, v_res)]::numeric - v_paid::numeric * p_amount;
+    IF v_cover < 0 THEN
+        PERFORM gp_raise('402', 'insufficient_reservation',
+                         'the task reservation cannot cover this amount', 'amount');
+    END IF;
+    IF v_overflow THEN
+        PERFORM gp_raise('400', 'amount_overflow', 'the amount would overflow the balance',
+                         'amount');
+    END IF;
+
+    -- (4) One write statement. Postings are inserted in (transaction, account) order, so each
+    -- account's postings have ascending ids in version order.
+    WITH i AS (
+        SELECT * FROM unnest(a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank)
+                      WITH ORDINALITY AS i (asg, w, dest, pend, due, exp, street, rank, n)),
+    t AS (
+        INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + street_id v_street
+        SELECT 'award', p_actor,
+               jsonb_build_object('task_id', p_task, 'assignment_id', i.asg, 'worker_id', i.w),
+               NULL
+          FROM i ORDER BY i.n
+        RETURNING id, (refs ->> 'assignment_id')::bigint AS asg),
+    it AS (
+        SELECT i.*, t.id AS txn FROM i JOIN t ON t.asg = i.asg),
+    legs AS (
+        SELECT it.txn, it.dest AS acc, p_amount AS amt FROM it
         UNION ALL
-        SELECT id FROM accounts WHERE kind = 'worker' AND owner_id = ANY (p_workers)));
-    FOR i IN 1 .. cardinality(p_assignments) LOOP
-        v_out := v_out || jsonb_build_array(
-            gp_task_award(p_task, p_assignments[i], p_workers[i], p_amount, p_actor));
-    END LOOP;
+        SELECT it.txn, v_res, -p_amount FROM it),
+    b AS (
+        SELECT * FROM unnest(l_ids, l_bal, l_ver) AS b (id, bal, ver)),
+    p AS (
+        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+        -- STREET_ID: + street_id v_street
+        SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+          FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                  FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+          JOIN b ON b.id = c.acc
+         ORDER BY c.txn, c.acc),
+    u AS (
+        UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+          FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                  FROM legs GROUP BY legs.acc) s
+         WHERE a.id = s.acc
+        RETURNING a.id, a.balance, a.version),
+    pp AS (
+        INSERT INTO pending_points (award_txn_id, worker_id, amount, earned_at, due_at,
+                                    expires_at, street_id)
+        SELECT it.txn, it.w, p_amount, v_now, it.due, it.exp, it.street FROM it WHERE it.pend),
+    lots AS (
+        INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at,
+                                     expires_at, street_id)
+        SELECT it.w, min(it.txn), sum(p_amount), sum(p_amount), v_now, it.exp, min(it.street)
+          FROM it WHERE NOT it.pend AND it.exp IS NOT NULL
+         GROUP BY it.w, it.exp
+        ON CONFLICT (worker_id, expires_at) DO UPDATE
+           SET amount = l.amount + EXCLUDED.amount, remaining = l.remaining + EXCLUDED.remaining),
+    e AS (
+        INSERT INTO worker_earnings AS e (person_id, period, points, street_id)
+        SELECT it.w, per.period, sum(p_amount), min(it.street)
+          FROM it CROSS JOIN (VALUES (v_period), ('all')) per (period)
+         GROUP BY it.w, per.period
+        ON CONFLICT (person_id, period) DO UPDATE SET points = e.points + EXCLUDED.points
+        RETURNING e.person_id, e.period, e.points),
+    st AS ( -- each worker's state after the batch: the locked pair, as updated
+        SELECT b2.owner AS w,
+               max(coalesce(u.balance, b2.bal)) FILTER (WHERE b2.kind = 'worker') AS avail,
+               max(coalesce(u.balance, b2.bal)) FILTER (WHERE b2.kind = 'worker_pending') AS pend,
+               sum(coalesce(u.version, b2.ver)) AS ver
+          FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver) AS b2 (id, kind, owner, bal, ver)
+          LEFT JOIN u ON u.id = b2.id
+         WHERE b2.kind IN ('worker', 'worker_pending')
+         GROUP BY b2.owner)
+    SELECT jsonb_agg(jsonb_build_object(
+               'worker_id', it.w, 'available', st.avail, 'balance', st.avail,
+               'pending', st.pend, 'version', st.ver,
+               'task_id', p_task, 'assignment_id', it.asg,
+               'txn_id', it.txn, 'amount', p_amount, 'to_pending', it.pend,
+               'earned_month', em.points, 'earned_total', ea.points,
+               'period', v_period, 'rank_units', it.rank) ORDER BY it.n)
+      INTO v_out
+      FROM it
+      JOIN st ON st.w = it.w
+      JOIN e em ON em.person_id = it.w AND em.period = v_period
+      JOIN e ea ON ea.person_id = it.w AND ea.period = 'all';
+    IF coalesce(jsonb_array_length(v_out), 0) <> v_paid THEN
+        RAISE EXCEPTION 'gp_task_award_many: % replies for % awards', jsonb_array_length(v_out),
+                        v_paid;
+    END IF;
     RETURN v_out;
 END
 $$;
@@ -749,73 +953,220 @@ $$;
 -- "effects": {"balances": [{worker_id, available, pending, version}, ...]}} for the cache (the
 -- effect format of 00_helpers.sql). Due times use the
 -- database clock. A row whose worker is busy is skipped this round and picked up by the next.
+-- Set-based (issue 12 part 3): a fixed number of statements per call whatever the batch size.
+-- Vesting: (1) the due rows, (2) one lock statement for their workers' pairs (ascending id,
+-- SKIP LOCKED: a busy worker's rows wait for the next round), (3) one write statement: the
+-- 'vest' transactions, their postings with running balances and versions (window sums), one
+-- UPDATE per account, the pending rows marked, the lots of the vested points, the outbox rows.
+-- Expiry the same way, the expiry account among the locked rows (updated once per batch; busy:
+-- the lots wait for the next round). A worker's lots expiring in one batch take, in expiry
+-- order, what remains of them but never more than the balance: amount_k = least(C_k, bal) -
+-- least(C_(k-1), bal) with C_k the running sum of their remaining points, which is what taking
+-- them one after another gave.
 CREATE FUNCTION gp_ledger_sweep(p_batch int DEFAULT 100)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
 DECLARE
-    pp pending_points;
-    l point_lots;
+    v_batch int := least(greatest(coalesce(p_batch, 100), 1), 10000);
     v_touched bigint[] := '{}';
     v_vested int := 0;
     v_expired int := 0;
     v_skipped int := 0;
-    v_txn bigint;
-    v_bal bigint;
-    v_amt bigint;
-    v_batch int := least(greatest(coalesce(p_batch, 100), 1), 10000);
+    -- STREET_ID: after branch `street` the expiry account is per street: lock the expiry
+    -- account of every distinct lot street_id in (2) and credit each lot's own in `legs` (the
+    -- window sums and the one UPDATE per account already handle several credited accounts).
+    v_expiry bigint;
+    r_keys bigint[];
+    r_workers bigint[];
+    l_ids bigint[];
+    l_kinds text[];
+    l_owners bigint[];
+    l_bal bigint[];
+    l_ver bigint[];
+    v_n int;
+    v_w bigint[];
+    v_effects jsonb;
 BEGIN
-    FOR pp IN SELECT * FROM pending_points WHERE vest_txn_id IS NULL AND due_at <= now()
-               ORDER BY due_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
-        IF NOT gp_worker_try_lock(pp.worker_id) THEN
-            v_skipped := v_skipped + 1;
-            CONTINUE;
-        END IF;
-        v_txn := gp_ledger_post_legs('vest', NULL,
-            jsonb_build_object('award_txn_id', pp.award_txn_id, 'worker_id', pp.worker_id), NULL,
-            ARRAY[gp_account_of('worker_pending', pp.worker_id),
-                  gp_account_of('worker', pp.worker_id)],
-            ARRAY[-pp.amount, pp.amount]);
-        UPDATE pending_points SET vest_txn_id = v_txn, vested_at = now()
-         WHERE award_txn_id = pp.award_txn_id;
-        IF pp.expires_at IS NOT NULL THEN
-            PERFORM gp_lot_put(pp.worker_id, v_txn, pp.amount, pp.earned_at, pp.expires_at,
-                               pp.street_id);
-        END IF;
-        PERFORM gp_outbox('points.vested', pp.worker_id,
-            jsonb_build_object('txn_id', v_txn, 'award_txn_id', pp.award_txn_id,
-                               'amount', pp.amount));
-        v_touched := v_touched || pp.worker_id;
-        v_vested := v_vested + 1;
-    END LOOP;
+    -- Vesting. (1) The due rows.
+    SELECT coalesce(array_agg(x.award_txn_id ORDER BY x.due_at, x.award_txn_id), '{}'),
+           coalesce(array_agg(x.worker_id ORDER BY x.due_at, x.award_txn_id), '{}')
+      INTO r_keys, r_workers
+      FROM (SELECT award_txn_id, worker_id, due_at FROM pending_points
+             WHERE vest_txn_id IS NULL AND due_at <= now()
+             ORDER BY due_at LIMIT v_batch FOR UPDATE SKIP LOCKED) x;
+    IF cardinality(r_keys) > 0 THEN
+        -- (2) Their workers' pairs, ascending id, skipping busy ones.
+        SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
+               array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
+               array_agg(a.version ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+                 WHERE kind IN ('worker', 'worker_pending') AND owner_id = ANY (r_workers)
+                 ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
+        -- (3) One write.
+        WITH b AS (
+            SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
+                          AS b (id, kind, owner, bal, ver)),
+        v AS ( -- the rows whose worker has both accounts locked, in due order
+            SELECT pp.*, k.n, wa.id AS acc, pa.id AS pacc
+              FROM unnest(r_keys) WITH ORDINALITY AS k (award, n)
+              JOIN pending_points pp ON pp.award_txn_id = k.award
+              JOIN b wa ON wa.owner = pp.worker_id AND wa.kind = 'worker'
+              JOIN b pa ON pa.owner = pp.worker_id AND pa.kind = 'worker_pending'),
+        t AS (
+            INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + v.street_id
+            SELECT 'vest', NULL,
+                   jsonb_build_object('award_txn_id', v.award_txn_id, 'worker_id', v.worker_id),
+                   NULL
+              FROM v ORDER BY v.n
+            RETURNING id, (refs ->> 'award_txn_id')::bigint AS award),
+        vt AS (
+            SELECT v.*, t.id AS txn FROM v JOIN t ON t.award = v.award_txn_id),
+        legs AS (
+            SELECT vt.txn, vt.pacc AS acc, -vt.amount AS amt FROM vt
+            UNION ALL
+            SELECT vt.txn, vt.acc, vt.amount FROM vt),
+        p AS (
+            INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+            -- STREET_ID: + the worker's street
+            SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+              FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                      FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+              JOIN b ON b.id = c.acc
+             ORDER BY c.txn, c.acc),
+        u AS (
+            UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+              FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                      FROM legs GROUP BY legs.acc) s
+             WHERE a.id = s.acc),
+        m AS (
+            UPDATE pending_points x SET vest_txn_id = vt.txn, vested_at = now()
+              FROM vt WHERE x.award_txn_id = vt.award_txn_id),
+        lots AS (
+            INSERT INTO point_lots AS l (worker_id, earned_txn_id, amount, remaining, earned_at,
+                                         expires_at, street_id)
+            SELECT vt.worker_id, min(vt.txn), sum(vt.amount), sum(vt.amount), min(vt.earned_at),
+                   vt.expires_at, min(vt.street_id)
+              FROM vt WHERE vt.expires_at IS NOT NULL
+             GROUP BY vt.worker_id, vt.expires_at
+            ON CONFLICT (worker_id, expires_at) DO UPDATE
+               SET amount = l.amount + EXCLUDED.amount,
+                   remaining = l.remaining + EXCLUDED.remaining),
+        ob AS (
+            INSERT INTO outbox (topic, person_id, payload)
+            SELECT 'points.vested', vt.worker_id,
+                   jsonb_build_object('txn_id', vt.txn, 'award_txn_id', vt.award_txn_id,
+                                      'amount', vt.amount)
+              FROM vt ORDER BY vt.txn)
+        SELECT count(*), coalesce(array_agg(vt.worker_id), '{}') INTO v_n, v_w FROM vt;
+        v_vested := v_n;
+        v_skipped := cardinality(r_keys) - v_n;
+        v_touched := v_touched || v_w;
+    END IF;
 
-    FOR l IN SELECT * FROM point_lots WHERE remaining > 0 AND expires_at <= now()
-              ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED LOOP
-        IF NOT gp_worker_try_lock(l.worker_id) THEN
-            v_skipped := v_skipped + 1;
-            CONTINUE;
+    -- Expiry. (1) The due lots.
+    SELECT coalesce(array_agg(x.id ORDER BY x.expires_at, x.id), '{}'),
+           coalesce(array_agg(x.worker_id ORDER BY x.expires_at, x.id), '{}')
+      INTO r_keys, r_workers
+      FROM (SELECT id, worker_id, expires_at FROM point_lots
+             WHERE remaining > 0 AND expires_at <= now()
+             ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED) x;
+    IF cardinality(r_keys) > 0 THEN
+        v_expiry := gp_account_of('expiry', NULL);
+        -- (2) The workers' pairs and the expiry account, ascending id, skipping busy ones
+        -- (rows this transaction already holds are not skipped).
+        SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
+               array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
+               array_agg(a.version ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
+          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+                 WHERE id IN (SELECT w.id FROM accounts w
+                               WHERE w.kind IN ('worker', 'worker_pending')
+                                 AND w.owner_id = ANY (r_workers)
+                              UNION ALL
+                              SELECT v_expiry)
+                 ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
+        IF NOT (v_expiry = ANY (coalesce(l_ids, '{}'))) THEN
+            v_skipped := v_skipped + cardinality(r_keys); -- another sweep holds it
+        ELSE
+            WITH b AS (
+                SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
+                              AS b (id, kind, owner, bal, ver)),
+            e0 AS ( -- the lots whose worker has both accounts locked, in expiry order
+                SELECT l.id, l.worker_id, l.expires_at, l.remaining, l.street_id, k.n,
+                       wa.id AS acc, greatest(wa.bal, 0) AS bal,
+                       sum(l.remaining) OVER (PARTITION BY l.worker_id ORDER BY k.n) AS cum
+                  FROM unnest(r_keys) WITH ORDINALITY AS k (lot, n)
+                  JOIN point_lots l ON l.id = k.lot
+                  JOIN b wa ON wa.owner = l.worker_id AND wa.kind = 'worker'
+                  JOIN b pa ON pa.owner = l.worker_id AND pa.kind = 'worker_pending'),
+            e AS (
+                SELECT e0.*, (least(e0.cum, e0.bal) - least(e0.cum - e0.remaining, e0.bal))::bigint
+                             AS amt
+                  FROM e0),
+            t AS (
+                INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + e.street_id
+                SELECT 'expire', NULL,
+                       jsonb_build_object('lot_id', e.id, 'worker_id', e.worker_id,
+                                          'expires_at', e.expires_at,
+                                          'shortfall', e.remaining - e.amt),
+                       NULL
+                  FROM e WHERE e.amt > 0 ORDER BY e.n
+                RETURNING id, (refs ->> 'lot_id')::bigint AS lot),
+            et AS (
+                SELECT e.*, t.id AS txn FROM e LEFT JOIN t ON t.lot = e.id),
+            legs AS (
+                SELECT et.txn, et.acc, -et.amt AS amt FROM et WHERE et.txn IS NOT NULL
+                UNION ALL
+                SELECT et.txn, v_expiry, et.amt FROM et WHERE et.txn IS NOT NULL),
+            p AS (
+                INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
+                -- STREET_ID: + the lot's street
+                SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+                  FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                          FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+                  JOIN b ON b.id = c.acc
+                 ORDER BY c.txn, c.acc),
+            u AS (
+                UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+                  FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                          FROM legs GROUP BY legs.acc) s
+                 WHERE a.id = s.acc),
+            m AS (
+                UPDATE point_lots x SET remaining = 0, expire_txn_id = et.txn
+                  FROM et WHERE x.id = et.id),
+            ob AS (
+                INSERT INTO outbox (topic, person_id, payload)
+                SELECT 'points.expired', et.worker_id,
+                       jsonb_build_object('txn_id', et.txn, 'amount', et.amt,
+                                          'expires_at', et.expires_at)
+                  FROM et WHERE et.txn IS NOT NULL ORDER BY et.txn)
+            SELECT count(*), coalesce(array_agg(et.worker_id) FILTER (WHERE et.txn IS NOT NULL),
+                                      '{}')
+              INTO v_n, v_w FROM et;
+            v_expired := v_n;
+            v_skipped := v_skipped + cardinality(r_keys) - v_n;
+            v_touched := v_touched || v_w;
         END IF;
-        SELECT balance INTO v_bal FROM accounts WHERE kind = 'worker' AND owner_id = l.worker_id;
-        -- Lots never hold more than the balance when every debit consumes lots; the least() only
-        -- keeps a caller's forgotten gp_worker_spend_lots from blocking the sweep forever.
-        v_amt := least(l.remaining, coalesce(v_bal, 0));
-        v_txn := NULL;
-        IF v_amt > 0 THEN
-            v_txn := gp_ledger_post_legs('expire', NULL,
-                jsonb_build_object('lot_id', l.id, 'worker_id', l.worker_id,
-                                   'expires_at', l.expires_at,
-                                   'shortfall', l.remaining - v_amt),
-                NULL,
-                ARRAY[gp_account_of('worker', l.worker_id), gp_account_of('expiry', NULL)],
-                ARRAY[-v_amt, v_amt]);
-            PERFORM gp_outbox('points.expired', l.worker_id,
-                jsonb_build_object('txn_id', v_txn, 'amount', v_amt, 'expires_at', l.expires_at));
-            v_touched := v_touched || l.worker_id;
-        END IF;
-        UPDATE point_lots SET remaining = 0, expire_txn_id = v_txn WHERE id = l.id;
-        v_expired := v_expired + 1;
-    END LOOP;
+    END IF;
 
+    -- The touched workers' states for the cache (gp_worker_state's shape), in one read.
+    IF cardinality(v_touched) = 0 THEN
+        v_effects := jsonb_build_object('balances', '[]'::jsonb);
+    ELSE
+        SELECT jsonb_build_object('balances', coalesce(jsonb_agg(s.j ORDER BY s.w), '[]'))
+          INTO v_effects
+          FROM (SELECT a.owner_id AS w, jsonb_build_object('worker_id', a.owner_id,
+                       'available', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker'), 0),
+                       'balance', coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker'), 0),
+                       'pending',
+                       coalesce(sum(a.balance) FILTER (WHERE a.kind = 'worker_pending'), 0),
+                       'version', coalesce(sum(a.version), 0)) AS j
+                  FROM accounts a
+                 WHERE a.kind IN ('worker', 'worker_pending') AND a.owner_id = ANY (v_touched)
+                 GROUP BY a.owner_id) s;
+    END IF;
     RETURN jsonb_build_object('vested', v_vested, 'expired', v_expired, 'skipped', v_skipped,
-                              'effects', gp_fx_balances(v_touched));
+                              'effects', v_effects);
 END
 $$;
 

@@ -1643,7 +1643,8 @@ $$;
 --    "gates": [{"task_id", "unit_id", "free_slots", "slots_version"}]} (00_helpers.sql),
 --    "errors": [{"task_id", "sqlstate", "message"}], "more": bool}
 -- (a) claims due (due_at <= now()) expire; (b) submitted reports whose review window ended are
--- approved and paid; (c) open tasks past ends_at, or with every slot approved, close (their
+-- approved and paid, one set-based gp_task_award_many per task (a report whose worker's
+-- accounts another transaction holds stays due for the next call; "skipped" counts it); (c) open tasks past ends_at, or with every slot approved, close (their
 -- live claims expire); (d) closed/cancelled tasks with nothing live or submitted and past
 -- release_after get their unused reservation back.
 -- Work is grouped per task: each due task is locked FOR UPDATE SKIP LOCKED, so any number of
@@ -1666,6 +1667,12 @@ DECLARE
     t tasks;
     v_ids bigint[];
     v_workers bigint[];
+    v_txns bigint[];
+    -- Reports auto-approved per task per call when p_hold_ms is set: the task row is held
+    -- until the commit and a report on that task waits for it, so one task's batch is kept to
+    -- about p_hold_ms of work (the set-based award costs 0.15-0.5 ms per report: 2 per ms).
+    v_task_cap int := CASE WHEN p_hold_ms IS NOT NULL THEN greatest(p_hold_ms, 1) * 2 END;
+    l_capped boolean;
     v_was_released boolean;
     l_exp int;
     l_app int;
@@ -1722,8 +1729,9 @@ BEGIN
                        WHERE x.task_id = v_task AND x.state = 'claimed' AND x.due_at <= now()
                        ORDER BY x.due_at, x.id LIMIT v_budget FOR UPDATE),
                 'claimed', 'expired', NULL, 'claim_expiry', 'claim_expired');
-            -- (b) auto-approval: one gp_task_award_many per task (it locks every account
-            -- involved in id order first, the ledger's lock order).
+            -- (b) auto-approval: one set-based gp_task_award_many per task (it locks the
+            -- reservation and every worker's accounts in id order, skipping busy ones: those
+            -- assignments stay due for the next sweep). Only the paid ones move.
             SELECT coalesce(array_agg(x.id ORDER BY x.review_due_at, x.id), '{}'),
                    coalesce(array_agg(x.worker_id ORDER BY x.review_due_at, x.id), '{}')
               INTO v_ids, v_workers
@@ -1731,14 +1739,25 @@ BEGIN
                      WHERE y.task_id = v_task AND y.state = 'submitted'
                        AND y.review_due_at <= now()
                      ORDER BY y.review_due_at, y.id
-                     LIMIT greatest(v_budget - l_exp, 0) FOR UPDATE) x;
+                     LIMIT greatest(least(v_budget - l_exp, coalesce(v_task_cap, v_budget)), 0)
+                       FOR UPDATE) x;
+            -- more due reports than one call takes of a task: the rest in the next call
+            l_capped := coalesce(cardinality(v_ids) >= v_task_cap AND v_task_cap < v_budget - l_exp,
+                                 false);
+            IF l_capped THEN
+                v_cut := true;
+            END IF;
             IF cardinality(v_ids) > 0 THEN
                 l_awards := gp_task_award_many(v_task, v_ids, v_workers, t.reward, NULL);
+                v_skipped := v_skipped + cardinality(v_ids) - jsonb_array_length(l_awards);
+                SELECT coalesce(array_agg((w ->> 'assignment_id')::bigint ORDER BY n), '{}'),
+                       coalesce(array_agg((w ->> 'txn_id')::bigint ORDER BY n), '{}')
+                  INTO v_ids, v_txns
+                  FROM jsonb_array_elements(l_awards) WITH ORDINALITY x (w, n);
+            END IF;
+            IF cardinality(v_ids) > 0 THEN
                 l_app := gp_assignments_move(v_task, v_ids, 'submitted', 'approved', NULL,
-                    'auto_approval', 'review_window_elapsed',
-                    ARRAY(SELECT (w ->> 'txn_id')::bigint
-                            FROM jsonb_array_elements(l_awards) WITH ORDINALITY x (w, n)
-                           ORDER BY n));
+                    'auto_approval', 'review_window_elapsed', v_txns);
                 IF l_app <> cardinality(v_ids) THEN
                     RAISE EXCEPTION 'auto-approval moved % of % assignments', l_app,
                                     cardinality(v_ids);
@@ -1746,7 +1765,7 @@ BEGIN
             END IF;
             -- (c) close (left for the next call when the batch is used up)
             SELECT * INTO t FROM tasks WHERE id = v_task;
-            IF v_budget - l_exp - l_app > 0 AND t.status = 'open'
+            IF v_budget - l_exp - l_app > 0 AND NOT l_capped AND t.status = 'open'
                AND (t.ends_at <= now() OR t.approved >= t.slots) THEN
                 t := gp_task_set_state(v_task, 'closed', NULL, 'task_close',
                          CASE WHEN t.approved >= t.slots THEN 'all_slots_approved'
@@ -1754,7 +1773,7 @@ BEGIN
                 l_closed := 1;
             END IF;
             -- (d) release the unused reservation
-            IF v_budget - l_exp - l_app - l_closed > 0 THEN
+            IF v_budget - l_exp - l_app - l_closed > 0 AND NOT l_capped THEN
                 v_was_released := t.released_at IS NOT NULL;
                 t := gp_task_settle(v_task, NULL, 'reservation_release');
                 IF NOT v_was_released AND t.released_at IS NOT NULL THEN
