@@ -687,9 +687,8 @@ $$;
 -- All or nothing for the workers it pays. Returns, in input order, one gp_task_award-shaped
 -- jsonb per assignment PAID (a skipped one is absent: the caller moves only the assignments
 -- named in the reply).
--- Issue 17 / branch `street`: when ledger_txns and postings carry street_id (0024), the write
--- below sets it to the task's street (v_street, tasks.street_id, read in (3)) on both INSERTs:
--- see "STREET_ID" below.
+-- Every transaction and posting of the batch carries the street of the task's reservation
+-- account (v_street, read with the locks in (2); one street per transaction, 0024).
 CREATE FUNCTION gp_task_award_many(p_task bigint, p_assignments bigint[], p_workers bigint[],
                                    p_amount bigint, p_actor bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = gp, public, pg_temp AS $$
@@ -699,7 +698,8 @@ DECLARE
     v_period text := to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM');
     v_new bigint;
     v_res bigint;
-    v_street bigint; -- STREET_ID: the task's street, for ledger_txns/postings.street_id (0024)
+    v_street bigint; -- the reservation's (the task's) street: its transactions' and postings'
+    l_st bigint[];
     l_ids bigint[];
     l_kinds text[];
     l_owners bigint[];
@@ -746,9 +746,9 @@ BEGIN
     -- (2) Lock, ascending id, skipping what another transaction holds.
     SELECT array_agg(x.id ORDER BY x.id), array_agg(x.kind ORDER BY x.id),
            array_agg(x.owner_id ORDER BY x.id), array_agg(x.balance ORDER BY x.id),
-           array_agg(x.version ORDER BY x.id)
-      INTO l_ids, l_kinds, l_owners, l_bal, l_ver
-      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version FROM accounts a
+           array_agg(x.version ORDER BY x.id), array_agg(x.street_id ORDER BY x.id)
+      INTO l_ids, l_kinds, l_owners, l_bal, l_ver, l_st
+      FROM (SELECT a.id, a.kind, a.owner_id, a.balance, a.version, a.street_id FROM accounts a
              WHERE a.id IN (SELECT r.id FROM accounts r
                              WHERE r.kind = 'reservation' AND r.owner_id = p_task
                             UNION ALL
@@ -757,6 +757,7 @@ BEGIN
                                AND w.owner_id = ANY (p_workers))
              ORDER BY a.id FOR NO KEY UPDATE SKIP LOCKED) x;
     v_res := l_ids[array_position(l_kinds, 'reservation')];
+    v_street := l_st[array_position(l_kinds, 'reservation')];
 
     -- (3) One read: what each input is, the first refusal in input order, what to pay.
     WITH i AS (
@@ -793,13 +794,12 @@ BEGIN
            array_agg(v_now + pay.objection_period ORDER BY pay.n),
            array_agg(pay.exp ORDER BY pay.n), array_agg(pay.street_id ORDER BY pay.n),
            array_agg(pay.rank ORDER BY pay.n), count(pay.asg),
-           (SELECT street_id FROM tasks WHERE id = p_task),
            (SELECT bool_or(b.bal::numeric + d.cnt * p_amount::numeric > 9223372036854775807)
               FROM (SELECT CASE WHEN pay.pend THEN pay.pacc ELSE pay.acc END AS acc,
                            count(*) AS cnt FROM pay GROUP BY 1) d
               JOIN unnest(l_ids, l_bal) b (id, bal) ON b.id = d.acc)
       INTO v_err, v_err_asg, a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank, v_paid,
-           v_street, v_overflow
+           v_overflow
       FROM (SELECT 1) one LEFT JOIN pay ON true;
     IF v_err = 'paid' THEN
         PERFORM gp_raise('409', 'already_awarded', 'this assignment has already been paid',
@@ -834,10 +834,10 @@ BEGIN
         SELECT * FROM unnest(a_asg, a_w, a_dest, a_pend, a_due, a_exp, a_street, a_rank)
                       WITH ORDINALITY AS i (asg, w, dest, pend, due, exp, street, rank, n)),
     t AS (
-        INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + street_id v_street
+        INSERT INTO ledger_txns (kind, actor_id, refs, memo, street_id)
         SELECT 'award', p_actor,
                jsonb_build_object('task_id', p_task, 'assignment_id', i.asg, 'worker_id', i.w),
-               NULL
+               NULL, v_street
           FROM i ORDER BY i.n
         RETURNING id, (refs ->> 'assignment_id')::bigint AS asg),
     it AS (
@@ -849,9 +849,9 @@ BEGIN
     b AS (
         SELECT * FROM unnest(l_ids, l_bal, l_ver) AS b (id, bal, ver)),
     p AS (
-        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-        -- STREET_ID: + street_id v_street
-        SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+        INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after,
+                              street_id)
+        SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run, v_street
           FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
                   FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
           JOIN b ON b.id = c.acc
@@ -971,10 +971,9 @@ DECLARE
     v_vested int := 0;
     v_expired int := 0;
     v_skipped int := 0;
-    -- STREET_ID: after branch `street` the expiry account is per street: lock the expiry
-    -- account of every distinct lot street_id in (2) and credit each lot's own in `legs` (the
-    -- window sums and the one UPDATE per account already handle several credited accounts).
-    v_expiry bigint;
+    -- Every transaction is of its worker's street (0024): the worker accounts' street_id
+    -- (immutable, so read before the locks) picks the street's own expiry account.
+    v_expiry bigint[];
     r_keys bigint[];
     r_workers bigint[];
     l_ids bigint[];
@@ -982,6 +981,7 @@ DECLARE
     l_owners bigint[];
     l_bal bigint[];
     l_ver bigint[];
+    l_st bigint[];
     v_n int;
     v_w bigint[];
     v_effects jsonb;
@@ -997,38 +997,38 @@ BEGIN
         -- (2) Their workers' pairs, ascending id, skipping busy ones.
         SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
                array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
-               array_agg(a.version ORDER BY a.id)
-          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
-          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+               array_agg(a.version ORDER BY a.id), array_agg(a.street_id ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver, l_st
+          FROM (SELECT id, kind, owner_id, balance, version, street_id FROM accounts
                  WHERE kind IN ('worker', 'worker_pending') AND owner_id = ANY (r_workers)
                  ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
         -- (3) One write.
         WITH b AS (
-            SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
-                          AS b (id, kind, owner, bal, ver)),
+            SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver, l_st)
+                          AS b (id, kind, owner, bal, ver, st)),
         v AS ( -- the rows whose worker has both accounts locked, in due order
-            SELECT pp.*, k.n, wa.id AS acc, pa.id AS pacc
+            SELECT pp.*, k.n, wa.id AS acc, pa.id AS pacc, wa.st
               FROM unnest(r_keys) WITH ORDINALITY AS k (award, n)
               JOIN pending_points pp ON pp.award_txn_id = k.award
               JOIN b wa ON wa.owner = pp.worker_id AND wa.kind = 'worker'
               JOIN b pa ON pa.owner = pp.worker_id AND pa.kind = 'worker_pending'),
         t AS (
-            INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + v.street_id
+            INSERT INTO ledger_txns (kind, actor_id, refs, memo, street_id)
             SELECT 'vest', NULL,
                    jsonb_build_object('award_txn_id', v.award_txn_id, 'worker_id', v.worker_id),
-                   NULL
+                   NULL, v.st
               FROM v ORDER BY v.n
             RETURNING id, (refs ->> 'award_txn_id')::bigint AS award),
         vt AS (
             SELECT v.*, t.id AS txn FROM v JOIN t ON t.award = v.award_txn_id),
         legs AS (
-            SELECT vt.txn, vt.pacc AS acc, -vt.amount AS amt FROM vt
+            SELECT vt.txn, vt.pacc AS acc, -vt.amount AS amt, vt.st FROM vt
             UNION ALL
-            SELECT vt.txn, vt.acc, vt.amount FROM vt),
+            SELECT vt.txn, vt.acc, vt.amount, vt.st FROM vt),
         p AS (
-            INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-            -- STREET_ID: + the worker's street
-            SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
+            INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after,
+                                  street_id)
+            SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run, c.st
               FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
                       FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
               JOIN b ON b.id = c.acc
@@ -1052,10 +1052,10 @@ BEGIN
                SET amount = l.amount + EXCLUDED.amount,
                    remaining = l.remaining + EXCLUDED.remaining),
         ob AS (
-            INSERT INTO outbox (topic, person_id, payload)
+            INSERT INTO outbox (topic, person_id, payload, street_id)
             SELECT 'points.vested', vt.worker_id,
                    jsonb_build_object('txn_id', vt.txn, 'award_txn_id', vt.award_txn_id,
-                                      'amount', vt.amount)
+                                      'amount', vt.amount), vt.st
               FROM vt ORDER BY vt.txn)
         SELECT count(*), coalesce(array_agg(vt.worker_id), '{}') INTO v_n, v_w FROM vt;
         v_vested := v_n;
@@ -1071,82 +1071,84 @@ BEGIN
              WHERE remaining > 0 AND expires_at <= now()
              ORDER BY expires_at LIMIT v_batch FOR UPDATE SKIP LOCKED) x;
     IF cardinality(r_keys) > 0 THEN
-        v_expiry := gp_account_of('expiry', NULL);
-        -- (2) The workers' pairs and the expiry account, ascending id, skipping busy ones
-        -- (rows this transaction already holds are not skipped).
+        -- The expiry accounts of the workers' streets (made on demand; street 0: the legacy
+        -- one), so that every expiry stays in its worker's street.
+        SELECT coalesce(array_agg(gp_account_of('expiry', s.street_id)), '{}') INTO v_expiry
+          FROM (SELECT DISTINCT street_id FROM accounts
+                 WHERE kind = 'worker' AND owner_id = ANY (r_workers)) s;
+        -- (2) The workers' pairs and those expiry accounts, ascending id, skipping busy ones
+        -- (rows this transaction already holds are not skipped). A lot whose worker or
+        -- street's expiry account is busy waits for the next round.
         SELECT array_agg(a.id ORDER BY a.id), array_agg(a.kind ORDER BY a.id),
                array_agg(a.owner_id ORDER BY a.id), array_agg(a.balance ORDER BY a.id),
-               array_agg(a.version ORDER BY a.id)
-          INTO l_ids, l_kinds, l_owners, l_bal, l_ver
-          FROM (SELECT id, kind, owner_id, balance, version FROM accounts
+               array_agg(a.version ORDER BY a.id), array_agg(a.street_id ORDER BY a.id)
+          INTO l_ids, l_kinds, l_owners, l_bal, l_ver, l_st
+          FROM (SELECT id, kind, owner_id, balance, version, street_id FROM accounts
                  WHERE id IN (SELECT w.id FROM accounts w
                                WHERE w.kind IN ('worker', 'worker_pending')
                                  AND w.owner_id = ANY (r_workers)
                               UNION ALL
-                              SELECT v_expiry)
+                              SELECT unnest(v_expiry))
                  ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) a;
-        IF NOT (v_expiry = ANY (coalesce(l_ids, '{}'))) THEN
-            v_skipped := v_skipped + cardinality(r_keys); -- another sweep holds it
-        ELSE
-            WITH b AS (
-                SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver)
-                              AS b (id, kind, owner, bal, ver)),
-            e0 AS ( -- the lots whose worker has both accounts locked, in expiry order
-                SELECT l.id, l.worker_id, l.expires_at, l.remaining, l.street_id, k.n,
-                       wa.id AS acc, greatest(wa.bal, 0) AS bal,
-                       sum(l.remaining) OVER (PARTITION BY l.worker_id ORDER BY k.n) AS cum
-                  FROM unnest(r_keys) WITH ORDINALITY AS k (lot, n)
-                  JOIN point_lots l ON l.id = k.lot
-                  JOIN b wa ON wa.owner = l.worker_id AND wa.kind = 'worker'
-                  JOIN b pa ON pa.owner = l.worker_id AND pa.kind = 'worker_pending'),
-            e AS (
-                SELECT e0.*, (least(e0.cum, e0.bal) - least(e0.cum - e0.remaining, e0.bal))::bigint
-                             AS amt
-                  FROM e0),
-            t AS (
-                INSERT INTO ledger_txns (kind, actor_id, refs, memo) -- STREET_ID: + e.street_id
-                SELECT 'expire', NULL,
-                       jsonb_build_object('lot_id', e.id, 'worker_id', e.worker_id,
-                                          'expires_at', e.expires_at,
-                                          'shortfall', e.remaining - e.amt),
-                       NULL
-                  FROM e WHERE e.amt > 0 ORDER BY e.n
-                RETURNING id, (refs ->> 'lot_id')::bigint AS lot),
-            et AS (
-                SELECT e.*, t.id AS txn FROM e LEFT JOIN t ON t.lot = e.id),
-            legs AS (
-                SELECT et.txn, et.acc, -et.amt AS amt FROM et WHERE et.txn IS NOT NULL
-                UNION ALL
-                SELECT et.txn, v_expiry, et.amt FROM et WHERE et.txn IS NOT NULL),
-            p AS (
-                INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after)
-                -- STREET_ID: + the lot's street
-                SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run
-                  FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
-                          FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
-                  JOIN b ON b.id = c.acc
-                 ORDER BY c.txn, c.acc),
-            u AS (
-                UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
-                  FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
-                          FROM legs GROUP BY legs.acc) s
-                 WHERE a.id = s.acc),
-            m AS (
-                UPDATE point_lots x SET remaining = 0, expire_txn_id = et.txn
-                  FROM et WHERE x.id = et.id),
-            ob AS (
-                INSERT INTO outbox (topic, person_id, payload)
-                SELECT 'points.expired', et.worker_id,
-                       jsonb_build_object('txn_id', et.txn, 'amount', et.amt,
-                                          'expires_at', et.expires_at)
-                  FROM et WHERE et.txn IS NOT NULL ORDER BY et.txn)
-            SELECT count(*), coalesce(array_agg(et.worker_id) FILTER (WHERE et.txn IS NOT NULL),
-                                      '{}')
-              INTO v_n, v_w FROM et;
-            v_expired := v_n;
-            v_skipped := v_skipped + cardinality(r_keys) - v_n;
-            v_touched := v_touched || v_w;
-        END IF;
+        WITH b AS (
+            SELECT * FROM unnest(l_ids, l_kinds, l_owners, l_bal, l_ver, l_st)
+                          AS b (id, kind, owner, bal, ver, st)),
+        e0 AS ( -- the lots whose worker and expiry account are locked, in expiry order
+            SELECT l.id, l.worker_id, l.expires_at, l.remaining, wa.st, k.n,
+                   wa.id AS acc, x.id AS xacc, greatest(wa.bal, 0) AS bal,
+                   sum(l.remaining) OVER (PARTITION BY l.worker_id ORDER BY k.n) AS cum
+              FROM unnest(r_keys) WITH ORDINALITY AS k (lot, n)
+              JOIN point_lots l ON l.id = k.lot
+              JOIN b wa ON wa.owner = l.worker_id AND wa.kind = 'worker'
+              JOIN b pa ON pa.owner = l.worker_id AND pa.kind = 'worker_pending'
+              JOIN b x ON x.kind = 'expiry' AND x.st = wa.st),
+        e AS (
+            SELECT e0.*, (least(e0.cum, e0.bal) - least(e0.cum - e0.remaining, e0.bal))::bigint
+                         AS amt
+              FROM e0),
+        t AS (
+            INSERT INTO ledger_txns (kind, actor_id, refs, memo, street_id)
+            SELECT 'expire', NULL,
+                   jsonb_build_object('lot_id', e.id, 'worker_id', e.worker_id,
+                                      'expires_at', e.expires_at,
+                                      'shortfall', e.remaining - e.amt),
+                   NULL, e.st
+              FROM e WHERE e.amt > 0 ORDER BY e.n
+            RETURNING id, (refs ->> 'lot_id')::bigint AS lot),
+        et AS (
+            SELECT e.*, t.id AS txn FROM e LEFT JOIN t ON t.lot = e.id),
+        legs AS (
+            SELECT et.txn, et.acc, -et.amt AS amt, et.st FROM et WHERE et.txn IS NOT NULL
+            UNION ALL
+            SELECT et.txn, et.xacc, et.amt, et.st FROM et WHERE et.txn IS NOT NULL),
+        p AS (
+            INSERT INTO postings (txn_id, account_id, amount, account_version, balance_after,
+                                  street_id)
+            SELECT c.txn, c.acc, c.amt, b.ver + c.k, b.bal + c.run, c.st
+              FROM (SELECT legs.*, row_number() OVER w AS k, sum(legs.amt) OVER w AS run
+                      FROM legs WINDOW w AS (PARTITION BY legs.acc ORDER BY legs.txn)) c
+              JOIN b ON b.id = c.acc
+             ORDER BY c.txn, c.acc),
+        u AS (
+            UPDATE accounts a SET balance = a.balance + s.total, version = a.version + s.cnt
+              FROM (SELECT legs.acc, sum(legs.amt) AS total, count(*) AS cnt
+                      FROM legs GROUP BY legs.acc) s
+             WHERE a.id = s.acc),
+        m AS (
+            UPDATE point_lots x SET remaining = 0, expire_txn_id = et.txn
+              FROM et WHERE x.id = et.id),
+        ob AS (
+            INSERT INTO outbox (topic, person_id, payload, street_id)
+            SELECT 'points.expired', et.worker_id,
+                   jsonb_build_object('txn_id', et.txn, 'amount', et.amt,
+                                      'expires_at', et.expires_at), et.st
+              FROM et WHERE et.txn IS NOT NULL ORDER BY et.txn)
+        SELECT count(*), coalesce(array_agg(et.worker_id) FILTER (WHERE et.txn IS NOT NULL),
+                                  '{}')
+          INTO v_n, v_w FROM et;
+        v_expired := v_n;
+        v_skipped := v_skipped + cardinality(r_keys) - v_n;
+        v_touched := v_touched || v_w;
     END IF;
 
     -- The touched workers' states for the cache (gp_worker_state's shape), in one read.

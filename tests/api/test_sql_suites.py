@@ -29,7 +29,7 @@ def fresh_db(services, sql, cli):
 
 def run(cmd, env):
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[:1500]}\n...\n{p.stderr[-2500:]}"
     return p.stdout
 
 
