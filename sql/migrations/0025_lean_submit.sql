@@ -84,3 +84,14 @@ ALTER TABLE assignments
         AND (state NOT IN ('approved', 'rejected') OR decided_at IS NOT NULL));
 ALTER TABLE assignments SET (fillfactor = 90);
 ALTER TABLE tasks SET (fillfactor = 90);
+
+-- Foreign keys from the work loop's rows to the person who acted: each check is a lookup and a
+-- KEY SHARE lock written on that person's row -- on the reviewer's row for every decision
+-- (decided_by and the history row's actor), and on the worker's for every claim and report.
+-- A staff member deciding many reports turns their row into a pile of multixacts. They check
+-- nothing the functions (sql/functions/40_tasks.sql, the only writers) have not checked: the
+-- actor is the authenticated, active person whose role or area was checked before the write,
+-- and gp_app cannot delete persons (0002 grants SELECT, INSERT, UPDATE), so a person that
+-- existed stays. (As 0020 did for the history rows' task and worker.)
+ALTER TABLE assignments DROP CONSTRAINT assignments_decided_by_fkey;
+ALTER TABLE assignment_events DROP CONSTRAINT assignment_events_actor_id_fkey;
