@@ -33,7 +33,8 @@ DECLARE
     v_sub int := 0;
 BEGIN
     IF t.occupied > t.approved THEN
-        SELECT count(*) INTO v_sub FROM assignments a
+        -- (at most occupied - approved: a caller may hold a row read before a late sync)
+        SELECT least(count(*), t.occupied - t.approved) INTO v_sub FROM assignments a
          WHERE a.task_id = t.id AND a.state = 'submitted';
     END IF;
     RETURN jsonb_build_object('claimed', t.occupied - t.approved - v_sub, 'submitted', v_sub,
