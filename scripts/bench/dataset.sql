@@ -362,8 +362,8 @@ SELECT e.worker, e.period, e.points, p.street_id
 
 INSERT INTO tasks (id, unit_id, publisher_id, title, description, category, reward, slots,
                    lat, lng, geofence_m, starts_at, ends_at, claim_ttl, review_window,
-                   status, approved, reservation_txn, release_after, released_at, release_txn,
-                   closed_at, version, created_at, updated_at, street_id)
+                   status, approved, occupied, reservation_txn, release_after, released_at,
+                   release_txn, closed_at, version, created_at, updated_at, street_id)
 SELECT t.id, t.grid, t.staff,
        (ARRAY['楼栋安全巡查', '独居老人探访', '邻里纠纷调解', '消防通道检查', '垃圾分类督导',
               '隐患排查上报'])[t.j % 6 + 1] || ' #' || t.j,
@@ -372,7 +372,7 @@ SELECT t.id, t.grid, t.staff,
        t.reward, t.slots,
        t.lat0 + ((t.j * 13) % 97) / 97.0 * 0.004, t.lng0 + ((t.j * 29) % 89) / 89.0 * 0.004,
        300, t.t0, t.t0 + interval '2 days', interval '1 day', interval '1 day',
-       'closed', t.n, t.txn0, t.t0 + interval '3 days', t.t0 + interval '3 days',
+       'closed', t.n, t.n, t.txn0, t.t0 + interval '3 days', t.t0 + interval '3 days',
        t.txn0 + t.n + 1, t.t0 + interval '2 days', 2 * t.n + 3, t.t0, t.t0 + interval '3 days',
        street_of_unit(t.grid) -- the street_id triggers are off with the others here
   FROM b_t t;

@@ -59,7 +59,7 @@ INSERT INTO assignments (id, task_id, worker_id, claimed_at, due_at, street_id)
 SELECT c.assignment_id, c.task_id, c.worker_id, now(), least(now() + t.claim_ttl, t.ends_at),
        t.street_id
   FROM r_claims c JOIN tasks t ON t.id = c.task_id;
-UPDATE tasks t SET claimed = claimed + x.n, version = version + x.n, updated_at = now()
+UPDATE tasks t SET occupied = occupied + x.n, version = version + x.n, updated_at = now()
   FROM (SELECT task_id, count(*) AS n FROM r_claims GROUP BY task_id) x
  WHERE t.id = x.task_id;
 INSERT INTO assignment_events (assignment_id, task_id, worker_id, actor_id, from_state, to_state,

@@ -22,8 +22,25 @@ $$;
 -- Claimable slots as the server's Redis gate sees them: 0 unless the task is open. A pure
 -- function of the row, so one slots_version always means one free_slots value.
 CREATE FUNCTION gp_task_free_slots(t tasks) RETURNS int LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN t.status = 'open' THEN t.slots - t.claimed - t.submitted - t.approved
-                ELSE 0 END
+    SELECT CASE WHEN t.status = 'open' THEN t.slots - t.occupied ELSE 0 END
+$$;
+
+-- The task's assignments per state. The row keeps occupied (claimed + submitted + approved)
+-- and the final counters; a report (claimed -> submitted) does not write it, so "submitted" is
+-- counted here (nothing to count once occupied = approved) and "claimed" is what remains.
+CREATE FUNCTION gp_task_counts(t tasks) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_sub int := 0;
+BEGIN
+    IF t.occupied > t.approved THEN
+        -- (at most occupied - approved: a caller may hold a row read before a late sync)
+        SELECT least(count(*), t.occupied - t.approved) INTO v_sub FROM assignments a
+         WHERE a.task_id = t.id AND a.state = 'submitted';
+    END IF;
+    RETURN jsonb_build_object('claimed', t.occupied - t.approved - v_sub, 'submitted', v_sub,
+                              'approved', t.approved, 'rejected', t.rejected,
+                              'released', t.released, 'expired', t.expired);
+END
 $$;
 
 CREATE FUNCTION gp_task_slots_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -51,10 +68,8 @@ LANGUAGE sql STABLE AS $$
         'status', t.status,
         'claimable', t.status = 'open' AND now() >= t.starts_at AND now() < t.ends_at
                      AND gp_task_free_slots(t) > 0,
-        'counts', jsonb_build_object('claimed', t.claimed, 'submitted', t.submitted,
-                                     'approved', t.approved, 'rejected', t.rejected,
-                                     'released', t.released, 'expired', t.expired),
-        'remaining', t.slots - t.claimed - t.submitted - t.approved,
+        'counts', gp_task_counts(t),
+        'remaining', t.slots - t.occupied,
         'free_slots', gp_task_free_slots(t), 'version', t.version,
         'closed_at', t.closed_at, 'cancelled_at', t.cancelled_at,
         'cancel_reason', t.cancel_reason, 'created_at', t.created_at,
@@ -139,22 +154,28 @@ BEGIN
         PERFORM gp_raise('409', 'invalid_transition',
             format('an assignment cannot go from %s to %s', v_from, p_to), 'state');
     END IF;
-    UPDATE tasks SET
-        claimed   = claimed   + (p_to = 'claimed')::int   - (v_from = 'claimed')::int,
-        submitted = submitted + (p_to = 'submitted')::int - (v_from = 'submitted')::int,
-        approved  = approved  + (p_to = 'approved')::int  - (v_from = 'approved')::int,
-        rejected  = rejected  + (p_to = 'rejected')::int  - (v_from = 'rejected')::int,
-        released  = released  + (p_to = 'released')::int  - (v_from = 'released')::int,
-        expired   = expired   + (p_to = 'expired')::int   - (v_from = 'expired')::int,
-        version = version + 1, updated_at = now()
-     WHERE id = a.task_id
-       AND (v_from IN ('claimed', 'submitted', 'approved')
-            OR p_to NOT IN ('claimed', 'submitted', 'approved')
-            OR claimed + submitted + approved < slots)
-    RETURNING review_window INTO v_review;
-    IF NOT FOUND THEN
-        PERFORM gp_raise('409', 'slot_reassigned',
-            'the slot of this claim was given to someone else after it expired', 'assignment_id');
+    IF v_from = 'claimed' AND p_to = 'submitted' THEN
+        -- The slot stays occupied: no counter of the task row changes.
+        SELECT review_window INTO v_review FROM tasks WHERE id = a.task_id;
+    ELSE
+        UPDATE tasks SET
+            occupied = occupied + (p_to IN ('claimed', 'submitted', 'approved'))::int
+                                - (v_from IN ('claimed', 'submitted', 'approved'))::int,
+            approved = approved + (p_to = 'approved')::int - (v_from = 'approved')::int,
+            rejected = rejected + (p_to = 'rejected')::int - (v_from = 'rejected')::int,
+            released = released + (p_to = 'released')::int - (v_from = 'released')::int,
+            expired  = expired  + (p_to = 'expired')::int  - (v_from = 'expired')::int,
+            version = version + 1, updated_at = now()
+         WHERE id = a.task_id
+           AND (v_from IN ('claimed', 'submitted', 'approved')
+                OR p_to NOT IN ('claimed', 'submitted', 'approved')
+                OR occupied < slots)
+        RETURNING review_window INTO v_review;
+        IF NOT FOUND THEN
+            PERFORM gp_raise('409', 'slot_reassigned',
+                'the slot of this claim was given to someone else after it expired',
+                'assignment_id');
+        END IF;
     END IF;
     UPDATE assignments SET
         state = p_to,
@@ -235,11 +256,11 @@ BEGIN
           FROM moved m ORDER BY m.id)
     SELECT count(*) INTO v_n FROM moved;
     IF v_n > 0 THEN
+        -- claimed -> expired frees the slots; submitted -> approved keeps them.
         UPDATE tasks SET
-            claimed   = claimed   - CASE WHEN p_from = 'claimed' THEN v_n ELSE 0 END,
-            submitted = submitted - CASE WHEN p_from = 'submitted' THEN v_n ELSE 0 END,
-            expired   = expired   + CASE WHEN p_to = 'expired' THEN v_n ELSE 0 END,
-            approved  = approved  + CASE WHEN p_to = 'approved' THEN v_n ELSE 0 END,
+            occupied = occupied - CASE WHEN p_to = 'expired' THEN v_n ELSE 0 END,
+            expired  = expired  + CASE WHEN p_to = 'expired' THEN v_n ELSE 0 END,
+            approved = approved + CASE WHEN p_to = 'approved' THEN v_n ELSE 0 END,
             version = version + 1, updated_at = now()
          WHERE id = p_task;
     END IF;
@@ -299,7 +320,8 @@ DECLARE
     v_txn bigint;
 BEGIN
     SELECT * INTO t FROM tasks WHERE id = p_task FOR UPDATE;
-    IF t.status = 'open' OR t.released_at IS NOT NULL OR t.claimed > 0 OR t.submitted > 0
+    -- (occupied > approved: something is still claimed or submitted)
+    IF t.status = 'open' OR t.released_at IS NOT NULL OR t.occupied > t.approved
        OR t.release_after > now() THEN
         RETURN t;
     END IF;
@@ -534,7 +556,7 @@ BEGIN
     IF t0.status <> 'open' THEN
         PERFORM gp_raise('409', 'task_not_open', format('the task is %s', t0.status), 'task_id');
     END IF;
-    IF t0.claimed + t0.submitted + t0.approved + t0.rejected + t0.released + t0.expired > 0 THEN
+    IF t0.occupied + t0.rejected + t0.released + t0.expired > 0 THEN
         PERFORM gp_raise('409', 'task_claimed', 'a task cannot be edited once it has been claimed',
                          'task_id');
     END IF;
@@ -870,13 +892,13 @@ BEGIN
     END IF;
     -- Full as of the last commit: answer at once instead of queueing on the row lock. (Only a
     -- shortcut: the UPDATE below decides.)
-    IF t.claimed + t.submitted + t.approved >= t.slots THEN
+    IF t.occupied >= t.slots THEN
         PERFORM gp_raise('409', 'task_full', 'every slot of this task is taken', 'task_id');
     END IF;
     -- The race is decided here.
-    UPDATE tasks SET claimed = claimed + 1, version = version + 1, updated_at = now()
+    UPDATE tasks SET occupied = occupied + 1, version = version + 1, updated_at = now()
      WHERE id = p_task AND status = 'open' AND starts_at <= now() AND ends_at > now()
-       AND claimed + submitted + approved < slots
+       AND occupied < slots
     RETURNING * INTO t;
     IF NOT FOUND THEN
         SELECT * INTO t FROM tasks WHERE id = p_task;
@@ -1119,6 +1141,7 @@ DECLARE
     v_gate jsonb;
     v_try int;
     v_locked boolean;
+    v_done boolean;
 BEGIN
     v_args := gp_targ_object(p_args, ARRAY['assignment_id', 'task_id', 'client_report_id',
                                            'made_at', 'lat', 'lng', 'notes', 'evidence',
@@ -1172,18 +1195,22 @@ BEGIN
                              'task_id');
         END IF;
     END IF;
-    -- First try: checked on the rows as last committed, then two guarded UPDATEs in the global
-    -- lock order (the task row's counters, then the assignment's state), no other lock. Every
-    -- path that moves an assignment holds its task row, so when the assignment moved between
-    -- the read and the task row's lock, the second try re-reads it under that lock and checks
-    -- again.
+    -- claimed -> submitted keeps the slot occupied, so it writes no counter of the task row
+    -- and takes no lock on it: the checks run on the rows as last committed and one guarded
+    -- UPDATE of the assignment (state = 'claimed') decides; when the assignment moved meanwhile
+    -- (expired by the timer, released, reported from another phone) it is read again and
+    -- checked again. expired -> submitted (a late sync) needs a free slot: that rare path
+    -- locks the task row (the global order: task, then assignment), which every move into or
+    -- out of 'expired' holds, reads both rows again under it and checks again.
     SELECT * INTO a FROM assignments WHERE id = v_aid AND worker_id = p_actor;
     IF NOT FOUND THEN
         PERFORM gp_raise('404', 'assignment_not_found', 'assignment not found', 'assignment_id');
     END IF;
     v_tid := a.task_id;
     SELECT * INTO t FROM tasks WHERE id = v_tid;
-    FOR v_try IN 1 .. 2 LOOP
+    v_locked := false;
+    v_done := false;
+    FOR v_try IN 1 .. 3 LOOP
         PERFORM gp_report_submit_check(a, t, p_actor, v_made, p_skew, v_evidence, v_lat);
         v_dist := NULL;
         v_flags := '{}';
@@ -1219,49 +1246,36 @@ BEGIN
                 'you hold a newer claim on this task; report on that one', 'assignment_id');
         END IF;
         v_from := a.state;
-        -- The task's counters: claimed -> submitted keeps the slot; expired -> submitted needs
-        -- a free one and a reservation not yet returned.
-        UPDATE tasks SET
-            claimed   = claimed - (v_from = 'claimed')::int,
-            expired   = expired - (v_from = 'expired')::int,
-            submitted = submitted + 1,
-            version = version + 1, updated_at = now()
-         WHERE id = v_tid
-           AND CASE WHEN v_from = 'claimed' THEN claimed > 0
-                    ELSE expired > 0 AND claimed + submitted + approved < slots
-                         AND released_at IS NULL END
-        RETURNING * INTO t;
-        v_locked := FOUND;
-        IF v_locked THEN
-            UPDATE assignments SET
-                state = 'submitted', submitted_at = now(),
-                review_due_at = now() + t.review_window, reason = NULL,
-                report_id = nextval('reports_id_seq'),
-                version = version + 1
-             WHERE id = a.id AND state = v_from
-            RETURNING * INTO a;
-            EXIT WHEN FOUND;
-            -- The assignment moved before the task row was ours: undo the counters.
-            UPDATE tasks SET
-                claimed   = claimed + (v_from = 'claimed')::int,
-                expired   = expired + (v_from = 'expired')::int,
-                submitted = submitted - 1
-             WHERE id = v_tid;
-        ELSIF v_try = 2 THEN
-            SELECT * INTO t FROM tasks WHERE id = v_tid;
-            IF t.released_at IS NOT NULL THEN
-                PERFORM gp_raise('409', 'sync_window_closed',
-                    'this claim ended too long ago for its work to be synced', 'made_at');
-            END IF;
-            PERFORM gp_raise('409', 'slot_reassigned',
-                'the slot of this claim was given to someone else after it expired',
-                'assignment_id');
+        IF v_from = 'expired' AND NOT v_locked THEN
+            SELECT * INTO t FROM tasks WHERE id = v_tid FOR NO KEY UPDATE;
+            v_locked := true;
+            SELECT * INTO a FROM assignments WHERE id = v_aid;
+            CONTINUE;
         END IF;
-        EXIT WHEN v_try = 2;
-        SELECT * INTO t FROM tasks WHERE id = v_tid FOR NO KEY UPDATE;
+        IF v_from = 'expired' THEN
+            IF t.occupied >= t.slots THEN
+                PERFORM gp_raise('409', 'slot_reassigned',
+                    'the slot of this claim was given to someone else after it expired',
+                    'assignment_id');
+            END IF;
+            UPDATE tasks SET occupied = occupied + 1, expired = expired - 1,
+                             version = version + 1, updated_at = now()
+             WHERE id = v_tid
+            RETURNING * INTO t;
+        END IF;
+        UPDATE assignments SET
+            state = 'submitted', submitted_at = now(),
+            review_due_at = now() + t.review_window, reason = NULL,
+            report_id = nextval('reports_id_seq'),
+            version = version + 1
+         WHERE id = a.id AND state = v_from
+        RETURNING * INTO a;
+        v_done := FOUND;
+        -- (an expired assignment cannot move under the task row's lock: this ends the loop)
+        EXIT WHEN v_done OR v_from = 'expired';
         SELECT * INTO a FROM assignments WHERE id = v_aid;
     END LOOP;
-    IF a.state <> 'submitted' OR a.report_id IS NULL OR NOT v_locked THEN
+    IF NOT v_done THEN
         PERFORM gp_raise('409', 'already_submitted',
             'a report for this assignment was already accepted', 'assignment_id');
     END IF;
@@ -1452,16 +1466,18 @@ BEGIN
                          'assignment_id');
     END IF;
     v_to := CASE WHEN p_approve THEN 'approved' ELSE 'rejected' END;
-    -- Locks in the global order: the task row (its counters, one UPDATE), the assignment, then
-    -- the ledger's accounts (gp_task_award).
-    -- (submitted > 0 holds while this assignment is submitted; when it is not met, the
-    -- assignment is decided already and the checks below say so.)
+    -- Locks in the global order: the task row (its counters, one UPDATE: a rejection frees the
+    -- slot, an approval counts), the assignment, then the ledger's accounts (gp_task_award).
+    -- (occupied > approved -- something claimed or submitted -- holds while this assignment is
+    -- submitted; when it is not met, the assignment was decided meanwhile.) When the
+    -- assignment is no longer submitted under these locks, the checks below raise and the
+    -- counters' change rolls back with them.
     UPDATE tasks SET
-        submitted = submitted - 1,
+        occupied = occupied - (NOT p_approve)::int,
         approved = approved + p_approve::int,
         rejected = rejected + (NOT p_approve)::int,
         version = version + 1, updated_at = now()
-     WHERE id = a.task_id AND submitted > 0
+     WHERE id = a.task_id AND occupied > approved
     RETURNING * INTO t;
     IF NOT FOUND THEN
         PERFORM 1 FROM tasks WHERE id = a.task_id FOR NO KEY UPDATE;
@@ -1703,7 +1719,7 @@ BEGIN
             UNION ALL
             (SELECT x.id, x.release_after FROM tasks x
               WHERE x.status <> 'open' AND x.released_at IS NULL AND x.release_after <= now()
-                AND x.claimed = 0 AND x.submitted = 0
+                AND x.occupied = x.approved   -- nothing claimed or submitted (0025)
               ORDER BY x.release_after LIMIT v_budget)) c
          GROUP BY c.task_id
          ORDER BY min(c.due), c.task_id

@@ -323,8 +323,11 @@ def test_kill9_during_claims_and_reports(api, tree, sql, make_server):
     for rid in acked_reports:
         assert sql.scalar("SELECT count(*) FROM reports WHERE client_report_id = %s", (rid,)) == 1
     # no half state: counters on the task row match the assignments
-    row = sql.one("SELECT claimed, submitted FROM tasks WHERE id = %s", (task["id"],))
+    # (since 0025 the row keeps occupied = claimed + submitted + approved; the JSON's counts)
+    row = sql.one("SELECT occupied, approved, (gp_task_counts(t) ->> 'claimed')::int, "
+                  "(gp_task_counts(t) ->> 'submitted')::int FROM tasks t WHERE id = %s",
+                  (task["id"],))
     live = sql.scalar("SELECT count(*) FROM assignments WHERE task_id = %s AND state = 'claimed'", (task["id"],))
     subm = sql.scalar("SELECT count(*) FROM assignments WHERE task_id = %s AND state = 'submitted'", (task["id"],))
-    assert (row[0], row[1]) == (live, subm)
+    assert (row[0] - row[1], row[2], row[3]) == (live + subm, live, subm)
     tree.ledger_ok()

@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 
+import psycopg2
 import pytest
 
 from gp import error_code
@@ -22,11 +23,17 @@ def tree(api, admin, sql):
 
 
 def counters_match(sql, task_id):
-    """The task's per-state counters against a count of its assignments."""
-    row = sql.one(f"SELECT {', '.join(STATES)} FROM tasks WHERE id = %s", (task_id,))
+    """The task's counters (occupied = claimed + submitted + approved, and the final ones; since
+    0025 a report does not write the task row) and the per-state counts its JSON shows,
+    against a count of its assignments."""
+    row = sql.one("SELECT occupied, approved, rejected, released, expired, gp_task_counts(t) "
+                  "FROM tasks t WHERE id = %s", (task_id,))
     counted = {s: sql.scalar("SELECT count(*) FROM assignments WHERE task_id = %s AND state = %s",
                              (task_id, s)) for s in STATES}
-    assert dict(zip(STATES, row)) == counted, (row, counted)
+    stored = (counted["claimed"] + counted["submitted"] + counted["approved"], counted["approved"],
+              counted["rejected"], counted["released"], counted["expired"])
+    assert tuple(row[:5]) == stored, (row, counted)
+    assert row[5] == counted, (row, counted)
     return counted
 
 
@@ -165,4 +172,86 @@ def test_reports_race_the_timers(api, tree, sql):
                       "WHERE kind = 'award' AND (refs ->> 'task_id')::bigint = %s "
                       "GROUP BY 1 HAVING count(*) > 1) x", (task["id"],)) == 0
     assert got["approved"] > 0
+    tree.ledger_ok()
+
+
+def test_report_takes_no_task_row_lock(api, tree, sql):
+    """A report on a live claim (claimed -> submitted) neither writes nor locks the task row:
+    it is accepted while another transaction holds that row FOR UPDATE, and the row, its
+    version and the gate stay as they were. A late sync (expired -> submitted) takes a slot
+    and so does wait for the row."""
+    task = tree.publish(slots=2)
+    w1, w2 = tree.workers(2)
+    a = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w1["token"]).json()
+    before = sql.one("SELECT occupied, version, xmin::text FROM tasks WHERE id = %s",
+                     (task["id"],))
+    hold = psycopg2.connect(sql.conn.dsn)  # a transaction of its own (not autocommit)
+    try:
+        with hold.cursor() as cur:
+            cur.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+            t0 = time.monotonic()
+            r = api.post("/api/v1/reports", report_body(a["id"]), token=w1["token"])
+            took = time.monotonic() - t0
+            assert r.status_code == 201, r.text
+            assert took < 3, took  # the statement timeout would be 5 s
+            assert r.json()["gate"]["slots_version"] == before[1]
+            assert r.json()["gate"]["free_slots"] == 1
+        hold.rollback()
+    finally:
+        hold.close()
+    assert sql.one("SELECT occupied, version, xmin::text FROM tasks WHERE id = %s",
+                   (task["id"],)) == before
+    got = counters_match(sql, task["id"])
+    assert got["submitted"] == 1 and got["claimed"] == 0
+    t = api.get(f"/api/v1/tasks/{task['id']}", token=tree.staff["token"]).json()
+    assert t["counts"]["submitted"] == 1 and t["counts"]["claimed"] == 0
+    assert t["remaining"] == 1 and t["free_slots"] == 1
+    # the other worker's claim still takes the last slot and shows as claimed
+    b = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w2["token"])
+    assert b.status_code == 201, b.text
+    t = api.get(f"/api/v1/tasks/{task['id']}", token=tree.staff["token"]).json()
+    assert t["counts"]["claimed"] == 1 and t["counts"]["submitted"] == 1 and t["remaining"] == 0
+
+
+def test_late_sync_races_claims_for_the_last_slot(api, tree, sql):
+    """A claim expires; then its report, sent from three phones with three client report ids
+    (a late sync, which needs a free slot), races three other workers claiming that slot: one
+    request wins it, the others get a documented 409, never a 5xx; the counters stay exact."""
+    task = tree.publish(slots=1, reward=7, claim_ttl_s=1, geofence_enforced=False)
+    w0, *others = tree.workers(4)
+    a = api.post(f"/api/v1/tasks/{task['id']}/claim", token=w0["token"]).json()
+    made = now()  # made on the phone while the claim was live
+    deadline = time.time() + 20
+    while time.time() < deadline and sql.scalar(
+            "SELECT state FROM assignments WHERE id = %s", (a["id"],)) != "expired":
+        time.sleep(0.2)
+    assert sql.scalar("SELECT state FROM assignments WHERE id = %s", (a["id"],)) == "expired"
+    barrier = threading.Barrier(6)
+
+    def go(i):
+        barrier.wait()
+        if i < 3:
+            return api.post("/api/v1/reports", report_body(a["id"], made_at=made),
+                            token=w0["token"])
+        return api.post(f"/api/v1/tasks/{task['id']}/claim", token=others[i - 3]["token"])
+
+    with cf.ThreadPoolExecutor(max_workers=6) as ex:
+        rs = list(ex.map(go, range(6)))
+    codes = [r.status_code for r in rs]
+    assert all(c < 500 for c in codes), [r.text for r in rs]
+    assert codes.count(201) == 1, [r.text for r in rs]
+    allowed = {"already_submitted", "slot_reassigned", "task_full"}
+    assert all(error_code(r) in allowed for r in rs if r.status_code != 201), \
+        [r.text for r in rs]
+    got = counters_match(sql, task["id"])
+    assert got["claimed"] + got["submitted"] == 1
+    assert sql.scalar("SELECT occupied FROM tasks WHERE id = %s", (task["id"],)) == 1
+    won = next(i for i, r in enumerate(rs) if r.status_code == 201)
+    if won < 3:  # the late sync won: one report, the assignment is submitted
+        assert got["submitted"] == 1 and got["expired"] == 0
+        assert sql.scalar("SELECT count(*) FROM reports WHERE assignment_id = %s",
+                          (a["id"],)) == 1
+    else:
+        assert got["claimed"] == 1 and got["expired"] == 1
+        assert all(error_code(r) == "slot_reassigned" for r in rs[:3]), [r.text for r in rs]
     tree.ledger_ok()

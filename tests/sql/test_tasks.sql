@@ -182,7 +182,8 @@ CREATE FUNCTION gp_test.state(p_assignment bigint) RETURNS text LANGUAGE sql STA
 $$;
 
 -- The invariants of this file, over the tasks of the test street: counters = assignment
--- states; never more live/final assignments than slots; one award per approved assignment and
+-- states (the row's occupied = claimed + submitted + approved and its final counters; the
+-- per-state counts the task JSON shows, gp_task_counts); never more live/final assignments than slots; one award per approved assignment and
 -- none for any other; the reservation holds exactly what is still owed, and nothing once
 -- released; history and state agree.
 CREATE FUNCTION gp_test.check_invariants() RETURNS void LANGUAGE plpgsql AS $$
@@ -190,7 +191,8 @@ DECLARE
     r record;
 BEGIN
     FOR r IN
-        SELECT t.id, t.claimed, t.submitted, t.approved, t.rejected, t.released, t.expired, x.*
+        SELECT t.id, t.occupied, t.approved, t.rejected, t.released, t.expired,
+               gp_task_counts(t) AS counts, x.*
           FROM tasks t
           JOIN org_units tu ON tu.id = t.unit_id
           CROSS JOIN LATERAL (
@@ -203,16 +205,20 @@ BEGIN
                 FROM assignments a WHERE a.task_id = t.id) x
          WHERE tu.path <@ (SELECT path FROM org_units WHERE id = gp_test.id('street'))
     LOOP
-        IF (r.claimed, r.submitted, r.approved, r.rejected, r.released, r.expired)
-           <> (r.n_claimed, r.n_submitted, r.n_approved, r.n_rejected, r.n_released, r.n_expired)
+        IF (r.occupied, r.approved, r.rejected, r.released, r.expired)
+           <> (r.n_claimed + r.n_submitted + r.n_approved, r.n_approved, r.n_rejected,
+               r.n_released, r.n_expired)
+           OR r.counts <> jsonb_build_object('claimed', r.n_claimed, 'submitted', r.n_submitted,
+                                             'approved', r.n_approved, 'rejected', r.n_rejected,
+                                             'released', r.n_released, 'expired', r.n_expired)
         THEN
-            RAISE EXCEPTION 'FAIL: task % counters % do not match its assignments %', r.id,
-                ROW(r.claimed, r.submitted, r.approved, r.rejected, r.released, r.expired),
+            RAISE EXCEPTION 'FAIL: task % counters % % do not match its assignments %', r.id,
+                ROW(r.occupied, r.approved, r.rejected, r.released, r.expired), r.counts,
                 ROW(r.n_claimed, r.n_submitted, r.n_approved, r.n_rejected, r.n_released,
                     r.n_expired);
         END IF;
     END LOOP;
-    PERFORM gp_test.ok(NOT EXISTS (SELECT 1 FROM tasks WHERE claimed + submitted + approved > slots),
+    PERFORM gp_test.ok(NOT EXISTS (SELECT 1 FROM tasks WHERE occupied > slots),
                        'a task has more live or final assignments than slots');
     PERFORM gp_test.ok(NOT EXISTS (
         SELECT 1 FROM assignments a
@@ -1353,7 +1359,7 @@ BEGIN
     PERFORM gp_test.eq(v_full, 190, 'claim storm losers get task_full');
     PERFORM gp_test.eq((SELECT count(*) FROM assignments WHERE task_id = t1), 10::bigint,
                        'claim storm: 10 assignments');
-    PERFORM gp_test.eq((SELECT claimed FROM tasks WHERE id = t1), 10, 'claim storm: counter');
+    PERFORM gp_test.eq((SELECT occupied FROM tasks WHERE id = t1), 10, 'claim storm: counter');
     PERFORM gp_test.eq(gp_task_slots(t1) ->> 'free_slots', '0', 'claim storm: gate at 0');
 
     v_sqls := array_fill(format('SELECT body FROM gp_task_claim(%s, %s)', gp_test.id('racer7'), t2),
@@ -1366,7 +1372,7 @@ BEGIN
     PERFORM gp_test.eq(v_full, 19, 'same worker: the others get already_claimed');
     PERFORM gp_test.eq((SELECT count(*) FROM assignments WHERE task_id = t2), 1::bigint,
                        'same worker: one assignment');
-    PERFORM gp_test.eq((SELECT claimed FROM tasks WHERE id = t2), 1, 'same worker: counter');
+    PERFORM gp_test.eq((SELECT occupied FROM tasks WHERE id = t2), 1, 'same worker: counter');
 
     v_sqls := array_fill(format('SELECT body FROM gp_report_submit(%s, %L)', gp_test.id('racer1'),
                                 gp_test.report_args(a, 'race-report')), ARRAY[10]);
