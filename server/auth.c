@@ -375,8 +375,13 @@ static void session_resolve(struct req_ctx *rc, route_handler next, unsigned rol
     unsigned char d[32];
     crypto_sha256(h + 7, CRYPTO_TOKEN_LEN, d);
     crypto_hex(d, 32, rc->principal.token_hash);
-    snprintf(as->key, sizeof as->key, "sess:{%s}", rc->principal.token_hash);
-    snprintf(as->hash_param, sizeof as->hash_param, "\\x%s", rc->principal.token_hash);
+    /* "sess:{<hex>}" and "\\x<hex>", without a printf on every request */
+    _Static_assert(sizeof as->key >= 6 + 64 + 2 && sizeof as->hash_param >= 2 + 65, "key sizes");
+    memcpy(as->key, "sess:{", 6);
+    memcpy(as->key + 6, rc->principal.token_hash, 64);
+    memcpy(as->key + 70, "}", 2);
+    memcpy(as->hash_param, "\\x", 2);
+    memcpy(as->hash_param + 2, rc->principal.token_hash, 65);
     rc->guard_state = as;
     const char *argv[] = {"GET", as->key};
     kv_command(rc->app->kv, kv_principal_cb, rc, 2, argv, NULL);

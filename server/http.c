@@ -175,7 +175,10 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         evhttp_add_header(out, "Content-Length", len);
         evbuffer_drain(body, evbuffer_get_length(body));
     }
-    evhttp_send_reply(rc->req, code, NULL, body);
+    struct evbuffer *own = evhttp_request_get_output_buffer(rc->req);
+    http_guard_batch_begin(); /* the reply's pieces go to the socket in one move */
+    evhttp_send_reply(rc->req, code, NULL, body == own ? NULL : body);
+    http_guard_batch_end();
     rc->req = NULL;
 
     int64_t micros = common_mono_us() - rc->start_us;
@@ -208,11 +211,11 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
 void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
                     size_t len)
 {
-    struct evbuffer *b = evbuffer_new();
+    /* straight into the request's own output buffer: no buffer of our own to make and free */
+    struct evbuffer *b = evhttp_request_get_output_buffer(rc->req);
     evbuffer_add(b, data, len);
     evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type", content_type);
     send_and_finish(rc, code, b);
-    evbuffer_free(b);
 }
 
 void http_reply_borrowed(struct req_ctx *rc, int code, const char *content_type, const void *data,
@@ -438,8 +441,16 @@ static void set_request_id(struct req_ctx *rc)
     struct http_core *core = rc->core;
     if (!core->rid_prefix[0] && !crypto_random_hex(core->rid_prefix, 4))
         snprintf(core->rid_prefix, sizeof core->rid_prefix, "%08x", (unsigned)getpid());
-    snprintf(rc->rid, sizeof rc->rid, "%s%08llx", core->rid_prefix,
-             (unsigned long long)++core->rid_counter);
+    /* "<prefix><counter in hex, at least 8 digits>", as "%s%08llx" would print it */
+    size_t n = strlen(core->rid_prefix);
+    memcpy(rc->rid, core->rid_prefix, n);
+    char hex[16];
+    int d = 0;
+    for (uint64_t v = ++core->rid_counter; v || d < 8; v >>= 4)
+        hex[d++] = "0123456789abcdef"[v & 15];
+    while (d)
+        rc->rid[n++] = hex[--d];
+    rc->rid[n] = '\0';
 }
 
 static void set_client_addr(struct req_ctx *rc)
@@ -465,7 +476,10 @@ static void set_client_addr(struct req_ctx *rc)
     struct evhttp_connection *conn = evhttp_request_get_connection(rc->req);
     if (conn)
         evhttp_connection_get_peer(conn, &host, &port);
-    snprintf(rc->addr, sizeof rc->addr, "%s", host ? host : "unknown");
+    const char *a = host ? host : "unknown";
+    size_t n = strnlen(a, sizeof rc->addr - 1);
+    memcpy(rc->addr, a, n);
+    rc->addr[n] = '\0';
 }
 
 /* Parses the query into *out. Names and values are percent-decoded, so they could hold any
