@@ -129,6 +129,18 @@ static bool principal_from_json(struct req_ctx *rc, const char *text, long long 
     return ok;
 }
 
+/* A non-negative decimal of 1..18 digits at s (what principal_found writes); -1 otherwise.
+ * *end is the first byte after the digits. */
+static long long cached_int(char *s, char **end)
+{
+    long long v = 0;
+    int n = 0;
+    while (s[n] >= '0' && s[n] <= '9' && n < 18)
+        v = v * 10 + (s[n++] - '0');
+    *end = s + n;
+    return n ? v : -1;
+}
+
 /* The cached form is "p2:<person>:<unit>:<role bits>:<worker 0|1>:<area>" (area may be
  * empty): every authenticated request reads it, so it is parsed with strtoll rather than as
  * JSON. Anything else (an older format, a corrupted value) counts as a miss. */
@@ -139,14 +151,14 @@ static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
         return false;
     memcpy(buf, s, len);
     buf[len] = '\0';
-    char *p = buf + 3, *end;
-    long long pid = strtoll(p, &end, 10);
+    char *end;
+    long long pid = cached_int(buf + 3, &end);
     if (*end != ':' || pid <= 0)
         return false;
-    long long unit = strtoll(end + 1, &end, 10);
+    long long unit = cached_int(end + 1, &end);
     if (*end != ':' || unit <= 0)
         return false;
-    long long roles = strtoll(end + 1, &end, 10);
+    long long roles = cached_int(end + 1, &end);
     if (*end != ':' || roles < 0 || (end[1] != '0' && end[1] != '1') || end[2] != ':')
         return false;
     bool worker = end[1] == '1';

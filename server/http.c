@@ -18,12 +18,14 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 #include <unistd.h>
 
 static void dispatch(struct req_ctx *rc);
@@ -143,9 +145,24 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     struct evkeyvalq *out = evhttp_request_get_output_headers(rc->req);
     evhttp_add_header(out, "X-Request-Id", rc->rid);
     /* API replies are never cached; a handler that may be cached (static.c) sets its own. */
-    if (!evhttp_find_header(out, "Cache-Control"))
+    if (!rc->cache_control_set)
         evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    /* evhttp formats the Date of every HTTP/1.1 reply anew (gmtime and a printf) unless one is
+     * given; the text changes once a second, so it is formatted once a second and given (no
+     * handler sets a Date). HTTP/1.0 replies carry it too (RFC 9110 §6.6.1: an origin server
+     * with a clock sends it). */
+    time_t now = time(NULL);
+    if (now != core->date_at) {
+        struct tm tm;
+        int n = gmtime_r(&now, &tm) ? evutil_date_rfc1123(core->date, sizeof core->date, &tm) : -1;
+        if (n > 0 && (size_t)n < sizeof core->date)
+            core->date_at = now;
+        else
+            core->date[0] = '\0';
+    }
+    if (core->date[0])
+        evhttp_add_header(out, "Date", core->date);
     if (core->stopping || core->app->stopping) /* draining: the client reconnects elsewhere */
         evhttp_add_header(out, "Connection", "close");
     if (rc->write_marked) /* before the bytes leave: the next read of this person sees it */
@@ -339,6 +356,8 @@ const char *http_header(struct req_ctx *rc, const char *name)
 
 void http_set_header(struct req_ctx *rc, const char *name, const char *value)
 {
+    if (strcasecmp(name, "Cache-Control") == 0)
+        rc->cache_control_set = true;
     evhttp_add_header(evhttp_request_get_output_headers(rc->req), name, value);
 }
 

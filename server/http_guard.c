@@ -142,7 +142,8 @@ struct guard_conn {
     bufferevent_event_cb t_event;
     void *t_arg;
     unsigned char addr[16];
-    size_t scanned;   /* bytes at the front of raw known to hold no LF */
+    size_t consumed;  /* bytes at the front of raw checked as head lines, not yet in req */
+    size_t scanned;   /* bytes after those known to hold no LF */
     size_t head_size; /* bytes of the head (or of the trailers) so far */
     uint64_t left;    /* bytes of the body or of the chunk still to come */
     uint64_t body_size, body_limit;
@@ -255,6 +256,7 @@ static void refuse(struct guard_conn *c, enum verdict v, struct evbuffer *to)
         c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1 (no lingering) when out of fds */
     evbuffer_drain(c->raw, evbuffer_get_length(c->raw));
     evbuffer_drain(c->req, evbuffer_get_length(c->req));
+    c->consumed = 0;
     event_del(c->deadline);
     c->timing = false;
     if (v == V_HEAD_TIMEOUT || v == V_BODY_TIMEOUT)
@@ -341,29 +343,40 @@ static void start_cb(evutil_socket_t fd, short what, void *arg)
 static void reset_request(struct guard_conn *c)
 {
     c->state = G_HEAD;
-    c->scanned = c->head_size = 0;
+    c->consumed = c->scanned = c->head_size = 0;
     c->left = c->body_size = c->body_limit = c->cl = 0;
     c->nlines = c->nhost = c->ncl = c->nte = 0;
     c->http11 = c->absolute = c->expect_continue = c->is_head = false;
     c->method[0] = c->path[0] = c->host[0] = c->authority[0] = '\0';
 }
 
-/* Takes the next CRLF-terminated line of raw into req and returns it NUL-terminated, without
- * its CRLF, in the guard's scratch buffer. The line counts against *size, which may not pass
+/* Moves the head lines checked so far from raw to req, in one move rather than one per line. */
+static void take_flush(struct guard_conn *c)
+{
+    if (c->consumed) {
+        evbuffer_remove_buffer(c->raw, c->req, c->consumed);
+        c->consumed = 0;
+    }
+}
+
+/* Takes the next CRLF-terminated line of raw (when keep: into req, with the rest of the head
+ * or trailers once they are whole) and returns it NUL-terminated, without its CRLF, in the
+ * guard's scratch buffer. The line counts against *size, which may not pass
  * max. */
 static int take_line(struct guard_conn *c, size_t *size, size_t max, enum verdict too_long,
                      bool keep, char **line, size_t *len)
 {
-    size_t have = evbuffer_get_length(c->raw);
+    size_t have = evbuffer_get_length(c->raw) - c->consumed;
     if (c->scanned >= have)
         return STEP_NEED;
     /* Only the bytes that may still belong to this line are looked at (made contiguous if
-     * they are not: at most max_header_size + 1 of them). */
+     * they are not: with the lines before it, at most max_header_size + 1 bytes). */
     size_t room = *size < max ? max - *size + 1 : 1;
     size_t window = have < room ? have : room;
     if (c->scanned >= window)
         return FAIL(too_long); /* scanned all the room without an LF */
-    const unsigned char *mem = evbuffer_pullup(c->raw, (ev_ssize_t)window);
+    const unsigned char *mem =
+        evbuffer_pullup(c->raw, (ev_ssize_t)(c->consumed + window)) + c->consumed;
     const unsigned char *lf = memchr(mem + c->scanned, '\n', window - c->scanned);
     if (!lf) {
         c->scanned = window;
@@ -375,10 +388,12 @@ static int take_line(struct guard_conn *c, size_t *size, size_t max, enum verdic
         return FAIL(too_long);
     char *buf = c->g->scratch;
     memcpy(buf, mem, n);
-    if (keep)
-        evbuffer_remove_buffer(c->raw, c->req, n + 1);
-    else
+    if (keep) {
+        c->consumed += n + 1; /* moved to req with the rest of the head (take_flush) */
+    } else {
+        take_flush(c);
         evbuffer_drain(c->raw, n + 1);
+    }
     *size += n + 1;
     if (n == 0 || buf[n - 1] != '\r')
         return FAIL(V_BARE_LF);
@@ -575,6 +590,7 @@ static int step_head(struct guard_conn *c, struct evbuffer *dst, bool *complete)
         return check_request_line(c, line, len);
     if (len > 0)
         return check_field(c, line, len, false);
+    take_flush(c); /* the head is whole: raw holds only what follows it */
     r = end_of_head(c, dst);
     *complete = r == STEP_MORE && c->state == G_HEAD;
     return r;
@@ -672,6 +688,7 @@ static int step(struct guard_conn *c, struct evbuffer *dst, bool *complete)
             return r;
         if (len > 0)
             return check_field(c, line, len, true);
+        take_flush(c);
         *complete = true;
         return STEP_MORE;
     }
