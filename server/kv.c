@@ -588,7 +588,10 @@ struct kv *kv_new(struct event_base *base, const struct kv_config *cfg)
         abort();
     }
     kv->state = KV_DOWN;
-    start_connect(kv);
+    /* The first connect starts when the loop runs, not now: the start-up work that follows
+     * (CA bundles, key files) may block for longer than connect_timeout on a slow or loaded
+     * machine, and its timer would then expire before the loop ever looked at the socket. */
+    evtimer_add(&kv->reconnect_timer, &zero_tv);
     return kv;
 }
 
