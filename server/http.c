@@ -59,13 +59,30 @@ static const char *method_name(enum evhttp_cmd_type t)
 /* Logging                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
+/* v in decimal, as "%lld" prints it (at most 20 bytes); returns the end. */
+static char *put_dec(char *p, long long v)
+{
+    char tmp[24];
+    int i = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[i++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *p++ = '-';
+    while (i)
+        *p++ = tmp[--i];
+    return p;
+}
+
 static void log_ctx(struct req_ctx *rc, char *buf, size_t cap)
 {
     buf[0] = '\0';
     log_kv(buf, cap, "rid", rc->rid);
     if (rc->principal.person_id) {
         char id[24];
-        snprintf(id, sizeof id, "%lld", (long long)rc->principal.person_id);
+        *put_dec(id, rc->principal.person_id) = '\0';
         log_kv(buf, cap, "person", id);
     }
     if (rc->principal.merchant_id) {
@@ -199,7 +216,6 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     rc->req = NULL;
 
     int64_t micros = common_mono_us() - rc->start_us;
-    double secs = (double)micros / 1e6;
     /* A path no route matches (404) or a method its route lacks (405) counts as "unmatched":
      * raw paths never become labels. The method is one of method_name's static names. */
     const char *route = rc->route ? rc->route->pattern : "unmatched";
@@ -211,14 +227,19 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         log_kv(ctx, sizeof ctx, "event", "request");
         log_kv(ctx, sizeof ctx, "method", rc->method);
         log_kv(ctx, sizeof ctx, "path", rc->path ? rc->path : "");
-        snprintf(tmp, sizeof tmp, "%d", code);
+        /* the access line of every request: no printf-family call */
+        *put_dec(tmp, code) = '\0';
         log_kv(ctx, sizeof ctx, "status", tmp);
-        snprintf(tmp, sizeof tmp, "%.1f", secs * 1000);
+        long long tenths = (micros < 0 ? 0 : micros + 50) / 100; /* ms, one decimal */
+        char *e = put_dec(tmp, tenths / 10);
+        *e++ = '.';
+        *e++ = (char)('0' + tenths % 10);
+        *e = '\0';
         log_kv(ctx, sizeof ctx, "ms", tmp);
         log_kv(ctx, sizeof ctx, "addr", rc->addr);
         if (replica_is_pool(rc->app->replica, rc->db))
             log_kv(ctx, sizeof ctx, "db", "replica");
-        log_write(LOG_LEVEL_INFO, ctx, "%s", "done");
+        log_write_text(LOG_LEVEL_INFO, ctx, "done");
     }
     rc_free(rc);
     core->inflight--;
