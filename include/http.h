@@ -19,6 +19,7 @@
 #include "status.h"
 
 #include <event2/keyvalq_struct.h>
+#include <time.h>
 
 struct app;
 struct arena;
@@ -36,6 +37,8 @@ struct http_core {
     bool stopping;              /* shutting down: new requests get 503, replies close */
     char rid_prefix[9];         /* random per process, for request ids */
     uint64_t rid_counter;
+    char date[40]; /* the Date header's text, of the second date_at (send_and_finish) */
+    time_t date_at;
     /* Called when a counter dropped while stopping: the owner checks whether it is drained. */
     void (*on_settled)(struct http_core *core);
 };
@@ -65,11 +68,12 @@ struct req_ctx {
     char rid[40];         /* request id, echoed in X-Request-Id */
     char addr[64];        /* client address */
     struct principal principal;
-    int64_t start_us;   /* common_mono_us() when the request began */
-    void *state;        /* the handler's own state (arena); guards never touch it */
-    void *guard_state;  /* the route guard's own state (arena), e.g. the session lookup */
-    struct db_pool *db; /* where the handler's reads go: app->db, or the replica (replica.h) */
-    bool write_marked;  /* replica_write_begin ran: replica_write_end at the reply */
+    int64_t start_us;       /* common_mono_us() when the request began */
+    void *state;            /* the handler's own state (arena); guards never touch it */
+    void *guard_state;      /* the route guard's own state (arena), e.g. the session lookup */
+    struct db_pool *db;     /* where the handler's reads go: app->db, or the replica (replica.h) */
+    bool write_marked;      /* replica_write_begin ran: replica_write_end at the reply */
+    bool cache_control_set; /* http_set_header gave a Cache-Control (not the API's no-store) */
     /* Called with the final status and body just before the reply is sent, to add headers
      * (merchant_auth signs replies to verified merchant requests with it). */
     void (*reply_hook)(struct req_ctx *rc, int code, const char *body, size_t len);

@@ -57,6 +57,13 @@ struct bufferevent *http_guard_wrap(struct http_guard *g, struct bufferevent *tr
 /* The verdict a HTTP_GUARD_HEADER value names, or NULL when it names none. */
 const struct http_guard_verdict *http_guard_verdict(const char *header_value);
 
+/* Between begin and end, what evhttp writes to the guarded connections stays in their
+ * output buffers, and end hands each connection's output to its transport in one move instead
+ * of one move per piece (evhttp writes a reply's status line and every header field
+ * separately). Around evhttp_send_reply; pairs nest; the event loop's thread only. */
+void http_guard_batch_begin(void);
+void http_guard_batch_end(void);
+
 /* Counters for /metrics. */
 struct http_guard_stats {
     uint64_t refused;  /* requests refused for framing, size or method */

@@ -20,6 +20,9 @@ int log_level_parse(const char *s);
 void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* log_write with a message that is already text (no format): the access log's line. */
+void log_write_text(enum log_level lvl, const char *ctx, const char *msg);
+
 /* Appends key=value to a logfmt buffer, quoting and escaping the value when needed.
  * Truncates silently at cap. */
 void log_kv(char *buf, size_t cap, const char *key, const char *value);

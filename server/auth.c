@@ -129,6 +129,18 @@ static bool principal_from_json(struct req_ctx *rc, const char *text, long long 
     return ok;
 }
 
+/* A non-negative decimal of 1..18 digits at s (what principal_found writes); -1 otherwise.
+ * *end is the first byte after the digits. */
+static long long cached_int(char *s, char **end)
+{
+    long long v = 0;
+    int n = 0;
+    while (s[n] >= '0' && s[n] <= '9' && n < 18)
+        v = v * 10 + (s[n++] - '0');
+    *end = s + n;
+    return n ? v : -1;
+}
+
 /* The cached form is "p2:<person>:<unit>:<role bits>:<worker 0|1>:<area>" (area may be
  * empty): every authenticated request reads it, so it is parsed with strtoll rather than as
  * JSON. Anything else (an older format, a corrupted value) counts as a miss. */
@@ -139,14 +151,14 @@ static bool principal_from_cache(struct req_ctx *rc, const char *s, size_t len)
         return false;
     memcpy(buf, s, len);
     buf[len] = '\0';
-    char *p = buf + 3, *end;
-    long long pid = strtoll(p, &end, 10);
+    char *end;
+    long long pid = cached_int(buf + 3, &end);
     if (*end != ':' || pid <= 0)
         return false;
-    long long unit = strtoll(end + 1, &end, 10);
+    long long unit = cached_int(end + 1, &end);
     if (*end != ':' || unit <= 0)
         return false;
-    long long roles = strtoll(end + 1, &end, 10);
+    long long roles = cached_int(end + 1, &end);
     if (*end != ':' || roles < 0 || (end[1] != '0' && end[1] != '1') || end[2] != ':')
         return false;
     bool worker = end[1] == '1';
@@ -375,8 +387,13 @@ static void session_resolve(struct req_ctx *rc, route_handler next, unsigned rol
     unsigned char d[32];
     crypto_sha256(h + 7, CRYPTO_TOKEN_LEN, d);
     crypto_hex(d, 32, rc->principal.token_hash);
-    snprintf(as->key, sizeof as->key, "sess:{%s}", rc->principal.token_hash);
-    snprintf(as->hash_param, sizeof as->hash_param, "\\x%s", rc->principal.token_hash);
+    /* "sess:{<hex>}" and "\\x<hex>", without a printf on every request */
+    _Static_assert(sizeof as->key >= 6 + 64 + 2 && sizeof as->hash_param >= 2 + 65, "key sizes");
+    memcpy(as->key, "sess:{", 6);
+    memcpy(as->key + 6, rc->principal.token_hash, 64);
+    memcpy(as->key + 70, "}", 2);
+    memcpy(as->hash_param, "\\x", 2);
+    memcpy(as->hash_param + 2, rc->principal.token_hash, 65);
     rc->guard_state = as;
     const char *argv[] = {"GET", as->key};
     kv_command(rc->app->kv, kv_principal_cb, rc, 2, argv, NULL);

@@ -18,12 +18,14 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 #include <unistd.h>
 
 static void dispatch(struct req_ctx *rc);
@@ -57,13 +59,30 @@ static const char *method_name(enum evhttp_cmd_type t)
 /* Logging                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
+/* v in decimal, as "%lld" prints it (at most 20 bytes); returns the end. */
+static char *put_dec(char *p, long long v)
+{
+    char tmp[24];
+    int i = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[i++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *p++ = '-';
+    while (i)
+        *p++ = tmp[--i];
+    return p;
+}
+
 static void log_ctx(struct req_ctx *rc, char *buf, size_t cap)
 {
     buf[0] = '\0';
     log_kv(buf, cap, "rid", rc->rid);
     if (rc->principal.person_id) {
         char id[24];
-        snprintf(id, sizeof id, "%lld", (long long)rc->principal.person_id);
+        *put_dec(id, rc->principal.person_id) = '\0';
         log_kv(buf, cap, "person", id);
     }
     if (rc->principal.merchant_id) {
@@ -143,9 +162,24 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
     struct evkeyvalq *out = evhttp_request_get_output_headers(rc->req);
     evhttp_add_header(out, "X-Request-Id", rc->rid);
     /* API replies are never cached; a handler that may be cached (static.c) sets its own. */
-    if (!evhttp_find_header(out, "Cache-Control"))
+    if (!rc->cache_control_set)
         evhttp_add_header(out, "Cache-Control", "no-store");
     evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    /* evhttp formats the Date of every HTTP/1.1 reply anew (gmtime and a printf) unless one is
+     * given; the text changes once a second, so it is formatted once a second and given (no
+     * handler sets a Date). HTTP/1.0 replies carry it too (RFC 9110 §6.6.1: an origin server
+     * with a clock sends it). */
+    time_t now = time(NULL);
+    if (now != core->date_at) {
+        struct tm tm;
+        int n = gmtime_r(&now, &tm) ? evutil_date_rfc1123(core->date, sizeof core->date, &tm) : -1;
+        if (n > 0 && (size_t)n < sizeof core->date)
+            core->date_at = now;
+        else
+            core->date[0] = '\0';
+    }
+    if (core->date[0])
+        evhttp_add_header(out, "Date", core->date);
     if (core->stopping || core->app->stopping) /* draining: the client reconnects elsewhere */
         evhttp_add_header(out, "Connection", "close");
     if (rc->write_marked) /* before the bytes leave: the next read of this person sees it */
@@ -175,11 +209,13 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         evhttp_add_header(out, "Content-Length", len);
         evbuffer_drain(body, evbuffer_get_length(body));
     }
-    evhttp_send_reply(rc->req, code, NULL, body);
+    struct evbuffer *own = evhttp_request_get_output_buffer(rc->req);
+    http_guard_batch_begin(); /* the reply's pieces go to the socket in one move */
+    evhttp_send_reply(rc->req, code, NULL, body == own ? NULL : body);
+    http_guard_batch_end();
     rc->req = NULL;
 
     int64_t micros = common_mono_us() - rc->start_us;
-    double secs = (double)micros / 1e6;
     /* A path no route matches (404) or a method its route lacks (405) counts as "unmatched":
      * raw paths never become labels. The method is one of method_name's static names. */
     const char *route = rc->route ? rc->route->pattern : "unmatched";
@@ -191,14 +227,19 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         log_kv(ctx, sizeof ctx, "event", "request");
         log_kv(ctx, sizeof ctx, "method", rc->method);
         log_kv(ctx, sizeof ctx, "path", rc->path ? rc->path : "");
-        snprintf(tmp, sizeof tmp, "%d", code);
+        /* the access line of every request: no printf-family call */
+        *put_dec(tmp, code) = '\0';
         log_kv(ctx, sizeof ctx, "status", tmp);
-        snprintf(tmp, sizeof tmp, "%.1f", secs * 1000);
+        long long tenths = (micros < 0 ? 0 : micros + 50) / 100; /* ms, one decimal */
+        char *e = put_dec(tmp, tenths / 10);
+        *e++ = '.';
+        *e++ = (char)('0' + tenths % 10);
+        *e = '\0';
         log_kv(ctx, sizeof ctx, "ms", tmp);
         log_kv(ctx, sizeof ctx, "addr", rc->addr);
         if (replica_is_pool(rc->app->replica, rc->db))
             log_kv(ctx, sizeof ctx, "db", "replica");
-        log_write(LOG_LEVEL_INFO, ctx, "%s", "done");
+        log_write_text(LOG_LEVEL_INFO, ctx, "done");
     }
     rc_free(rc);
     core->inflight--;
@@ -208,11 +249,11 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
 void http_reply_raw(struct req_ctx *rc, int code, const char *content_type, const char *data,
                     size_t len)
 {
-    struct evbuffer *b = evbuffer_new();
+    /* straight into the request's own output buffer: no buffer of our own to make and free */
+    struct evbuffer *b = evhttp_request_get_output_buffer(rc->req);
     evbuffer_add(b, data, len);
     evhttp_add_header(evhttp_request_get_output_headers(rc->req), "Content-Type", content_type);
     send_and_finish(rc, code, b);
-    evbuffer_free(b);
 }
 
 void http_reply_borrowed(struct req_ctx *rc, int code, const char *content_type, const void *data,
@@ -336,6 +377,8 @@ const char *http_header(struct req_ctx *rc, const char *name)
 
 void http_set_header(struct req_ctx *rc, const char *name, const char *value)
 {
+    if (strcasecmp(name, "Cache-Control") == 0)
+        rc->cache_control_set = true;
     evhttp_add_header(evhttp_request_get_output_headers(rc->req), name, value);
 }
 
@@ -438,8 +481,16 @@ static void set_request_id(struct req_ctx *rc)
     struct http_core *core = rc->core;
     if (!core->rid_prefix[0] && !crypto_random_hex(core->rid_prefix, 4))
         snprintf(core->rid_prefix, sizeof core->rid_prefix, "%08x", (unsigned)getpid());
-    snprintf(rc->rid, sizeof rc->rid, "%s%08llx", core->rid_prefix,
-             (unsigned long long)++core->rid_counter);
+    /* "<prefix><counter in hex, at least 8 digits>", as "%s%08llx" would print it */
+    size_t n = strlen(core->rid_prefix);
+    memcpy(rc->rid, core->rid_prefix, n);
+    char hex[16];
+    int d = 0;
+    for (uint64_t v = ++core->rid_counter; v || d < 8; v >>= 4)
+        hex[d++] = "0123456789abcdef"[v & 15];
+    while (d)
+        rc->rid[n++] = hex[--d];
+    rc->rid[n] = '\0';
 }
 
 static void set_client_addr(struct req_ctx *rc)
@@ -465,7 +516,10 @@ static void set_client_addr(struct req_ctx *rc)
     struct evhttp_connection *conn = evhttp_request_get_connection(rc->req);
     if (conn)
         evhttp_connection_get_peer(conn, &host, &port);
-    snprintf(rc->addr, sizeof rc->addr, "%s", host ? host : "unknown");
+    const char *a = host ? host : "unknown";
+    size_t n = strnlen(a, sizeof rc->addr - 1);
+    memcpy(rc->addr, a, n);
+    rc->addr[n] = '\0';
 }
 
 /* Parses the query into *out. Names and values are percent-decoded, so they could hold any

@@ -132,7 +132,9 @@ struct guard_conn {
     struct event *start;     /* runs once right after accept: the per-address cap */
     enum gstate state;
     bool started, counted, timing;
-    bool flushing;     /* output went to the transport; evhttp hears of it once it is drained */
+    bool flushing; /* output went to the transport; evhttp hears of it once it is drained */
+    bool batched;  /* output held back until http_guard_batch_end (in the batch's list) */
+    TAILQ_ENTRY(guard_conn) batch_link;
     int linger_fd;     /* a duplicate of the socket of a refused connection, or -1 */
     short eof_pending; /* the client's EOF, held back until the reply is out */
     /* the filter's own callbacks on the transport, which the guard's wrap */
@@ -140,7 +142,8 @@ struct guard_conn {
     bufferevent_event_cb t_event;
     void *t_arg;
     unsigned char addr[16];
-    size_t scanned;   /* bytes at the front of raw known to hold no LF */
+    size_t consumed;  /* bytes at the front of raw checked as head lines, not yet in req */
+    size_t scanned;   /* bytes after those known to hold no LF */
     size_t head_size; /* bytes of the head (or of the trailers) so far */
     uint64_t left;    /* bytes of the body or of the chunk still to come */
     uint64_t body_size, body_limit;
@@ -253,6 +256,7 @@ static void refuse(struct guard_conn *c, enum verdict v, struct evbuffer *to)
         c->linger_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* -1 (no lingering) when out of fds */
     evbuffer_drain(c->raw, evbuffer_get_length(c->raw));
     evbuffer_drain(c->req, evbuffer_get_length(c->req));
+    c->consumed = 0;
     event_del(c->deadline);
     c->timing = false;
     if (v == V_HEAD_TIMEOUT || v == V_BODY_TIMEOUT)
@@ -339,39 +343,57 @@ static void start_cb(evutil_socket_t fd, short what, void *arg)
 static void reset_request(struct guard_conn *c)
 {
     c->state = G_HEAD;
-    c->scanned = c->head_size = 0;
+    c->consumed = c->scanned = c->head_size = 0;
     c->left = c->body_size = c->body_limit = c->cl = 0;
     c->nlines = c->nhost = c->ncl = c->nte = 0;
     c->http11 = c->absolute = c->expect_continue = c->is_head = false;
     c->method[0] = c->path[0] = c->host[0] = c->authority[0] = '\0';
 }
 
-/* Takes the next CRLF-terminated line of raw into req and returns it NUL-terminated, without
- * its CRLF, in the guard's scratch buffer. The line counts against *size, which may not pass
+/* Moves the head lines checked so far from raw to req, in one move rather than one per line. */
+static void take_flush(struct guard_conn *c)
+{
+    if (c->consumed) {
+        evbuffer_remove_buffer(c->raw, c->req, c->consumed);
+        c->consumed = 0;
+    }
+}
+
+/* Takes the next CRLF-terminated line of raw (when keep: into req, with the rest of the head
+ * or trailers once they are whole) and returns it NUL-terminated, without its CRLF, in the
+ * guard's scratch buffer. The line counts against *size, which may not pass
  * max. */
 static int take_line(struct guard_conn *c, size_t *size, size_t max, enum verdict too_long,
                      bool keep, char **line, size_t *len)
 {
-    size_t have = evbuffer_get_length(c->raw);
+    size_t have = evbuffer_get_length(c->raw) - c->consumed;
     if (c->scanned >= have)
         return STEP_NEED;
-    struct evbuffer_ptr from;
-    evbuffer_ptr_set(c->raw, &from, c->scanned, EVBUFFER_PTR_SET);
-    struct evbuffer_ptr lf = evbuffer_search(c->raw, "\n", 1, &from);
-    if (lf.pos < 0) {
-        c->scanned = have;
+    /* Only the bytes that may still belong to this line are looked at (made contiguous if
+     * they are not: with the lines before it, at most max_header_size + 1 bytes). */
+    size_t room = *size < max ? max - *size + 1 : 1;
+    size_t window = have < room ? have : room;
+    if (c->scanned >= window)
+        return FAIL(too_long); /* scanned all the room without an LF */
+    const unsigned char *mem =
+        evbuffer_pullup(c->raw, (ev_ssize_t)(c->consumed + window)) + c->consumed;
+    const unsigned char *lf = memchr(mem + c->scanned, '\n', window - c->scanned);
+    if (!lf) {
+        c->scanned = window;
         return *size + have > max ? FAIL(too_long) : STEP_NEED;
     }
-    size_t n = (size_t)lf.pos;
+    size_t n = (size_t)(lf - mem);
     c->scanned = 0;
     if (*size + n + 1 > max)
         return FAIL(too_long);
     char *buf = c->g->scratch;
-    evbuffer_copyout(c->raw, buf, n);
-    if (keep)
-        evbuffer_remove_buffer(c->raw, c->req, n + 1);
-    else
+    memcpy(buf, mem, n);
+    if (keep) {
+        c->consumed += n + 1; /* moved to req with the rest of the head (take_flush) */
+    } else {
+        take_flush(c);
         evbuffer_drain(c->raw, n + 1);
+    }
     *size += n + 1;
     if (n == 0 || buf[n - 1] != '\r')
         return FAIL(V_BARE_LF);
@@ -448,10 +470,15 @@ static int check_request_line(struct guard_conn *c, char *line, size_t len)
     }
     /* evhttp parses the target with this very function and fails the connection in HTML when
      * it cannot: refuse first what it would refuse. */
-    struct evhttp_uri *u = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
-    if (!u)
-        return FAIL(V_REQUEST_LINE);
-    evhttp_uri_free(u);
+    if (target[0] != '/' || target[1] == '/') {
+        /* An origin-form target ("/..." but not "//...", no '#', checked above) is one that
+         * parse always takes in its non-conformant mode (path up to '?', the query up to the
+         * end, no scheme and no authority to check): only the others need the real parse. */
+        struct evhttp_uri *u = evhttp_uri_parse_with_flags(target, EVHTTP_URI_NONCONFORMANT);
+        if (!u)
+            return FAIL(V_REQUEST_LINE);
+        evhttp_uri_free(u);
+    }
     size_t plen = strcspn(path, "?");
     if (plen >= sizeof c->path)
         plen = sizeof c->path - 1; /* matches no route: the default body limit applies */
@@ -524,14 +551,18 @@ static int end_of_head(struct guard_conn *c, struct evbuffer *dst)
     if (c->is_head && (c->nte || c->cl > 0))
         return FAIL(V_FRAMING);
     struct http_guard *g = c->g;
+    if (!c->nte && c->cl == 0) {
+        /* complete, no body (so no limit to look up): the caller forwards it */
+        event_del(c->deadline);
+        c->timing = false;
+        return STEP_MORE;
+    }
     c->body_limit =
         g->cfg.body_limit ? g->cfg.body_limit(c->method, c->path, g->cfg.body_limit_arg) : 0;
     if (c->ncl && c->cl > c->body_limit)
         return FAIL(V_BODY_TOO_LARGE);
     event_del(c->deadline);
     c->timing = false;
-    if (!c->nte && c->cl == 0)
-        return STEP_MORE; /* complete: the caller forwards it */
     c->state = c->nte ? G_CHUNK_SIZE : G_BODY;
     c->left = c->cl;
     c->scanned = 0;
@@ -559,6 +590,7 @@ static int step_head(struct guard_conn *c, struct evbuffer *dst, bool *complete)
         return check_request_line(c, line, len);
     if (len > 0)
         return check_field(c, line, len, false);
+    take_flush(c); /* the head is whole: raw holds only what follows it */
     r = end_of_head(c, dst);
     *complete = r == STEP_MORE && c->state == G_HEAD;
     return r;
@@ -656,6 +688,7 @@ static int step(struct guard_conn *c, struct evbuffer *dst, bool *complete)
             return r;
         if (len > 0)
             return check_field(c, line, len, true);
+        take_flush(c);
         *complete = true;
         return STEP_MORE;
     }
@@ -712,17 +745,60 @@ static void to_transport(struct guard_conn *c, struct evbuffer *from)
     c->flushing = true;
 }
 
+/* The connections with output held back by http_guard_batch_begin. */
+static struct {
+    int depth;
+    TAILQ_HEAD(, guard_conn) conns;
+} batch = {0, TAILQ_HEAD_INITIALIZER(batch.conns)};
+
+/* True when the output is held back (and the connection is in the batch's list). */
+static bool batch_hold(struct guard_conn *c)
+{
+    if (batch.depth == 0)
+        return false;
+    if (!c->batched) {
+        c->batched = true;
+        TAILQ_INSERT_TAIL(&batch.conns, c, batch_link);
+    }
+    return true;
+}
+
+static void batch_drop(struct guard_conn *c)
+{
+    if (c->batched) {
+        TAILQ_REMOVE(&batch.conns, c, batch_link);
+        c->batched = false;
+    }
+}
+
+void http_guard_batch_begin(void)
+{
+    batch.depth++;
+}
+
+void http_guard_batch_end(void)
+{
+    if (--batch.depth > 0)
+        return;
+    while (!TAILQ_EMPTY(&batch.conns)) {
+        struct guard_conn *c = TAILQ_FIRST(&batch.conns);
+        batch_drop(c);
+        to_transport(c, bufferevent_get_output(c->bev));
+    }
+}
+
 static enum bufferevent_filter_result out_filter(struct evbuffer *src, struct evbuffer *dst,
                                                  ev_ssize_t limit, enum bufferevent_flush_mode mode,
                                                  void *arg)
 {
-    to_transport(arg, src);
+    if (!batch_hold(arg))
+        to_transport(arg, src);
     return BEV_NEED_MORE;
 }
 
 static void output_added_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-    if (info->n_added)
+    if (info->n_added && !batch_hold(arg))
         to_transport(arg, buf);
 }
 
@@ -826,6 +902,7 @@ static void conn_free(void *arg)
 {
     struct guard_conn *c = arg;
     struct http_guard *g = c->g;
+    batch_drop(c);
     if (c->linger_fd >= 0)
         linger_start(g, c->linger_fd);
     if (c->counted)

@@ -201,11 +201,57 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *privdata);
  * arms a zero timeout so that the caller hears ST_UNAVAILABLE on the next loop turn and never
  * from inside kv_command(). hiredis refuses commands on a context it is tearing down
  * (REDIS_DISCONNECTING/REDIS_FREEING), which lands here too. */
+/* Writes n in decimal at p; returns the end. */
+static char *put_uint(char *p, size_t n)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (i)
+        *p++ = tmp[--i];
+    return p;
+}
+
+/* Formats argv as a RESP array (what redisAsyncCommandArgv does through sds and printf-style
+ * calls, at several times the cost on the hot read paths) and queues it; hiredis copies the
+ * bytes. Small commands are formatted on the stack. */
+static int queue_argv(redisAsyncContext *ac, struct kv_cmd *cmd, int argc, const char **argv,
+                      const size_t *argvlen)
+{
+    size_t stack_lens[16], *lens = argc <= 16 ? stack_lens : xmalloc((size_t)argc * sizeof *lens);
+    size_t total = 1 + 24 + 2;
+    for (int i = 0; i < argc; i++) {
+        lens[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        total += 1 + 24 + 2 + lens[i] + 2;
+    }
+    char stack_buf[512], *buf = total <= sizeof stack_buf ? stack_buf : xmalloc(total);
+    char *p = buf;
+    *p++ = '*';
+    p = put_uint(p, (size_t)argc);
+    *p++ = '\r', *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = put_uint(p, lens[i]);
+        *p++ = '\r', *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r', *p++ = '\n';
+    }
+    int r = redisAsyncFormattedCommand(ac, reply_cb, cmd, buf, (size_t)(p - buf));
+    if (buf != stack_buf)
+        free(buf);
+    if (lens != stack_lens)
+        free(lens);
+    return r;
+}
+
 static void submit(struct kv *kv, struct kv_cmd *cmd, int argc, const char **argv,
                    const size_t *argvlen)
 {
-    if (kv->state == KV_UP &&
-        redisAsyncCommandArgv(kv->ac, reply_cb, cmd, argc, argv, argvlen) == REDIS_OK) {
+    if (kv->state == KV_UP && queue_argv(kv->ac, cmd, argc, argv, argvlen) == REDIS_OK) {
         cmd->in_hiredis = true;
         evtimer_add(&cmd->timer, kv->command_tv);
         return;
@@ -542,7 +588,10 @@ struct kv *kv_new(struct event_base *base, const struct kv_config *cfg)
         abort();
     }
     kv->state = KV_DOWN;
-    start_connect(kv);
+    /* The first connect starts when the loop runs, not now: the start-up work that follows
+     * (CA bundles, key files) may block for longer than connect_timeout on a slow or loaded
+     * machine, and its timer would then expire before the loop ever looked at the socket. */
+    evtimer_add(&kv->reconnect_timer, &zero_tv);
     return kv;
 }
 

@@ -73,31 +73,52 @@ void log_kv(char *buf, size_t cap, const char *key, const char *value)
     *o = '\0';
 }
 
-void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
+/* The "ts=... level=..." start of a line. The second's part ("2026-12-07T19:39:30") is made
+ * with strftime once a second per thread (each thread keeps its own: the worker pool logs
+ * too), the milliseconds are appended by hand. */
+static size_t line_start(char *line, size_t cap, enum log_level lvl)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-
-    char ts[40];
+    static _Thread_local time_t sec_at = -1;
+    static _Thread_local char sec_text[24];
     struct timespec now;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000);
+    if (now.tv_sec != sec_at) {
+        struct tm tm;
+        if (!gmtime_r(&now.tv_sec, &tm) ||
+            strftime(sec_text, sizeof sec_text, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+            sec_text[0] = '\0';
+        else
+            sec_at = now.tv_sec;
+    }
+    char ts[40];
+    size_t n = strlen(sec_text);
+    memcpy(ts, sec_text, n);
+    long ms = now.tv_nsec / 1000000;
+    ts[n++] = '.';
+    ts[n++] = (char)('0' + ms / 100);
+    ts[n++] = (char)('0' + ms / 10 % 10);
+    ts[n++] = (char)('0' + ms % 10);
+    ts[n++] = 'Z';
+    ts[n] = '\0';
+    line[0] = '\0';
+    log_kv(line, cap, "ts", ts);
+    log_kv(line, cap, "level", level_names[lvl]);
+    return strlen(line);
+}
 
-    char line[2048] = "";
-    log_kv(line, sizeof line, "ts", ts);
-    log_kv(line, sizeof line, "level", level_names[lvl]);
+void log_write_text(enum log_level lvl, const char *ctx, const char *msg)
+{
+    char line[2048];
+    size_t len = line_start(line, sizeof line, lvl);
     if (ctx && *ctx) {
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " %s", ctx);
+        size_t n = strnlen(ctx, sizeof line - len - 2);
+        line[len++] = ' ';
+        memcpy(line + len, ctx, n);
+        len += n;
+        line[len] = '\0';
     }
     log_kv(line, sizeof line, "msg", msg);
-    size_t len = strlen(line);
+    len = strlen(line);
     if (len + 1 < sizeof line) {
         line[len++] = '\n';
     } else {
@@ -106,6 +127,16 @@ void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
     }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+void log_write(enum log_level lvl, const char *ctx, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_write_text(lvl, ctx, msg);
 }
 
 static void libevent_log_cb(int severity, const char *msg)
