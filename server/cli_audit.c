@@ -516,6 +516,24 @@ static void put_checkpoint(FILE *out, const char *size, const char *note)
     json_decref(j);
 }
 
+/* The next checkpoint row of the cp cursor: *cp holds the current batch (row *cpi), fetched
+ * 1,000 at a time; false once the cursor is exhausted (remembered, with *cpi = -1, so that the
+ * transactions after the last checkpoint do not each ask the database again). */
+static bool cp_more(PGconn *c, PGresult **cp, int *cpi)
+{
+    if (*cpi < 0)
+        return false;
+    if (*cp && *cpi < PQntuples(*cp))
+        return true;
+    PQclear(*cp);
+    *cp = PQexec(c, "FETCH 1000 FROM cp");
+    *cpi = 0;
+    if (PQresultStatus(*cp) == PGRES_TUPLES_OK && PQntuples(*cp) > 0)
+        return true;
+    *cpi = -1;
+    return false;
+}
+
 int cli_export(const struct config *cfg, int argc, char **argv)
 {
     const char *unit = cli_opt(argc, argv, "--unit"), *from = cli_opt(argc, argv, "--from");
@@ -738,14 +756,7 @@ int cli_export(const struct config *cfg, int argc, char **argv)
             fprintf(out, ",\"txn\":%s}\n", PQgetvalue(r, i, 2));
             ntx++;
         checkpoints:
-            while (complete) {
-                if (!cp || cpi >= PQntuples(cp)) {
-                    PQclear(cp);
-                    cp = PQexec(c, "FETCH 1000 FROM cp");
-                    cpi = 0;
-                    if (PQresultStatus(cp) != PGRES_TUPLES_OK || PQntuples(cp) == 0)
-                        break;
-                }
+            while (complete && cp_more(c, &cp, &cpi)) {
                 long long size = strtoll(PQgetvalue(cp, cpi, 0), NULL, 10);
                 if (size > ntx)
                     break;
@@ -770,14 +781,7 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     free(line.p);
     /* checkpoints beyond what was exported (only when the ledger lost rows): the verifier
      * must see them to report the shortfall */
-    while (!csv && complete) {
-        if (!cp || cpi >= PQntuples(cp)) {
-            PQclear(cp);
-            cp = PQexec(c, "FETCH 1000 FROM cp");
-            cpi = 0;
-            if (PQresultStatus(cp) != PGRES_TUPLES_OK || PQntuples(cp) == 0)
-                break;
-        }
+    while (!csv && complete && cp_more(c, &cp, &cpi)) {
         put_checkpoint(out, PQgetvalue(cp, cpi, 0), PQgetvalue(cp, cpi, 1));
         ncp++;
         cpi++;
