@@ -268,7 +268,8 @@ history_probe() {
     per=$((PROBE_N / 10))
     sql -v name=probe -v grid0=80 -v tasks=10 -v per_task="$per" -v review_s=86400 \
         -f scripts/bench/reports_setup.sql >/dev/null
-    sql -c 'DROP SEQUENCE IF EXISTS bench.probe_claim_seq, bench.probe_award_seq' \
+    sql -c 'SET client_min_messages = warning' \
+        -c 'DROP SEQUENCE IF EXISTS bench.probe_claim_seq, bench.probe_award_seq' \
         -c 'CREATE SEQUENCE bench.probe_claim_seq START 60001' -c 'CREATE SEQUENCE bench.probe_award_seq' \
         -c 'GRANT USAGE, SELECT ON SEQUENCE bench.probe_claim_seq, bench.probe_award_seq TO gp_app' \
         -c 'GRANT SELECT ON bench.reports TO gp_app' >/dev/null
@@ -295,18 +296,8 @@ SELECT gp_report_submit(:w, :b::jsonb, interval '120 seconds');
 SELECT gp_report_decide(:st, :a, true, NULL);
 END;
 PGB
-    for name in list statement claim award; do
-        b0=$(sqlv "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
-        out=$(run_pgbench "$W/probe_$name.pgb" "$W/pgb_probe_$name" -c 1 -t $((per * 10)))
-        sleep 0.5 # the backends' statistics are flushed when they exit
-        b1=$(sqlv "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
-        [[ $(field failed "$out") == 0 ]] || die "history probe $name: $out"
-        printf '%s\t%s\t%s\t%s\n' "$name" "$hist" "$(calc "1000 / $(field tps "$out")")" \
-            "$(calc "($b1 - $b0) / ($per * 10)")" >>"$HISTORY"
-        log "   history probe at $hist transactions: $name $(tail -n 1 "$HISTORY" | cut -f3) ms," \
-            "$(tail -n 1 "$HISTORY" | cut -f4) buffers per call"
-    done
-    # The plans (read-only calls: the task list of 8 workers, the statement of 2).
+    # The plans first (read-only calls: the task list of 8 workers, the statement of 2), so that
+    # they see the same state as the probes; the claims and awards below update task rows.
     psql -X -q "$GRIDPOINTS_DATABASE_ADMIN_URL" >/dev/null 2>"$W/explain_$hist.txt" <<SQL || true
 LOAD 'auto_explain';
 SET auto_explain.log_min_duration = 0;
@@ -318,6 +309,17 @@ SET auto_explain.log_level = notice;
 SELECT gp_task_list(w.person_id, jsonb_build_object('limit', 50, 'lat', w.lat, 'lng', w.lng, 'radius_m', 1000.0)) FROM bench.workers w WHERE w.n BETWEEN 10001 AND 10008;
 SELECT gp_statement(w.person_id, w.person_id, NULL, NULL, NULL, NULL, 50) FROM bench.workers w WHERE w.n > $WORKERS - 2;
 SQL
+    for name in list statement claim award; do
+        b0=$(sqlv "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
+        out=$(run_pgbench "$W/probe_$name.pgb" "$W/pgb_probe_$name" -c 1 -t $((per * 10)))
+        sleep 0.5 # the backends' statistics are flushed when they exit
+        b1=$(sqlv "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
+        [[ $(field failed "$out") == 0 ]] || die "history probe $name: $out"
+        printf '%s\t%s\t%s\t%s\n' "$name" "$hist" "$(calc "1000 / $(field tps "$out")")" \
+            "$(calc "($b1 - $b0) / ($per * 10)")" >>"$HISTORY"
+        log "   history probe at $hist transactions: $name $(tail -n 1 "$HISTORY" | cut -f3) ms," \
+            "$(tail -n 1 "$HISTORY" | cut -f4) buffers per call"
+    done
 }
 
 if [[ $HIST_COMPARE == 1 ]]; then
