@@ -358,7 +358,9 @@ static const char copy_complete_rows[] =
  * per posting. */
 static const char *const copy_settings[] = {
     "SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off", "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'"};
+    "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'",
+    /* one statement for the whole ledger: no default timeout of the role or database cuts it */
+    "SET LOCAL statement_timeout = 0"};
 
 struct sbuf {
     char *p;
@@ -989,6 +991,11 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     /* one sort of the rows in memory rather than on disk; no JIT compilation for one scan */
     if (!ok_cmd(c, "SET LOCAL work_mem = '256MB'", 0, NULL) ||
         !ok_cmd(c, "SET LOCAL jit = off", 0, NULL))
+        goto done;
+    /* this connection waits, in its transaction, while the complete export's COPY streams on
+     * the second one */
+    if (complete && !strcmp(format, "jsonl") &&
+        !ok_cmd(c, "SET LOCAL idle_in_transaction_session_timeout = 0", 0, NULL))
         goto done;
     PGresult *h = PQexec(c, "SELECT h.size, now(), (SELECT max(size) FROM audit_checkpoints), "
                             "gp_audit_keys_json()::text FROM audit_head h");
