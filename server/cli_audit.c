@@ -358,9 +358,7 @@ static const char copy_complete_rows[] =
  * per posting. */
 static const char *const copy_settings[] = {
     "SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off", "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'",
-    /* one statement for the whole ledger: no default timeout of the role or database cuts it */
-    "SET LOCAL statement_timeout = 0"};
+    "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'"};
 
 struct sbuf {
     char *p;
@@ -904,7 +902,10 @@ static bool export_complete(const struct config *cfg, struct txw *w)
     PQclear(r);
     if (!*snap || !(c2 = cli_connect_admin(cfg)))
         goto out;
-    if (!ok_cmd(c2, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) ||
+    /* one statement for the whole ledger: no default timeout of the role or database cuts it */
+    if (!ok_cmd(c2, "SET statement_timeout = 0", 0, NULL) ||
+        !ok_cmd(c2, "SET idle_in_transaction_session_timeout = 0", 0, NULL) ||
+        !ok_cmd(c2, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) ||
         !ok_cmd(c2, snap, 0, NULL) ||
         !ok_cmd(c,
                 "DECLARE cp NO SCROLL CURSOR FOR SELECT size, note FROM audit_checkpoints "
@@ -985,17 +986,15 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     long long ntx = 0, ncp = 0, nview = 0;
     if (!c)
         goto done;
-    /* One snapshot for the whole export: the head, the rows and the checkpoints agree. */
-    if (!ok_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL))
+    /* One snapshot for the whole export: the head, the rows and the checkpoints agree. This
+     * connection waits, in its transaction, while the complete export's COPY streams on a
+     * second one: no default idle-in-transaction timeout of the role or database may end it. */
+    if (!ok_cmd(c, "SET idle_in_transaction_session_timeout = 0", 0, NULL) ||
+        !ok_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL))
         goto done;
     /* one sort of the rows in memory rather than on disk; no JIT compilation for one scan */
     if (!ok_cmd(c, "SET LOCAL work_mem = '256MB'", 0, NULL) ||
         !ok_cmd(c, "SET LOCAL jit = off", 0, NULL))
-        goto done;
-    /* this connection waits, in its transaction, while the complete export's COPY streams on
-     * the second one */
-    if (complete && !strcmp(format, "jsonl") &&
-        !ok_cmd(c, "SET LOCAL idle_in_transaction_session_timeout = 0", 0, NULL))
         goto done;
     PGresult *h = PQexec(c, "SELECT h.size, now(), (SELECT max(size) FROM audit_checkpoints), "
                             "gp_audit_keys_json()::text FROM audit_head h");
