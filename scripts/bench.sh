@@ -243,14 +243,22 @@ load_dataset() {
 }
 
 # history_probe: the cost per call of the paths that must not grow with history (issue 12,
-# part 6) on the data set as it is: the task list near a point, a worker's statement (first
-# page), a claim and a report + approval (the award), each PROBE_N calls through pgbench -c1 as
-# gp_app, with no server running; milliseconds per call and shared buffers touched per call
-# (pg_stat_database; includes pgbench's connection start). One line per path into $HISTORY.
+# part 6) on the data set as it was loaded, before any scenario ran: the task list near a point,
+# a worker's statement (first page), a claim and a report + approval (the award), each PROBE_N
+# calls through pgbench -c1 as gp_app, with no server running; milliseconds per call and shared
+# buffers touched per call (pg_stat_database; includes pgbench's connection start). One line per
+# path into $HISTORY. Both data sets of a comparison are probed in the same state: loaded,
+# the probe's own set-up done, then VACUUM (ANALYZE), then the probes in the same order.
+# The statement is read for the last STMT_WORKERS workers, each given STMT_POSTINGS adjustments
+# (gp_adjust) first, so that their first page (50 rows) is full in either data set and the ratio
+# measures the history around it, not how full the page is. The plans of the task list and the
+# statement (auto_explain: ANALYZE, BUFFERS; the first calls use custom plans, later ones the
+# generic plan if plpgsql switches) go to $W/explain_<transactions>.txt.
+STMT_WORKERS=20
+STMT_POSTINGS=55
 history_probe() {
     local hist admin street tid b0 b1 out name per
     hist=$(sqlv "SELECT count(*) FROM ledger_txns")
-    sql -c 'ANALYZE' >/dev/null
     admin=$(sqlv "SELECT person_id FROM bench.staff WHERE role = 'street_admin' LIMIT 1")
     street=$(sqlv "SELECT unit_id FROM bench.staff WHERE role = 'street_admin' LIMIT 1")
     tid=$(sqlv "SELECT (gp_task_publish($admin, jsonb_build_object('unit_id', $street,
@@ -260,17 +268,23 @@ history_probe() {
     per=$((PROBE_N / 10))
     sql -v name=probe -v grid0=80 -v tasks=10 -v per_task="$per" -v review_s=86400 \
         -f scripts/bench/reports_setup.sql >/dev/null
-    sql -c 'DROP SEQUENCE IF EXISTS bench.probe_claim_seq, bench.probe_award_seq' \
+    sql -c 'SET client_min_messages = warning' \
+        -c 'DROP SEQUENCE IF EXISTS bench.probe_claim_seq, bench.probe_award_seq' \
         -c 'CREATE SEQUENCE bench.probe_claim_seq START 60001' -c 'CREATE SEQUENCE bench.probe_award_seq' \
         -c 'GRANT USAGE, SELECT ON SEQUENCE bench.probe_claim_seq, bench.probe_award_seq TO gp_app' \
-        -c 'GRANT SELECT ON bench.reports TO gp_app' -c 'ANALYZE assignments' >/dev/null
+        -c 'GRANT SELECT ON bench.reports TO gp_app' >/dev/null
+    [[ $(sqlv "SELECT count(gp_adjust($admin, w.person_id, 1, 'history probe'))
+                 FROM bench.workers w CROSS JOIN generate_series(1, $STMT_POSTINGS)
+                WHERE w.n > $WORKERS - $STMT_WORKERS") == $((STMT_WORKERS * STMT_POSTINGS)) ]] ||
+        die "history probe: the statement workers' adjustments"
+    sql -c 'VACUUM (ANALYZE)' >/dev/null
     cat >"$W/probe_list.pgb" <<'PGB'
 \set n random(10001, 20000)
 SELECT gp_task_list(w.person_id, jsonb_build_object('limit', 50, 'lat', w.lat, 'lng', w.lng, 'radius_m', 1000.0)) FROM bench.workers w WHERE w.n = :n;
 PGB
-    cat >"$W/probe_statement.pgb" <<'PGB'
-\set n random(1, 100000)
-SELECT gp_statement(w.person_id, w.person_id, NULL, NULL, NULL, NULL, 20) FROM bench.workers w WHERE w.n = :n;
+    cat >"$W/probe_statement.pgb" <<PGB
+\set n random($((WORKERS - STMT_WORKERS + 1)), $WORKERS)
+SELECT gp_statement(w.person_id, w.person_id, NULL, NULL, NULL, NULL, 50) FROM bench.workers w WHERE w.n = :n;
 PGB
     cat >"$W/probe_claim.pgb" <<PGB
 SELECT gp_task_claim(w.person_id, $tid) FROM bench.workers w WHERE w.n = (SELECT nextval('bench.probe_claim_seq'));
@@ -282,6 +296,19 @@ SELECT gp_report_submit(:w, :b::jsonb, interval '120 seconds');
 SELECT gp_report_decide(:st, :a, true, NULL);
 END;
 PGB
+    # The plans first (read-only calls: the task list of 8 workers, the statement of 2), so that
+    # they see the same state as the probes; the claims and awards below update task rows.
+    psql -X -q "$GRIDPOINTS_DATABASE_ADMIN_URL" >/dev/null 2>"$W/explain_$hist.txt" <<SQL || true
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_analyze = on;
+SET auto_explain.log_buffers = on;
+SET auto_explain.log_timing = off;
+SET auto_explain.log_level = notice;
+SELECT gp_task_list(w.person_id, jsonb_build_object('limit', 50, 'lat', w.lat, 'lng', w.lng, 'radius_m', 1000.0)) FROM bench.workers w WHERE w.n BETWEEN 10001 AND 10008;
+SELECT gp_statement(w.person_id, w.person_id, NULL, NULL, NULL, NULL, 50) FROM bench.workers w WHERE w.n > $WORKERS - 2;
+SQL
     for name in list statement claim award; do
         b0=$(sqlv "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()")
         out=$(run_pgbench "$W/probe_$name.pgb" "$W/pgb_probe_$name" -c 1 -t $((per * 10)))
@@ -305,6 +332,8 @@ if [[ $HIST_COMPARE == 1 ]]; then
     . "$SVC/env"
 fi
 load_dataset "$HIST_TASKS"
+log "history probe: task list, statement, claim, award at pgbench -c1 ($PROBE_N calls each), before the scenarios"
+history_probe
 # The minimal logical shapes (issue 12): their own tables in schema shape.
 sql -v workers=100000 -v assignments="$N4" -f scripts/bench/shapes.sql >/dev/null
 N_TXNS=$(sqlv "SELECT count(*) FROM ledger_txns")
@@ -871,7 +900,55 @@ if [[ $AUDIT == 1 ]] && grep -q '^  export' <<<"$HELP" && grep -q '^  verify' <<
         ">= 0.5 of sha256sum; 10^7 in < 5 min" "$(verdict "$SHA_S / $VER_S >= 0.5 && $N6 / $VER_S >= 10000000 / 300")"
     row 6c "first checkpoint: verification pass + signature" "transactions/s ($CP_S s after start)" \
         "$(calc "$N6 / $CP_S")" "-" "-" "-" "-" "-" "-" \
-        "incremental pass < 1 s / 10k new transactions (not measured: this is the first, full pass)" "-"
+        "- (the first pass is a full one; the incremental pass is 6e)" "-"
+    # 6e. The incremental verification pass (0022): N6E new ledger transactions after the first
+    # checkpoint (gp_adjust through pgbench, each its own transaction), sealed, then the pass
+    # that the next checkpoint needs, timed as the janitor runs it: gp_audit_seal rounds with the
+    # default audit.verify_batch (20,000 leaves a round) until the candidate is the new head. The
+    # server is stopped meanwhile, so that its janitor neither seals nor verifies in between;
+    # restarted afterwards, it must sign that candidate: the next checkpoint.
+    N6E=10000
+    stop_pid "$SERVER_PID"
+    log "6e. incremental verification pass: $N6E new transactions (gp_adjust, pgbench -c4), sealed, then the pass timed"
+    ADMIN_ID=$(sqlv "SELECT person_id FROM bench.staff WHERE role = 'street_admin' LIMIT 1")
+    sql -c "CREATE SEQUENCE bench.incr_seq" -c "GRANT USAGE, SELECT ON SEQUENCE bench.incr_seq TO gp_app" >/dev/null
+    echo "SELECT gp_adjust($ADMIN_ID, w.person_id, 1, 'incremental pass') FROM bench.workers w WHERE w.n = 1 + (SELECT nextval('bench.incr_seq')) % $N_WORKERS;" >"$W/incr.pgb"
+    P6E=$(run_pgbench "$W/incr.pgb" "$W/pgb_incr" -c 4 -t $((N6E / 4)))
+    [[ $(field failed "$P6E") == 0 ]] || die "6e: the new transactions: $P6E"
+    T0=$SECONDS
+    while sqlv "SELECT gp_audit_seal(100000, 0, 86400, 1000000000)" | grep -q '"more": true'; do
+        ((SECONDS - T0 < 300)) || die "6e: sealing did not finish in 300 s"
+    done
+    SIZE0=$(sqlv "SELECT verified_size FROM audit_head")
+    SIZE1=$(sqlv "SELECT size FROM audit_head")
+    ((SIZE1 - SIZE0 >= N6E)) || die "6e: only $((SIZE1 - SIZE0)) transactions sealed since the last verified checkpoint"
+    PASS_S=0 PASS_N=0
+    for ((i = 0; i < 100; i++)); do
+        # one psql session: the database's clock around one round
+        OUT=$(psql -X -At -v ON_ERROR_STOP=1 "$GRIDPOINTS_DATABASE_ADMIN_URL" \
+            -c "SELECT extract(epoch FROM clock_timestamp())" \
+            -c "SELECT gp_audit_seal(1000, 20000, 0, 1, 86400)" \
+            -c "SELECT extract(epoch FROM clock_timestamp())") || die "6e: gp_audit_seal"
+        PASS_S=$(calc "$PASS_S + $(sed -n 3p <<<"$OUT") - $(sed -n 1p <<<"$OUT")")
+        PASS_N=$((PASS_N + $(sed -n 2p <<<"$OUT" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["verified"])')))
+        grep -q '"more": true' <<<"$(sed -n 2p <<<"$OUT")" || break
+    done
+    PASS=$(sqlv "SELECT verified_from || ' ' || verified_size || ' ' || verified_full || ' ' || coalesce(cand_size, 0) FROM audit_head")
+    log "   pass: $PASS_N leaves in ${PASS_S}s; verified_from verified_size full candidate = $PASS"
+    [[ $PASS == "$SIZE0 $SIZE1 false $SIZE1" ]] || die "6e: not an incremental pass from $SIZE0 to $SIZE1: $PASS"
+    # The next checkpoint: the server, restarted with the key, signs the candidate.
+    T0=$(date +%s.%N)
+    start_server GRIDPOINTS_AUDIT_KEY_FILE="$KEY"
+    for ((;;)); do
+        (($(sqlv "SELECT coalesce(max(size), 0) FROM audit_checkpoints") >= SIZE1)) && break
+        [[ $(calc "$(date +%s.%N) - $T0 < 120") == 1 ]] || die "6e: no checkpoint of size $SIZE1 after 120 s"
+        sleep 0.2
+    done
+    log "   checkpoint of size $SIZE1 signed $(calc "$(date +%s.%N) - $T0") s after the restart"
+    row 6e "incremental verification pass: $PASS_N new transactions since the checkpoint of size $SIZE0 (gp_audit_seal, 20,000 leaves a round)" \
+        "s per 10k new transactions (pass ${PASS_S} s; then signed as checkpoint $SIZE1)" \
+        "$(calc "$PASS_S * 10000 / $PASS_N")" "-" "-" "-" "-" "-" "-" \
+        "incremental pass < 1 s / 10k new transactions" "$(verdict "$PASS_S * 10000 / $PASS_N < 1")"
     row 6d "sealing the generated history ($SEALED_N, gp_audit_seal 100,000 per round)" \
         "transactions/s ($SEAL_S s)" "$(calc "$SEALED_N / ($SEAL_S > 0 ? $SEAL_S : 1)")" "-" "-" "-" "-" "-" "-" "-" "-"
 else
@@ -879,13 +956,9 @@ else
     row 6 "export + offline verify of the ledger" "-" "-" "-" "-" "-" "-" "-" "-" "-" "not yet available"
 fi
 
-# =============================================================================================
-# History (issue 12, part 6): the probe on this run's data set, with no server running; on a
-# full run the same probe ran on a data set with a tenth of the history before it was loaded.
-# =============================================================================================
+# The history probe (issue 12, part 6) ran right after the data set was loaded, before the
+# scenarios (history_probe above).
 stop_pid "$SERVER_PID"
-log "history probe: task list, statement, claim, award at pgbench -c1 ($PROBE_N calls each)"
-history_probe
 
 # =============================================================================================
 # Instructions per request (callgrind): bare evhttp, the balance read and a report submission,
@@ -1068,11 +1141,14 @@ echo
     fi
     echo
     if [[ $HIST_COMPARE == 1 ]]; then
-        echo "Cost independent of history (pgbench -c1, $PROBE_N calls each, no server running; first on a data"
-        echo "set with a tenth of the history, then on this run's; buffers = shared buffers touched per call):"
+        echo "Cost independent of history (pgbench -c1, $PROBE_N calls each, no server running; a data set with a"
+        echo "tenth of the history and this run's, each probed fresh: loaded, VACUUM (ANALYZE), before any"
+        echo "scenario; the statement of workers with a full first page in both; buffers = shared buffers"
+        echo "touched per call):"
     else
-        echo "Cost on this run's history (pgbench -c1, $PROBE_N calls each, no server running; buffers = shared"
-        echo "buffers touched per call; BENCH_HISTORY_COMPARE=1 adds a data set with a tenth of the history):"
+        echo "Cost on this run's history (pgbench -c1, $PROBE_N calls each, no server running, before the"
+        echo "scenarios; buffers = shared buffers touched per call; BENCH_HISTORY_COMPARE=1 adds a data set"
+        echo "with a tenth of the history):"
     fi
     echo
     "$PY" scripts/bench/results.py history "$HISTORY"

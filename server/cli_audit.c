@@ -270,7 +270,8 @@ done:
 /* export                                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
-#define FETCH 2000
+#define FETCH   2000
+#define FETCH_S "2000"
 
 static bool ok_cmd(PGconn *c, const char *sql, int n, const char *const *p)
 {
@@ -300,7 +301,7 @@ static void csv_field(FILE *out, const char *v, bool last)
 
 /* The rows to export: sealed transactions in log order (complete: every ledger row up to the
  * head in (xid, id) order with its leaf, so an unsealed row inside sealed history shows:
- * declare_complete_rows below), or the subtree/time selection with its inclusion proof against
+ * copy_complete_rows below), or the subtree/time selection with its inclusion proof against
  * the anchor checkpoint. */
 static const char declare_partial[] =
     "DECLARE tx NO SCROLL CURSOR FOR "
@@ -336,17 +337,28 @@ static const char declare_csv[] =
  * in C, in the canonical encoding of the audit_txn_data view (docs/AUDIT.md §3). The view stays
  * the definition: a transaction whose encoding here does not hash to its sealed leaf (a tampered
  * row, an unsealed one, or anything this encoder writes differently) is written with the view's
- * own bytes, fetched for it alone. So the export is byte for byte what the view gives. */
-static const char declare_complete_rows[] =
-    "DECLARE tx NO SCROLL CURSOR FOR "
-    "SELECT t.id, t.xid::text, t.kind, to_char(t.created_at AT TIME ZONE 'UTC', "
-    "       'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), t.actor_id, t.refs::text, t.memo, "
-    "       l.idx, encode(l.hash, 'hex'), p.id, p.account_id, a.kind, p.amount, "
-    "       p.account_version, p.balance_after "
-    "  FROM ledger_txns t LEFT JOIN audit_leaves l ON l.txn_id = t.id "
-    "  LEFT JOIN postings p ON p.txn_id = t.id LEFT JOIN accounts a ON a.id = p.account_id "
-    " WHERE (t.xid, t.id) <= (SELECT last_xid, last_txn FROM audit_head) "
-    " ORDER BY t.xid, t.id, p.account_id, p.id";
+ * own bytes, fetched for it alone. So the export is byte for byte what the view gives.
+ * The rows come as one COPY on a second connection that shares the export's snapshot: COPY
+ * streams (the database produces the next rows while this process formats and hashes the last
+ * ones, where FETCH from a cursor alternates the two), and it is planned for the whole result
+ * (hash joins and one sort) where a cursor is planned for its first rows (an index probe per
+ * transaction and per posting). */
+static const char copy_complete_rows[] =
+    "COPY (SELECT t.id, t.xid, t.kind, t.created_at, t.actor_id, t.refs, t.memo, l.idx, l.hash, "
+    "             p.id, p.account_id, p.amount, p.account_version, p.balance_after "
+    "        FROM ledger_txns t LEFT JOIN audit_leaves l ON l.txn_id = t.id "
+    "        LEFT JOIN postings p ON p.txn_id = t.id "
+    "       WHERE (t.xid, t.id) <= (SELECT last_xid, last_txn FROM audit_head) "
+    "       ORDER BY t.xid, t.id, p.account_id, p.id) TO STDOUT";
+#define COPY_FIELDS 14
+/* The columns come in their types' own text (cheaper for the database than to_char, ::text
+ * and encode, about a third of its time): created_at in DateStyle ISO at TimeZone UTC,
+ * rewritten here as the view writes it (sb_ts), the leaf hash as bytea's hex. The account
+ * kinds come before the rows, into a table of their own (struct kinds), rather than by a join
+ * per posting. */
+static const char *const copy_settings[] = {
+    "SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off", "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'"};
 
 struct sbuf {
     char *p;
@@ -372,13 +384,12 @@ static void sb_str(struct sbuf *b, const char *s)
 }
 
 /* PostgreSQL's to_json(text) (escape_json); NULL is null. */
-static void sb_json(struct sbuf *b, PGresult *r, int row, int col)
+static void sb_json(struct sbuf *b, const char *s)
 {
-    if (PQgetisnull(r, row, col)) {
+    if (!s) {
         SB_LIT(b, "null");
         return;
     }
-    const char *s = PQgetvalue(r, row, col);
     SB_LIT(b, "\"");
     for (const char *q = s; *q; q++) {
         unsigned char ch = (unsigned char)*q;
@@ -516,6 +527,442 @@ static void put_checkpoint(FILE *out, const char *size, const char *note)
     json_decref(j);
 }
 
+/* The next checkpoint row of the cp cursor: *cp holds the current batch (row *cpi), fetched
+ * 1,000 at a time; false once the cursor is exhausted (remembered, with *cpi = -1, so that the
+ * transactions after the last checkpoint do not each ask the database again). */
+static bool cp_more(PGconn *c, PGresult **cp, int *cpi)
+{
+    if (*cpi < 0)
+        return false;
+    if (*cp && *cpi < PQntuples(*cp))
+        return true;
+    PQclear(*cp);
+    *cp = PQexec(c, "FETCH 1000 FROM cp");
+    *cpi = 0;
+    if (PQresultStatus(*cp) == PGRES_TUPLES_OK && PQntuples(*cp) > 0)
+        return true;
+    *cpi = -1;
+    return false;
+}
+
+/* The complete JSON Lines export while it streams: the transaction being assembled from its
+ * posting rows, and the checkpoints cursor (on the export's own connection, c). */
+/* A timestamptz as PostgreSQL writes it in DateStyle ISO at TimeZone UTC
+ * ("2026-12-07 19:43:38.2771+00": trailing zeros of the fraction dropped) the way the view's
+ * to_char(... AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') does
+ * ("2026-12-07T19:43:38.277100Z"); anything else as it came (the leaf check then sends the
+ * transaction to the view). */
+static void sb_ts(struct sbuf *b, const char *s)
+{
+    size_t n = strlen(s), fl = 0;
+    const char *frac = s + 19;
+    if (n < 22 || s[4] != '-' || s[10] != ' ' || strcmp(s + n - 3, "+00") != 0)
+        goto raw;
+    if (*frac == '.') {
+        frac++;
+        fl = (size_t)(s + n - 3 - frac);
+        if (fl < 1 || fl > 6)
+            goto raw;
+    } else if (frac != s + n - 3) {
+        goto raw;
+    }
+    char out[27];
+    memcpy(out, s, 10);
+    out[10] = 'T';
+    memcpy(out + 11, s + 11, 8);
+    out[19] = '.';
+    memcpy(out + 20, frac, fl);
+    memset(out + 20 + fl, '0', 6 - fl);
+    out[26] = 'Z';
+    sb_put(b, out, sizeof out);
+    return;
+raw:
+    sb_str(b, s);
+}
+
+/* Account id -> kind (as a JSON string), open addressing; kinds interned (a handful). */
+struct kinds {
+    int64_t *id;
+    uint8_t *k; /* 0 = empty slot, else 1 + index into json */
+    size_t cap, n;
+    char *json[255];
+    int nk;
+};
+
+static void kinds_put(struct kinds *t, int64_t id, uint8_t k);
+
+static void kinds_grow(struct kinds *t)
+{
+    struct kinds old = *t;
+    t->cap = old.cap ? old.cap * 2 : 1 << 16;
+    t->id = xcalloc(t->cap, sizeof *t->id);
+    t->k = xcalloc(t->cap, 1);
+    t->n = 0;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.k[i])
+            kinds_put(t, old.id[i], old.k[i]);
+    free(old.id);
+    free(old.k);
+}
+
+static size_t kinds_slot(const struct kinds *t, int64_t id)
+{
+    size_t i = ((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 20 & (t->cap - 1);
+    while (t->k[i] && t->id[i] != id)
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static void kinds_put(struct kinds *t, int64_t id, uint8_t k)
+{
+    if (2 * (t->n + 1) > t->cap)
+        kinds_grow(t);
+    size_t i = kinds_slot(t, id);
+    if (!t->k[i])
+        t->n++;
+    t->id[i] = id;
+    t->k[i] = k;
+}
+
+/* the kind of an account as JSON, or NULL when there is no such account (the join's NULL) */
+static const char *kinds_get(const struct kinds *t, const char *id)
+{
+    if (!t->cap || !id)
+        return NULL;
+    size_t i = kinds_slot(t, strtoll(id, NULL, 10));
+    return t->k[i] ? t->json[t->k[i] - 1] : NULL;
+}
+
+static void kinds_free(struct kinds *t)
+{
+    free(t->id);
+    free(t->k);
+    for (int i = 0; i < t->nk; i++)
+        free(t->json[i]);
+}
+
+struct txw {
+    PGconn *c;
+    FILE *out;
+    struct kinds kinds;
+    struct sbuf data, line;
+    char txn[24], idx[24], leaf[65];
+    bool sealed, have;
+    long long ntx, ncp, nview;
+    PGresult *cp;
+    int cpi;
+};
+
+/* The checkpoints whose size the transactions written so far complete. */
+static void txw_checkpoints(struct txw *w)
+{
+    while (cp_more(w->c, &w->cp, &w->cpi)) {
+        long long size = strtoll(PQgetvalue(w->cp, w->cpi, 0), NULL, 10);
+        if (size > w->ntx)
+            break;
+        put_checkpoint(w->out, PQgetvalue(w->cp, w->cpi, 0), PQgetvalue(w->cp, w->cpi, 1));
+        w->ncp++;
+        w->cpi++;
+    }
+}
+
+/* Writes the transaction assembled so far: its encoding if it hashes to its sealed leaf, else
+ * the view's bytes; then the checkpoints it completes. */
+static bool txw_finish(struct txw *w)
+{
+    SB_LIT(&w->data, "]}");
+    bool match = false;
+    if (w->sealed) {
+        merkle_hash lh;
+        char hex[65];
+        merkle_leaf_hash(w->data.p, w->data.n, lh);
+        crypto_hex(lh, 32, hex);
+        match = !strcmp(hex, w->leaf);
+    }
+    if (!match) {
+        w->nview++;
+        if (!view_data(w->c, w->txn, &w->data))
+            return false;
+    }
+    struct sbuf *l = &w->line;
+    l->n = 0;
+    SB_LIT(l, "{\"t\":\"txn\",\"seq\":");
+    if (w->sealed) {
+        sb_str(l, w->idx);
+        SB_LIT(l, ",\"leaf\":\"");
+        sb_str(l, w->leaf);
+        SB_LIT(l, "\"");
+    } else {
+        SB_LIT(l, "null,\"leaf\":null");
+    }
+    SB_LIT(l, ",\"txn\":");
+    sb_put(l, w->data.p, w->data.n);
+    SB_LIT(l, "}\n");
+    fwrite(l->p, 1, l->n, w->out);
+    w->ntx++;
+    w->have = false;
+    txw_checkpoints(w);
+    return true;
+}
+
+static void txw_posting(struct txw *w, char *const *f)
+{
+    struct sbuf *d = &w->data;
+    SB_LIT(d, "{\"id\":");
+    sb_str(d, f[9]);
+    SB_LIT(d, ",\"account\":");
+    sb_str(d, f[10] ? f[10] : "null");
+    SB_LIT(d, ",\"account_kind\":");
+    const char *kind = kinds_get(&w->kinds, f[10]);
+    sb_str(d, kind ? kind : "null");
+    SB_LIT(d, ",\"amount\":");
+    sb_str(d, f[11] ? f[11] : "null");
+    SB_LIT(d, ",\"version\":");
+    sb_str(d, f[12] ? f[12] : "null");
+    SB_LIT(d, ",\"balance_after\":");
+    sb_str(d, f[13] ? f[13] : "null");
+    SB_LIT(d, "}");
+}
+
+/* One row of copy_complete_rows (f[i] NULL for SQL NULL): a posting of the transaction being
+ * assembled, or the first row of the next one. */
+static bool txw_row(struct txw *w, char *const *f)
+{
+    if (!f[0])
+        return false;
+    if (w->have && !strcmp(f[0], w->txn)) {
+        if (f[9]) {
+            SB_LIT(&w->data, ",");
+            txw_posting(w, f);
+        }
+        return true;
+    }
+    if (w->have && !txw_finish(w))
+        return false;
+    snprintf(w->txn, sizeof w->txn, "%s", f[0]);
+    w->sealed = f[7] != NULL;
+    snprintf(w->idx, sizeof w->idx, "%s", f[7] ? f[7] : "");
+    const char *hash = f[8] && !strncmp(f[8], "\\x", 2) ? f[8] + 2 : f[8]; /* bytea's hex */
+    snprintf(w->leaf, sizeof w->leaf, "%s", hash ? hash : "");
+    w->have = true;
+    struct sbuf *d = &w->data;
+    d->n = 0;
+    SB_LIT(d, "{\"id\":");
+    sb_str(d, w->txn);
+    SB_LIT(d, ",\"xid\":");
+    sb_str(d, f[1] ? f[1] : "");
+    SB_LIT(d, ",\"kind\":");
+    sb_json(d, f[2]);
+    SB_LIT(d, ",\"at\":\"");
+    sb_ts(d, f[3] ? f[3] : "");
+    SB_LIT(d, "\",\"actor\":");
+    sb_str(d, f[4] ? f[4] : "null");
+    SB_LIT(d, ",\"refs\":");
+    if (f[5])
+        sb_refs(d, f[5]);
+    else
+        SB_LIT(d, "{}");
+    SB_LIT(d, ",\"memo\":");
+    sb_json(d, f[6]);
+    SB_LIT(d, ",\"postings\":[");
+    if (f[9])
+        txw_posting(w, f);
+    return true;
+}
+
+/* Splits one line of COPY's text format into nf fields in place: \N is NULL, the backslash
+ * escapes COPY writes (\b \f \n \r \t \v, and a backslash before any other byte) are decoded.
+ * False when the line does not hold exactly nf fields. */
+static bool copy_fields(char *s, size_t len, char **f, int nf)
+{
+    if (len > 0 && s[len - 1] == '\n')
+        len--;
+    char *end = s + len, *p = s;
+    for (int k = 0; k < nf; k++) {
+        char *start = p, *o = p;
+        if (end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (end - p == 2 || p[2] == '\t')) {
+            f[k] = NULL;
+            p += 2;
+        } else {
+            while (p < end && *p != '\t') {
+                if (*p == '\\' && p + 1 < end) {
+                    p++;
+                    switch (*p) {
+                    case 'b':
+                        *o = '\b';
+                        break;
+                    case 'f':
+                        *o = '\f';
+                        break;
+                    case 'n':
+                        *o = '\n';
+                        break;
+                    case 'r':
+                        *o = '\r';
+                        break;
+                    case 't':
+                        *o = '\t';
+                        break;
+                    case 'v':
+                        *o = '\v';
+                        break;
+                    default:
+                        *o = *p;
+                    }
+                    o++;
+                    p++;
+                } else {
+                    *o++ = *p++;
+                }
+            }
+            f[k] = start;
+        }
+        bool last = p == end;
+        if (f[k])
+            *o = '\0'; /* o <= p: over the tab, or the line's end ('\n' or NUL) */
+        if (k < nf - 1) {
+            if (last)
+                return false;
+            p++;
+        } else if (!last) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every account's kind, by one COPY (the export's snapshot). */
+static bool load_kinds(PGconn *c2, struct kinds *t)
+{
+    PGresult *r = PQexec(c2, "COPY (SELECT id, kind FROM accounts) TO STDOUT");
+    bool ok = PQresultStatus(r) == PGRES_COPY_OUT;
+    if (!ok)
+        log_error("export: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok)
+        return false;
+    kinds_grow(t);
+    char *buf, *f[2];
+    int n;
+    while ((n = PQgetCopyData(c2, &buf, 0)) > 0) {
+        if (ok && (!copy_fields(buf, (size_t)n, f, 2) || !f[0])) {
+            log_error("export: an account row that is not 2 fields");
+            ok = false;
+        }
+        if (ok) {
+            int k = 0;
+            struct sbuf js = {0};
+            sb_json(&js, f[1]);
+            while (k < t->nk && strcmp(t->json[k], js.p))
+                k++;
+            if (k == t->nk) {
+                if (t->nk == (int)(sizeof t->json / sizeof *t->json)) {
+                    log_error("export: more than %d kinds of accounts", t->nk);
+                    ok = false;
+                } else {
+                    t->json[t->nk++] = js.p;
+                    js.p = NULL;
+                }
+            }
+            free(js.p);
+            if (ok)
+                kinds_put(t, strtoll(f[0], NULL, 10), (uint8_t)(k + 1));
+        }
+        PQfreemem(buf);
+    }
+    if (n == -2) {
+        log_error("export: %s", PQerrorMessage(c2));
+        ok = false;
+    }
+    while ((r = PQgetResult(c2))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            log_error("export: %s", PQresultErrorMessage(r));
+            ok = false;
+        }
+        PQclear(r);
+    }
+    return ok;
+}
+
+/* The complete JSON Lines export: the rows by COPY on a second connection that imports the
+ * snapshot of c (the head, the checkpoints and the rows agree), the checkpoints by a cursor on
+ * c beside them, then the checkpoints beyond what was exported (only when the ledger lost rows:
+ * the verifier must see them to report the shortfall). */
+static bool export_complete(const struct config *cfg, struct txw *w)
+{
+    PGconn *c = w->c, *c2 = NULL;
+    bool ok = false;
+    char snap[128] = "";
+    PGresult *r = PQexec(c, "SELECT pg_export_snapshot()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+        strspn(PQgetvalue(r, 0, 0), "0123456789ABCDEFabcdef-") == strlen(PQgetvalue(r, 0, 0)))
+        snprintf(snap, sizeof snap, "SET TRANSACTION SNAPSHOT '%s'", PQgetvalue(r, 0, 0));
+    else
+        log_error("export: cannot export the snapshot: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    if (!*snap || !(c2 = cli_connect_admin(cfg)))
+        goto out;
+    /* one statement for the whole ledger: no default timeout of the role or database cuts it */
+    if (!ok_cmd(c2, "SET statement_timeout = 0", 0, NULL) ||
+        !ok_cmd(c2, "SET idle_in_transaction_session_timeout = 0", 0, NULL) ||
+        !ok_cmd(c2, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) ||
+        !ok_cmd(c2, snap, 0, NULL) ||
+        !ok_cmd(c,
+                "DECLARE cp NO SCROLL CURSOR FOR SELECT size, note FROM audit_checkpoints "
+                "ORDER BY size",
+                0, NULL))
+        goto out;
+    for (size_t i = 0; i < sizeof copy_settings / sizeof *copy_settings; i++)
+        if (!ok_cmd(c2, copy_settings[i], 0, NULL))
+            goto out;
+    if (!load_kinds(c2, &w->kinds))
+        goto out;
+    r = PQexec(c2, copy_complete_rows);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
+        log_error("export: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        goto out;
+    }
+    PQclear(r);
+    ok = true;
+    char *buf, *f[COPY_FIELDS];
+    int n;
+    while ((n = PQgetCopyData(c2, &buf, 0)) > 0) {
+        if (ok && !copy_fields(buf, (size_t)n, f, COPY_FIELDS)) {
+            log_error("export: a row of the ledger that is not %d fields", COPY_FIELDS);
+            ok = false;
+        }
+        if (ok && !txw_row(w, f))
+            ok = false; /* logged; the rest of the COPY is read and dropped */
+        PQfreemem(buf);
+    }
+    if (n == -2) {
+        log_error("export: %s", PQerrorMessage(c2));
+        ok = false;
+    }
+    while ((r = PQgetResult(c2))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            log_error("export: %s", PQresultErrorMessage(r));
+            ok = false;
+        }
+        PQclear(r);
+    }
+    if (ok && w->have)
+        ok = txw_finish(w);
+    while (ok && cp_more(c, &w->cp, &w->cpi)) {
+        put_checkpoint(w->out, PQgetvalue(w->cp, w->cpi, 0), PQgetvalue(w->cp, w->cpi, 1));
+        w->ncp++;
+        w->cpi++;
+    }
+out:
+    kinds_free(&w->kinds);
+    PQclear(w->cp);
+    free(w->data.p);
+    free(w->line.p);
+    PQfinish(c2);
+    return ok;
+}
+
 int cli_export(const struct config *cfg, int argc, char **argv)
 {
     const char *unit = cli_opt(argc, argv, "--unit"), *from = cli_opt(argc, argv, "--from");
@@ -539,8 +986,11 @@ int cli_export(const struct config *cfg, int argc, char **argv)
     long long ntx = 0, ncp = 0, nview = 0;
     if (!c)
         goto done;
-    /* One snapshot for the whole export: the head, the rows and the checkpoints agree. */
-    if (!ok_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL))
+    /* One snapshot for the whole export: the head, the rows and the checkpoints agree. This
+     * connection waits, in its transaction, while the complete export's COPY streams on a
+     * second one: no default idle-in-transaction timeout of the role or database may end it. */
+    if (!ok_cmd(c, "SET idle_in_transaction_session_timeout = 0", 0, NULL) ||
+        !ok_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL))
         goto done;
     /* one sort of the rows in memory rather than on disk; no JIT compilation for one scan */
     if (!ok_cmd(c, "SET LOCAL work_mem = '256MB'", 0, NULL) ||
@@ -584,205 +1034,52 @@ int cli_export(const struct config *cfg, int argc, char **argv)
 
     const char *p[] = {complete ? NULL : anchor, unit, from, to};
     bool csv = !strcmp(format, "csv");
-    if (csv        ? !ok_cmd(c, declare_csv, 4, p)
-        : complete ? !ok_cmd(c, declare_complete_rows, 0, NULL)
-                   : !ok_cmd(c, declare_partial, 4, p))
-        goto done;
-    /* Checkpoints stream beside the rows (complete JSON Lines: after the transaction that
-     * completes their size; partial: the anchor first). */
-    PGresult *cp = NULL;
-    int cpi = 0;
     if (!csv && complete) {
-        if (!ok_cmd(c,
-                    "DECLARE cp NO SCROLL CURSOR FOR SELECT size, note FROM audit_checkpoints "
-                    "ORDER BY size",
-                    0, NULL))
+        struct txw w = {.c = c, .out = out};
+        bool ok = export_complete(cfg, &w);
+        ntx = w.ntx, ncp = w.ncp, nview = w.nview;
+        if (!ok)
             goto done;
-    } else if (!csv) {
-        const char *ap[] = {anchor};
-        PGresult *a = PQexecParams(c, "SELECT size, note FROM audit_checkpoints WHERE size = $1", 1,
-                                   NULL, ap, NULL, NULL, 0);
-        if (PQresultStatus(a) == PGRES_TUPLES_OK && PQntuples(a) == 1) {
-            put_checkpoint(out, PQgetvalue(a, 0, 0), PQgetvalue(a, 0, 1));
-            ncp++;
-        }
-        PQclear(a);
-    }
-    /* complete JSON Lines: the transaction being assembled from its posting rows */
-    bool rows = !csv && complete;
-    struct sbuf data = {0}, line = {0};
-    char cur_txn[24] = "", cur_idx[24] = "", cur_leaf[65] = "";
-    bool cur_sealed = false, have_cur = false, failed = false;
-    for (;;) {
-        PGresult *r = PQexec(c, "FETCH "
-                                "2000"
-                                " FROM tx");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            log_error("export: %s", PQresultErrorMessage(r));
-            PQclear(r);
-            PQclear(cp);
-            free(data.p);
-            free(line.p);
+    } else {
+        if (csv ? !ok_cmd(c, declare_csv, 4, p) : !ok_cmd(c, declare_partial, 4, p))
             goto done;
-        }
-        int n = PQntuples(r);
-        for (int i = 0; i <= n; i++) {
-            if (csv) {
-                if (i == n)
-                    break;
-                for (int f = 0; f < 13; f++)
-                    csv_field(out, PQgetvalue(r, i, f), f == 12);
-                continue;
-            }
-            if (rows) {
-                /* a new transaction (or the end of this batch/the rows): finish the current */
-                bool last_batch = n < FETCH;
-                bool same = i < n && have_cur && !strcmp(PQgetvalue(r, i, 0), cur_txn);
-                if (i < n && same) {
-                    if (!PQgetisnull(r, i, 9)) {
-                        SB_LIT(&data, ",");
-                        goto posting;
-                    }
-                    continue;
-                }
-                if (i == n && !last_batch)
-                    break; /* the next batch may continue this transaction */
-                if (have_cur) {
-                    SB_LIT(&data, "]}");
-                    bool match = false;
-                    if (cur_sealed) {
-                        merkle_hash lh;
-                        char hex[65];
-                        merkle_leaf_hash(data.p, data.n, lh);
-                        crypto_hex(lh, 32, hex);
-                        match = !strcmp(hex, cur_leaf);
-                    }
-                    if (!match) {
-                        nview++;
-                        if (!view_data(c, cur_txn, &data)) {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    line.n = 0;
-                    SB_LIT(&line, "{\"t\":\"txn\",\"seq\":");
-                    if (cur_sealed) {
-                        sb_str(&line, cur_idx);
-                        SB_LIT(&line, ",\"leaf\":\"");
-                        sb_str(&line, cur_leaf);
-                        SB_LIT(&line, "\"");
-                    } else {
-                        SB_LIT(&line, "null,\"leaf\":null");
-                    }
-                    SB_LIT(&line, ",\"txn\":");
-                    sb_put(&line, data.p, data.n);
-                    SB_LIT(&line, "}\n");
-                    fwrite(line.p, 1, line.n, out);
-                    ntx++;
-                    have_cur = false;
-                    goto checkpoints;
-                }
-            next_txn:
-                if (i == n)
-                    break;
-                snprintf(cur_txn, sizeof cur_txn, "%s", PQgetvalue(r, i, 0));
-                cur_sealed = !PQgetisnull(r, i, 7);
-                snprintf(cur_idx, sizeof cur_idx, "%s", PQgetvalue(r, i, 7));
-                snprintf(cur_leaf, sizeof cur_leaf, "%s", PQgetvalue(r, i, 8));
-                have_cur = true;
-                data.n = 0;
-                SB_LIT(&data, "{\"id\":");
-                sb_str(&data, cur_txn);
-                SB_LIT(&data, ",\"xid\":");
-                sb_str(&data, PQgetvalue(r, i, 1));
-                SB_LIT(&data, ",\"kind\":");
-                sb_json(&data, r, i, 2);
-                SB_LIT(&data, ",\"at\":\"");
-                sb_str(&data, PQgetvalue(r, i, 3));
-                SB_LIT(&data, "\",\"actor\":");
-                sb_str(&data, PQgetisnull(r, i, 4) ? "null" : PQgetvalue(r, i, 4));
-                SB_LIT(&data, ",\"refs\":");
-                if (PQgetisnull(r, i, 5))
-                    SB_LIT(&data, "{}");
-                else
-                    sb_refs(&data, PQgetvalue(r, i, 5));
-                SB_LIT(&data, ",\"memo\":");
-                sb_json(&data, r, i, 6);
-                SB_LIT(&data, ",\"postings\":[");
-                if (PQgetisnull(r, i, 9))
-                    continue;
-            posting:
-                SB_LIT(&data, "{\"id\":");
-                sb_str(&data, PQgetvalue(r, i, 9));
-                SB_LIT(&data, ",\"account\":");
-                sb_str(&data, PQgetvalue(r, i, 10));
-                SB_LIT(&data, ",\"account_kind\":");
-                sb_json(&data, r, i, 11);
-                SB_LIT(&data, ",\"amount\":");
-                sb_str(&data, PQgetvalue(r, i, 12));
-                SB_LIT(&data, ",\"version\":");
-                sb_str(&data, PQgetvalue(r, i, 13));
-                SB_LIT(&data, ",\"balance_after\":");
-                sb_str(&data, PQgetvalue(r, i, 14));
-                SB_LIT(&data, "}");
-                continue;
-            }
-            if (i == n)
-                break;
-            bool sealed = !PQgetisnull(r, i, 0);
-            fprintf(out, "{\"t\":\"txn\",\"seq\":%s,\"leaf\":%s%s%s",
-                    sealed ? PQgetvalue(r, i, 0) : "null", sealed ? "\"" : "",
-                    sealed ? PQgetvalue(r, i, 1) : "null", sealed ? "\"" : "");
-            if (!complete)
-                fprintf(out, ",\"proof\":%s", PQgetvalue(r, i, 3));
-            fprintf(out, ",\"txn\":%s}\n", PQgetvalue(r, i, 2));
-            ntx++;
-        checkpoints:
-            while (complete) {
-                if (!cp || cpi >= PQntuples(cp)) {
-                    PQclear(cp);
-                    cp = PQexec(c, "FETCH 1000 FROM cp");
-                    cpi = 0;
-                    if (PQresultStatus(cp) != PGRES_TUPLES_OK || PQntuples(cp) == 0)
-                        break;
-                }
-                long long size = strtoll(PQgetvalue(cp, cpi, 0), NULL, 10);
-                if (size > ntx)
-                    break;
-                put_checkpoint(out, PQgetvalue(cp, cpi, 0), PQgetvalue(cp, cpi, 1));
+        if (!csv) { /* the anchor checkpoint first */
+            const char *ap[] = {anchor};
+            PGresult *a =
+                PQexecParams(c, "SELECT size, note FROM audit_checkpoints WHERE size = $1", 1, NULL,
+                             ap, NULL, NULL, 0);
+            if (PQresultStatus(a) == PGRES_TUPLES_OK && PQntuples(a) == 1) {
+                put_checkpoint(out, PQgetvalue(a, 0, 0), PQgetvalue(a, 0, 1));
                 ncp++;
-                cpi++;
             }
-            if (rows)
-                goto next_txn;
+            PQclear(a);
         }
-        PQclear(r);
-        if (failed) {
-            PQclear(cp);
-            free(data.p);
-            free(line.p);
-            goto done;
-        }
-        if (n < FETCH)
-            break;
-    }
-    free(data.p);
-    free(line.p);
-    /* checkpoints beyond what was exported (only when the ledger lost rows): the verifier
-     * must see them to report the shortfall */
-    while (!csv && complete) {
-        if (!cp || cpi >= PQntuples(cp)) {
-            PQclear(cp);
-            cp = PQexec(c, "FETCH 1000 FROM cp");
-            cpi = 0;
-            if (PQresultStatus(cp) != PGRES_TUPLES_OK || PQntuples(cp) == 0)
+        for (;;) {
+            PGresult *r = PQexec(c, "FETCH " FETCH_S " FROM tx");
+            if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+                log_error("export: %s", PQresultErrorMessage(r));
+                PQclear(r);
+                goto done;
+            }
+            int n = PQntuples(r);
+            for (int i = 0; i < n; i++) {
+                if (csv) {
+                    for (int f = 0; f < 13; f++)
+                        csv_field(out, PQgetvalue(r, i, f), f == 12);
+                    continue;
+                }
+                bool sealed = !PQgetisnull(r, i, 0);
+                fprintf(out, "{\"t\":\"txn\",\"seq\":%s,\"leaf\":%s%s%s,\"proof\":%s,\"txn\":%s}\n",
+                        sealed ? PQgetvalue(r, i, 0) : "null", sealed ? "\"" : "",
+                        sealed ? PQgetvalue(r, i, 1) : "null", sealed ? "\"" : "",
+                        PQgetvalue(r, i, 3), PQgetvalue(r, i, 2));
+                ntx++;
+            }
+            PQclear(r);
+            if (n < FETCH)
                 break;
         }
-        put_checkpoint(out, PQgetvalue(cp, cpi, 0), PQgetvalue(cp, cpi, 1));
-        ncp++;
-        cpi++;
     }
-    PQclear(cp);
     if (!csv)
         fprintf(out, "{\"t\":\"end\",\"transactions\":%lld,\"checkpoints\":%lld}\n", ntx, ncp);
     ok_cmd(c, "COMMIT", 0, NULL);

@@ -219,7 +219,7 @@ def callgrind(p1, p2, n1, n2):
 
 
 HISTORY_PATHS = {"list": "task list near a point (`gp_task_list`)",
-                 "statement": "a worker's statement, first page (`gp_statement`)",
+                 "statement": "a worker's statement, a full first page of 50 (`gp_statement`)",
                  "claim": "claim (`gp_task_claim`)",
                  "award": "report + approval, paid (`gp_report_submit` + `gp_report_decide`)"}
 
