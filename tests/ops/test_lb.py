@@ -185,8 +185,10 @@ def test_rolling_restart_behind_haproxy(haproxy_bin, server_factory, migrated, a
         tree = Tree(api(lb.url), admin, sql, budget=1000000)
         # Timers that come due during the restarts: reviews auto-approve after 2 s, claims
         # without a report expire after 3 s.
+        # More claims than the restarts take (the load stops when they end): 300 workers x
+        # 12 tasks. With 4, the faster write path ran out of claims before the last restart.
         tasks = [tree.publish(slots=1000, reward=3, review_window_s=2, claim_ttl_s=3)
-                 for _ in range(4)]
+                 for _ in range(12)]
         workers = tree.workers(300)
         t0 = time.monotonic()
         restarts = []
