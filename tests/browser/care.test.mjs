@@ -275,17 +275,21 @@ test('a "needs help" visit offline is queued, then synced once when the network 
     }, cvid);
     // The visit id is taken from the same read that sees the item received: a later read
     // could race the app's own bookkeeping of its outbox.
-    const again = await (await page.waitForFunction(async (id) => {
-      const db = await new Promise((res) => {
-        const r = indexedDB.open('gridpoints-worker');
-        r.onsuccess = () => res(r.result);
-      });
-      const it = await new Promise((res) => {
-        const g = db.transaction('outbox').objectStore('outbox').get(id);
-        g.onsuccess = () => res(g.result);
-      });
-      return it.state === 'received' && it.visit_id;
-    }, cvid, { polling: 200, timeout: 20000 })).jsonValue();
+    // (waitForFunction treats an async predicate's promise as truthy: poll from here.)
+    let again;
+    for (let t0 = Date.now(); !again && Date.now() - t0 < 20000; await new Promise((r) => setTimeout(r, 200))) {
+      again = await page.evaluate(async (id) => {
+        const db = await new Promise((res) => {
+          const r = indexedDB.open('gridpoints-worker');
+          r.onsuccess = () => res(r.result);
+        });
+        const it = await new Promise((res) => {
+          const g = db.transaction('outbox').objectStore('outbox').get(id);
+          g.onsuccess = () => res(g.result);
+        });
+        return it.state === 'received' && it.visit_id;
+      }, cvid);
+    }
     assert.equal(String(again), before[0][0], 'the replay answers the same visit');
     assert.deepEqual(stack.sql('SELECT id, points FROM care_visits WHERE resident_id = $1', red.id), before, 'still one visit');
     const [[awards]] = stack.sql("SELECT count(*) FROM care_visits v JOIN ledger_txns t ON t.id = v.award_txn WHERE v.resident_id = $1", red.id);
