@@ -39,6 +39,10 @@ int64_t common_mono_us(void);
 /* Wall-clock milliseconds since the epoch, for logs. Business time comes from PostgreSQL. */
 int64_t common_wall_ms(void);
 
+/* Writes v in decimal, as "%lld" prints it (at most 20 bytes, no NUL) at p; returns the end.
+ * For hot replies and log lines that avoid the printf family. */
+char *common_put_dec(char *p, long long v);
+
 /* Overflow-checked int64 arithmetic: false when the result would not fit. */
 static inline bool i64_add(int64_t a, int64_t b, int64_t *out)
 {

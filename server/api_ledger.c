@@ -43,23 +43,6 @@ static char *put_text(char *p, const char *s)
     return p + n;
 }
 
-/* v in decimal, as "%lld" prints it (at most 20 bytes). */
-static char *put_i64(char *p, int64_t v)
-{
-    char tmp[24];
-    int i = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[i++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *p++ = '-';
-    while (i)
-        *p++ = tmp[--i];
-    return p;
-}
-
 static void balance_cache_cb(enum status st, const struct ledger_balance *bal, void *arg)
 {
     struct req_ctx *rc = arg;
@@ -71,13 +54,13 @@ static void balance_cache_cb(enum status st, const struct ledger_balance *bal, v
      * printf: {"worker_id":W,"available":A,"pending":P,"version":V,"source":"cache"} */
     char body[192], *p = body;
     p = put_text(p, "{\"worker_id\":");
-    p = put_i64(p, bal->worker_id);
+    p = common_put_dec(p, bal->worker_id);
     p = put_text(p, ",\"available\":");
-    p = put_i64(p, bal->available);
+    p = common_put_dec(p, bal->available);
     p = put_text(p, ",\"pending\":");
-    p = put_i64(p, bal->pending);
+    p = common_put_dec(p, bal->pending);
     p = put_text(p, ",\"version\":");
-    p = put_i64(p, bal->version);
+    p = common_put_dec(p, bal->version);
     p = put_text(p, ",\"source\":\"cache\"}");
     http_reply_json_text(rc, 200, body, (size_t)(p - body));
 }

@@ -59,30 +59,13 @@ static const char *method_name(enum evhttp_cmd_type t)
 /* Logging                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
-/* v in decimal, as "%lld" prints it (at most 20 bytes); returns the end. */
-static char *put_dec(char *p, long long v)
-{
-    char tmp[24];
-    int i = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        tmp[i++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *p++ = '-';
-    while (i)
-        *p++ = tmp[--i];
-    return p;
-}
-
 static void log_ctx(struct req_ctx *rc, char *buf, size_t cap)
 {
     buf[0] = '\0';
     log_kv(buf, cap, "rid", rc->rid);
     if (rc->principal.person_id) {
         char id[24];
-        *put_dec(id, rc->principal.person_id) = '\0';
+        *common_put_dec(id, rc->principal.person_id) = '\0';
         log_kv(buf, cap, "person", id);
     }
     if (rc->principal.merchant_id) {
@@ -228,10 +211,10 @@ static void send_and_finish(struct req_ctx *rc, int code, struct evbuffer *body)
         log_kv(ctx, sizeof ctx, "method", rc->method);
         log_kv(ctx, sizeof ctx, "path", rc->path ? rc->path : "");
         /* the access line of every request: no printf-family call */
-        *put_dec(tmp, code) = '\0';
+        *common_put_dec(tmp, code) = '\0';
         log_kv(ctx, sizeof ctx, "status", tmp);
         long long tenths = (micros < 0 ? 0 : micros + 50) / 100; /* ms, one decimal */
-        char *e = put_dec(tmp, tenths / 10);
+        char *e = common_put_dec(tmp, tenths / 10);
         *e++ = '.';
         *e++ = (char)('0' + tenths % 10);
         *e = '\0';
