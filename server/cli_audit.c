@@ -832,6 +832,26 @@ static bool copy_fields(char *s, size_t len, char **f, int nf)
 }
 
 /* Every account's kind, by one COPY (the export's snapshot). */
+
+/* The end of a COPY ... TO STDOUT read on c: n is PQgetCopyData's last return (-1 done, -2
+ * failed). Drains the results; false (logged) when the COPY or its command failed. */
+static bool copy_finish(PGconn *c, int n)
+{
+    bool ok = true;
+    if (n == -2) {
+        log_error("export: %s", PQerrorMessage(c));
+        ok = false;
+    }
+    PGresult *r;
+    while ((r = PQgetResult(c))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            log_error("export: %s", PQresultErrorMessage(r));
+            ok = false;
+        }
+        PQclear(r);
+    }
+    return ok;
+}
 static bool load_kinds(PGconn *c2, struct kinds *t)
 {
     PGresult *r = PQexec(c2, "COPY (SELECT id, kind FROM accounts) TO STDOUT");
@@ -870,17 +890,8 @@ static bool load_kinds(PGconn *c2, struct kinds *t)
         }
         PQfreemem(buf);
     }
-    if (n == -2) {
-        log_error("export: %s", PQerrorMessage(c2));
+    if (!copy_finish(c2, n))
         ok = false;
-    }
-    while ((r = PQgetResult(c2))) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            log_error("export: %s", PQresultErrorMessage(r));
-            ok = false;
-        }
-        PQclear(r);
-    }
     return ok;
 }
 
@@ -936,17 +947,8 @@ static bool export_complete(const struct config *cfg, struct txw *w)
             ok = false; /* logged; the rest of the COPY is read and dropped */
         PQfreemem(buf);
     }
-    if (n == -2) {
-        log_error("export: %s", PQerrorMessage(c2));
+    if (!copy_finish(c2, n))
         ok = false;
-    }
-    while ((r = PQgetResult(c2))) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            log_error("export: %s", PQresultErrorMessage(r));
-            ok = false;
-        }
-        PQclear(r);
-    }
     if (ok && w->have)
         ok = txw_finish(w);
     while (ok && cp_more(c, &w->cp, &w->cpi)) {
